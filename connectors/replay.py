@@ -1,0 +1,187 @@
+"""Replay files in, replay files out.
+
+In: one or more JSONL files of envelopes, merged by `received_at` into one
+ordered stream (one partition: replay order is the input order, which is what
+makes replay deterministic). Out: one JSONL file per output topic; workers write
+parts that `merge_parts` sorts into place once the run ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from dataflows.encode import TOPICS, Encoded
+
+_RECEIVED = b'"received_at"'
+
+
+@dataclass(slots=True)
+class RawBatch:
+    """A slice of input lines: (seq, raw bytes, origin) each, numbered per partition."""
+
+    part: str
+    n: int
+    lines: list[tuple[int, bytes, dict[str, object]]]
+
+
+def _received_key(line: bytes) -> bytes:
+    """The received_at string, found without parsing: enough to merge files in order."""
+    i = line.find(_RECEIVED)
+    if i == -1:
+        return b""
+    j = line.find(b'"', i + len(_RECEIVED))
+    k = line.find(b'"', j + 1)
+    return line[j + 1 : k] if j != -1 and k != -1 else b""
+
+
+def _lines(path: Path, index: int) -> Iterator[tuple[bytes, int, int, bytes]]:
+    last = b""
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            key = _received_key(line) or last  # a bad line keeps its place
+            last = key
+            yield key, index, lineno, line
+
+
+class Progress:
+    """Counts lines read; on a terminal, prints events/s and position once a second."""
+
+    def __init__(self, total_hint: int | None = None, show: bool | None = None) -> None:
+        self.read = 0
+        self.started = time.monotonic()
+        self._last_print = 0.0
+        self._total = total_hint
+        self._show = os.isatty(2) if show is None else show
+
+    def advance(self, n: int) -> None:
+        self.read += n
+        now = time.monotonic()
+        if self._show and now - self._last_print >= 1.0:
+            self._last_print = now
+            rate = self.read / max(now - self.started, 1e-9)
+            of = f"/{self._total:,}" if self._total else ""
+            print(f"\r  {self.read:,}{of} events  {rate:,.0f} events/s ", end="", file=_stderr())
+
+    def done(self) -> None:
+        if self._show and self._last_print:
+            print(file=_stderr())
+
+
+def _stderr():
+    import sys
+
+    return sys.stderr
+
+
+class _ReplayPartition(StatefulSourcePartition[RawBatch, int]):
+    def __init__(
+        self, paths: list[Path], batch_size: int, resume: int | None, progress: Progress | None
+    ) -> None:
+        self._paths = [str(p) for p in paths]
+        merged = heapq.merge(*(_lines(p, i) for i, p in enumerate(paths)))
+        self._it = enumerate(merged)
+        self._batch_size = batch_size
+        self._progress = progress
+        self._n = 0
+        self._seq = 0
+        if resume:
+            for _ in islice(self._it, resume):
+                pass
+            self._seq = resume
+
+    def next_batch(self) -> list[RawBatch]:
+        chunk = list(islice(self._it, self._batch_size))
+        if not chunk:
+            raise StopIteration()
+        paths = self._paths
+        lines = [
+            (seq, line, {"file": paths[fi], "line": lineno})
+            for seq, (_key, fi, lineno, line) in chunk
+        ]
+        self._seq = chunk[-1][0] + 1
+        batch = RawBatch("replay", self._n, lines)
+        self._n += 1
+        if self._progress is not None:
+            self._progress.advance(len(lines))
+        return [batch]
+
+    def snapshot(self) -> int:
+        return self._seq
+
+
+class ReplaySource(FixedPartitionedSource[RawBatch, int]):
+    def __init__(
+        self, paths: list[Path], batch_size: int, progress: Progress | None = None
+    ) -> None:
+        self._paths = paths
+        self._batch_size = batch_size
+        self._progress = progress
+
+    def list_parts(self) -> list[str]:
+        return ["replay"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+        return _ReplayPartition(self._paths, self._batch_size, resume_state, self._progress)
+
+
+class _PartsWriter(StatelessSinkPartition[Encoded]):
+    def __init__(self, directory: Path, worker: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._files = {t: (directory / f"{t}.{worker}.part").open("ab") for t in TOPICS}
+
+    def write_batch(self, items: list[Encoded]) -> None:
+        files = self._files
+        for topic, _key, sort_key, value in items:
+            key = sort_key.replace("\t", " ").replace("\n", " ").encode()
+            files[topic].write(key + b"\t" + value + b"\n")
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+
+
+class PartsSink(DynamicSink[Encoded]):
+    """Each worker appends to its own part files; nothing is shared between threads."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PartsWriter:
+        return _PartsWriter(self._dir, worker_index)
+
+
+def merge_parts(
+    parts_dir: Path, out_dir: Path, on_line: Callable[[str, bytes], None] | None = None
+) -> dict[str, int]:
+    """Sort every topic's parts by their sort key into `out_dir/<topic>.jsonl`."""
+    counts: dict[str, int] = {}
+    for topic in TOPICS:
+        rows: list[bytes] = []
+        for part in sorted(parts_dir.glob(f"{topic}.*.part")):
+            rows.extend(part.read_bytes().splitlines())
+            part.unlink()
+        rows.sort(key=lambda row: row.split(b"\t", 1)[0])
+        with (out_dir / f"{topic}.jsonl").open("wb") as f:
+            for row in rows:
+                value = row.split(b"\t", 1)[1]
+                f.write(value + b"\n")
+                if on_line is not None:
+                    on_line(topic, value)
+        counts[topic] = len(rows)
+    try:
+        parts_dir.rmdir()
+    except OSError:
+        pass
+    return counts

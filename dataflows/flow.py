@@ -1,0 +1,202 @@
+"""The orderguard dataflow: one graph for replay and for Kafka, sources and sinks injected.
+
+    input -> route -+-> orders (shards) --+--> customers ----+
+                    +-> tracking index ---+                  +--> encode -> sink
+                    +-> health --------------------------------+
+                    +-> dead letters ----------------------------+
+
+Step ids are part of Bytewax's recovery identity: they are frozen in STEP_IDS and
+a test fails if one changes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from connectors.replay import RawBatch
+from dataflows.barrier import Barrier
+from dataflows.encode import Encoded, encode
+from dataflows.router import CUSTOMERS_KEY, HEALTH_KEY, Router, index_shards, shard_key, stable_shard
+from schemas.config import Settings
+from schemas.event import Event
+from state.customers import CustomerDesk
+from state.health import HealthBatch, HealthState
+from state.shard import OrderShard
+from state.tracking_index import TrackingIndex
+
+STEP_IDS = ("input", "tracking_index", "orders", "customers", "health", "output")
+"""The steps that hold state or position; renaming one orphans its recovery data."""
+
+
+def _pickled(obj: object) -> bytes:
+    """Snapshots must be immutable: pickle at snapshot time, not later."""
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _IndexLogic(StatefulBatchLogic):
+    def __init__(self, settings: Settings, resume: bytes | None) -> None:
+        self._shards = settings.pipeline.shards
+        self.index = pickle.loads(resume) if resume else TrackingIndex(settings)
+
+    def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
+        out: list[Any] = []
+        for part, n, me, clock, items in values:
+            released, dead = self.index.process(items, clock)
+            per_shard: list[list[Any]] = [[] for _ in range(self._shards)]
+            for key, ev in released:
+                per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))
+            for i, evs in enumerate(per_shard):
+                out.append((shard_key(i), ("index", part, n, i, me, evs)))
+            out.extend(("out", d) for d in dead)
+        return out, False
+
+    def snapshot(self) -> bytes:
+        return _pickled(self.index)
+
+
+class _OrdersLogic(StatefulBatchLogic):
+    def __init__(self, settings: Settings, resume: bytes | None) -> None:
+        if resume:
+            self.barrier, state = pickle.loads(resume)
+            self.shard = OrderShard(settings)
+            self.shard.restore(state, settings)
+        else:
+            self.barrier = Barrier(1 + index_shards(settings))
+            self.shard = OrderShard(settings)
+
+    def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
+        out: list[Any] = []
+        for msg in values:
+            if msg[0] == "direct":
+                _, part, n, me, clock, events = msg
+                payload = (clock, [((e.seq, 0, e.seq), e) for e in events])
+                sender = 0
+            else:
+                _, part, n, me, idx, released = msg
+                payload = (0, released)
+                sender = 1 + idx
+            for part_, n_, payloads in self.barrier.add(part, n, sender, payload):
+                clock = max(p[0] for p in payloads)
+                keyed: list[tuple[tuple[int, int, int], Event]] = []
+                for p in payloads:
+                    keyed.extend(p[1])
+                keyed.sort(key=lambda kv: kv[0])
+                signals = []
+                for kind, rec in self.shard.process([e for _, e in keyed], clock):
+                    if kind == "signal":
+                        signals.append(rec)
+                    else:
+                        out.append(("out", rec))
+                out.append((CUSTOMERS_KEY, (part_, n_, me, clock, signals)))
+        return out, False
+
+    def snapshot(self) -> bytes:
+        return _pickled((self.barrier, self.shard.__getstate__()))
+
+
+class _CustomersLogic(StatefulBatchLogic):
+    def __init__(self, settings: Settings, resume: bytes | None) -> None:
+        if resume:
+            self.barrier, self.desk = pickle.loads(resume)
+        else:
+            self.barrier = Barrier(settings.pipeline.shards)
+            self.desk = CustomerDesk(settings)
+
+    def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
+        out: list[Any] = []
+        for part, n, shard, clock, signals in values:
+            for _part, _n, payloads in self.barrier.add(part, n, shard, (clock, signals)):
+                merged = [s for _, sigs in payloads for s in sigs]
+                clock_ = max(c for c, _ in payloads)
+                out.extend(("out", r) for r in self.desk.process(merged, clock_))
+        return out, False
+
+    def snapshot(self) -> bytes:
+        return _pickled((self.barrier, self.desk))
+
+
+class _HealthLogic(StatefulBatchLogic):
+    def __init__(self, settings: Settings, resume: bytes | None) -> None:
+        self.state = pickle.loads(resume) if resume else HealthState(settings)
+
+    def on_batch(self, values: list[HealthBatch]) -> tuple[Iterable[Any], bool]:
+        out: list[Any] = []
+        for batch in values:
+            out.extend(("out", r) for r in self.state.apply(batch))
+            out.extend(("out", r) for r in self.state.advance(batch.clock_ms))
+        return out, False
+
+    def snapshot(self) -> bytes:
+        return _pickled(self.state)
+
+
+def build_flow(
+    settings: Settings,
+    source: Source[RawBatch],
+    sink: Sink[Encoded],
+    *,
+    flow_id: str = "orderguard",
+    stream_of: Callable[[str], str | None] | None = None,
+) -> Dataflow:
+    """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream."""
+    router = Router(settings)
+
+    def route(batch: RawBatch) -> list[tuple[str, Any]]:
+        stream = stream_of(batch.part) if stream_of else None
+        return router.route(batch.part, batch.n, batch.lines, stream)
+
+    flow = Dataflow(flow_id)
+    raw = op.input("input", flow, source)
+    routed = op.flat_map("route", raw, route)
+
+    to_index = op.filter("to_index", routed, lambda kv: kv[0][0] == "i")
+    index = op.stateful_batch("tracking_index", to_index, lambda r: _IndexLogic(settings, r))
+    from_index: Stream[Any] = op.map("index_out", index, _value)
+
+    orders_in = op.merge(
+        "to_orders",
+        op.filter("direct_to_orders", routed, _is_order),
+        op.filter("index_to_orders", from_index, _is_order),
+    )
+    orders = op.stateful_batch("orders", orders_in, lambda r: _OrdersLogic(settings, r))
+    orders_out: Stream[Any] = op.map("orders_out", orders, _value)
+
+    to_customers = op.filter("to_customers", orders_out, lambda kv: kv[0] == CUSTOMERS_KEY)
+    customers = op.stateful_batch(
+        "customers", to_customers, lambda r: _CustomersLogic(settings, r)
+    )
+
+    to_health = op.filter("to_health", routed, lambda kv: kv[0] == HEALTH_KEY)
+    health = op.stateful_batch("health", to_health, lambda r: _HealthLogic(settings, r))
+
+    records = op.merge(
+        "outputs",
+        op.filter("route_out", routed, _is_out),
+        op.filter("index_records", from_index, _is_out),
+        op.filter("orders_records", orders_out, _is_out),
+        op.map("customers_out", customers, _value),
+        op.map("health_out", health, _value),
+    )
+    encoded = op.map("encode", records, lambda kv: encode(kv[1]))
+    op.output("output", encoded, sink)
+    return flow
+
+
+def _value(kv: tuple[str, Any]) -> Any:
+    return kv[1]
+
+
+def _is_out(kv: tuple[str, Any]) -> bool:
+    return kv[0] == "out"
+
+
+def _is_order(kv: tuple[str, Any]) -> bool:
+    return kv[0][0] == "o" and kv[0] != "out"

@@ -1,0 +1,88 @@
+"""The stateless first step: normalize a batch of raw lines and address the pieces.
+
+Every order shard and every tracking-index shard gets exactly one message per
+input batch, even an empty one: it carries the batch's ingestion clock (so
+deadlines fire in quiet shards too) and lets the downstream barriers know the
+batch is complete.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from schemas.config import Settings
+from schemas.event import DeadLetter, Event
+from schemas.normalize import Normalizer
+from state.health import HealthBatch
+
+Message = tuple[str, object]
+
+
+def shard_key(i: int) -> str:
+    return f"o{i:03d}"
+
+
+def index_key(i: int) -> str:
+    return f"i{i:03d}"
+
+
+HEALTH_KEY = "health"
+CUSTOMERS_KEY = "customers"
+
+
+def index_shards(settings: Settings) -> int:
+    """Tracking-index shards: a quarter of the order shards (lookups are cheap)."""
+    return max(1, settings.pipeline.shards // 4)
+
+
+def stable_shard(text: str, n: int) -> int:
+    """crc32, not `hash`: the same id maps to the same shard in every process and run."""
+    return zlib.crc32(text.encode()) % n
+
+
+class Router:
+    def __init__(self, settings: Settings, normalizer: Normalizer | None = None) -> None:
+        self._normalize = (normalizer or Normalizer(settings)).normalize
+        self._shards = settings.pipeline.shards
+        self._index = index_shards(settings)
+        self._settings = settings
+        self._channel_of = {name: s.channel for name, s in settings.sources.items()}
+
+    def route(
+        self, part: str, n: int, lines: list[tuple[int, bytes, dict]], stream: str | None = None
+    ) -> list[Message]:
+        shards, nindex = self._shards, self._index
+        direct: list[list[Event]] = [[] for _ in range(shards)]
+        index: list[list[Event]] = [[] for _ in range(nindex)]
+        health = HealthBatch.for_settings(self._settings)
+        dead: list[Message] = []
+        clock = 0
+        normalize = self._normalize
+        for seq, raw, origin in lines:
+            r = normalize(raw, origin=origin, stream=stream, seq=seq)
+            if isinstance(r, DeadLetter):
+                health.add_dead_letter(r, self._channel_of.get(r.source or ""))
+                dead.append(("out", r))
+                if r.received_ms is not None and r.received_ms > clock:
+                    clock = r.received_ms
+                continue
+            if r.received_ms > clock:
+                clock = r.received_ms
+            health.add_event(r)
+            if r.kind == "telemetry":
+                continue
+            if r.order_id is not None:
+                direct[stable_shard(r.order_id, shards)].append(r)
+                if r.tracking_no is not None and r.tracking_valid:
+                    index[stable_shard(r.tracking_no, nindex)].append(r)
+            elif r.tracking_no is not None:
+                r.raw, r.origin = raw, origin  # kept while the scan waits for its order
+                index[stable_shard(r.tracking_no, nindex)].append(r)
+        health.clock_ms = max(health.clock_ms, clock)
+        out: list[Message] = [
+            (shard_key(i), ("direct", part, n, i, clock, evs)) for i, evs in enumerate(direct)
+        ]
+        out.extend((index_key(i), (part, n, i, clock, evs)) for i, evs in enumerate(index))
+        out.append((HEALTH_KEY, health))
+        out.extend(dead)
+        return out

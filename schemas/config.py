@@ -1,0 +1,381 @@
+"""The one configuration object: thresholds, channels, carriers and the source registry.
+
+Loaded from YAML (`ops/orderguard.yaml`, whose `sources:` names `ops/sources.yaml`),
+overridden by environment variables `ORDERGUARD__SECTION__KEY=value`, validated by
+pydantic. Every error names the file and the dotted key; secrets are `SecretStr`
+so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from schemas.statuses import CLAIMABLE, conditional
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "ops" / "orderguard.yaml"
+ENV_PREFIX = "ORDERGUARD__"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+
+
+def _to_ms(value: Any) -> int:
+    """Durations are written "90s", "2m", "4h", "7d" (a bare number means seconds)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, like 90s, 2m, 4h or 7d")
+    if isinstance(value, int | float):
+        return int(value * 1000)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+    raise ValueError(f"{value!r} is not a duration (like 90s, 2m, 4h or 7d)")
+
+
+DurationMs = Annotated[int, BeforeValidator(_to_ms), Field(ge=0)]
+"""A duration, held in milliseconds: every clock in the pipeline counts in ms."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- thresholds
+class SuccessRate(_Strict):
+    threshold: float = Field(0.992, gt=0, le=1)
+    window: DurationMs = 300_000
+    min_volume: int = Field(50, ge=1)
+
+
+class Thresholds(_Strict):
+    """Every number in the alert table. Per-channel and per-carrier overrides below."""
+
+    payment_not_reflected: DurationMs = 120_000
+    shipment_delayed: DurationMs = 4 * 3_600_000
+    pickup_missing: DurationMs = 4 * 3_600_000
+    tracking_stalled: DurationMs = 12 * 3_600_000
+    delivery_not_reflected: DurationMs = 2 * 3_600_000
+    refund_stuck: DurationMs = 24 * 3_600_000
+    clock_skew: DurationMs = 300_000
+    source_alert_interval: DurationMs = 3_600_000
+    payment_success_rate: SuccessRate = SuccessRate()
+
+
+class ThresholdOverride(_Strict):
+    """The per-order thresholds a channel or carrier may set for itself."""
+
+    payment_not_reflected: DurationMs | None = None
+    shipment_delayed: DurationMs | None = None
+    pickup_missing: DurationMs | None = None
+    tracking_stalled: DurationMs | None = None
+    delivery_not_reflected: DurationMs | None = None
+    refund_stuck: DurationMs | None = None
+
+
+class ChannelBreakerConfig(_Strict):
+    bad_ratio: float = Field(0.05, ge=0, le=1)
+    window: DurationMs = 60_000
+    bad_windows: int = Field(5, ge=1)
+    min_events: int = Field(20, ge=1)
+    open_for: DurationMs = 300_000
+    healthy_windows: int = Field(3, ge=1)
+
+
+class CarrierBreakerConfig(_Strict):
+    consecutive_failures: int = Field(5, ge=1)
+    failure_ratio: float = Field(0.05, ge=0, le=1)
+    window_calls: int = Field(50, ge=1)
+    min_calls: int = Field(20, ge=1)
+    slow_ms: float = Field(3000, gt=0)
+    slow_ratio: float = Field(0.5, ge=0, le=1)
+    open_for: DurationMs = 60_000
+    probe_calls: int = Field(3, ge=1)
+
+
+class CustomerHoldConfig(_Strict):
+    expires_after: DurationMs = 72 * 3_600_000
+
+
+class Breakers(_Strict):
+    channel: ChannelBreakerConfig = ChannelBreakerConfig()
+    carrier: CarrierBreakerConfig = CarrierBreakerConfig()
+    customer: CustomerHoldConfig = CustomerHoldConfig()
+
+
+class Retention(_Strict):
+    """Memory stays bounded: finished orders and unmatched scans leave state."""
+
+    terminal_order: DurationMs = 3 * 86_400_000
+    idle_order: DurationMs = 60 * 86_400_000
+    pending_tracking: DurationMs = 7 * 86_400_000
+    pending_tracking_max: int = Field(200_000, ge=1)
+    seen_events_per_order: int = Field(64, ge=4)
+
+
+class Pipeline(_Strict):
+    shards: int = Field(16, ge=1, le=4096)
+    batch_size: int = Field(2000, ge=1)
+
+
+# ---------------------------------------------------------------- channels, carriers
+class ChannelSpec(_Strict):
+    code: str = Field(pattern=r"^[A-Z]{2,4}$")
+    aliases: list[str] = []
+    thresholds: ThresholdOverride = ThresholdOverride()
+
+
+class CarrierSpec(_Strict):
+    pattern: str
+    backup: str | None = None
+    aliases: list[str] = []
+    thresholds: ThresholdOverride = ThresholdOverride()
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from e
+        return v
+
+
+# ---------------------------------------------------------------- the source registry
+Stream = Literal["orders", "payments", "tracking"]
+Kind = Literal["channel", "oms", "wms", "gateway", "carrier", "telemetry"]
+TimeFormat = Literal["rfc3339", "naive", "epoch_s", "epoch_ms"]
+
+
+def _check_claim(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = conditional(value) or (value,)
+    for part in parts:
+        if part not in CLAIMABLE:
+            raise ValueError(f"{part!r} is not a canonical status")
+    return value
+
+
+Claim = Annotated[str | None, BeforeValidator(_check_claim)]
+
+
+class Refinement(_Strict):
+    """A second field that sharpens a code: DHL `transit` + text "OUT_FOR_DELIVERY"."""
+
+    path: str
+    match: str  # regular expression, searched case-insensitively
+    status: Claim
+    when: list[str] = []  # only for these raw codes (empty: any)
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from e
+        return v
+
+
+class StatusField(_Strict):
+    """One status-bearing field and its map to canonical claims.
+
+    `map` keys are raw values as strings; a null value means "known, says nothing"
+    (PDD refund_status 1). `present` turns a field into a flag: Shopify's
+    `cancelled_at` claims CANCELLED when non-null. A field listed as `optional`
+    may be absent or null; any other absent status field is bad input.
+    """
+
+    path: str
+    map: dict[str, Claim] = {}
+    present: Claim = None
+    optional: bool = False
+    refine: list[Refinement] = []
+
+
+class FieldPaths(_Strict):
+    """Dotted paths (first one present wins) to what the pipeline needs."""
+
+    order_id: list[str] = []
+    tracking_no: list[str] = []
+    carrier: list[str] = []
+    customer_id: list[str] = []
+    channel: list[str] = []
+    event_time: list[str] = []
+    event_id: list[str] = []
+
+
+class TelemetryPaths(_Strict):
+    carrier: str = "carrier"
+    operation: str = "operation"
+    latency_ms: str = "latency_ms"
+    ok: str = "ok"
+    error: str = "error"
+
+
+class SourceSpec(_Strict):
+    stream: Stream
+    kind: Kind
+    channel: str | None = None  # channel sources: which channel they are
+    carrier: str | None = None  # single-carrier tracking sources
+    time_format: TimeFormat
+    zone: str = "UTC"
+    fields: FieldPaths = FieldPaths()
+    statuses: list[StatusField] = []
+    signals: dict[str, str] = {}  # raw status -> signal, e.g. RESHIP_REQUESTED: reship
+    outcomes: dict[str, Literal["success", "failure"]] = {}  # gateways: success-rate input
+    envelope_time: list[str] = []  # raw statuses timed by received_at (WeChat REFUND)
+    telemetry: TelemetryPaths | None = None
+
+    @field_validator("zone")
+    @classmethod
+    def _zone_exists(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except Exception as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> SourceSpec:
+        if self.kind == "telemetry":
+            if self.telemetry is None:
+                raise ValueError("a telemetry source needs `telemetry:` field paths")
+            return self
+        if not self.statuses:
+            raise ValueError("a source needs at least one entry in `statuses`")
+        if not self.fields.order_id and not self.fields.tracking_no:
+            raise ValueError("a source needs `fields.order_id` or `fields.tracking_no`")
+        if not self.fields.event_time:
+            raise ValueError("a source needs `fields.event_time`")
+        # raw values named outside the maps must be in one, or they would never apply
+        known = {raw for f in self.statuses for raw in f.map}
+        named = [("signals", list(self.signals)), ("outcomes", list(self.outcomes))]
+        named.append(("envelope_time", self.envelope_time))
+        named += [(f"refine of {f.path}: when", r.when) for f in self.statuses for r in f.refine]
+        for where, raws in named:
+            for raw in raws:
+                if raw not in known:
+                    raise ValueError(f"{where}: {raw!r} is not a value of any status map")
+        return self
+
+
+RefundClaim = Annotated[str, BeforeValidator(_check_claim)]
+
+
+class Settings(BaseSettings):
+    """Everything an SRE tunes. `orderguard config check FILE` validates it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    thresholds: Thresholds = Thresholds()
+    breakers: Breakers = Breakers()
+    retention: Retention = Retention()
+    pipeline: Pipeline = Pipeline()
+    channels: dict[str, ChannelSpec] = {}
+    carriers: dict[str, CarrierSpec] = {}
+    refund_order: dict[str, RefundClaim] = {}
+    refund_order_default: RefundClaim = "REFUND_REQUESTED"
+    sources: dict[str, SourceSpec] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # the environment overrides the file
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> Settings:
+        for name, c in self.carriers.items():
+            if c.backup is not None and c.backup not in self.carriers:
+                raise ValueError(f"carriers.{name}.backup: unknown carrier {c.backup!r}")
+        for name, s in self.sources.items():
+            if s.channel is not None and s.channel not in self.channels:
+                raise ValueError(f"sources.{name}.channel: unknown channel {s.channel!r}")
+            if s.carrier is not None and s.carrier not in self.carriers:
+                raise ValueError(f"sources.{name}.carrier: unknown carrier {s.carrier!r}")
+        return self
+
+    def order_threshold(self, name: str, channel: str | None, carrier: str | None) -> int:
+        """A per-order threshold in ms: the carrier's override, else the channel's, else global."""
+        for spec in (self.carriers.get(carrier or ""), self.channels.get(channel or "")):
+            if spec is not None:
+                v = getattr(spec.thresholds, name)
+                if v is not None:
+                    return int(v)
+        return int(getattr(self.thresholds, name))
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for a person: file, key, what is wrong."""
+
+
+def _format(err: ValidationError, path: Path) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in e["loc"])
+        where = f"{path}: {key}"
+        if env in os.environ:
+            where += f" (set by the environment variable {env})"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {msg}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read, merge (the sources file, the environment) and validate the configuration."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    data = _read_yaml(path)
+    sources = data.get("sources")
+    source_path = path
+    if isinstance(sources, str):
+        source_path = (path.parent / sources).resolve()
+        data["sources"] = _read_yaml(source_path)
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        shown = source_path if any(err["loc"][:1] == ("sources",) for err in e.errors()) else path
+        raise ConfigError(_format(e, shown)) from None
+    except ValueError as e:  # raised by model validators outside field context
+        raise ConfigError(f"{path}: {e}") from None

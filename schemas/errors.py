@@ -1,0 +1,54 @@
+"""Dead-letter reason codes: the machine half of every "why was this input bad".
+
+Dashboards, the channel breaker and tests key on these strings, so they are
+a closed, documented set; the human half is the dead letter's `error` sentence.
+"""
+
+from __future__ import annotations
+
+NOT_JSON = "not_json"
+"""The message bytes are not JSON (or not UTF-8)."""
+NOT_OBJECT = "not_object"
+"""The message is JSON but not an object (an array, a string, a number...)."""
+BAD_ENVELOPE = "bad_envelope"
+"""An envelope field is missing or of the wrong type: `source`, `stream`,
+`received_at` (when no fallback ingestion time is known), `event_id`, `payload`."""
+UNKNOWN_SOURCE = "unknown_source"
+"""`source` names no entry of the source registry (ops/sources.yaml)."""
+STREAM_MISMATCH = "stream_mismatch"
+"""The envelope's `stream`, the topic's stream and the source's stream disagree."""
+MISSING_ORDER_ID = "missing_order_id"
+"""The payload carries neither an order id nor a tracking number."""
+INVALID_ORDER_ID = "invalid_order_id"
+"""An order id that is not a global id (channel code + yyyymmdd + sequence) or a
+`REF-<global id>-<nn>` refund id; ids are case-sensitive."""
+INVALID_FIELD = "invalid_field"
+"""A tracking number, carrier, channel or customer id of the wrong JSON type."""
+UNPARSEABLE_TIME = "unparseable_time"
+"""An event time (or the envelope's `received_at`) that is not in the source's format."""
+UNMAPPED_STATUS = "unmapped_status"
+"""A status value the source's map does not know (feeds the UNMAPPED_STATUS alert)."""
+MISSING_STATUS = "missing_status"
+"""A status field that is not optional is absent or null."""
+INVALID_TELEMETRY = "invalid_telemetry"
+"""A `carrier_api` record whose carrier is unknown, latency not a number, `ok`
+not a bool, or operation/error not strings."""
+INTERNAL_ERROR = "internal_error"
+"""A bug in the normalizer: it never raises, so the exception becomes a dead letter."""
+
+REASONS: tuple[str, ...] = (
+    NOT_JSON,
+    NOT_OBJECT,
+    BAD_ENVELOPE,
+    UNKNOWN_SOURCE,
+    STREAM_MISMATCH,
+    MISSING_ORDER_ID,
+    INVALID_ORDER_ID,
+    INVALID_FIELD,
+    UNPARSEABLE_TIME,
+    UNMAPPED_STATUS,
+    MISSING_STATUS,
+    INVALID_TELEMETRY,
+    INTERNAL_ERROR,
+)
+"""Every reason a dead letter may carry, in the order the normalizer checks them."""

@@ -1,0 +1,82 @@
+"""Deterministic randomness and provider ids.
+
+Python's `hash()` of strings changes per process, so everything keyed by name goes
+through blake2b salts and a splitmix64 mixer: the same seed gives the same bytes in any
+process. Incident membership is a pure function of (seed, order, incident), so turning
+one incident on never reshuffles the orders another one picks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+
+MASK64 = (1 << 64) - 1
+_TWO64 = float(1 << 64)
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+UPPER36 = string.digits + string.ascii_uppercase
+_A = 6_364_136_223_846_793_003  # ends in 3: coprime with every 10**k, so idx -> number is 1:1
+
+
+def splitmix(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def mix(*parts: int) -> int:
+    h = 0
+    for p in parts:
+        h = splitmix(h ^ (p & MASK64))
+    return h
+
+
+def salt(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
+
+
+def unit(*parts: int) -> float:
+    """A uniform float in [0, 1) determined by its arguments."""
+    return mix(*parts) / _TWO64
+
+
+def token(alphabet: str, n: int, *parts: int) -> str:
+    """n characters of `alphabet`, determined by parts (fresh 64 bits every 10 chars)."""
+    base = len(alphabet)
+    out: list[str] = []
+    x = 0
+    for i in range(n):
+        if i % 10 == 0:
+            x = mix(*parts, i)
+        x, r = divmod(x, base)
+        out.append(alphabet[r])
+    return "".join(out)
+
+
+def digits(width: int, idx: int, *parts: int) -> str:
+    """`width` decimal digits, distinct for distinct idx below 10**width (an affine bijection)."""
+    m = 10**width
+    return f"{(idx * _A + mix(*parts)) % m:0{width}d}"
+
+
+_T = salt("tracking")
+
+
+def tracking_number(carrier: str, idx: int, seed: int) -> str:
+    """A tracking number matching the carrier's pattern in ops/orderguard.yaml, unique per order."""
+    if carrier == "sf":
+        return "SF" + digits(12, idx, seed, _T, 1)
+    if carrier == "zto":  # ^7[0-9]{11,14}$: most 15 long, some 12
+        if mix(seed, idx, _T, 2) % 10 < 3:
+            return "7" + digits(11, idx, seed, _T, 3)
+        return "7" + digits(14, idx, seed, _T, 4)
+    if carrier == "yto":
+        return "YT" + digits(10, idx, seed, _T, 5)
+    if carrier == "jt":
+        return "JT" + digits(13, idx, seed, _T, 6)
+    if carrier == "dhl":
+        return digits(10, idx, seed, _T, 7)
+    if carrier == "ups":  # 1Z + shipper (6) + service (2) + package (8)
+        return "1Z" + token(UPPER36, 6, seed, _T, 8) + "03" + digits(8, idx, seed, _T, 9)
+    raise ValueError(f"unknown carrier {carrier!r}")

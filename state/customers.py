@@ -1,0 +1,84 @@
+"""The customer desk: holds across all of a customer's orders.
+
+Orders of one customer live in different shards, so holds live here, fed by the
+shards' signals in a deterministic order. A hold opens on DELIVERY_NOT_REFLECTED
+or DUPLICATE_SHIPMENT_RISK; a reship or second tracking number for any order of a
+held customer is itself a DUPLICATE_SHIPMENT_RISK, which resolves with the hold.
+"""
+
+from __future__ import annotations
+
+from schemas.config import Settings
+from state.breakers import CustomerHolds
+from state.order_alerts import MESSAGES
+from state.records import Alert, CustomerSignal, Decision
+
+
+class CustomerDesk:
+    def __init__(self, settings: Settings) -> None:
+        self.holds = CustomerHolds(settings.breakers.customer)
+        self.clock = 0
+        # customer -> {order_id: first_seen} of risks this desk raised while held
+        self.risks: dict[str, dict[str, tuple[int, dict[str, str]]]] = {}
+
+    def process(self, signals: list[CustomerSignal], clock: int) -> list[Alert | Decision]:
+        out: list[Alert | Decision] = []
+        for s in sorted(signals, key=lambda s: (s.at_ms, s.order_id, s.kind, s.alert_type or "")):
+            self.advance(s.at_ms, out)
+            if s.kind == "hold":
+                reason = f"{s.alert_type} on order {s.order_id}"
+                d = self.holds.hold(s.customer_id, s.at_ms, reason, s.order_id, s.alert_type or "")
+                if d is not None:
+                    out.append(d)
+            elif s.kind == "shipment" and self.holds.is_held(s.customer_id, s.at_ms):
+                out.append(self._risk(s))
+        self.advance(clock, out)
+        return out
+
+    def release(self, customer_id: str, at_ms: int, by: str) -> list[Alert | Decision]:
+        """An operator's release (the control topic, issue 4)."""
+        out: list[Alert | Decision] = []
+        d = self.holds.release(customer_id, at_ms, by)
+        if d is not None:
+            out.append(d)
+            self._resolve(customer_id, at_ms, out)
+        return out
+
+    def advance(self, now: int, out: list[Alert | Decision]) -> None:
+        if now <= self.clock:
+            return
+        for d in self.holds.advance(now):
+            out.append(d)
+            self._resolve(d.key, d.at_ms, out)
+        self.clock = now
+
+    def _risk(self, s: CustomerSignal) -> Alert:
+        subject = {"order_id": s.order_id, "customer_id": s.customer_id}
+        if s.channel:
+            subject["channel"] = s.channel
+        if s.carrier:
+            subject["carrier"] = s.carrier
+        self.risks.setdefault(s.customer_id, {})[s.order_id] = (s.at_ms, subject)
+        return Alert(
+            type="DUPLICATE_SHIPMENT_RISK",
+            state="firing",
+            subject=subject,
+            message=f"{s.order_id}: {MESSAGES['DUPLICATE_SHIPMENT_RISK']} (customer on hold)",
+            first_seen_ms=s.at_ms,
+            at_ms=s.at_ms,
+            details={"customer_on_hold": True},
+        )
+
+    def _resolve(self, customer_id: str, at_ms: int, out: list[Alert | Decision]) -> None:
+        for order_id, (first_seen, subject) in sorted(self.risks.pop(customer_id, {}).items()):
+            out.append(
+                Alert(
+                    type="DUPLICATE_SHIPMENT_RISK",
+                    state="resolved",
+                    subject=subject,
+                    message=f"{order_id}: customer hold released",
+                    first_seen_ms=first_seen,
+                    at_ms=at_ms,
+                    details={"customer_on_hold": False},
+                )
+            )

@@ -1,0 +1,223 @@
+"""The evidence rules: how one normalized event moves an order's derived status.
+
+Rules, each named so a reader finds it here in one hop:
+
+- MAIN PATH ADVANCES ONLY: the derived main-path status is the furthest one any
+  source has evidenced; a late or stale claim stays in the timeline only.
+- TRACKING LOCK: a valid tracking number puts the order at LABEL_CREATED or later.
+- SIDE STATES are facts beside the main path (cancelled, refund, exception, ...).
+  A newer side claim replaces the current one when it weighs at least as much
+  (`SIDE_WEIGHT`), or when the current one is transient (hold, exception).
+- LOGISTICS SIDE CLAIMS MUST BE NEWER than the latest main-path evidence: an old
+  "exception" scan does not undo a later "in transit".
+- PROGRESS CLEARS TRANSIENT SIDES: a later main-path claim ends ON_HOLD; a later
+  carrier-or-better scan (PICKED_UP or further) ends DELIVERY_EXCEPTION.
+- PRECEDENCE: a transient side set by a source can only be cleared by a source of
+  the same or higher precedence tier (gateway/carrier 4, wms 3, channel 2, oms 1).
+- The OMS status is also recorded as the *reported* status being checked.
+"""
+
+from __future__ import annotations
+
+from schemas.event import Event
+from schemas.statuses import RANK, conditional
+
+TIER: dict[str, int] = {"gateway": 4, "carrier": 4, "wms": 3, "channel": 2, "oms": 1}
+"""Precedence: payment gateway over channel over OMS; carrier over WMS over channel over OMS."""
+
+SIDE_WEIGHT: dict[str, int] = {
+    "ON_HOLD": 1,
+    "DELIVERY_EXCEPTION": 2,
+    "RETURNING": 3,
+    "REFUND_REQUESTED": 4,
+    "RETURNED": 5,
+    "CANCELLED": 6,
+    "CLOSED_UNPAID": 6,
+    "REFUNDED": 7,
+}
+TRANSIENT_SIDES = frozenset({"ON_HOLD", "DELIVERY_EXCEPTION"})
+LOGISTICS_SIDES = frozenset({"DELIVERY_EXCEPTION", "RETURNING", "RETURNED"})
+CLOSED_SIDES = frozenset({"CANCELLED", "CLOSED_UNPAID"})
+TERMINAL = frozenset({"COMPLETED", "CANCELLED", "CLOSED_UNPAID", "REFUNDED", "RETURNED"})
+
+PAID_RANK = RANK["PAID"]
+LABEL_RANK = RANK["LABEL_CREATED"]
+PICKUP_RANK = RANK["PICKED_UP"]
+DELIVERED_RANK = RANK["DELIVERED"]
+
+# Order.flags bits: event-triggered conditions the alert rules read.
+F_REGRESSION = 1  # the OMS reported a status behind the evidence
+F_DUP_RISK = 2  # reship / second tracking number after the carrier delivered
+F_PAID_AFTER_CLOSE = 4  # a gateway payment succeeded after the order was closed
+F_POST_DELIVERY = 8  # a returning/exception scan after delivered
+
+
+class Order:
+    """Per-order state, kept compact: one of these per open order is the memory budget."""
+
+    __slots__ = (
+        "alerts",
+        "carrier",
+        "carrier_ms",
+        "channel",
+        "customer",
+        "delivered_ms",
+        "delivered_at",
+        "due",
+        "flags",
+        "last_at",
+        "main",
+        "main_ms",
+        "paid_at",
+        "paid_ev_ms",
+        "closed_ev_ms",
+        "reported",
+        "seen",
+        "side",
+        "side_ms",
+        "side_tier",
+        "since",
+        "status",
+        "tracking",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.status: str | None = None  # derived
+        self.main: str | None = None  # furthest main-path status evidenced
+        self.main_ms = 0  # event time of the claim that set `main`
+        self.side: str | None = None
+        self.side_ms = 0
+        self.side_tier = 0
+        self.reported: str | None = None  # OMS's latest, canonicalized
+        self.tracking: str | tuple[str, ...] | None = None
+        self.carrier: str | None = None
+        self.channel: str | None = None
+        self.customer: str | None = None
+        self.version = 0
+        self.since = 0  # ingestion ms the current status (or PAID band) began
+        self.paid_at = 0  # ingestion ms of the first gateway success
+        self.paid_ev_ms = 0  # event ms of the latest gateway success
+        self.closed_ev_ms = 0  # event ms of the latest cancel/close
+        self.delivered_at = 0  # ingestion ms of the carrier's delivered scan
+        self.delivered_ms = 0  # event ms of that scan
+        self.carrier_ms = 0  # ingestion ms of the last carrier event
+        self.last_at = 0  # ingestion ms of the last event
+        self.flags = 0
+        # open alert type -> (first_seen ms, the `since` it fired for)
+        self.alerts: dict[str, tuple[int, int]] | None = None
+        self.seen = b""  # 8-byte digests of event identities, oldest first
+        self.due = 0  # next deadline (ms) registered with the shard's timer wheel
+
+    def tracking_numbers(self) -> tuple[str, ...]:
+        t = self.tracking
+        if t is None:
+            return ()
+        return (t,) if isinstance(t, str) else t
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, s) for s in Order.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(Order.__slots__, state, strict=True):
+            setattr(self, name, value)
+
+
+def derive(o: Order) -> str | None:
+    return o.side if o.side is not None else o.main
+
+
+def _rank(status: str | None) -> int:
+    return RANK.get(status, 0) if status else 0
+
+
+def resolve_claim(o: Order, claim: str) -> str:
+    """ "A/B" claims (Alipay TRADE_CLOSED): A once the order was paid, B before."""
+    pair = conditional(claim)
+    if pair is None:
+        return claim
+    return pair[0] if _rank(o.main) >= PAID_RANK else pair[1]
+
+
+def apply_claims(o: Order, ev: Event, tier: int) -> str | None:
+    """Apply an event's status claims; return the claim that decided a change, if any."""
+    decided = None
+    for raw in ev.claims:
+        claim = resolve_claim(o, raw)
+        if claim in RANK:
+            if _main_claim(o, ev, claim, tier):
+                decided = claim
+        elif _side_claim(o, ev, claim, tier):
+            decided = claim
+    return decided
+
+
+def _main_claim(o: Order, ev: Event, claim: str, tier: int) -> bool:
+    changed = False
+    r = RANK[claim]
+    if r > _rank(o.main):  # MAIN PATH ADVANCES ONLY
+        o.main = claim
+        o.main_ms = ev.event_ms
+        changed = True
+    side = o.side
+    if side in TRANSIENT_SIDES and ev.event_ms > o.side_ms and tier >= o.side_tier:
+        # PROGRESS CLEARS TRANSIENT SIDES
+        if side == "ON_HOLD" or r >= PICKUP_RANK:
+            o.side = None
+            changed = True
+    return changed
+
+
+def _side_claim(o: Order, ev: Event, claim: str, tier: int) -> bool:
+    if claim == "REFUND_CLOSED":
+        if o.side == "REFUND_REQUESTED":
+            o.side = None
+            return True
+        return False
+    if claim in LOGISTICS_SIDES and ev.event_ms <= o.main_ms:
+        return False  # LOGISTICS SIDE CLAIMS MUST BE NEWER
+    current = o.side
+    if current is not None:
+        if ev.event_ms < o.side_ms:
+            return False
+        if current == claim:
+            return False
+        transient = current in TRANSIENT_SIDES
+        if not transient and SIDE_WEIGHT[claim] < SIDE_WEIGHT[current]:
+            return False
+        if transient and tier < o.side_tier and SIDE_WEIGHT[claim] <= SIDE_WEIGHT[current]:
+            return False
+    o.side = claim
+    o.side_ms = ev.event_ms
+    o.side_tier = tier
+    if claim in CLOSED_SIDES:
+        o.closed_ev_ms = ev.event_ms
+    return True
+
+
+def lock_tracking(o: Order, ev: Event) -> None:
+    """TRACKING LOCK: a valid tracking number means the label exists."""
+    if _rank(o.main) < LABEL_RANK:
+        o.main = "LABEL_CREATED"
+        o.main_ms = ev.event_ms
+
+
+def judge_report(o: Order, ev: Event, reported: str) -> None:
+    """STATUS_REGRESSION is judged when an OMS report arrives, not while the OMS lags.
+
+    A report is behind the evidence when it is earlier on the main path than the
+    derived status and was made after that evidence existed (or, for the tracking
+    lock, claims "not shipped" once a tracking number is on the order).
+    """
+    r = RANK.get(reported)
+    main_r = _rank(o.main)
+    if r is None or main_r == 0 or o.side in CLOSED_SIDES:
+        o.flags &= ~F_REGRESSION
+        return
+    behind = r < main_r and (
+        ev.event_ms >= o.main_ms or (r < LABEL_RANK and o.tracking is not None)
+    )
+    if behind:
+        o.flags |= F_REGRESSION
+    elif r >= main_r:
+        o.flags &= ~F_REGRESSION

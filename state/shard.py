@@ -1,0 +1,300 @@
+"""One shard of order state: many orders, their deadlines, and the alerts they raise.
+
+The dataflow keeps a fixed set of shards (config `pipeline.shards`), so a clock
+tick reaches every shard and Bytewax sees a handful of keys instead of millions.
+`process` takes events in input order plus the batch's ingestion clock; everything
+it emits is a pure function of that sequence, which is what makes replay
+deterministic whatever the batch size or worker count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from schemas.config import Settings
+from schemas.event import Event
+from schemas.statuses import standard_status
+from state.evidence import (
+    CLOSED_SIDES,
+    F_DUP_RISK,
+    F_PAID_AFTER_CLOSE,
+    F_POST_DELIVERY,
+    TERMINAL,
+    TIER,
+    Order,
+    apply_claims,
+    derive,
+    judge_report,
+    lock_tracking,
+    resolve_claim,
+)
+from state.order_alerts import MESSAGES, RULES, Thresholds
+from state.records import Alert, Correction, CustomerSignal
+from state.timers import TimerWheel
+
+Output = tuple[
+    str, object
+]  # ("corrected", Correction) | ("alert", Alert) | ("signal", CustomerSignal)
+
+HOLD_ALERTS = frozenset({"DELIVERY_NOT_REFLECTED", "DUPLICATE_SHIPMENT_RISK"})
+PAID_BAND = frozenset({"PAID", "FULFILLING"})
+AFTER_DELIVERY = frozenset({"RETURNING", "RETURNED", "DELIVERY_EXCEPTION"})
+
+
+def event_digest(ev: Event) -> bytes:
+    """8 bytes of identity: stable across processes (unlike `hash`), so it survives snapshots."""
+    return hashlib.blake2b(f"{ev.source}\x1f{ev.event_id}".encode(), digest_size=8).digest()
+
+
+def _seen(seen: bytes, digest: bytes) -> bool:
+    i = seen.find(digest)
+    while i != -1:
+        if i % 8 == 0:
+            return True
+        i = seen.find(digest, i + 1)
+    return False
+
+
+class OrderShard:
+    """Orders keyed by global id, with a timer wheel on the ingestion clock."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.orders: dict[str, Order] = {}
+        self.clock = 0
+        self._wheel = TimerWheel()
+        self._settings = settings
+        self._thresholds = Thresholds(settings)
+        r = settings.retention
+        self._keep_terminal = r.terminal_order
+        self._keep_idle = r.idle_order
+        self._seen_bytes = 8 * r.seen_events_per_order
+        self.duplicates = 0
+
+    def __getstate__(self) -> dict:
+        return {"orders": self.orders, "clock": self.clock, "wheel": self._wheel}
+
+    def restore(self, state: dict, settings: Settings) -> None:
+        self.__init__(settings)  # type: ignore[misc]
+        self.orders = state["orders"]
+        self.clock = state["clock"]
+        self._wheel = state["wheel"]
+
+    # ------------------------------------------------------------------ input
+    def process(self, events: list[Event], clock: int) -> list[Output]:
+        """Apply events in order; fire every deadline that falls before each arrival."""
+        out: list[Output] = []
+        for ev in events:
+            now = max(self.clock, ev.received_ms)
+            self.advance(now, out)
+            self._apply(ev, now, out)
+        self.advance(max(self.clock, clock), out)
+        return out
+
+    def advance(self, now: int, out: list[Output]) -> None:
+        """Move the clock to `now`: deadlines strictly before it fire, at their own time."""
+        orders = self.orders
+        wheel = self._wheel
+        while True:  # one second-bucket at a time, so deadlines fire in time order
+            nxt = wheel.next_bucket_ms()
+            if nxt is None or nxt >= now:
+                break
+            limit = min(now, nxt + 1000)
+            ready = wheel.pop_due(limit, lambda k: _due(orders, k))
+            if not ready:
+                if limit == now:
+                    break
+                continue
+            for due, oid in ready:
+                o = orders[oid]
+                o.due = 0
+                self._evaluate(oid, o, due, out)
+        self.clock = now
+
+    # ------------------------------------------------------------------ one event
+    def _apply(self, ev: Event, now: int, out: list[Output]) -> None:
+        oid = ev.order_id
+        if oid is None:  # the router never sends these; keep the contract explicit
+            return
+        o = self.orders.get(oid)
+        if o is None:
+            o = self.orders[oid] = Order()
+        digest = event_digest(ev)
+        if _seen(o.seen, digest):
+            self.duplicates += 1  # DELIVERIES OF THE SAME EVENT CHANGE NOTHING
+            return
+        seen = o.seen + digest
+        o.seen = seen[-self._seen_bytes :] if len(seen) > self._seen_bytes else seen
+        o.last_at = now
+        prev = o.status
+        tier = TIER.get(ev.kind, 0)
+        kind = ev.kind
+
+        if ev.channel is not None and o.channel is None:
+            o.channel = ev.channel
+        if ev.customer_id is not None and (o.customer is None or kind == "oms"):
+            o.customer = ev.customer_id
+        if ev.carrier is not None and (o.carrier is None or kind in ("carrier", "wms")):
+            o.carrier = ev.carrier
+
+        shipment = False
+        lock = None
+        if ev.tracking_no is not None and ev.tracking_valid:
+            nums = o.tracking_numbers()
+            if ev.tracking_no not in nums:
+                if nums:
+                    shipment = True  # a second tracking number
+                o.tracking = ev.tracking_no if not nums else (*nums, ev.tracking_no)
+            if o.main is None or o.main in ("PENDING_PAYMENT", "PAID", "FULFILLING"):
+                lock = ev.tracking_no
+            lock_tracking(o, ev)
+        if ev.signal == "reship":
+            shipment = True
+        if shipment:
+            if o.delivered_at:
+                o.flags |= F_DUP_RISK
+            elif o.customer is not None:
+                out.append(("signal", self._signal("shipment", oid, o, now)))
+
+        if kind == "gateway" and ev.outcome == "success":
+            if not o.paid_at:
+                o.paid_at = now
+            o.paid_ev_ms = max(o.paid_ev_ms, ev.event_ms)
+        elif kind == "carrier":
+            o.carrier_ms = now
+            if "DELIVERED" in ev.claims and not o.delivered_at:
+                o.delivered_at = now
+                o.delivered_ms = ev.event_ms
+            elif o.delivered_at and ev.event_ms > o.delivered_ms:
+                if any(c in AFTER_DELIVERY for c in ev.claims):
+                    o.flags |= F_POST_DELIVERY
+
+        decided = apply_claims(o, ev, tier)
+        if o.side in CLOSED_SIDES and o.paid_ev_ms > o.closed_ev_ms:
+            o.flags |= F_PAID_AFTER_CLOSE
+        if kind == "oms" and ev.refund_id is None and ev.claims:
+            reported = resolve_claim(o, ev.claims[0])
+            o.reported = reported
+            judge_report(o, ev, reported)
+
+        status = derive(o)
+        if status != prev:
+            o.status = status
+            if not (prev in PAID_BAND and status in PAID_BAND):
+                o.since = now
+            o.version += 1
+            reason = f"{ev.source} reported {ev.raw_status}"
+            if decided is None and lock is not None:
+                reason = f"{ev.source} assigned tracking number {lock}"
+            out.append(("corrected", self._correction(oid, o, prev, reason, ev)))
+        self._evaluate(oid, o, now, out)
+
+    def _correction(self, oid: str, o: Order, prev: str | None, reason: str, ev: Event):
+        status = o.status or "PENDING_PAYMENT"
+        evidence = {"source": ev.source, "event_id": ev.event_id}
+        if ev.refund_id is not None:
+            evidence["refund_id"] = ev.refund_id
+        return Correction(
+            order_id=oid,
+            status=status,
+            standard_status=standard_status(status, o.main),
+            previous_status=prev,
+            reported_status=o.reported,
+            mismatch=o.reported is not None and o.reported != status,
+            reason=reason,
+            evidence=[evidence],
+            event_ms=ev.event_ms,
+            version=o.version,
+        )
+
+    # ------------------------------------------------------------------ alerts, deadlines
+    def _evaluate(self, oid: str, o: Order, now: int, out: list[Output]) -> None:
+        """Fire what has held long enough, resolve what cleared, schedule the next deadline."""
+        due = 0
+        thresholds = self._thresholds
+        for typ, (rule, thr_name) in RULES.items():
+            since = rule(o)
+            opened = o.alerts.get(typ) if o.alerts is not None else None
+            if opened is not None:
+                if since == opened[1] or (since is not None and thr_name is None):
+                    continue  # still the same condition
+                # cleared, or a new period began (the parcel moved): resolve this one
+                out.append(("alert", self._alert(typ, "resolved", oid, o, now)))
+                del o.alerts[typ]  # type: ignore[union-attr]
+            if since is None:
+                continue
+            fire_at = since + thresholds(thr_name, o.channel, o.carrier)
+            if fire_at <= now:
+                if o.alerts is None:
+                    o.alerts = {}
+                o.alerts[typ] = (now, since)
+                alert = self._alert(typ, "firing", oid, o, now, since)
+                out.append(("alert", alert))
+                if typ in HOLD_ALERTS and o.customer is not None:
+                    sig = self._signal("hold", oid, o, now)
+                    sig.alert_type = typ
+                    out.append(("signal", sig))
+            elif due == 0 or fire_at < due:
+                due = fire_at
+        if not o.alerts:
+            o.alerts = None
+        keep = o.last_at + (self._keep_terminal if o.status in TERMINAL else self._keep_idle)
+        if keep <= now:
+            self._evict(oid, o, now, out)
+            return
+        if due == 0 or keep < due:
+            due = keep
+        if due != o.due:
+            self._wheel.schedule(oid, due, o.due)
+            o.due = due
+
+    def _evict(self, oid: str, o: Order, now: int, out: list[Output]) -> None:
+        """Retention: the order leaves state; its open alerts resolve with it."""
+        for typ in list(o.alerts or ()):
+            alert = self._alert(typ, "resolved", oid, o, now)
+            alert.details["reason"] = "order left state after its retention period"
+            out.append(("alert", alert))
+        del self.orders[oid]
+
+    def _alert(
+        self, typ: str, state: str, oid: str, o: Order, now: int, since: int | None = None
+    ) -> Alert:
+        subject = {"order_id": oid}
+        if o.customer is not None:
+            subject["customer_id"] = o.customer
+        if o.channel is not None:
+            subject["channel"] = o.channel
+        if o.carrier is not None:
+            subject["carrier"] = o.carrier
+        details: dict[str, object] = {"status": o.status, "reported_status": o.reported}
+        if o.tracking is not None:
+            details["tracking_numbers"] = list(o.tracking_numbers())
+        if since is not None:
+            details["since_ms"] = since
+        first_seen = o.alerts[typ][0] if o.alerts and typ in o.alerts else now
+        return Alert(
+            type=typ,
+            state=state,
+            subject=subject,
+            message=f"{oid}: {MESSAGES[typ]}",
+            first_seen_ms=first_seen,
+            at_ms=now,
+            details=details,
+        )
+
+    def _signal(self, kind: str, oid: str, o: Order, now: int) -> CustomerSignal:
+        return CustomerSignal(
+            kind=kind,
+            customer_id=o.customer or "",
+            order_id=oid,
+            at_ms=now,
+            channel=o.channel,
+            carrier=o.carrier,
+        )
+
+    def open_orders(self) -> int:
+        return len(self.orders)
+
+
+def _due(orders: dict[str, Order], key: str) -> int:
+    o = orders.get(key)
+    return 0 if o is None else o.due

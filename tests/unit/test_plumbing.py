@@ -1,0 +1,111 @@
+"""Timer wheel, batch barrier and tracking index: the pieces that make sharding deterministic."""
+
+from __future__ import annotations
+
+from dataflows.barrier import Barrier
+from schemas.config import Settings
+from state.timers import TimerWheel
+from state.tracking_index import TrackingIndex
+from tests.helpers import HOUR, T0, ev
+
+
+def test_wheel_pops_due_keys_in_time_order_and_skips_stale_entries():
+    wheel = TimerWheel()
+    dues = {"a": 5_500, "b": 1_200, "c": 9_000}
+    for k, d in dues.items():
+        wheel.schedule(k, d)
+    dues["c"] = 20_000  # rescheduled: its old entry is stale
+    wheel.schedule("c", 20_000, 9_000)
+    assert wheel.pop_due(10_000, dues.__getitem__) == [(1_200, "b"), (5_500, "a")]
+    assert wheel.pop_due(10_000, dues.__getitem__) == []
+    assert wheel.pop_due(20_001, dues.__getitem__) == [(20_000, "c")]
+
+
+def test_wheel_keeps_entries_due_later_in_the_same_second():
+    wheel = TimerWheel()
+    dues = {"a": 1_100, "b": 1_900}
+    for k, d in dues.items():
+        wheel.schedule(k, d)
+    assert wheel.pop_due(1_500, dues.__getitem__) == [(1_100, "a")]
+    assert wheel.pop_due(2_000, dues.__getitem__) == [(1_900, "b")]
+
+
+def test_barrier_releases_complete_batches_in_order():
+    b: Barrier[str] = Barrier(2)
+    assert b.add("p", 1, 0, "1a") == []
+    assert b.add("p", 1, 1, "1b") == []  # batch 0 still missing
+    assert b.add("p", 0, 1, "0b") == []
+    assert b.add("p", 0, 0, "0a") == [("p", 0, ["0a", "0b"]), ("p", 1, ["1a", "1b"])]
+    assert b.pending() == 0
+
+
+def test_barrier_keeps_partitions_apart():
+    b: Barrier[int] = Barrier(1)
+    assert b.add("x", 0, 0, 1) == [("x", 0, [1])]
+    assert b.add("y", 1, 0, 2) == []
+    assert b.add("y", 0, 0, 3) == [("y", 0, [3]), ("y", 1, [2])]
+
+
+def _scan(tracking: str, at: int):
+    return ev("zto", "carrier", None, "PICKED_UP", at=at, tracking_no=tracking,
+              tracking_valid=True, raw=b'{"raw": 1}', origin={"file": "f", "line": 1})
+
+
+def _registration(order_id: str, tracking: str, at: int):
+    return ev("wms", "wms", order_id, "LABEL_CREATED", at=at, tracking_no=tracking,
+              tracking_valid=True)
+
+
+def test_index_resolves_scans_for_registered_numbers():
+    idx = TrackingIndex(Settings())
+    reg = _registration("PDD2026030200001", "751234567890123", T0)
+    scan = _scan("751234567890123", T0 + HOUR)
+    released, dead = idx.process([reg, scan], T0 + HOUR)
+    assert [(key, e.order_id) for key, e in released] == [
+        ((scan.seq, 0, scan.seq), "PDD2026030200001")
+    ]
+    assert dead == []
+
+
+def test_index_holds_an_early_scan_and_releases_it_behind_the_registration():
+    idx = TrackingIndex(Settings())
+    scan = _scan("751234567890123", T0)
+    assert idx.process([scan], T0) == ([], [])
+    reg = _registration("PDD2026030200001", "751234567890123", T0 + HOUR)
+    released, _ = idx.process([reg], T0 + HOUR)
+    assert [(key, e.order_id) for key, e in released] == [
+        ((reg.seq, 1, scan.seq), "PDD2026030200001")
+    ]
+    assert released[0][1].raw is None  # raw bytes are dropped once matched
+    assert idx.pending_count == 0
+
+
+def test_index_dead_letters_scans_no_order_claims_within_retention():
+    settings = Settings(retention={"pending_tracking": "7d"})
+    idx = TrackingIndex(settings)
+    idx.process([_scan("751234567890123", T0)], T0)
+    _, dead = idx.process([], T0 + 7 * 24 * HOUR - 1)
+    assert dead == []
+    _, dead = idx.process([], T0 + 7 * 24 * HOUR)
+    assert [(d.reason, d.value, d.raw, d.origin) for d in dead] == [
+        ("unmatched_tracking", "751234567890123", b'{"raw": 1}', {"file": "f", "line": 1})
+    ]
+
+
+def test_index_bounds_pending_scans():
+    idx = TrackingIndex(Settings(retention={"pending_tracking_max": 2}))
+    _, dead = idx.process([_scan(f"75123456789012{i}", T0 + i) for i in range(3)], T0 + 3)
+    assert [(d.reason, d.value) for d in dead] == [("pending_overflow", "751234567890120")]
+    assert idx.pending_count == 2
+
+
+def test_index_forgets_registrations_nobody_used_for_a_whole_retention_period():
+    settings = Settings(retention={"idle_order": "2d"})
+    idx = TrackingIndex(settings)
+    idx.process([_registration("TB2026030200001", "SF123456789012", T0)], T0)
+    idx.process([_scan("SF000000000000", T0 + 24 * HOUR)], T0 + 24 * HOUR)  # rotation 1
+    assert idx.lookup("SF123456789012") == "TB2026030200001"  # promoted back
+    idx.process([_scan("SF000000000001", T0 + 48 * HOUR)], T0 + 48 * HOUR)  # rotation 2
+    idx.process([_scan("SF000000000002", T0 + 72 * HOUR)], T0 + 72 * HOUR)  # rotation 3
+    idx.process([_scan("SF000000000003", T0 + 96 * HOUR)], T0 + 96 * HOUR)  # rotation 4
+    assert idx.lookup("SF123456789012") is None
