@@ -136,23 +136,24 @@ class ReplaySource(FixedPartitionedSource[RawBatch, int]):
         return _ReplayPartition(self._paths, self._batch_size, resume_state, self._progress)
 
 
-class _PartsWriter(StatelessSinkPartition[Encoded]):
+class _PartsWriter(StatelessSinkPartition[list[Encoded]]):
     def __init__(self, directory: Path, worker: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._files = {t: (directory / f"{t}.{worker}.part").open("ab") for t in TOPICS}
 
-    def write_batch(self, items: list[Encoded]) -> None:
+    def write_batch(self, items: list[list[Encoded]]) -> None:
         files = self._files
-        for topic, _key, sort_key, value in items:
-            key = sort_key.replace("\t", " ").replace("\n", " ").encode()
-            files[topic].write(key + b"\t" + value + b"\n")
+        for records in items:
+            for topic, _key, sort_key, value in records:
+                key = sort_key.replace("\t", " ").replace("\n", " ").encode()
+                files[topic].write(key + b"\t" + value + b"\n")
 
     def close(self) -> None:
         for f in self._files.values():
             f.close()
 
 
-class PartsSink(DynamicSink[Encoded]):
+class PartsSink(DynamicSink[list[Encoded]]):
     """Each worker appends to its own part files; nothing is shared between threads."""
 
     def __init__(self, directory: Path) -> None:

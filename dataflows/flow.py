@@ -55,7 +55,8 @@ class _IndexLogic(StatefulBatchLogic):
                 per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))
             for i, evs in enumerate(per_shard):
                 out.append((shard_key(i), ("index", part, n, i, me, evs)))
-            out.extend(("out", d) for d in dead)
+            if dead:
+                out.append(("out", dead))
         return out, False
 
     def snapshot(self) -> bytes:
@@ -89,12 +90,11 @@ class _OrdersLogic(StatefulBatchLogic):
                 for p in payloads:
                     keyed.extend(p[1])
                 keyed.sort(key=lambda kv: kv[0])
-                signals = []
+                signals, records = [], []
                 for kind, rec in self.shard.process([e for _, e in keyed], clock):
-                    if kind == "signal":
-                        signals.append(rec)
-                    else:
-                        out.append(("out", rec))
+                    (signals if kind == "signal" else records).append(rec)
+                if records:
+                    out.append(("out", records))
                 out.append((CUSTOMERS_KEY, (part_, n_, me, clock, signals)))
         return out, False
 
@@ -116,7 +116,9 @@ class _CustomersLogic(StatefulBatchLogic):
             for _part, _n, payloads in self.barrier.add(part, n, shard, (clock, signals)):
                 merged = [s for _, sigs in payloads for s in sigs]
                 clock_ = max(c for c, _ in payloads)
-                out.extend(("out", r) for r in self.desk.process(merged, clock_))
+                records = self.desk.process(merged, clock_)
+                if records:
+                    out.append(("out", records))
         return out, False
 
     def snapshot(self) -> bytes:
@@ -130,8 +132,9 @@ class _HealthLogic(StatefulBatchLogic):
     def on_batch(self, values: list[HealthBatch]) -> tuple[Iterable[Any], bool]:
         out: list[Any] = []
         for batch in values:
-            out.extend(("out", r) for r in self.state.apply(batch))
-            out.extend(("out", r) for r in self.state.advance(batch.clock_ms))
+            records = self.state.apply(batch) + self.state.advance(batch.clock_ms)
+            if records:
+                out.append(("out", records))
         return out, False
 
     def snapshot(self) -> bytes:
@@ -141,7 +144,7 @@ class _HealthLogic(StatefulBatchLogic):
 def build_flow(
     settings: Settings,
     source: Source[RawBatch],
-    sink: Sink[Encoded],
+    sink: Sink[list[Encoded]],
     *,
     flow_id: str = "orderguard",
     stream_of: Callable[[str], str | None] | None = None,
@@ -185,7 +188,8 @@ def build_flow(
         op.map("customers_out", customers, _value),
         op.map("health_out", health, _value),
     )
-    encoded = op.map("encode", records, lambda kv: encode(kv[1]))
+    # records travel as one list per batch: Bytewax's cost is per item, not per record
+    encoded = op.map("encode", records, lambda kv: [encode(r) for r in kv[1]])
     op.output("output", encoded, sink)
     return flow
 

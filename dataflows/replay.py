@@ -73,8 +73,7 @@ def run_replay(
     summarize: bool = True,
 ) -> Summary:
     """Replay `inputs` through the dataflow; write one JSONL file per output topic."""
-    from bytewax.run import cli_main
-    from bytewax.testing import run_main
+    from bytewax.testing import cluster_main, run_main
 
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = out_dir / ".parts"
@@ -87,7 +86,7 @@ def run_replay(
     if workers == 1:
         run_main(flow)
     else:
-        cli_main(flow, workers_per_process=workers)
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
     elapsed = time.perf_counter() - started
     progress.done()
     summary = Summary(events_in=progress.read, seconds=elapsed)

@@ -55,14 +55,14 @@ class Router:
         direct: list[list[Event]] = [[] for _ in range(shards)]
         index: list[list[Event]] = [[] for _ in range(nindex)]
         health = HealthBatch.for_settings(self._settings)
-        dead: list[Message] = []
+        dead: list[DeadLetter] = []
         clock = 0
         normalize = self._normalize
         for seq, raw, origin in lines:
             r = normalize(raw, origin=origin, stream=stream, seq=seq)
             if isinstance(r, DeadLetter):
                 health.add_dead_letter(r, self._channel_of.get(r.source or ""))
-                dead.append(("out", r))
+                dead.append(r)
                 if r.received_ms is not None and r.received_ms > clock:
                     clock = r.received_ms
                 continue
@@ -84,5 +84,6 @@ class Router:
         ]
         out.extend((index_key(i), (part, n, i, clock, evs)) for i, evs in enumerate(index))
         out.append((HEALTH_KEY, health))
-        out.extend(dead)
+        if dead:
+            out.append(("out", dead))
         return out

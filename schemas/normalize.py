@@ -309,6 +309,9 @@ class Normalizer:
                 raise _Bad(errors.NOT_JSON, f"not JSON: {e}") from None
             if type(env) is not dict:
                 raise _Bad(errors.NOT_OBJECT, f"JSON {_kind_of(env)}, not an object", env)
+            env_stream = env.get("stream")
+            if known_stream is None and type(env_stream) is str and env_stream in _STREAMS:
+                known_stream = env_stream  # for dead letters from here on
             name = env.get("source", _MISSING)
             if type(name) is not str:
                 raise _Bad(errors.BAD_ENVELOPE, "envelope `source` missing or not a string", name)
@@ -316,12 +319,9 @@ class Normalizer:
             if src is None:
                 raise _Bad(errors.UNKNOWN_SOURCE, f"unknown source {name!r}", name)
             source = name
-            env_stream = env.get("stream")
             if env_stream is not None:
                 if type(env_stream) is not str:
                     raise _Bad(errors.BAD_ENVELOPE, "envelope `stream` not a string", env_stream)
-                if known_stream is None and env_stream in _STREAMS:
-                    known_stream = env_stream
                 if stream is not None and env_stream != stream:
                     raise _Bad(
                         errors.STREAM_MISMATCH,

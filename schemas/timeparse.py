@@ -16,7 +16,6 @@ change (02:30 in a spring-forward gap lands at 03:30 new time).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -235,9 +234,10 @@ def _epoch(value: object, scale: int, unit: str) -> int:
     if t is int:
         ms = value * scale  # type: ignore[operator]
     elif t is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
-            raise TimeParseError(f"{_show(value)} is not a finite epoch {unit}")
-        ms = round(value * scale)  # type: ignore[operator]
+        scaled = value * scale  # type: ignore[operator]
+        if not 0 <= scaled <= _MS_MAX:  # also refuses NaN and the infinities
+            raise TimeParseError(f"{_show(value)} epoch {unit} is out of range")
+        ms = round(scaled)
     elif t is str:
         m = _NUMBER.match(value)  # type: ignore[arg-type]
         if m is None:

@@ -8,7 +8,6 @@ them at or before the instant they describe.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 SECOND = 1_000
@@ -17,8 +16,6 @@ HOUR = 3_600_000
 DAY = 86_400_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Prefixer = Callable[[int], tuple[str, int]]
 
 
 def to_ms(dt: datetime) -> int:
@@ -32,55 +29,58 @@ def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
-def _prefixer(fmt: str, offset_min: int) -> Prefixer:
-    """ms -> (cached "…HH:MM:" prefix of the wall time at offset_min, seconds)."""
-    cache: dict[int, str] = {}
-    shift = offset_min * 60
+_SEC = [f"{i:02d}" for i in range(60)]
+_MS = [f"{i:03d}" for i in range(1000)]
 
-    def prefix(ms: int) -> tuple[str, int]:
-        minute, sec = divmod(ms // 1000 + shift, 60)
-        p = cache.get(minute)
-        if p is None:
-            p = cache[minute] = datetime.fromtimestamp(minute * 60, UTC).strftime(fmt)
-        return p, sec
 
-    return prefix
+class _Prefixes(dict[int, str]):
+    """Wall-clock minute (epoch seconds + zone offset, // 60) -> "…HH:MM:", built on first use."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.fmt = fmt
+
+    def __missing__(self, minute: int) -> str:
+        p = self[minute] = datetime.fromtimestamp(minute * 60, UTC).strftime(self.fmt)
+        return p
 
 
 _ISO = "%Y-%m-%dT%H:%M:"
-_utc = _prefixer(_ISO, 0)
-_cn = _prefixer("%Y-%m-%d %H:%M:", 480)
-_offset: dict[int, tuple[Prefixer, str]] = {}
+_UTC = _Prefixes(_ISO)
+_CN = _Prefixes("%Y-%m-%d %H:%M:")
+_OFFSET: dict[int, tuple[_Prefixes, str]] = {}
+_CN_SHIFT = 8 * 3600
 
 
 def utc_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds: received_at, PayPal create_time."""
-    p, s = _utc(ms)
-    return f"{p}{s:02d}.{ms % 1000:03d}Z"
+    s, milli = divmod(ms, 1000)
+    m, sec = divmod(s, 60)
+    return f"{_UTC[m]}{_SEC[sec]}.{_MS[milli]}Z"
 
 
 def utc_s(ms: int) -> str:
     """RFC 3339 UTC to the second: WMS `at`, carrier_api `at`, English OMS."""
-    p, s = _utc(ms)
-    return f"{p}{s:02d}Z"
+    m, sec = divmod(ms // 1000, 60)
+    return f"{_UTC[m]}{_SEC[sec]}Z"
 
 
 def cn_naive(ms: int) -> str:
     """Naive `YYYY-MM-DD HH:MM:SS` Asia/Shanghai wall time (Chinese platforms, carriers)."""
-    p, s = _cn(ms)
-    return f"{p}{s:02d}"
+    m, sec = divmod(ms // 1000 + _CN_SHIFT, 60)
+    return f"{_CN[m]}{_SEC[sec]}"
 
 
 def with_offset(ms: int, offset_min: int) -> str:
     """RFC 3339 wall time at a fixed offset, e.g. +08:00, -05:00, +01:00."""
-    entry = _offset.get(offset_min)
+    entry = _OFFSET.get(offset_min)
     if entry is None:
         sign = "+" if offset_min >= 0 else "-"
         h, m = divmod(abs(offset_min), 60)
-        entry = _offset[offset_min] = (_prefixer(_ISO, offset_min), f"{sign}{h:02d}:{m:02d}")
-    prefix, suffix = entry
-    p, s = prefix(ms)
-    return f"{p}{s:02d}{suffix}"
+        entry = _OFFSET[offset_min] = (_Prefixes(_ISO), f"{sign}{h:02d}:{m:02d}")
+    prefixes, suffix = entry
+    m, sec = divmod(ms // 1000 + offset_min * 60, 60)
+    return f"{prefixes[m]}{_SEC[sec]}{suffix}"
 
 
 def cn_date(ms: int) -> str:

@@ -9,14 +9,12 @@ from __future__ import annotations
 from random import Random
 
 from sim import catalog
-from sim.ids import mix, salt, tracking_number
+from sim.ids import BASE62, token, tracking_number
 
 NORMAL, CANCELLED, REFUNDED = "normal", "cancelled", "refunded"
 CANCEL_SHARE = 0.05
 REFUND_SHARE = 0.03
 OMS_SHARE = 0.80
-
-_S_EN = salt("oms-english-awaiting")
 
 
 def pick(r: float, mix_: tuple[tuple[str, float], ...]) -> str:
@@ -28,10 +26,12 @@ def pick(r: float, mix_: tuple[tuple[str, float], ...]) -> str:
 
 
 class Order:
-    """Facts of one order. Times `tp` is relative to creation; `t0` is absolute (ms)."""
+    """Facts of one order. `t0` (creation) is absolute, `tp` (payment) relative to it, in ms."""
 
     __slots__ = (
         "amount",
+        "amount_str",
+        "buyer",
         "carrier",
         "channel",
         "cn",
@@ -46,8 +46,11 @@ class Order:
         "t0",
         "tp",
         "tracking",
-        "variant",
         "via",
+        "with_ref",
+        "wx_event_id",
+        "awaiting",
+        "dy_tracking_key",
     )
 
     def __init__(self, idx: int, seed: int, rng: Random, customers: int) -> None:
@@ -74,14 +77,11 @@ class Order:
         self.outcome = CANCELLED if u < CANCEL_SHARE else REFUNDED if u > 1 - REFUND_SHARE else NORMAL
         # Own-site orders live in the OMS; refunds are only visible through it (REF-... orders).
         self.has_oms = r() < OMS_SHARE or ch == "web" or self.outcome == REFUNDED
-        # Producer quirks fixed per order: ZTO orderId present, douyin tracking_number key,
-        # wechatpay event_id present, English OMS saying "Awaiting Payment".
-        self.variant = mix(seed, idx, _S_EN)
-
-    @property
-    def amount_str(self) -> str:
-        return f"{self.amount // 100}.{self.amount % 100:02d}"
-
-    def flag(self, bit: int, percent: int) -> bool:
-        """A stable per-order yes/no with the given chance (bit selects an independent draw)."""
-        return (self.variant >> (bit * 7)) % 100 < percent
+        self.amount_str = f"{self.amount // 100}.{self.amount % 100:02d}"
+        self.buyer = "AA" + token(BASE62, 7, seed, self.customer) if ch == "taobao" else ""
+        # Producer quirks, fixed per order.
+        self.with_ref = r() < 0.4  # ZTO scans usually omit orderId
+        self.wx_event_id = r() < 0.5  # wechatpay notices sometimes carry an event id
+        self.awaiting = r() < 0.3  # English OMS says "Awaiting Payment" rather than "Pending"
+        # Since an upstream upgrade some douyin producers name the field tracking_number.
+        self.dy_tracking_key = "tracking_number" if r() < 0.2 else "logistics_no"

@@ -104,7 +104,7 @@ def _taobao(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
         p["pay_time"] = cn_naive(o.t0 + o.tp)
     shipped = stage in SHIPPED
     p["modified"] = cn_naive(t)
-    p["buyer_open_uid"] = "AA" + token(BASE62, 7, o.seed, o.customer)
+    p["buyer_open_uid"] = o.buyer
     p["payment"] = o.amount_str
     p["out_sid"] = o.tracking if shipped else None
     p["company_code"] = _COMPANY[o.carrier] if shipped else None
@@ -129,8 +129,7 @@ def _pinduoduo(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
 
 
 def _douyin(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
-    # Since an upstream upgrade some producers name the tracking field tracking_number.
-    key = "tracking_number" if o.flag(1, 20) else "logistics_no"
+    key = o.dy_tracking_key
     p = {
         "order_id": o.oid,
         "order_status": _DOUYIN[stage],
@@ -194,7 +193,7 @@ def oms(ctx: Ctx, o: Order, t: int, arg: tuple[str, bool]) -> Built:
         status, updated = _OMS_CN[key], with_offset(t, catalog.OFFSET_CN)
     else:
         status, updated = _OMS_EN[key], utc_s(t)
-        if key == "pending" and not ref and o.flag(2, 30):
+        if key == "pending" and not ref and o.awaiting:
             status = "Awaiting Payment"
     shipped = key in _OMS_SHIPPED and not ref
     p = {
@@ -243,7 +242,7 @@ def _wechatpay(ctx: Ctx, o: Order, t: int, what: str) -> Built:
         "success_time": with_offset(tp, catalog.OFFSET_CN),
         "amount": {"total": o.amount, "currency": "CNY"},
     }
-    return "wechatpay", p, (f"wx-{txn}" if what == "success" and o.flag(3, 50) else None)
+    return "wechatpay", p, (f"wx-{txn}" if what == "success" and o.wx_event_id else None)
 
 
 def _alipay(ctx: Ctx, o: Order, t: int, what: str) -> Built:
@@ -374,7 +373,7 @@ def scan(ctx: Ctx, o: Order, t: int, arg: tuple[str, int]) -> Built:
         }
     elif via == "zto":
         p = {"billCode": o.tracking}
-        if o.flag(4, 40):  # ZTO scans usually omit orderId: the tracking number must find it
+        if o.with_ref:  # ZTO scans usually omit orderId: the tracking number must find it
             p["orderId"] = o.oid
         p.update(scanType=_ZTO[step], scanDate=cn_naive(t), scanSite=_site(o, step, hub))
     elif via == "yto":

@@ -102,6 +102,45 @@ RULES: dict[str, tuple[Rule, str | None]] = {
     "REFUND_STUCK": (refund_stuck, "refund_stuck"),
 }
 
+_BY_STATUS: dict[str | None, tuple[str, ...]] = {
+    "PAID": ("SHIPMENT_DELAYED",),
+    "FULFILLING": ("SHIPMENT_DELAYED",),
+    "LABEL_CREATED": ("PICKUP_MISSING",),
+    "PICKED_UP": ("TRACKING_STALLED",),
+    "IN_TRANSIT": ("TRACKING_STALLED",),
+    "OUT_FOR_DELIVERY": ("TRACKING_STALLED",),
+    "REFUND_REQUESTED": ("REFUND_STUCK",),
+    "DELIVERY_EXCEPTION": ("DELIVERY_EXCEPTION",),
+}
+_BY_FLAG = (
+    (F_PAID_AFTER_CLOSE, "PAID_AFTER_CLOSE"),
+    (F_DUP_RISK, "DUPLICATE_SHIPMENT_RISK"),
+    (F_POST_DELIVERY, "POST_DELIVERY_ANOMALY"),
+    (F_REGRESSION, "STATUS_REGRESSION"),
+)
+_ORDER = {t: i for i, t in enumerate(RULES)}
+
+
+def candidates(o: Order) -> list[str]:
+    """The rules that could hold for this order now, plus the open ones (to resolve them).
+
+    Evaluating only these instead of every rule keeps the per-event cost flat.
+    """
+    found = list(_BY_STATUS.get(o.status, ()))
+    if o.reported is not None:
+        if o.paid_at:
+            found.append("PAYMENT_NOT_REFLECTED")
+        if o.delivered_at:
+            found.append("DELIVERY_NOT_REFLECTED")
+    if o.flags:
+        found.extend(t for bit, t in _BY_FLAG if o.flags & bit)
+    if o.alerts:
+        found.extend(t for t in o.alerts if t not in found)
+    if len(found) > 1:
+        found = sorted(set(found), key=_ORDER.__getitem__)
+    return found
+
+
 MESSAGES: dict[str, str] = {
     "PAYMENT_NOT_REFLECTED": "gateway reported payment; the OMS still says unpaid",
     "PAID_AFTER_CLOSE": "a payment succeeded for an order that was cancelled or closed",

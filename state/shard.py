@@ -28,7 +28,7 @@ from state.evidence import (
     lock_tracking,
     resolve_claim,
 )
-from state.order_alerts import MESSAGES, RULES, Thresholds
+from state.order_alerts import MESSAGES, RULES, Thresholds, candidates
 from state.records import Alert, Correction, CustomerSignal
 from state.timers import TimerWheel
 
@@ -211,7 +211,8 @@ class OrderShard:
         """Fire what has held long enough, resolve what cleared, schedule the next deadline."""
         due = 0
         thresholds = self._thresholds
-        for typ, (rule, thr_name) in RULES.items():
+        for typ in candidates(o):
+            rule, thr_name = RULES[typ]
             since = rule(o)
             opened = o.alerts.get(typ) if o.alerts is not None else None
             if opened is not None:

@@ -1,0 +1,250 @@
+"""Replay benchmark: events/s through Bytewax vs the bare core, and RSS per open order.
+
+    python -m benchmarks.replay_bench [--orders N] [--open-share S] [--quick]
+
+Generates (once, cached under benchmarks/.data/) a realistic dataset from all
+sources with many orders cut off mid-life, then measures, side by side in one run:
+
+- normalize only (parse + map, no state)                   events/s
+- the bare core: router + tracking index + order shards     events/s (the ceiling)
+- the Bytewax replay dataflow, 1 worker                     events/s and ratio to the core
+- RSS per open order after loading the dataset into state   bytes (fresh subprocess)
+
+Targets (issue 2): replay >= 150k events/s on one core; <= 600 bytes per open order.
+Figures go to benchmarks/results/replay.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+RESULTS = HERE / "results"
+
+
+def dataset(orders: int, open_share: float, seed: int = 11) -> Path:
+    from sim import generate, write_jsonl
+
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"bench-{orders}-{open_share}-{seed}.jsonl"
+    if not path.exists():
+        t = time.perf_counter()
+        tmp = path.with_suffix(".tmp")
+        n = write_jsonl(
+            tmp,
+            generate(
+                orders=orders,
+                seed=seed,
+                start=datetime(2026, 3, 2, tzinfo=UTC),
+                hours=24,
+                open_share=open_share,
+            ),
+        )
+        tmp.rename(path)
+        print(f"generated {n:,} events in {time.perf_counter() - t:.1f} s -> {path}")
+    return path
+
+
+def read_batches(path: Path, size: int):
+    seq = 0
+    batch: list = []
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, 1):
+            batch.append((seq, line.rstrip(b"\n"), {"file": str(path), "line": lineno}))
+            seq += 1
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def bench_normalize(path: Path, settings) -> tuple[int, float]:
+    from schemas.normalize import Normalizer
+
+    normalize = Normalizer(settings).normalize
+    n = 0
+    t = time.perf_counter()
+    for batch in read_batches(path, 2000):
+        for seq, raw, origin in batch:
+            normalize(raw, origin=origin, seq=seq)
+        n += len(batch)
+    return n, time.perf_counter() - t
+
+
+class Core:
+    """The dataflow's steps called directly, in the order Bytewax would call them."""
+
+    def __init__(self, settings) -> None:
+        from dataflows.router import Router, index_shards
+        from state.customers import CustomerDesk
+        from state.health import HealthState
+        from state.shard import OrderShard
+        from state.tracking_index import TrackingIndex
+
+        self.router = Router(settings)
+        self.shards = [OrderShard(settings) for _ in range(settings.pipeline.shards)]
+        self.index = [TrackingIndex(settings) for _ in range(index_shards(settings))]
+        self.health = HealthState(settings)
+        self.desk = CustomerDesk(settings)
+        self.n_shards = settings.pipeline.shards
+        self.outputs = 0
+
+    def feed(self, n: int, lines: list) -> None:
+        from dataflows.router import stable_shard
+
+        msgs = self.router.route("bench", n, lines)
+        released: list[list] = [[] for _ in self.shards]
+        direct: dict[int, tuple] = {}
+        signals: list = []
+        clock = 0
+        for key, msg in msgs:
+            k0 = key[0]
+            if k0 == "i":
+                _part, _n, _i, clock, items = msg
+                rel, dead = self.index[int(key[1:])].process(items, clock)
+                for kv in rel:
+                    released[stable_shard(kv[1].order_id, self.n_shards)].append(kv)
+                self.outputs += len(dead)
+            elif k0 == "o" and key != "out":
+                direct[int(key[1:])] = msg
+            elif key == "health":
+                self.outputs += len(self.health.apply(msg))
+            else:
+                self.outputs += 1
+        for i, shard in enumerate(self.shards):
+            _, _part, _n, _me, clock, events = direct[i]
+            keyed = [((e.seq, 0, e.seq), e) for e in events] + released[i]
+            keyed.sort(key=lambda kv: kv[0])
+            for kind, rec in shard.process([e for _, e in keyed], clock):
+                if kind == "signal":
+                    signals.append(rec)
+                else:
+                    self.outputs += 1
+        self.outputs += len(self.desk.process(signals, clock))
+
+    def open_orders(self) -> int:
+        return sum(len(s.orders) for s in self.shards)
+
+
+def bench_core(path: Path, settings) -> tuple[int, float, int]:
+    core = Core(settings)
+    n = 0
+    t = time.perf_counter()
+    for i, batch in enumerate(read_batches(path, settings.pipeline.batch_size)):
+        core.feed(i, batch)
+        n += len(batch)
+    return n, time.perf_counter() - t, core.open_orders()
+
+
+def bench_bytewax(path: Path, settings, workdir: Path) -> tuple[int, float]:
+    from dataflows.replay import run_replay
+
+    s = run_replay(settings, [path], workdir, show_progress=False, summarize=False)
+    return s.events_in, s.seconds
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_child(path: str) -> None:
+    """Run in a fresh process: RSS growth from loading the dataset into state."""
+    from schemas.config import load_settings
+
+    settings = load_settings()
+    core = Core(settings)
+    batches = read_batches(Path(path), settings.pipeline.batch_size)
+    first = next(batches)
+    core.feed(0, first)  # warm every code path and allocator arena
+    gc.collect()
+    before = _rss()
+    for i, batch in enumerate(batches, 1):
+        core.feed(i, batch)
+    gc.collect()
+    after = _rss()
+    open_orders = core.open_orders()
+    pending = sum(ix.pending_count for ix in core.index)
+    print(json.dumps({"rss_growth": after - before, "open_orders": open_orders,
+                      "pending_scans": pending, "rss_total": after}))
+
+
+def bench_memory(path: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.replay_bench", "--memory-child", str(path)],
+        capture_output=True, text=True, check=True, cwd=HERE.parent,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--orders", type=int, default=240_000)
+    ap.add_argument("--open-share", type=float, default=0.9)
+    ap.add_argument("--quick", action="store_true", help="a small run to check the harness")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    if args.quick:
+        args.orders = 5_000
+    from schemas.config import load_settings
+
+    settings = load_settings()
+    path = dataset(args.orders, args.open_share)
+    events = sum(1 for _ in path.open("rb"))
+    print(f"dataset: {events:,} events, {args.orders:,} orders ({path.name})")
+
+    n, secs = bench_normalize(path, settings)
+    norm_rate = n / secs
+    n, secs, open_orders = bench_core(path, settings)
+    core_rate = n / secs
+    n, secs = bench_bytewax(path, settings, DATA / "bench-out")
+    bw_rate = n / secs
+    mem = bench_memory(path)
+    per_order = mem["rss_growth"] / max(1, mem["open_orders"])
+
+    results = {
+        "events": events,
+        "orders": args.orders,
+        "open_orders": mem["open_orders"],
+        "pending_scans": mem["pending_scans"],
+        "normalize_events_per_s": round(norm_rate),
+        "core_events_per_s": round(core_rate),
+        "bytewax_replay_events_per_s": round(bw_rate),
+        "bytewax_to_core_ratio": round(bw_rate / core_rate, 3),
+        "rss_growth_bytes": mem["rss_growth"],
+        "rss_bytes_per_open_order": round(per_order),
+        "target_replay_events_per_s": 150_000,
+        "target_bytes_per_open_order": 600,
+    }
+    rows = [
+        ("normalize only", f"{norm_rate:,.0f} events/s", ""),
+        ("bare core (no Bytewax)", f"{core_rate:,.0f} events/s", "ceiling"),
+        ("Bytewax replay, 1 worker", f"{bw_rate:,.0f} events/s",
+         f"{bw_rate / core_rate:.2f}x core; target 150,000"),
+        ("open orders in state", f"{mem['open_orders']:,}", ""),
+        ("RSS per open order", f"{per_order:,.0f} bytes", "target 600"),
+    ]
+    print()
+    for name, value, note in rows:
+        print(f"  {name:<28}{value:>22}   {note}")
+    RESULTS.mkdir(exist_ok=True)
+    if not args.quick:
+        (RESULTS / "replay.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten to {RESULTS / 'replay.json'}")
+
+
+if __name__ == "__main__":
+    main()
