@@ -23,7 +23,8 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,16 +40,12 @@ def dataset(orders: int, open_share: float, seed: int = 11) -> Path:
     if not path.exists():
         t = time.perf_counter()
         tmp = path.with_suffix(".tmp")
-        n = write_jsonl(
-            tmp,
-            generate(
-                orders=orders,
-                seed=seed,
-                start=datetime(2026, 3, 2, tzinfo=UTC),
-                hours=24,
-                open_share=open_share,
-            ),
-        )
+        start = datetime(2026, 3, 2, tzinfo=UTC)
+        end = (start + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%S")
+        envelopes = generate(orders=orders, seed=seed, start=start, hours=24, open_share=open_share)
+        # stop at the end of the day: what follows (buyers confirming days later) would
+        # run the clock past every open order's deadlines
+        n = write_jsonl(tmp, takewhile(lambda e: e.get("received_at", "") < end, envelopes))
         tmp.rename(path)
         print(f"generated {n:,} events in {time.perf_counter() - t:.1f} s -> {path}")
     return path
@@ -175,14 +172,25 @@ def memory_child(path: str) -> None:
     after = _rss()
     open_orders = core.open_orders()
     pending = sum(ix.pending_count for ix in core.index)
-    print(json.dumps({"rss_growth": after - before, "open_orders": open_orders,
-                      "pending_scans": pending, "rss_total": after}))
+    print(
+        json.dumps(
+            {
+                "rss_growth": after - before,
+                "open_orders": open_orders,
+                "pending_scans": pending,
+                "rss_total": after,
+            }
+        )
+    )
 
 
 def bench_memory(path: Path) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.replay_bench", "--memory-child", str(path)],
-        capture_output=True, text=True, check=True, cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -208,7 +216,7 @@ def main() -> None:
 
     n, secs = bench_normalize(path, settings)
     norm_rate = n / secs
-    n, secs, open_orders = bench_core(path, settings)
+    n, secs, _ = bench_core(path, settings)
     core_rate = n / secs
     n, secs = bench_bytewax(path, settings, DATA / "bench-out")
     bw_rate = n / secs
@@ -232,8 +240,11 @@ def main() -> None:
     rows = [
         ("normalize only", f"{norm_rate:,.0f} events/s", ""),
         ("bare core (no Bytewax)", f"{core_rate:,.0f} events/s", "ceiling"),
-        ("Bytewax replay, 1 worker", f"{bw_rate:,.0f} events/s",
-         f"{bw_rate / core_rate:.2f}x core; target 150,000"),
+        (
+            "Bytewax replay, 1 worker",
+            f"{bw_rate:,.0f} events/s",
+            f"{bw_rate / core_rate:.2f}x core; target 150,000",
+        ),
         ("open orders in state", f"{mem['open_orders']:,}", ""),
         ("RSS per open order", f"{per_order:,.0f} bytes", "target 600"),
     ]

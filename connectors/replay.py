@@ -8,6 +8,7 @@ parts that `merge_parts` sorts into place once the run ends.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import time
@@ -181,8 +182,6 @@ def merge_parts(
                 if on_line is not None:
                     on_line(topic, value)
         counts[topic] = len(rows)
-    try:
+    with contextlib.suppress(OSError):  # left in place if something else wrote there
         parts_dir.rmdir()
-    except OSError:
-        pass
     return counts

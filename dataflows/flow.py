@@ -24,7 +24,14 @@ from bytewax.outputs import Sink
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
 from dataflows.encode import Encoded, encode
-from dataflows.router import CUSTOMERS_KEY, HEALTH_KEY, Router, index_shards, shard_key, stable_shard
+from dataflows.router import (
+    CUSTOMERS_KEY,
+    HEALTH_KEY,
+    Router,
+    index_shards,
+    shard_key,
+    stable_shard,
+)
 from schemas.config import Settings
 from schemas.event import Event
 from state.customers import CustomerDesk
@@ -173,9 +180,7 @@ def build_flow(
     orders_out: Stream[Any] = op.map("orders_out", orders, _value)
 
     to_customers = op.filter("to_customers", orders_out, lambda kv: kv[0] == CUSTOMERS_KEY)
-    customers = op.stateful_batch(
-        "customers", to_customers, lambda r: _CustomersLogic(settings, r)
-    )
+    customers = op.stateful_batch("customers", to_customers, lambda r: _CustomersLogic(settings, r))
 
     to_health = op.filter("to_health", routed, lambda kv: kv[0] == HEALTH_KEY)
     health = op.stateful_batch("health", to_health, lambda r: _HealthLogic(settings, r))

@@ -41,7 +41,8 @@ class Summary:
     def render(self) -> str:
         rate = self.events_in / self.seconds if self.seconds else 0.0
         lines = [
-            f"events in        {self.events_in:>10,}   ({rate:,.0f} events/s over {self.seconds:.1f} s)",
+            f"events in        {self.events_in:>10,}   "
+            f"({rate:,.0f} events/s over {self.seconds:.1f} s)",
             f"dead letters     {self.counts.get('dead_letters', 0):>10,}",
             f"corrections      {self.counts.get('corrected', 0):>10,}",
             f"alerts           {self.counts.get('alerts', 0):>10,}",

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -139,20 +140,22 @@ class ChannelSpec(_Strict):
     thresholds: ThresholdOverride = ThresholdOverride()
 
 
+def _compiles(v: str) -> str:
+    try:
+        re.compile(v)
+    except re.error as e:
+        raise ValueError(f"not a regular expression: {e}") from e
+    return v
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+
+
 class CarrierSpec(_Strict):
-    pattern: str
+    pattern: Regex
     backup: str | None = None
     aliases: list[str] = []
     thresholds: ThresholdOverride = ThresholdOverride()
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"not a regular expression: {e}") from e
-        return v
 
 
 # ---------------------------------------------------------------- the source registry
@@ -178,18 +181,9 @@ class Refinement(_Strict):
     """A second field that sharpens a code: DHL `transit` + text "OUT_FOR_DELIVERY"."""
 
     path: str
-    match: str  # regular expression, searched case-insensitively
+    match: Regex  # searched case-insensitively
     status: Claim
     when: list[str] = []  # only for these raw codes (empty: any)
-
-    @field_validator("match")
-    @classmethod
-    def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"not a regular expression: {e}") from e
-        return v
 
 
 class StatusField(_Strict):

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from schemas.config import CarrierSpec, ChannelSpec, Settings
 
 __all__ = ["IdRules", "OrderRef"]
 
-_CACHE_MAX = 1 << 16
+_CACHE_MAX = 1 << 12  # small: a cache must not cost memory per order
+K = TypeVar("K")
+V = TypeVar("V")
 _DATE = r"[0-9]{4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
 
 
@@ -32,8 +34,18 @@ class OrderRef(NamedTuple):
     channel: str
 
 
+def _remember(cache: dict[K, V], key: K, value: V) -> V:
+    """Bounded memo: cleared when full (the values are pure, so only speed changes)."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _names(key: str, aliases: list[str], *extra: str) -> dict[str, str]:
-    return {name.casefold(): key for name in (key, *extra, *aliases)}
+    """Each name as written (the common exact hit) and casefolded (the fallback)."""
+    names = (key, *extra, *aliases)
+    return {**{n: key for n in names}, **{n.casefold(): key for n in names}}
 
 
 class IdRules:
@@ -44,9 +56,9 @@ class IdRules:
     ) -> None:
         self._channel_of_code = {spec.code: name for name, spec in channels.items()}
         codes = "|".join(re.escape(c) for c in sorted(self._channel_of_code, key=len, reverse=True))
-        glob = f"(?:{codes}){_DATE}[0-9]+" if codes else "(?!)"
-        self._global = re.compile(f"({codes}){_DATE}[0-9]+\\Z" if codes else "(?!)")
-        self._refund = re.compile(f"REF-({glob})-[0-9]{{2,}}\\Z")
+        glob = f"({codes}){_DATE}[0-9]+" if codes else "(?!)"  # group: the channel code
+        self._global = re.compile(glob + r"\Z")
+        self._refund = re.compile(f"REF-({glob})-[0-9]{{2,}}\\Z")  # groups: original, code
         self._channels: dict[str, str] = {}
         for name, ch in channels.items():
             self._add_names(self._channels, _names(name, ch.aliases, ch.code), "channel")
@@ -73,10 +85,7 @@ class IdRules:
         """The global id (a refund id routed to its original), or None if not an id."""
         ref = self._order_cache.get(value)
         if ref is None and value not in self._order_cache:
-            ref = self._parse(value.strip())
-            if len(self._order_cache) >= _CACHE_MAX:
-                self._order_cache.clear()
-            self._order_cache[value] = ref
+            ref = _remember(self._order_cache, value, self._parse(value.strip()))
         return ref
 
     def _parse(self, value: str) -> OrderRef | None:
@@ -85,10 +94,7 @@ class IdRules:
             return OrderRef(value, None, self._channel_of_code[m.group(1)])
         m = self._refund.match(value)
         if m is not None:
-            original = m.group(1)
-            code = self._global.match(original)
-            assert code is not None  # the refund pattern embeds the global one
-            return OrderRef(original, value, self._channel_of_code[code.group(1)])
+            return OrderRef(m.group(1), value, self._channel_of_code[m.group(2)])
         return None
 
     def channel_for_code(self, code: str) -> str | None:
@@ -98,11 +104,11 @@ class IdRules:
     # ------------------------------------------------------------------ names
     def resolve_channel(self, name: str) -> str | None:
         """A channel key from its key, code or alias, any case; None if unknown."""
-        return self._channels.get(name.strip().casefold())
+        return self._channels.get(name) or self._channels.get(name.strip().casefold())
 
     def resolve_carrier(self, name: str) -> str | None:
         """A carrier key from its key or alias, any case ("J&T" -> jt); None if unknown."""
-        return self._carriers.get(name.strip().casefold())
+        return self._carriers.get(name) or self._carriers.get(name.strip().casefold())
 
     # ------------------------------------------------------------------ tracking numbers
     @staticmethod
@@ -117,10 +123,7 @@ class IdRules:
         key = (tracking, carrier)
         hit = self._tracking_cache.get(key)
         if hit is None:
-            hit = self._check(tracking, carrier)
-            if len(self._tracking_cache) >= _CACHE_MAX:
-                self._tracking_cache.clear()
-            self._tracking_cache[key] = hit
+            hit = _remember(self._tracking_cache, key, self._check(tracking, carrier))
         return hit
 
     def _check(self, tracking: str, carrier: str | None) -> tuple[str | None, bool]:

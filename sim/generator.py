@@ -1,6 +1,6 @@
 """The simulator's entry points: `generate` envelopes in ingestion order, `write_jsonl`.
 
-Each order's life is built from its own RNG, placed in time (day curve, or a cut-off
+Each order's life is drawn from the run's life RNG, placed in time (day curve, or a cut-off
 position for open orders), bent by the incidents, and kept as compact tuples; payloads
 are only built while the sorted stream is written, which keeps 1M+ pending events
 cheap and the output byte-identical for a seed.
@@ -29,6 +29,7 @@ from sim.payloads import BUILD, Ctx
 
 _S_START = salt("order-starts")
 _S_OPEN = salt("open-orders")
+_S_LIVES = salt("lives")
 CUSTOMERS_PER_ORDER = 0.7  # fewer customers than orders: some buy twice
 
 
@@ -121,13 +122,13 @@ def _plan_entries(
     entries: list[inc.Entry] = []
     placed: list[Order] = []
     seq = 0
+    rng = Random(mix(seed, _S_LIVES))  # lives draw in order; incidents and cuts never use it
     for idx, t0 in enumerate(starts):
-        rng = Random(mix(seed, idx))
         o = Order(idx, seed, rng, customers)
         life = build_life(o, rng)
         is_open = open_share > 0 and unit(seed, idx, _S_OPEN) < open_share
         if is_open:
-            t0 = _open_start(life, rng, start_ms, end_ms, t0)
+            t0 = _open_start(life, Random(mix(seed, idx, _S_OPEN)), start_ms, end_ms, t0)
         o.t0 = t0
         if plan.on:
             life = inc.apply_to_order(plan, o, [[r + t0, t + t0, k, a] for r, t, k, a in life])

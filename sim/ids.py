@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import string
+from functools import cache
 
 MASK64 = (1 << 64) - 1
 _TWO64 = float(1 << 64)
@@ -41,23 +42,26 @@ def unit(*parts: int) -> float:
     return mix(*parts) / _TWO64
 
 
+_TABLES: dict[str, bytes] = {}
+
+
 def token(alphabet: str, n: int, *parts: int) -> str:
-    """n characters of `alphabet`, determined by parts (fresh 64 bits every 10 chars)."""
-    base = len(alphabet)
-    out: list[str] = []
-    x = 0
-    for i in range(n):
-        if i % 10 == 0:
-            x = mix(*parts, i)
-        x, r = divmod(x, base)
-        out.append(alphabet[r])
-    return "".join(out)
+    """n characters of `alphabet` (ASCII), determined by parts: a keyed hash, byte-mapped."""
+    table = _TABLES.get(alphabet)
+    if table is None:
+        table = _TABLES[alphabet] = bytes(ord(alphabet[b % len(alphabet)]) for b in range(256))
+    key = ",".join(map(str, parts)).encode()
+    return hashlib.blake2b(key, digest_size=n).digest().translate(table).decode("ascii")
+
+
+@cache
+def _offset(parts: tuple[int, ...]) -> int:
+    return mix(*parts)
 
 
 def digits(width: int, idx: int, *parts: int) -> str:
     """`width` decimal digits, distinct for distinct idx below 10**width (an affine bijection)."""
-    m = 10**width
-    return f"{(idx * _A + mix(*parts)) % m:0{width}d}"
+    return f"{(idx * _A + _offset(parts)) % 10**width:0{width}d}"
 
 
 _T = salt("tracking")
@@ -68,7 +72,7 @@ def tracking_number(carrier: str, idx: int, seed: int) -> str:
     if carrier == "sf":
         return "SF" + digits(12, idx, seed, _T, 1)
     if carrier == "zto":  # ^7[0-9]{11,14}$: most 15 long, some 12
-        if mix(seed, idx, _T, 2) % 10 < 3:
+        if (idx * 7 + _offset((seed, _T, 2))) % 10 < 3:
             return "7" + digits(11, idx, seed, _T, 3)
         return "7" + digits(14, idx, seed, _T, 4)
     if carrier == "yto":

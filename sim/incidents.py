@@ -134,7 +134,8 @@ def apply_to_order(plan: Plan, o: Order, evs: list[Ev]) -> list[Ev]:
     if plan.hit("out_of_order_scans", o, OUT_OF_ORDER):
         _swap_hub_scans(plan.rng("out_of_order_scans", o), o, evs)
     if o.has_oms and o.tp >= 0 and plan.hit("lost_payment_callback", o, LOST_PAYMENT):
-        evs = [e for e in evs if not (e[2] == "oms" and e[3] in (("paid", False), ("to_ship", False)))]
+        gone = (("paid", False), ("to_ship", False))
+        evs = [e for e in evs if not (e[2] == "oms" and e[3] in gone)]
     delivered = _scans(evs, "delivered")
     if delivered and o.has_oms and plan.hit("delivery_not_reflected", o, NOT_REFLECTED):
         gone = (("delivered", False), ("completed", False))
@@ -199,7 +200,8 @@ def _swap_hub_scans(rng: Random, o: Order, evs: list[Ev]) -> None:
 
 
 # ---------------------------------------------------------------- run-wide
-Entry = tuple[int, int, int, str, Order | None, object]  # received, seq, event time, kind, order, arg
+# received, seq, event time, kind, order, arg
+Entry = tuple[int, int, int, str, Order | None, object]
 
 
 def add_global(plan: Plan, entries: list[Entry], seq: int) -> list[Entry]:

@@ -87,8 +87,9 @@ def build_life(o: Order, rng: Random) -> list[Ev]:
     tl = tp + int(rng.triangular(45 * MINUTE, 3.4 * HOUR, 1.6 * HOUR))
     ch(tp + u(10 * MINUTE, min(60 * MINUTE, tl - tp - 10 * MINUTE)), "preparing")
     lo = tp + 3 * MINUTE
-    times = sorted(u(lo, tl - 2 * MINUTE) for _ in range(3))
-    for name, t, share in zip(("ALLOCATED", "PICKED", "PACKED"), times, (0.8, 0.6, 0.8), strict=True):
+    times = iter(sorted(u(lo, tl - 2 * MINUTE) for _ in range(3)))
+    for name, share in (("ALLOCATED", 0.8), ("PICKED", 0.6), ("PACKED", 0.8)):
+        t = next(times)
         if r() < share:
             add(t, "wms", name, "wms")
     add(tl - u(500, 3 * SECOND), "api", (o.carrier, "create_label", u(100, 800)), "carrier_api")

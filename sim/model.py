@@ -1,7 +1,8 @@
 """One simulated order: who bought what, how it is paid and shipped, and how it ends.
 
-Orders are slotted (100k of them live at once) and drawn from their own RNG, so an
-order's facts do not depend on which other orders or incidents exist.
+Orders are slotted (100k of them live at once) and drawn, with their lives, from the
+run's life RNG in index order; incidents and open-order cuts draw elsewhere, so they
+never change another order's facts.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ class Order:
     __slots__ = (
         "amount",
         "amount_str",
+        "awaiting",
         "buyer",
         "carrier",
         "channel",
         "cn",
         "currency",
         "customer",
+        "dy_tracking_key",
         "gateway",
         "has_oms",
         "idx",
@@ -49,8 +52,6 @@ class Order:
         "via",
         "with_ref",
         "wx_event_id",
-        "awaiting",
-        "dy_tracking_key",
     )
 
     def __init__(self, idx: int, seed: int, rng: Random, customers: int) -> None:
@@ -74,7 +75,11 @@ class Order:
         self.via = via
         self.tracking = tracking_number(self.carrier, idx, seed)
         u = r()
-        self.outcome = CANCELLED if u < CANCEL_SHARE else REFUNDED if u > 1 - REFUND_SHARE else NORMAL
+        self.outcome = NORMAL
+        if u < CANCEL_SHARE:
+            self.outcome = CANCELLED
+        elif u > 1 - REFUND_SHARE:
+            self.outcome = REFUNDED
         # Own-site orders live in the OMS; refunds are only visible through it (REF-... orders).
         self.has_oms = r() < OMS_SHARE or ch == "web" or self.outcome == REFUNDED
         self.amount_str = f"{self.amount // 100}.{self.amount % 100:02d}"

@@ -282,7 +282,8 @@ def _stripe(ctx: Ctx, o: Order, t: int, what: str) -> Built:
 
 def _paypal(ctx: Ctx, o: Order, t: int, what: str) -> Built:
     success = what == "success"
-    wh = f"WH-{_pid(o, 17, 5 if success else 6, UPPER36)}-{_pid(o, 17, 7 if success else 8, UPPER36)}"
+    a, b = (5, 7) if success else (6, 8)
+    wh = f"WH-{_pid(o, 17, a, UPPER36)}-{_pid(o, 17, b, UPPER36)}"
     p = {
         "id": wh,
         "event_type": "PAYMENT.CAPTURE.COMPLETED" if success else "PAYMENT.CAPTURE.REFUNDED",

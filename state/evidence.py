@@ -19,6 +19,8 @@ Rules, each named so a reader finds it here in one hop:
 
 from __future__ import annotations
 
+from array import array
+
 from schemas.event import Event
 from schemas.statuses import RANK, conditional
 
@@ -52,32 +54,39 @@ F_PAID_AFTER_CLOSE = 4  # a gateway payment succeeded after the order was closed
 F_POST_DELIVERY = 8  # a returning/exception scan after delivered
 
 
+# Order.t indexes: every time an order keeps, in one packed array (8 bytes each,
+# instead of a 32-byte int object per field: memory per open order is the budget).
+MAIN_MS = 0  # event ms of the claim that set `main`
+SIDE_MS = 1  # event ms of the side claim
+SINCE = 2  # ingestion ms the current status (or the PAID band) began
+PAID_AT = 3  # ingestion ms of the first gateway payment success
+PAID_EV_MS = 4  # event ms of the latest gateway payment success
+CLOSED_EV_MS = 5  # event ms of the latest cancel/close
+DELIVERED_AT = 6  # ingestion ms of the carrier's delivered scan
+DELIVERED_MS = 7  # event ms of that scan
+CARRIER_MS = 8  # ingestion ms of the last carrier event
+LAST_AT = 9  # ingestion ms of the last event
+DUE = 10  # next deadline registered with the shard's timer wheel
+_TIMES = 11
+_ZEROS = array("q", bytes(8 * _TIMES))
+
+
 class Order:
     """Per-order state, kept compact: one of these per open order is the memory budget."""
 
     __slots__ = (
         "alerts",
         "carrier",
-        "carrier_ms",
         "channel",
         "customer",
-        "delivered_ms",
-        "delivered_at",
-        "due",
         "flags",
-        "last_at",
         "main",
-        "main_ms",
-        "paid_at",
-        "paid_ev_ms",
-        "closed_ev_ms",
         "reported",
         "seen",
         "side",
-        "side_ms",
         "side_tier",
-        "since",
         "status",
+        "t",
         "tracking",
         "version",
     )
@@ -85,9 +94,7 @@ class Order:
     def __init__(self) -> None:
         self.status: str | None = None  # derived
         self.main: str | None = None  # furthest main-path status evidenced
-        self.main_ms = 0  # event time of the claim that set `main`
         self.side: str | None = None
-        self.side_ms = 0
         self.side_tier = 0
         self.reported: str | None = None  # OMS's latest, canonicalized
         self.tracking: str | tuple[str, ...] | None = None
@@ -95,19 +102,11 @@ class Order:
         self.channel: str | None = None
         self.customer: str | None = None
         self.version = 0
-        self.since = 0  # ingestion ms the current status (or PAID band) began
-        self.paid_at = 0  # ingestion ms of the first gateway success
-        self.paid_ev_ms = 0  # event ms of the latest gateway success
-        self.closed_ev_ms = 0  # event ms of the latest cancel/close
-        self.delivered_at = 0  # ingestion ms of the carrier's delivered scan
-        self.delivered_ms = 0  # event ms of that scan
-        self.carrier_ms = 0  # ingestion ms of the last carrier event
-        self.last_at = 0  # ingestion ms of the last event
         self.flags = 0
         # open alert type -> (first_seen ms, the `since` it fired for)
         self.alerts: dict[str, tuple[int, int]] | None = None
-        self.seen = b""  # 8-byte digests of event identities, oldest first
-        self.due = 0  # next deadline (ms) registered with the shard's timer wheel
+        self.seen = b""  # 4-byte digests of event identities, oldest first
+        self.t = array("q", _ZEROS)
 
     def tracking_numbers(self) -> tuple[str, ...]:
         t = self.tracking
@@ -157,14 +156,18 @@ def _main_claim(o: Order, ev: Event, claim: str, tier: int) -> bool:
     r = RANK[claim]
     if r > _rank(o.main):  # MAIN PATH ADVANCES ONLY
         o.main = claim
-        o.main_ms = ev.event_ms
+        o.t[MAIN_MS] = ev.event_ms
         changed = True
     side = o.side
-    if side in TRANSIENT_SIDES and ev.event_ms > o.side_ms and tier >= o.side_tier:
-        # PROGRESS CLEARS TRANSIENT SIDES
-        if side == "ON_HOLD" or r >= PICKUP_RANK:
-            o.side = None
-            changed = True
+    # PROGRESS CLEARS TRANSIENT SIDES
+    if (
+        side in TRANSIENT_SIDES
+        and ev.event_ms > o.t[SIDE_MS]
+        and tier >= o.side_tier
+        and (side == "ON_HOLD" or r >= PICKUP_RANK)
+    ):
+        o.side = None
+        changed = True
     return changed
 
 
@@ -174,11 +177,11 @@ def _side_claim(o: Order, ev: Event, claim: str, tier: int) -> bool:
             o.side = None
             return True
         return False
-    if claim in LOGISTICS_SIDES and ev.event_ms <= o.main_ms:
+    if claim in LOGISTICS_SIDES and ev.event_ms <= o.t[MAIN_MS]:
         return False  # LOGISTICS SIDE CLAIMS MUST BE NEWER
     current = o.side
     if current is not None:
-        if ev.event_ms < o.side_ms:
+        if ev.event_ms < o.t[SIDE_MS]:
             return False
         if current == claim:
             return False
@@ -188,10 +191,10 @@ def _side_claim(o: Order, ev: Event, claim: str, tier: int) -> bool:
         if transient and tier < o.side_tier and SIDE_WEIGHT[claim] <= SIDE_WEIGHT[current]:
             return False
     o.side = claim
-    o.side_ms = ev.event_ms
+    o.t[SIDE_MS] = ev.event_ms
     o.side_tier = tier
     if claim in CLOSED_SIDES:
-        o.closed_ev_ms = ev.event_ms
+        o.t[CLOSED_EV_MS] = ev.event_ms
     return True
 
 
@@ -199,7 +202,7 @@ def lock_tracking(o: Order, ev: Event) -> None:
     """TRACKING LOCK: a valid tracking number means the label exists."""
     if _rank(o.main) < LABEL_RANK:
         o.main = "LABEL_CREATED"
-        o.main_ms = ev.event_ms
+        o.t[MAIN_MS] = ev.event_ms
 
 
 def judge_report(o: Order, ev: Event, reported: str) -> None:
@@ -215,7 +218,7 @@ def judge_report(o: Order, ev: Event, reported: str) -> None:
         o.flags &= ~F_REGRESSION
         return
     behind = r < main_r and (
-        ev.event_ms >= o.main_ms or (r < LABEL_RANK and o.tracking is not None)
+        ev.event_ms >= o.t[MAIN_MS] or (r < LABEL_RANK and o.tracking is not None)
     )
     if behind:
         o.flags |= F_REGRESSION

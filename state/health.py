@@ -12,6 +12,7 @@ import sys
 
 from schemas.config import Settings, SuccessRate
 from schemas.event import DeadLetter, Event
+from schemas.statuses import SHIPPED_BAND
 from state.breakers import CarrierBreaker, ChannelBreaker
 from state.records import Alert, Decision
 
@@ -88,12 +89,14 @@ class HealthBatch:
             self.calls.append((pos, at, carrier, t.ok, t.latency_ms))
         if ev.event_ms - ev.received_ms > self.skew_ms:
             self.skews.append((pos, at, source, ev.event_ms - ev.received_ms))
-        if ev.keys:
-            self.keysets.setdefault((source, ev.keys), pos)
         if ev.drift_fields:
             self.drift.append(
                 (pos, at, source, ev.keys, ev.drift_fields, ev.order_id or "", ev.raw_status)
             )
+        elif ev.keys and not SHIPPED_BAND.isdisjoint(ev.claims):
+            # learn a source's keys only from payloads that did carry what their status
+            # implies: a renamed field first seen on an earlier-stage payload stays "new"
+            self.keysets.setdefault((source, ev.keys), pos)
 
     def add_dead_letter(self, dl: DeadLetter, channel: str | None) -> None:
         """`channel`: the channel of the dead letter's source, for channel sources only."""

@@ -14,12 +14,17 @@ from collections.abc import Callable
 from schemas.config import Settings
 from schemas.statuses import RANK
 from state.evidence import (
+    CARRIER_MS,
     CLOSED_SIDES,
+    DELIVERED_AT,
     DELIVERED_RANK,
     F_DUP_RISK,
     F_PAID_AFTER_CLOSE,
     F_POST_DELIVERY,
     F_REGRESSION,
+    LAST_AT,
+    PAID_AT,
+    SINCE,
     TERMINAL,
     Order,
 )
@@ -29,62 +34,62 @@ Rule = Callable[[Order], int | None]
 
 
 def payment_not_reflected(o: Order) -> int | None:
-    if o.paid_at and o.reported == "PENDING_PAYMENT":
-        return o.paid_at
+    if o.t[PAID_AT] and o.reported == "PENDING_PAYMENT":
+        return o.t[PAID_AT]
     return None
 
 
 def paid_after_close(o: Order) -> int | None:
     if o.flags & F_PAID_AFTER_CLOSE and o.side in CLOSED_SIDES:
-        return o.last_at
+        return o.t[LAST_AT]
     return None
 
 
 def shipment_delayed(o: Order) -> int | None:
     if o.status in ("PAID", "FULFILLING") and o.tracking is None:
-        return o.since
+        return o.t[SINCE]
     return None
 
 
 def pickup_missing(o: Order) -> int | None:
-    return o.since if o.status == "LABEL_CREATED" else None
+    return o.t[SINCE] if o.status == "LABEL_CREATED" else None
 
 
 def tracking_stalled(o: Order) -> int | None:
     if o.status in ("PICKED_UP", "IN_TRANSIT", "OUT_FOR_DELIVERY"):
-        return max(o.carrier_ms, o.since)
+        return max(o.t[CARRIER_MS], o.t[SINCE])
     return None
 
 
 def delivery_not_reflected(o: Order) -> int | None:
     rep = o.reported
-    if o.delivered_at and rep is not None and RANK.get(rep, DELIVERED_RANK) < DELIVERED_RANK:
-        return o.delivered_at
+    if o.t[DELIVERED_AT] and rep is not None and RANK.get(rep, DELIVERED_RANK) < DELIVERED_RANK:
+        return o.t[DELIVERED_AT]
     return None
 
 
 def duplicate_shipment_risk(o: Order) -> int | None:
     if o.flags & F_DUP_RISK and o.status not in TERMINAL:
-        return o.last_at
+        return o.t[LAST_AT]
     return None
 
 
 def post_delivery_anomaly(o: Order) -> int | None:
     if o.flags & F_POST_DELIVERY and o.side in ("RETURNING", "DELIVERY_EXCEPTION"):
-        return o.last_at
+        return o.t[LAST_AT]
     return None
 
 
 def delivery_exception(o: Order) -> int | None:
-    return o.last_at if o.side == "DELIVERY_EXCEPTION" else None
+    return o.t[LAST_AT] if o.side == "DELIVERY_EXCEPTION" else None
 
 
 def status_regression(o: Order) -> int | None:
-    return o.last_at if o.flags & F_REGRESSION else None
+    return o.t[LAST_AT] if o.flags & F_REGRESSION else None
 
 
 def refund_stuck(o: Order) -> int | None:
-    return o.since if o.status == "REFUND_REQUESTED" else None
+    return o.t[SINCE] if o.status == "REFUND_REQUESTED" else None
 
 
 # type -> (rule, threshold name in config or None for "at once")
@@ -128,9 +133,9 @@ def candidates(o: Order) -> list[str]:
     """
     found = list(_BY_STATUS.get(o.status, ()))
     if o.reported is not None:
-        if o.paid_at:
+        if o.t[PAID_AT]:
             found.append("PAYMENT_NOT_REFLECTED")
-        if o.delivered_at:
+        if o.t[DELIVERED_AT]:
             found.append("DELIVERY_NOT_REFLECTED")
     if o.flags:
         found.extend(t for bit, t in _BY_FLAG if o.flags & bit)

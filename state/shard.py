@@ -9,16 +9,25 @@ deterministic whatever the batch size or worker count.
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 
 from schemas.config import Settings
 from schemas.event import Event
 from schemas.statuses import standard_status
 from state.evidence import (
+    CARRIER_MS,
+    CLOSED_EV_MS,
     CLOSED_SIDES,
+    DELIVERED_AT,
+    DELIVERED_MS,
+    DUE,
     F_DUP_RISK,
     F_PAID_AFTER_CLOSE,
     F_POST_DELIVERY,
+    LAST_AT,
+    PAID_AT,
+    PAID_EV_MS,
+    SINCE,
     TERMINAL,
     TIER,
     Order,
@@ -38,18 +47,23 @@ Output = tuple[
 
 HOLD_ALERTS = frozenset({"DELIVERY_NOT_REFLECTED", "DUPLICATE_SHIPMENT_RISK"})
 PAID_BAND = frozenset({"PAID", "FULFILLING"})
+RETENTION_GRAIN = 3_600_000
 AFTER_DELIVERY = frozenset({"RETURNING", "RETURNED", "DELIVERY_EXCEPTION"})
 
 
 def event_digest(ev: Event) -> bytes:
-    """8 bytes of identity: stable across processes (unlike `hash`), so it survives snapshots."""
-    return hashlib.blake2b(f"{ev.source}\x1f{ev.event_id}".encode(), digest_size=8).digest()
+    """4 bytes of identity, stable across processes (unlike `hash`) so it survives snapshots.
+
+    Compared only among one order's own events (tens at most), where a crc32 collision
+    is a one-in-a-hundred-million chance per pair.
+    """
+    return zlib.crc32(f"{ev.source}\x1f{ev.event_id}".encode()).to_bytes(4, "little")
 
 
 def _seen(seen: bytes, digest: bytes) -> bool:
     i = seen.find(digest)
     while i != -1:
-        if i % 8 == 0:
+        if i % 4 == 0:
             return True
         i = seen.find(digest, i + 1)
     return False
@@ -67,7 +81,7 @@ class OrderShard:
         r = settings.retention
         self._keep_terminal = r.terminal_order
         self._keep_idle = r.idle_order
-        self._seen_bytes = 8 * r.seen_events_per_order
+        self._seen_bytes = 4 * r.seen_events_per_order
         self.duplicates = 0
 
     def __getstate__(self) -> dict:
@@ -94,20 +108,16 @@ class OrderShard:
         """Move the clock to `now`: deadlines strictly before it fire, at their own time."""
         orders = self.orders
         wheel = self._wheel
-        while True:  # one second-bucket at a time, so deadlines fire in time order
-            nxt = wheel.next_bucket_ms()
-            if nxt is None or nxt >= now:
-                break
-            limit = min(now, nxt + 1000)
-            ready = wheel.pop_due(limit, lambda k: _due(orders, k))
+        nxt = wheel.next_due()
+        while nxt is not None and nxt < now:
+            ready = wheel.pop_due(now, lambda k: _due(orders, k))
             if not ready:
-                if limit == now:
-                    break
-                continue
-            for due, oid in ready:
+                break
+            for due, oid in ready:  # a deadline may set the next one before `now`: loop
                 o = orders[oid]
-                o.due = 0
+                o.t[DUE] = 0
                 self._evaluate(oid, o, due, out)
+            nxt = wheel.next_due()
         self.clock = now
 
     # ------------------------------------------------------------------ one event
@@ -124,7 +134,7 @@ class OrderShard:
             return
         seen = o.seen + digest
         o.seen = seen[-self._seen_bytes :] if len(seen) > self._seen_bytes else seen
-        o.last_at = now
+        o.t[LAST_AT] = now
         prev = o.status
         tier = TIER.get(ev.kind, 0)
         kind = ev.kind
@@ -150,26 +160,29 @@ class OrderShard:
         if ev.signal == "reship":
             shipment = True
         if shipment:
-            if o.delivered_at:
+            if o.t[DELIVERED_AT]:
                 o.flags |= F_DUP_RISK
             elif o.customer is not None:
                 out.append(("signal", self._signal("shipment", oid, o, now)))
 
         if kind == "gateway" and ev.outcome == "success":
-            if not o.paid_at:
-                o.paid_at = now
-            o.paid_ev_ms = max(o.paid_ev_ms, ev.event_ms)
+            if not o.t[PAID_AT]:
+                o.t[PAID_AT] = now
+            o.t[PAID_EV_MS] = max(o.t[PAID_EV_MS], ev.event_ms)
         elif kind == "carrier":
-            o.carrier_ms = now
-            if "DELIVERED" in ev.claims and not o.delivered_at:
-                o.delivered_at = now
-                o.delivered_ms = ev.event_ms
-            elif o.delivered_at and ev.event_ms > o.delivered_ms:
-                if any(c in AFTER_DELIVERY for c in ev.claims):
-                    o.flags |= F_POST_DELIVERY
+            o.t[CARRIER_MS] = now
+            if "DELIVERED" in ev.claims and not o.t[DELIVERED_AT]:
+                o.t[DELIVERED_AT] = now
+                o.t[DELIVERED_MS] = ev.event_ms
+            elif (
+                o.t[DELIVERED_AT]
+                and ev.event_ms > o.t[DELIVERED_MS]
+                and any(c in AFTER_DELIVERY for c in ev.claims)
+            ):
+                o.flags |= F_POST_DELIVERY
 
         decided = apply_claims(o, ev, tier)
-        if o.side in CLOSED_SIDES and o.paid_ev_ms > o.closed_ev_ms:
+        if o.side in CLOSED_SIDES and o.t[PAID_EV_MS] > o.t[CLOSED_EV_MS]:
             o.flags |= F_PAID_AFTER_CLOSE
         if kind == "oms" and ev.refund_id is None and ev.claims:
             reported = resolve_claim(o, ev.claims[0])
@@ -180,7 +193,7 @@ class OrderShard:
         if status != prev:
             o.status = status
             if not (prev in PAID_BAND and status in PAID_BAND):
-                o.since = now
+                o.t[SINCE] = now
             o.version += 1
             reason = f"{ev.source} reported {ev.raw_status}"
             if decided is None and lock is not None:
@@ -238,15 +251,19 @@ class OrderShard:
                 due = fire_at
         if not o.alerts:
             o.alerts = None
-        keep = o.last_at + (self._keep_terminal if o.status in TERMINAL else self._keep_idle)
+        keep = o.t[LAST_AT] + (self._keep_terminal if o.status in TERMINAL else self._keep_idle)
+        keep += -keep % RETENTION_GRAIN  # coarse: one wheel bucket per hour, not per order
         if keep <= now:
             self._evict(oid, o, now, out)
             return
         if due == 0 or keep < due:
             due = keep
-        if due != o.due:
-            self._wheel.schedule(oid, due, o.due)
-            o.due = due
+        registered = o.t[DUE]
+        if registered == 0 or due < registered:
+            # only ever move a deadline earlier: a later one is found when the registered
+            # one comes up and re-evaluates, so the wheel holds one entry per order
+            self._wheel.schedule(oid, due, registered)
+            o.t[DUE] = due
 
     def _evict(self, oid: str, o: Order, now: int, out: list[Output]) -> None:
         """Retention: the order leaves state; its open alerts resolve with it."""
@@ -298,4 +315,4 @@ class OrderShard:
 
 def _due(orders: dict[str, Order], key: str) -> int:
     o = orders.get(key)
-    return 0 if o is None else o.due
+    return 0 if o is None else o.t[DUE]

@@ -2,28 +2,37 @@
 
 Bytewax's per-key `notify_at` scans every key with a timer on each activation,
 which collapses with a million open orders; so each shard keeps its own wheel:
-one-second buckets of order ids plus a heap of bucket numbers. An order holds its
-current deadline itself (`due`), so rescheduling is O(1) and stale bucket entries
-are skipped when their bucket comes due.
+coarse buckets of keys (a list slot each, 8 bytes) plus a heap of bucket numbers.
+A key holds its live deadline itself, so rescheduling is O(1) and stale entries
+are skipped when their bucket comes up. The bucket coming due is sorted once into
+a small exact queue, so the hot path asks one integer comparison per event.
 """
 
 from __future__ import annotations
 
 import heapq
+from bisect import insort
 from collections.abc import Callable
+
+GRAIN = 60_000  # ms per bucket: large enough that buckets are shared, small enough to sort
 
 
 class TimerWheel:
-    __slots__ = ("_buckets", "_heap")
+    __slots__ = ("_buckets", "_front", "_front_b", "_heap")
 
     def __init__(self) -> None:
         self._buckets: dict[int, list[str]] = {}
         self._heap: list[int] = []
+        self._front: list[tuple[int, str]] = []  # the bucket being drained, sorted (due, key)
+        self._front_b = -1
 
     def schedule(self, key: str, due: int, old_due: int = 0) -> None:
         """Register `key` for `due` (ms); `old_due` avoids a second entry in the same bucket."""
-        b = due // 1000
-        if old_due and old_due // 1000 == b:
+        b = due // GRAIN
+        if b == self._front_b:
+            insort(self._front, (due, key))
+            return
+        if old_due and old_due // GRAIN == b:
             return
         bucket = self._buckets.get(b)
         if bucket is None:
@@ -32,37 +41,38 @@ class TimerWheel:
         else:
             bucket.append(key)
 
-    def next_bucket_ms(self) -> int | None:
-        return self._heap[0] * 1000 if self._heap else None
+    def next_due(self) -> int | None:
+        """A time at or before the earliest deadline; None when nothing is scheduled."""
+        if self._front:
+            return self._front[0][0]
+        return self._heap[0] * GRAIN if self._heap else None
 
     def pop_due(self, now: int, due_of: Callable[[str], int]) -> list[tuple[int, str]]:
-        """All (due, key) with due < now, in (due, key) order; `due_of` reads the live deadline."""
+        """All live (due, key) with due < now, in (due, key) order; `due_of` reads the deadline."""
         ready: list[tuple[int, str]] = []
-        heap, buckets = self._heap, self._buckets
-        while heap and heap[0] * 1000 < now:
-            b = heapq.heappop(heap)
-            keep: list[str] = []
-            for key in buckets.pop(b, ()):
-                due = due_of(key)
-                if due == 0 or due // 1000 != b:
-                    continue  # rescheduled elsewhere, or gone
-                if due < now:
+        while True:
+            front = self._front
+            while front and front[0][0] < now:
+                due, key = front.pop(0)
+                live = due_of(key)
+                if live == due:
                     ready.append((due, key))
-                else:
-                    keep.append(key)
-            if keep:
-                buckets[b] = keep
-                heapq.heappush(heap, b)
+                elif live and live // GRAIN == self._front_b and live != due:
+                    insort(front, (live, key))  # moved within this bucket
+            if front:
                 break
+            self._front_b = -1
+            if not self._heap or self._heap[0] * GRAIN >= now:
+                break
+            b = heapq.heappop(self._heap)
+            entries = {
+                (d, k) for k in self._buckets.pop(b, ()) if (d := due_of(k)) and d // GRAIN == b
+            }
+            self._front = sorted(entries)
+            self._front_b = b
         ready.sort()
-        # the same key may have sat in a bucket twice; keep its first (only live) entry
-        out: list[tuple[int, str]] = []
-        last = None
-        for item in ready:
-            if item != last:
-                out.append(item)
-            last = item
-        return out
+        # a key rescheduled while its bucket drained can sit there twice: keep one
+        return [r for i, r in enumerate(ready) if i == 0 or r != ready[i - 1]]
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._buckets.values())
+        return len(self._front) + sum(len(v) for v in self._buckets.values())

@@ -76,5 +76,6 @@ def label(order_id: str, tracking: str, at: int, carrier: str = "sf", **kw: obje
 
 def scan(order_id: str | None, status: str, at: int, tracking: str = "SF123456789012", **kw):
     kw.setdefault("carrier", "sf")
-    return ev("sf", "carrier", order_id, status, at=at, tracking_no=tracking,
-              tracking_valid=True, **kw)
+    return ev(
+        "sf", "carrier", order_id, status, at=at, tracking_no=tracking, tracking_valid=True, **kw
+    )

@@ -27,9 +27,16 @@ def busy_day(tmp_path_factory) -> Path:
             start=datetime(2026, 3, 2, tzinfo=UTC),
             hours=24,
             incidents=frozenset(
-                {"lost_payment_callback", "channel_error_storm", "carrier_api_outage",
-                 "reship_delivered", "duplicate_webhooks", "out_of_order_scans",
-                 "delivery_not_reflected", "stalled_tracking"}
+                {
+                    "lost_payment_callback",
+                    "channel_error_storm",
+                    "carrier_api_outage",
+                    "reship_delivered",
+                    "duplicate_webhooks",
+                    "out_of_order_scans",
+                    "delivery_not_reflected",
+                    "stalled_tracking",
+                }
             ),
         ),
     )

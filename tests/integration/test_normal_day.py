@@ -20,11 +20,30 @@ def test_normal_day_has_full_lifecycles_and_no_alerts(tmp_path):
     )
     write_jsonl(day, envelopes)
     assert {e["source"] for e in envelopes} >= {
-        "taobao", "pinduoduo", "douyin", "shopee", "shopify", "oms", "wms", "wechatpay",
-        "alipay", "stripe", "paypal", "sf", "zto", "yto", "jt", "dhl", "aftership", "carrier_api",
+        "taobao",
+        "pinduoduo",
+        "douyin",
+        "shopee",
+        "shopify",
+        "oms",
+        "wms",
+        "wechatpay",
+        "alipay",
+        "stripe",
+        "paypal",
+        "sf",
+        "zto",
+        "yto",
+        "jt",
+        "dhl",
+        "aftership",
+        "carrier_api",
     }
     run_replay(load_settings(), [day], tmp_path / "out")
-    read = lambda t: [orjson.loads(x) for x in (tmp_path / "out" / f"{t}.jsonl").read_bytes().splitlines()]  # noqa: E731
+
+    def read(topic: str) -> list[dict]:
+        lines = (tmp_path / "out" / f"{topic}.jsonl").read_bytes().splitlines()
+        return [orjson.loads(x) for x in lines]
 
     assert read("dead_letters") == []
     assert read("alerts") == []
@@ -53,6 +72,8 @@ def test_normal_day_has_full_lifecycles_and_no_alerts(tmp_path):
     assert delivered_refs, "the day should deliver some SF/DHL parcels"
     for oid in delivered_refs:
         assert lives[oid][-1] in ("DELIVERED", "COMPLETED", "REFUNDED", "REFUND_REQUESTED"), (
-            oid, lives[oid])
+            oid,
+            lives[oid],
+        )
     finals = [v[-1] for v in lives.values()]
     assert finals.count("COMPLETED") + finals.count("DELIVERED") > len(finals) // 3

@@ -57,8 +57,11 @@ def test_sample_day_gives_every_order_its_full_lifecycle_and_no_alerts(tmp_path)
     assert (delivered["status"], delivered["reported_status"]) == ("DELIVERED", "LABEL_CREATED")
     assert delivered["mismatch"] is True
     assert delivered["evidence"][0]["source"] == "dhl"
-    versions = [r["version"] for r in read(tmp_path / "corrected.jsonl")
-                if r["order_id"] == "TB2026012700123"]
+    versions = [
+        r["version"]
+        for r in read(tmp_path / "corrected.jsonl")
+        if r["order_id"] == "TB2026012700123"
+    ]
     assert versions == list(range(1, len(versions) + 1))
 
 
@@ -71,8 +74,14 @@ def test_bad_lines_become_dead_letters_with_reasons_not_crashes(tmp_path):
                 *good,
                 "{not json",
                 "[1, 2]",
-                json.dumps({"stream": "orders", "source": "nope", "received_at":
-                            "2026-01-15T14:00:02.000Z", "payload": {}}),
+                json.dumps(
+                    {
+                        "stream": "orders",
+                        "source": "nope",
+                        "received_at": "2026-01-15T14:00:02.000Z",
+                        "payload": {},
+                    }
+                ),
             ]
         )
         + "\n"

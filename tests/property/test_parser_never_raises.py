@@ -156,7 +156,11 @@ def test_time_parsers_raise_only_their_own_error(value: Any) -> None:
 
 
 @FAST
-@given(st.datetimes(timezones=st.timezones()).filter(lambda d: d.year >= 1970))
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    )
+)
 def test_rfc3339_round_trips_any_aware_datetime(moment: datetime) -> None:
     text = moment.isoformat(timespec="milliseconds")  # truncates to the millisecond, as we do
     if len(text) > len("2026-01-01T00:00:00.000+00:00"):

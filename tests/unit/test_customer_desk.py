@@ -26,7 +26,9 @@ def test_reship_for_a_held_customer_is_a_duplicate_shipment_risk_until_release()
     [risk] = out
     assert isinstance(risk, Alert)
     assert (risk.type, risk.state, risk.subject["order_id"]) == (
-        "DUPLICATE_SHIPMENT_RISK", "firing", "TB2026030200002"
+        "DUPLICATE_SHIPMENT_RISK",
+        "firing",
+        "TB2026030200002",
     )
     out = desk.release("C1", T0 + 2 * HOUR, "alice")
     assert [type(r).__name__ for r in out] == ["Decision", "Alert"]
@@ -58,5 +60,6 @@ def test_signals_from_different_shards_are_applied_in_time_order():
     b = CustomerDesk(Settings()).process(list(reversed(signals)), T0 + 2 * HOUR)
     assert a == b
     assert [getattr(r, "type", getattr(r, "state", None)) for r in a] == [
-        "HOLD", "DUPLICATE_SHIPMENT_RISK"
+        "HOLD",
+        "DUPLICATE_SHIPMENT_RISK",
     ]

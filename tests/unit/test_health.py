@@ -38,11 +38,17 @@ def settings() -> Settings:
 
 
 def order(
-    source: str, at: int, keys: tuple[str, ...] = (), order_id: str = "SP1", **kw: object
+    source: str,
+    at: int,
+    keys: tuple[str, ...] = (),
+    order_id: str = "SP1",
+    claim: str = "LABEL_CREATED",
+    **kw: object,
 ) -> Event:
+    """A shipped-status payload by default: the kind whose keys SCHEMA_DRIFT learns from."""
     kind = "channel" if source in CHANNEL_OF else "oms"
     channel = CHANNEL_OF.get(source)
-    return ev(source, kind, order_id, "PAID", at=at, channel=channel, keys=keys, **kw)
+    return ev(source, kind, order_id, claim, at=at, channel=channel, keys=keys, **kw)
 
 
 def unmapped(source: str, value: str, at: int) -> DeadLetter:
@@ -206,6 +212,18 @@ def test_schema_drift_names_the_missing_field_and_the_new_key(settings):
     assert (a.discriminator, a.at_ms, a.severity) == ("tracking_number", T0 + 2000, "warning")
     assert a.subject["source"] == "douyin"
     assert a.details["order_id"] == "DY2026030200001"
+
+
+def test_schema_drift_catches_a_rename_first_seen_on_an_unshipped_payload(settings):
+    """Keys are learnt only from payloads that carried what their status implies."""
+    renamed = ("order_sn", "order_status", "tracking_no")
+    items = [
+        order("shopee", T0, ("order_sn", "order_status", "tracking_number")),
+        order("shopee", T0 + 1000, renamed, claim="PAID"),  # READY_TO_SHIP: proves nothing
+        order("shopee", T0 + 2000, renamed, drift_fields=("tracking_no",)),
+    ]
+    [a] = alerts(run(settings, items), "SCHEMA_DRIFT")
+    assert (a.discriminator, a.at_ms) == ("tracking_no", T0 + 2000)
 
 
 def test_schema_drift_needs_a_key_never_seen_from_that_source(settings):

@@ -17,8 +17,10 @@ OID = "TB2026030200001"
 @pytest.fixture
 def settings() -> Settings:
     return Settings(
-        carriers={"sf": {"pattern": "^SF[0-9]{12}$"}, "dhl": {"pattern": "^[0-9]{10}$",
-                  "thresholds": {"tracking_stalled": "24h"}}},
+        carriers={
+            "sf": {"pattern": "^SF[0-9]{12}$"},
+            "dhl": {"pattern": "^[0-9]{10}$", "thresholds": {"tracking_stalled": "24h"}},
+        },
     )
 
 
@@ -62,8 +64,15 @@ def test_normal_life_walks_the_main_path_without_alerts(settings):
         clock=t + 61 * HOUR,
     )
     assert statuses(out) == [
-        "PENDING_PAYMENT", "PAID", "FULFILLING", "LABEL_CREATED", "PICKED_UP",
-        "IN_TRANSIT", "OUT_FOR_DELIVERY", "DELIVERED", "COMPLETED",
+        "PENDING_PAYMENT",
+        "PAID",
+        "FULFILLING",
+        "LABEL_CREATED",
+        "PICKED_UP",
+        "IN_TRANSIT",
+        "OUT_FOR_DELIVERY",
+        "DELIVERED",
+        "COMPLETED",
     ]
     assert [c.version for c in corrections(out)] == list(range(1, 10))
     assert [c.standard_status for c in corrections(out)][-1] == "已完成"
@@ -282,8 +291,11 @@ def test_stale_exception_scan_does_not_undo_later_progress(settings):
 
 def test_refund_stuck_fires_after_a_day_and_resolves_on_refund(settings):
     shard = OrderShard(settings)
-    run(shard, pay(OID, T0), ev("oms", "oms", OID, "REFUND_REQUESTED", at=T0 + HOUR,
-                                 refund_id=f"REF-{OID}-01"))
+    run(
+        shard,
+        pay(OID, T0),
+        ev("oms", "oms", OID, "REFUND_REQUESTED", at=T0 + HOUR, refund_id=f"REF-{OID}-01"),
+    )
     assert shard.orders[OID].status == "REFUND_REQUESTED"
     assert shard.orders[OID].reported is None  # a refund order is not the order's report
     out = run(shard, clock=T0 + 25 * HOUR + 1)

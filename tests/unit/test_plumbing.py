@@ -21,13 +21,17 @@ def test_wheel_pops_due_keys_in_time_order_and_skips_stale_entries():
     assert wheel.pop_due(20_001, dues.__getitem__) == [(20_000, "c")]
 
 
-def test_wheel_keeps_entries_due_later_in_the_same_second():
+def test_wheel_keeps_entries_due_later_in_the_same_bucket():
     wheel = TimerWheel()
     dues = {"a": 1_100, "b": 1_900}
     for k, d in dues.items():
         wheel.schedule(k, d)
     assert wheel.pop_due(1_500, dues.__getitem__) == [(1_100, "a")]
-    assert wheel.pop_due(2_000, dues.__getitem__) == [(1_900, "b")]
+    assert wheel.next_due() == 1_900
+    dues["b"] = 1_700  # moved within the bucket being drained
+    wheel.schedule("b", 1_700, 1_900)
+    assert wheel.pop_due(2_000, dues.__getitem__) == [(1_700, "b")]
+    assert wheel.next_due() is None
 
 
 def test_barrier_releases_complete_batches_in_order():
@@ -47,13 +51,23 @@ def test_barrier_keeps_partitions_apart():
 
 
 def _scan(tracking: str, at: int):
-    return ev("zto", "carrier", None, "PICKED_UP", at=at, tracking_no=tracking,
-              tracking_valid=True, raw=b'{"raw": 1}', origin={"file": "f", "line": 1})
+    return ev(
+        "zto",
+        "carrier",
+        None,
+        "PICKED_UP",
+        at=at,
+        tracking_no=tracking,
+        tracking_valid=True,
+        raw=b'{"raw": 1}',
+        origin={"file": "f", "line": 1},
+    )
 
 
 def _registration(order_id: str, tracking: str, at: int):
-    return ev("wms", "wms", order_id, "LABEL_CREATED", at=at, tracking_no=tracking,
-              tracking_valid=True)
+    return ev(
+        "wms", "wms", order_id, "LABEL_CREATED", at=at, tracking_no=tracking, tracking_valid=True
+    )
 
 
 def test_index_resolves_scans_for_registered_numbers():

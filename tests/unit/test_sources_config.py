@@ -167,5 +167,5 @@ def test_an_unquoted_numeric_map_key_is_named(tmp_path: Path) -> None:
 def test_a_sources_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     shutil.copy(DEFAULT_CONFIG, tmp_path / "orderguard.yaml")
     (tmp_path / "sources.yaml").write_text("- taobao\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="sources.yaml: the top level must be a mapping"):
+    with pytest.raises(ConfigError, match=r"sources\.yaml: the top level must be a mapping"):
         load_settings(tmp_path / "orderguard.yaml")
