@@ -79,7 +79,10 @@ def bench_normalize(path: Path, settings) -> tuple[int, float]:
 
 
 class Core:
-    """The dataflow's steps called directly, in the order Bytewax would call them."""
+    """The dataflow's steps called directly, in the order Bytewax would call them.
+
+    Outputs are encoded to JSON as the dataflow does, so the two differ only by Bytewax.
+    """
 
     def __init__(self, settings) -> None:
         from dataflows.router import Router, index_shards
@@ -111,23 +114,29 @@ class Core:
                 rel, dead = self.index[int(key[1:])].process(items, clock)
                 for kv in rel:
                     released[stable_shard(kv[1].order_id, self.n_shards)].append(kv)
-                self.outputs += len(dead)
+                self._emit(dead)
             elif k0 == "o" and key != "out":
                 direct[int(key[1:])] = msg
             elif key == "health":
-                self.outputs += len(self.health.apply(msg))
+                self._emit(self.health.apply(msg) + self.health.advance(msg.clock_ms))
             else:
-                self.outputs += 1
+                self._emit(msg)
         for i, shard in enumerate(self.shards):
             _, _part, _n, _me, clock, events = direct[i]
             keyed = [((e.seq, 0, e.seq), e) for e in events] + released[i]
             keyed.sort(key=lambda kv: kv[0])
+            records = []
             for kind, rec in shard.process([e for _, e in keyed], clock):
-                if kind == "signal":
-                    signals.append(rec)
-                else:
-                    self.outputs += 1
-        self.outputs += len(self.desk.process(signals, clock))
+                (signals if kind == "signal" else records).append(rec)
+            self._emit(records)
+        self._emit(self.desk.process(signals, clock))
+
+    def _emit(self, records: list) -> None:
+        from dataflows.encode import encode
+
+        for r in records:
+            encode(r)
+        self.outputs += len(records)
 
     def open_orders(self) -> int:
         return sum(len(s.orders) for s in self.shards)

@@ -21,12 +21,21 @@ CORRECTED, ALERTS, BREAKERS, DEAD_LETTERS = "corrected", "alerts", "breakers", "
 TOPICS = (CORRECTED, ALERTS, BREAKERS, DEAD_LETTERS)
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def iso(ms: int | None) -> str | None:
-    """UTC RFC 3339 with milliseconds and Z."""
+    """UTC RFC 3339 with milliseconds and Z (formatted once per second: this is hot)."""
     if ms is None:
         return None
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    sec, milli = divmod(ms, 1000)
+    prefix = _SECONDS.get(sec)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _SECONDS[sec] = prefix
+    return f"{prefix}{milli:03d}Z"
 
 
 def _now() -> str | None:

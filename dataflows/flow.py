@@ -43,13 +43,20 @@ STEP_IDS = ("input", "tracking_index", "orders", "customers", "health", "output"
 """The steps that hold state or position; renaming one orphans its recovery data."""
 
 
-def _pickled(obj: object) -> bytes:
-    """Snapshots must be immutable: pickle at snapshot time, not later."""
+def _pickled(obj: object, recovery: bool) -> bytes | None:
+    """Snapshots must be immutable: pickle at snapshot time, not later.
+
+    Bytewax asks for snapshots even when recovery is off; pickling whole shards for
+    nothing would cost replay a large share of its time, so then we hand back None.
+    """
+    if not recovery:
+        return None
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _IndexLogic(StatefulBatchLogic):
-    def __init__(self, settings: Settings, resume: bytes | None) -> None:
+    def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
+        self._recovery = recovery
         self._shards = settings.pipeline.shards
         self.index = pickle.loads(resume) if resume else TrackingIndex(settings)
 
@@ -66,12 +73,13 @@ class _IndexLogic(StatefulBatchLogic):
                 out.append(("out", dead))
         return out, False
 
-    def snapshot(self) -> bytes:
-        return _pickled(self.index)
+    def snapshot(self) -> bytes | None:
+        return _pickled(self.index, self._recovery)
 
 
 class _OrdersLogic(StatefulBatchLogic):
-    def __init__(self, settings: Settings, resume: bytes | None) -> None:
+    def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
+        self._recovery = recovery
         if resume:
             self.barrier, state = pickle.loads(resume)
             self.shard = OrderShard(settings)
@@ -105,12 +113,13 @@ class _OrdersLogic(StatefulBatchLogic):
                 out.append((CUSTOMERS_KEY, (part_, n_, me, clock, signals)))
         return out, False
 
-    def snapshot(self) -> bytes:
-        return _pickled((self.barrier, self.shard.__getstate__()))
+    def snapshot(self) -> bytes | None:
+        return _pickled((self.barrier, self.shard.__getstate__()), self._recovery)
 
 
 class _CustomersLogic(StatefulBatchLogic):
-    def __init__(self, settings: Settings, resume: bytes | None) -> None:
+    def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
+        self._recovery = recovery
         if resume:
             self.barrier, self.desk = pickle.loads(resume)
         else:
@@ -128,12 +137,13 @@ class _CustomersLogic(StatefulBatchLogic):
                     out.append(("out", records))
         return out, False
 
-    def snapshot(self) -> bytes:
-        return _pickled((self.barrier, self.desk))
+    def snapshot(self) -> bytes | None:
+        return _pickled((self.barrier, self.desk), self._recovery)
 
 
 class _HealthLogic(StatefulBatchLogic):
-    def __init__(self, settings: Settings, resume: bytes | None) -> None:
+    def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
+        self._recovery = recovery
         self.state = pickle.loads(resume) if resume else HealthState(settings)
 
     def on_batch(self, values: list[HealthBatch]) -> tuple[Iterable[Any], bool]:
@@ -144,8 +154,8 @@ class _HealthLogic(StatefulBatchLogic):
                 out.append(("out", records))
         return out, False
 
-    def snapshot(self) -> bytes:
-        return _pickled(self.state)
+    def snapshot(self) -> bytes | None:
+        return _pickled(self.state, self._recovery)
 
 
 def build_flow(
@@ -155,8 +165,12 @@ def build_flow(
     *,
     flow_id: str = "orderguard",
     stream_of: Callable[[str], str | None] | None = None,
+    recovery: bool = False,
 ) -> Dataflow:
-    """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream."""
+    """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
+
+    `recovery`: whether the run keeps Bytewax recovery snapshots (live runs do).
+    """
     router = Router(settings)
 
     def route(batch: RawBatch) -> list[tuple[str, Any]]:
@@ -168,7 +182,9 @@ def build_flow(
     routed = op.flat_map("route", raw, route)
 
     to_index = op.filter("to_index", routed, lambda kv: kv[0][0] == "i")
-    index = op.stateful_batch("tracking_index", to_index, lambda r: _IndexLogic(settings, r))
+    index = op.stateful_batch(
+        "tracking_index", to_index, lambda r: _IndexLogic(settings, r, recovery)
+    )
     from_index: Stream[Any] = op.map("index_out", index, _value)
 
     orders_in = op.merge(
@@ -176,14 +192,16 @@ def build_flow(
         op.filter("direct_to_orders", routed, _is_order),
         op.filter("index_to_orders", from_index, _is_order),
     )
-    orders = op.stateful_batch("orders", orders_in, lambda r: _OrdersLogic(settings, r))
+    orders = op.stateful_batch("orders", orders_in, lambda r: _OrdersLogic(settings, r, recovery))
     orders_out: Stream[Any] = op.map("orders_out", orders, _value)
 
     to_customers = op.filter("to_customers", orders_out, lambda kv: kv[0] == CUSTOMERS_KEY)
-    customers = op.stateful_batch("customers", to_customers, lambda r: _CustomersLogic(settings, r))
+    customers = op.stateful_batch(
+        "customers", to_customers, lambda r: _CustomersLogic(settings, r, recovery)
+    )
 
     to_health = op.filter("to_health", routed, lambda kv: kv[0] == HEALTH_KEY)
-    health = op.stateful_batch("health", to_health, lambda r: _HealthLogic(settings, r))
+    health = op.stateful_batch("health", to_health, lambda r: _HealthLogic(settings, r, recovery))
 
     records = op.merge(
         "outputs",
