@@ -16,7 +16,9 @@ def _settings(path: Path | None) -> Settings:
     try:
         return load_settings(path)
     except ConfigError as e:
-        raise click.ClickException(f"bad configuration:\n{e}") from None
+        text = str(e)
+        sep = "\n" if "\n" in text else " "  # one problem, one line
+        raise click.ClickException(f"bad configuration:{sep}{text}") from None
 
 
 config_option = click.option(
@@ -100,17 +102,39 @@ def simulate(
     click.echo(f"wrote {n:,} envelopes to {out_file}")
 
 
+DEMO_INCIDENTS = (
+    "lost_payment_callback",
+    "carrier_api_outage",
+    "channel_error_storm",
+    "reship_delivered",
+    "stalled_tracking",
+)
+
+
 @main.command()
 @click.option("--orders", default=5000, show_default=True)
 @click.option("--seed", default=7, show_default=True)
-@click.option("--incident", "incidents", multiple=True, help="Switch an incident on (repeat).")
+@click.option(
+    "--incident",
+    "incidents",
+    multiple=True,
+    help=f"Switch an incident on (repeat). Default: {', '.join(DEMO_INCIDENTS)}.",
+)
+@click.option("--normal", is_flag=True, help="A normal day: no incidents (and no alerts).")
 @config_option
-def demo(orders: int, seed: int, incidents: tuple[str, ...], config_path: Path | None) -> None:
+def demo(
+    orders: int, seed: int, incidents: tuple[str, ...], normal: bool, config_path: Path | None
+) -> None:
     """Simulate a day of traffic and replay it through the pipeline, with a summary."""
     from dataflows.replay import run_replay
     from sim import generate, write_jsonl
 
     settings = _settings(config_path)
+    if normal:
+        incidents = ()
+    elif not incidents:
+        incidents = DEMO_INCIDENTS
+    click.echo(f"incidents: {', '.join(incidents) or 'none'}")
     work = Path(tempfile.mkdtemp(prefix="orderguard-demo-"))
     day = work / "day.jsonl"
     start = datetime(2026, 3, 2, tzinfo=UTC)

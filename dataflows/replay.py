@@ -34,7 +34,9 @@ class Summary:
             target = self.alerts_firing if doc["state"] == "firing" else self.alerts_resolved
             target[doc["type"]] += 1
         elif topic == "breakers":
-            self.breaker_changes[f"{doc['breaker']}:{doc['key']} -> {doc['state']}"] += 1
+            # customers are many: count them by state; channels and carriers by key
+            key = "customers" if doc["breaker"] == "customer" else f"{doc['breaker']}:{doc['key']}"
+            self.breaker_changes[f"{key} -> {doc['state']}"] += 1
         elif topic == "corrected":
             self.statuses[doc["status"]] += 1
 

@@ -77,7 +77,9 @@ class ChannelBreaker:
             return []
         if self.run and self.run[-1][0] + cfg.window != start:
             self.run = []  # empty windows since the last one: too few events, the run is broken
-        if total < cfg.min_events:
+        if total < cfg.min_events and not (self.state == HALF_OPEN and total and not bad):
+            # too few events to judge; but a half-open channel that is merely quiet and
+            # sends nothing bad is healthy, or a low-volume channel could never close
             self.run = []
             return []
         window = (start, total, bad)

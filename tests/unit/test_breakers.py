@@ -123,6 +123,20 @@ def test_channel_low_volume_window_breaks_the_healthy_run_while_half_open():
     assert states(b.advance(T0 + 15 * MIN)) == [("HALF_OPEN", "CLOSED", T0 + 15 * MIN)]
 
 
+def test_a_quiet_half_open_channel_with_nothing_bad_closes():
+    """Low volume with no bad events counts as healthy while half-open; empty windows do not."""
+    b = opened()
+    b.advance(T0 + 10 * MIN)
+    window(b, 10, 2, 0)
+    window(b, 11, 3, 0)
+    # minute 12: no events at all, the run starts again
+    window(b, 13, 1, 0)
+    window(b, 14, 4, 0)
+    assert b.advance(T0 + 15 * MIN) == []
+    window(b, 15, 2, 0)
+    assert states(b.advance(T0 + 16 * MIN)) == [("HALF_OPEN", "CLOSED", T0 + 16 * MIN)]
+
+
 def test_channel_windows_start_afresh_after_a_change_of_state():
     cfg = ChannelBreakerConfig(open_for="90s")
     b = ChannelBreaker("shopee", cfg)
