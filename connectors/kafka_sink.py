@@ -1,0 +1,158 @@
+"""Output records to Kafka, failing loudly when the broker does not take them.
+
+Bytewax 0.21.1's own KafkaSink registers no delivery callback (a failed delivery is
+lost silently) and crashes on BufferError. Here every record gets a delivery
+callback and every `write_batch` flushes: the batch either is acknowledged by the
+broker (acks=all, idempotent producer) or raises `SinkDeliveryError`, so Bytewax
+never considers an epoch written when it was not. Delivery is at least once;
+records carry stable ids for consumers to de-duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from dataflows.encode import TOPICS, Encoded
+
+log = logging.getLogger("orderguard.kafka")
+
+_ENFORCED: dict[str, object] = {"acks": "all", "enable.idempotence": True}
+
+
+class SinkDeliveryError(RuntimeError):
+    """Records of a batch were not acknowledged by Kafka within the timeout."""
+
+
+class _Batch:
+    """Outcome of one write_batch; callbacks of an earlier batch never count here."""
+
+    def __init__(self, part: _KafkaOutputPartition) -> None:
+        self.part = part
+        self.sent = 0
+        self.delivered = 0
+        self.failed = 0
+        self.first_error: tuple[str, str] | None = None
+
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+            self.part.delivered += 1
+        else:
+            self.fail(msg.topic() or "?", err.str())
+
+    def fail(self, topic: str, error: str) -> None:
+        self.failed += 1
+        self.part.failed += 1
+        if self.first_error is None:
+            self.first_error = (topic, error)
+
+
+class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
+    def __init__(
+        self, config: dict[str, object], topics: Mapping[str, str], flush_timeout: float
+    ) -> None:
+        self._producer = Producer(config)
+        self._topics = dict(topics)
+        self._timeout = flush_timeout
+        self.delivered = 0
+        """Records the broker acknowledged, since this partition was built."""
+        self.failed = 0
+        """Records whose delivery failed (reported by librdkafka or refused locally)."""
+
+    def write_batch(self, items: list[list[Encoded]]) -> None:
+        batch = _Batch(self)
+        deadline = time.monotonic() + self._timeout
+        for records in items:
+            for topic, key, _sort_key, value in records:
+                self._produce(batch, self._topics[topic], key.encode(), value, deadline)
+        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        if batch.failed or remaining:
+            raise _delivery_error(batch, remaining, self._timeout)
+
+    def _produce(
+        self, batch: _Batch, topic: str, key: bytes, value: bytes, deadline: float
+    ) -> None:
+        batch.sent += 1
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=batch.on_delivery)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room, then retry.
+                if time.monotonic() >= deadline:
+                    batch.fail(topic, "local producer queue full")
+                    raise _delivery_error(batch, len(self._producer), self._timeout) from None
+                self._producer.poll(0.1)
+            except KafkaException as e:
+                batch.fail(topic, str(e.args[0].str() if e.args else e))
+                raise _delivery_error(batch, len(self._producer), self._timeout) from None
+
+    def close(self) -> None:
+        left = self._producer.flush(self._timeout)
+        if left:
+            log.error("Kafka sink closed with %d records undelivered", left)
+
+
+def _on_error(err: KafkaError) -> None:
+    # librdkafka retries transient errors itself; what it cannot deliver reaches the
+    # delivery callbacks and so SinkDeliveryError. Only fatal errors are news here.
+    log.log(logging.ERROR if err.fatal() else logging.DEBUG, "kafka producer: %s", err.str())
+
+
+def _delivery_error(batch: _Batch, undelivered: int, timeout: float) -> SinkDeliveryError:
+    topic, error = batch.first_error or ("?", f"not acknowledged within {timeout:g}s")
+    return SinkDeliveryError(
+        f"Kafka did not take {batch.failed + undelivered} of {batch.sent} records "
+        f"({batch.failed} failed, {undelivered} undelivered after {timeout:g}s); "
+        f"first error on topic {topic}: {error}"
+    )
+
+
+class KafkaOutputSink(DynamicSink[list[Encoded]]):
+    """One idempotent producer per worker; logical outputs map to real topic names.
+
+    `topics` maps each of corrected/alerts/breakers/dead_letters to its Kafka topic.
+    `config` is passed through to librdkafka (security, linger, message.timeout.ms,
+    ...) except acks and idempotence, which this sink's guarantee depends on.
+    `message.timeout.ms` defaults to the flush timeout, so a record that cannot be
+    delivered is reported failed rather than left in flight.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Mapping[str, str],
+        config: Mapping[str, object] | None = None,
+        flush_timeout: float = 30.0,
+    ) -> None:
+        missing = [t for t in TOPICS if t not in topics]
+        if missing:
+            raise ValueError(f"no Kafka topic given for output(s): {', '.join(missing)}")
+        extra = dict(config or {})
+        if str(extra.get("acks", "all")).lower() not in ("all", "-1"):
+            raise ValueError(f"Kafka sink requires acks=all, got {extra['acks']!r}")
+        if str(extra.get("enable.idempotence", True)).lower() != "true":
+            raise ValueError("Kafka sink requires enable.idempotence=true")
+        if "delivery.timeout.ms" not in extra:
+            extra.setdefault("message.timeout.ms", int(flush_timeout * 1000))
+        self._config: dict[str, object] = {
+            "logger": logging.getLogger("orderguard.kafka.librdkafka"),
+            "error_cb": _on_error,
+            **extra,
+            **_ENFORCED,
+            "bootstrap.servers": bootstrap,
+        }
+        self._topics = dict(topics)
+        self._timeout = flush_timeout
+        self.partitions: list[_KafkaOutputPartition] = []
+        """The partitions built so far (one per worker), for their counters."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaOutputPartition:
+        part = _KafkaOutputPartition(self._config, self._topics, self._timeout)
+        self.partitions.append(part)
+        return part
