@@ -136,6 +136,7 @@ class OrderShard:
         o.seen = seen[-self._seen_bytes :] if len(seen) > self._seen_bytes else seen
         o.t[LAST_AT] = now
         prev = o.status
+        before = (o.reported, o.flags, o.channel, o.carrier, o.t[PAID_AT], o.t[DELIVERED_AT])
         tier = TIER.get(ev.kind, 0)
         kind = ev.kind
 
@@ -199,6 +200,15 @@ class OrderShard:
             if decided is None and lock is not None:
                 reason = f"{ev.source} assigned tracking number {lock}"
             out.append(("corrected", self._correction(oid, o, prev, reason, ev)))
+        elif (
+            o.alerts is None
+            and o.t[DUE]
+            and before
+            == (o.reported, o.flags, o.channel, o.carrier, o.t[PAID_AT], o.t[DELIVERED_AT])
+        ):
+            # Nothing any rule reads has changed but the clocks they count from, which
+            # only move deadlines later; the registered deadline re-evaluates then.
+            return
         self._evaluate(oid, o, now, out)
 
     def _correction(self, oid: str, o: Order, prev: str | None, reason: str, ev: Event):
