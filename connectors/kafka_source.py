@@ -1,0 +1,245 @@
+"""Input batches from the orders, payments and tracking topics.
+
+Every partition of every input topic is one Bytewax partition named
+`"<stream>:<partition>"` (`stream_of_part` gives the stream back for the
+normalizer). Each has its own consumer with an explicit `assign` and no consumer
+group: group joins are slow on Tansu, and Bytewax recovery stores the position
+(next offset, next batch number) anyway, so nothing is committed to Kafka.
+
+"Caught up" comes from what the consumer sees (`enable.partition.eof`), never
+from watermarks: Tansu reports a wrong high watermark.
+
+Message errors are never dropped: each is logged at ERROR and travels on as a line
+with empty raw bytes and an origin naming topic, partition, offset and the error.
+The normalizer dead-letters empty raw bytes as `not_json` (tombstones too), so
+the error reaches the dead-letter topic saying where it happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import get_args
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.replay import RawBatch
+from schemas.config import Stream
+
+log = logging.getLogger("orderguard.kafka")
+
+_STREAMS = frozenset(get_args(Stream))
+
+Position = tuple[int, int]
+"""(next offset to read, next batch number); the offset may be OFFSET_BEGINNING."""
+
+
+class MissingTopicError(RuntimeError):
+    """An input topic does not exist on the broker (it is never auto-created here)."""
+
+
+def stream_of_part(part: str) -> str:
+    """The stream a partition name `"<stream>:<partition>"` belongs to."""
+    return part.split(":", 1)[0]
+
+
+def error_line(
+    topic: str, partition: int, offset: int, err: KafkaError
+) -> tuple[int, bytes, dict[str, object]]:
+    """A message error as an input line: logged, then dead-lettered (`not_json`) with origin.
+
+    Raw bytes are empty on purpose: the normalizer turns them into a `not_json` dead
+    letter whose origin says where the error happened and what it was.
+    """
+    text = f"{err.name()}: {err.str()}"
+    log.error("kafka error on %s[%d] at offset %d: %s", topic, partition, offset, text)
+    origin: dict[str, object] = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "error": text,
+    }
+    return (offset, b"", origin)
+
+
+def _on_client_error(err: KafkaError) -> None:
+    # Client-level errors (broker down, transport) are retried by librdkafka; with an
+    # error_cb they stay out of consume(), which then only carries partition errors.
+    log.log(logging.ERROR if err.fatal() else logging.WARNING, "kafka consumer: %s", err.str())
+
+
+class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
+    """One topic partition read by its own assigned consumer."""
+
+    def __init__(
+        self,
+        source: KafkaInputSource,
+        part: str,
+        topic: str,
+        partition: int,
+        config: dict[str, object],
+        resume: Position | None,
+    ) -> None:
+        self._source = source
+        self._part = part
+        self._topic = topic
+        self._partition = partition
+        self._offset, self._n = resume if resume is not None else (OFFSET_BEGINNING, 0)
+        self._batch_size = source.batch_size
+        self._poll_timeout = source.poll_timeout
+        self._stop_at_eof = source.stop_at_eof
+        self._idle = False
+        self._eof_stop = False
+        self._set_caught_up(False)
+        self._consumer: Consumer | None = Consumer(config)
+        self._consumer.assign([TopicPartition(topic, partition, self._offset)])
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the consumer last saw the end of the partition (and nothing since)."""
+        return self._source.caught_up[self._part]
+
+    def _set_caught_up(self, value: bool) -> None:
+        self._source.caught_up[self._part] = value
+
+    def next_batch(self) -> list[RawBatch]:
+        if self._eof_stop:
+            raise StopIteration()
+        assert self._consumer is not None, "partition used after close()"
+        # Non-blocking: one worker serves many partitions, so none may hold it up;
+        # next_awake makes Bytewax wait instead when nothing was there.
+        msgs = self._consumer.consume(self._batch_size, 0)
+        lines: list[tuple[int, bytes, dict[str, object]]] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is None:
+                offset = msg.offset()
+                value = msg.value()
+                lines.append(
+                    (
+                        offset,
+                        value if value is not None else b"",
+                        {"topic": self._topic, "partition": self._partition, "offset": offset},
+                    )
+                )
+                self._offset = offset + 1
+                self._set_caught_up(False)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                self._set_caught_up(True)
+                if self._stop_at_eof:
+                    self._eof_stop = True
+            else:
+                at = msg.offset()
+                at = at if at is not None and at >= 0 else max(self._offset, 0)
+                lines.append(error_line(self._topic, self._partition, at, err))
+        self._idle = not msgs
+        if not lines:
+            if self._eof_stop:
+                raise StopIteration()
+            return []
+        batch = RawBatch(self._part, self._n, lines)
+        self._n += 1
+        return [batch]
+
+    def next_awake(self) -> datetime | None:
+        if self._idle:
+            return datetime.now(UTC) + timedelta(seconds=self._poll_timeout)
+        return None
+
+    def snapshot(self) -> Position:
+        return (self._offset, self._n)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+class KafkaInputSource(FixedPartitionedSource[RawBatch, Position]):
+    """Every partition of the input topics; `topics` maps stream name to topic name.
+
+    `config` passes through to librdkafka (SASL/TLS, ...); it is never logged.
+    `stop_at_eof` ends a partition once it is caught up (tests and batch jobs).
+    `caught_up[part]` says, per partition built in this process, whether its
+    consumer last saw the end of the partition.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Mapping[str, str],
+        config: Mapping[str, object] | None = None,
+        batch_size: int = 2000,
+        poll_timeout: float = 0.1,
+        *,
+        stop_at_eof: bool = False,
+        metadata_timeout: float = 10.0,
+    ) -> None:
+        unknown = sorted(set(topics) - _STREAMS)
+        if unknown:
+            raise ValueError(
+                f"unknown input stream(s) {', '.join(unknown)}: "
+                f"expected {', '.join(sorted(_STREAMS))}"
+            )
+        if not topics:
+            raise ValueError("no input topics given")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.bootstrap = bootstrap
+        self.topics = dict(topics)
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.stop_at_eof = stop_at_eof
+        self.metadata_timeout = metadata_timeout
+        self.caught_up: dict[str, bool] = {}
+        self._extra = dict(config or {})
+
+    def _client_config(self) -> dict[str, object]:
+        return {
+            "logger": logging.getLogger("orderguard.kafka.librdkafka"),
+            "error_cb": _on_client_error,
+            **self._extra,
+            "bootstrap.servers": self.bootstrap,
+        }
+
+    def list_parts(self) -> list[str]:
+        """Lists all topics (a lookup by name would make Tansu create a missing one)."""
+        admin = AdminClient(self._client_config())
+        try:
+            meta = admin.list_topics(timeout=self.metadata_timeout)
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            reason = err.str() if isinstance(err, KafkaError) else str(e)
+            raise MissingTopicError(
+                f"could not list topics at {self.bootstrap}: {reason}"
+            ) from None
+        parts: list[str] = []
+        for stream, topic in sorted(self.topics.items()):
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None:
+                why = "does not exist" if found is None else found.error.str()
+                raise MissingTopicError(
+                    f"input topic {topic!r} (stream {stream}) {why} at {self.bootstrap}; "
+                    "create it first (it is not auto-created)"
+                )
+            parts.extend(f"{stream}:{p}" for p in sorted(found.partitions))
+        return parts
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Position | None
+    ) -> KafkaInputPartition:
+        stream, _, index = for_part.partition(":")
+        config = {
+            "group.id": "orderguard-input",  # required by librdkafka; never joined
+            "auto.offset.reset": "earliest",  # offsets lost to retention: oldest kept, not newest
+            **self._client_config(),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+        }
+        return KafkaInputPartition(
+            self, for_part, self.topics[stream], int(index), config, resume_state
+        )
