@@ -110,7 +110,7 @@ class Core:
         for key, msg in msgs:
             k0 = key[0]
             if k0 == "i":
-                _part, _n, _i, clock, items = msg
+                _part, _n, _i, clock, _parts, items = msg
                 rel, dead = self.index[int(key[1:])].process(items, clock)
                 for kv in rel:
                     released[stable_shard(kv[1].order_id, self.n_shards)].append(kv)
@@ -118,11 +118,12 @@ class Core:
             elif k0 == "o" and key != "out":
                 direct[int(key[1:])] = msg
             elif key == "health":
-                self._emit(self.health.apply(msg) + self.health.advance(msg.clock_ms))
+                batch = msg[2]
+                self._emit(self.health.apply(batch) + self.health.advance(batch.clock_ms))
             else:
                 self._emit(msg)
         for i, shard in enumerate(self.shards):
-            _, _part, _n, _me, clock, events = direct[i]
+            _, _part, _n, _me, clock, _parts, events = direct[i]
             keyed = [((e.seq, 0, e.seq), e) for e in events] + released[i]
             keyed.sort(key=lambda kv: kv[0])
             records = []

@@ -27,11 +27,19 @@ _RECEIVED = b'"received_at"'
 
 @dataclass(slots=True)
 class RawBatch:
-    """A slice of input lines: (seq, raw bytes, origin) each, numbered per partition."""
+    """A slice of input lines: (seq, raw bytes, origin) each, numbered per partition.
+
+    `clock`: the partition's ingestion position when the source knows better than the
+    lines' own `received_at` (the wall clock while a live partition is caught up; an
+    idle tick has no lines). `parts`: how many partitions the source has, so the
+    steps downstream know how many positions make the ingestion clock.
+    """
 
     part: str
     n: int
     lines: list[tuple[int, bytes, dict[str, object]]]
+    clock: int = 0
+    parts: int = 1
 
 
 def _received_key(line: bytes) -> bytes:

@@ -72,7 +72,23 @@ def replay(
 @click.option("--start", default="2026-03-02T00:00:00Z", show_default=True, help="UTC start.")
 @click.option("--incident", "incidents", multiple=True, help="Switch an incident on (repeat).")
 @click.option("--open-share", default=0.0, show_default=True, help="Share of lives cut short.")
-@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    "out_file",
+    default=None,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a replay file (JSONL).",
+)
+@click.option(
+    "--to-kafka", is_flag=True, help="Produce to the input topics of the config's `kafka:`."
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --to-kafka: events per second in real time (default: as fast as possible).",
+)
+@config_option
 def simulate(
     orders: int,
     seed: int,
@@ -80,11 +96,18 @@ def simulate(
     start: str,
     incidents: tuple[str, ...],
     open_share: float,
-    out_file: Path,
+    out_file: Path | None,
+    to_kafka: bool,
+    rate: float | None,
+    config_path: Path | None,
 ) -> None:
-    """Generate realistic traffic from all sources into a replay file."""
+    """Generate realistic traffic from all sources into a replay file or Kafka."""
     from sim import INCIDENTS, generate, write_jsonl
 
+    if (out_file is None) == (not to_kafka):
+        raise click.UsageError("give exactly one of --out FILE and --to-kafka")
+    if rate is not None and not to_kafka:
+        raise click.UsageError("--rate only applies with --to-kafka")
     unknown = sorted(set(incidents) - set(INCIDENTS))
     if unknown:
         known = ", ".join(sorted(INCIDENTS))
@@ -98,8 +121,57 @@ def simulate(
         incidents=frozenset(incidents),
         open_share=open_share,
     )
-    n = write_jsonl(out_file, envelopes)
-    click.echo(f"wrote {n:,} envelopes to {out_file}")
+    if out_file is not None:
+        n = write_jsonl(out_file, envelopes)
+        click.echo(f"wrote {n:,} envelopes to {out_file}")
+        return
+
+    from connectors.broker import BrokerError, ensure_topics
+    from connectors.kafka_envelopes import ProduceError, produce_envelopes
+
+    settings = _settings(config_path)
+    kafka = settings.kafka
+    try:
+        # Created here with the configured partitions: a broker that auto-creates
+        # topics on first produce would otherwise pick its own count.
+        ensure_topics(
+            kafka.bootstrap_servers,
+            kafka.topic_partitions(),
+            timeout=5.0,
+            config=kafka.client_config(),
+        )
+        n = produce_envelopes(settings, envelopes, rate=rate)
+    except (BrokerError, ProduceError) as e:
+        raise click.ClickException(str(e)) from None
+    topics = ", ".join(kafka.input_topics.model_dump().values())
+    click.echo(f"produced {n:,} envelopes to {topics} at {kafka.bootstrap_servers}")
+
+
+@main.command()
+@config_option
+@click.option("--workers", "-w", default=1, show_default=True, help="Bytewax worker threads.")
+@click.option(
+    "--exit-when-caught-up",
+    is_flag=True,
+    help="Stop once every input partition has been read to its end (batch jobs, tests).",
+)
+def run(config_path: Path | None, workers: int, exit_when_caught_up: bool) -> None:
+    """Run the live dataflow: Kafka in, Kafka out, resuming from recovery snapshots."""
+    from connectors.broker import BrokerError
+    from dataflows.live import RecoveryDirError, run_live
+
+    if workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
+    settings = _settings(config_path)
+    try:
+        result = run_live(settings, workers=workers, exit_when_caught_up=exit_when_caught_up)
+    except (BrokerError, RecoveryDirError) as e:
+        raise click.ClickException(str(e)) from None
+    state = "initialized" if result.recovery_initialized else "resumed from"
+    click.echo(
+        f"caught up: {result.records_delivered:,} records delivered; "
+        f"recovery {state} {settings.recovery.dir}"
+    )
 
 
 DEMO_INCIDENTS = (

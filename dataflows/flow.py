@@ -34,6 +34,7 @@ from dataflows.router import (
 )
 from schemas.config import Settings
 from schemas.event import Event
+from state.clock import Frontier
 from state.customers import CustomerDesk
 from state.health import HealthBatch, HealthState
 from state.shard import OrderShard
@@ -58,12 +59,14 @@ class _IndexLogic(StatefulBatchLogic):
     def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
         self._recovery = recovery
         self._shards = settings.pipeline.shards
-        self.index = pickle.loads(resume) if resume else TrackingIndex(settings)
+        self.index, self.frontier = (
+            pickle.loads(resume) if resume else (TrackingIndex(settings), Frontier())
+        )
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
         out: list[Any] = []
-        for part, n, me, clock, items in values:
-            released, dead = self.index.process(items, clock)
+        for part, n, me, clock, parts, items in values:
+            released, dead = self.index.process(items, self.frontier.update(part, clock, parts))
             per_shard: list[list[Any]] = [[] for _ in range(self._shards)]
             for key, ev in released:
                 per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))
@@ -74,47 +77,48 @@ class _IndexLogic(StatefulBatchLogic):
         return out, False
 
     def snapshot(self) -> bytes | None:
-        return _pickled(self.index, self._recovery)
+        return _pickled((self.index, self.frontier), self._recovery)
 
 
 class _OrdersLogic(StatefulBatchLogic):
     def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
         self._recovery = recovery
+        self.shard = OrderShard(settings)
         if resume:
-            self.barrier, state = pickle.loads(resume)
-            self.shard = OrderShard(settings)
+            self.barrier, self.frontier, state = pickle.loads(resume)
             self.shard.restore(state, settings)
         else:
             self.barrier = Barrier(1 + index_shards(settings))
-            self.shard = OrderShard(settings)
+            self.frontier = Frontier()
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
         out: list[Any] = []
         for msg in values:
             if msg[0] == "direct":
-                _, part, n, me, clock, events = msg
-                payload = (clock, [((e.seq, 0, e.seq), e) for e in events])
+                _, part, n, me, clock, parts, events = msg
+                payload = (clock, parts, [((e.seq, 0, e.seq), e) for e in events])
                 sender = 0
             else:
                 _, part, n, me, idx, released = msg
-                payload = (0, released)
+                payload = (0, 0, released)
                 sender = 1 + idx
             for part_, n_, payloads in self.barrier.add(part, n, sender, payload):
-                clock = max(p[0] for p in payloads)
+                clock, parts = payloads[0][0], payloads[0][1]  # the router's message
+                frontier = self.frontier.update(part_, clock, parts)
                 keyed: list[tuple[tuple[int, int, int], Event]] = []
                 for p in payloads:
-                    keyed.extend(p[1])
+                    keyed.extend(p[2])
                 keyed.sort(key=lambda kv: kv[0])
                 signals, records = [], []
-                for kind, rec in self.shard.process([e for _, e in keyed], clock):
+                for kind, rec in self.shard.process([e for _, e in keyed], frontier):
                     (signals if kind == "signal" else records).append(rec)
                 if records:
                     out.append(("out", records))
-                out.append((CUSTOMERS_KEY, (part_, n_, me, clock, signals)))
+                out.append((CUSTOMERS_KEY, (part_, n_, me, frontier, signals)))
         return out, False
 
     def snapshot(self) -> bytes | None:
-        return _pickled((self.barrier, self.shard.__getstate__()), self._recovery)
+        return _pickled((self.barrier, self.frontier, self.shard.__getstate__()), self._recovery)
 
 
 class _CustomersLogic(StatefulBatchLogic):
@@ -144,18 +148,23 @@ class _CustomersLogic(StatefulBatchLogic):
 class _HealthLogic(StatefulBatchLogic):
     def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
         self._recovery = recovery
-        self.state = pickle.loads(resume) if resume else HealthState(settings)
+        self.state, self.frontier = (
+            pickle.loads(resume) if resume else (HealthState(settings), Frontier())
+        )
 
-    def on_batch(self, values: list[HealthBatch]) -> tuple[Iterable[Any], bool]:
+    def on_batch(self, values: list[tuple[str, int, HealthBatch]]) -> tuple[Iterable[Any], bool]:
         out: list[Any] = []
-        for batch in values:
+        for part, parts, batch in values:
+            # health counts by the batch's own times; its windows close on the frontier
+            frontier = self.frontier.update(part, batch.clock_ms, parts)
+            batch.clock_ms = min(batch.clock_ms, frontier)
             records = self.state.apply(batch) + self.state.advance(batch.clock_ms)
             if records:
                 out.append(("out", records))
         return out, False
 
     def snapshot(self) -> bytes | None:
-        return _pickled(self.state, self._recovery)
+        return _pickled((self.state, self.frontier), self._recovery)
 
 
 def build_flow(
@@ -175,7 +184,7 @@ def build_flow(
 
     def route(batch: RawBatch) -> list[tuple[str, Any]]:
         stream = stream_of(batch.part) if stream_of else None
-        return router.route(batch.part, batch.n, batch.lines, stream)
+        return router.route(batch.part, batch.n, batch.lines, stream, batch.clock, batch.parts)
 
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)

@@ -49,14 +49,20 @@ class Router:
         self._channel_of = {name: s.channel for name, s in settings.sources.items()}
 
     def route(
-        self, part: str, n: int, lines: list[tuple[int, bytes, dict]], stream: str | None = None
+        self,
+        part: str,
+        n: int,
+        lines: list[tuple[int, bytes, dict]],
+        stream: str | None = None,
+        clock: int = 0,
+        parts: int = 1,
     ) -> list[Message]:
+        """Messages for every shard; `clock`/`parts` as in `connectors.replay.RawBatch`."""
         shards, nindex = self._shards, self._index
         direct: list[list[Event]] = [[] for _ in range(shards)]
         index: list[list[Event]] = [[] for _ in range(nindex)]
         health = HealthBatch.for_settings(self._settings)
         dead: list[DeadLetter] = []
-        clock = 0
         normalize = self._normalize
         for seq, raw, origin in lines:
             r = normalize(raw, origin=origin, stream=stream, seq=seq)
@@ -80,10 +86,11 @@ class Router:
                 index[stable_shard(r.tracking_no, nindex)].append(r)
         health.clock_ms = max(health.clock_ms, clock)
         out: list[Message] = [
-            (shard_key(i), ("direct", part, n, i, clock, evs)) for i, evs in enumerate(direct)
+            (shard_key(i), ("direct", part, n, i, clock, parts, evs))
+            for i, evs in enumerate(direct)
         ]
-        out.extend((index_key(i), (part, n, i, clock, evs)) for i, evs in enumerate(index))
-        out.append((HEALTH_KEY, health))
+        out.extend((index_key(i), (part, n, i, clock, parts, evs)) for i, evs in enumerate(index))
+        out.append((HEALTH_KEY, (part, parts, health)))
         if dead:
             out.append(("out", dead))
         return out

@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -131,6 +132,97 @@ class Retention(_Strict):
 class Pipeline(_Strict):
     shards: int = Field(16, ge=1, le=4096)
     batch_size: int = Field(2000, ge=1)
+
+
+# ---------------------------------------------------------------- kafka, recovery
+TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+"""Kafka's own rule for topic names: letters, digits, '.', '_', '-'; at most 249."""
+
+
+class InputTopics(_Strict):
+    """The Kafka topic each input stream is read from."""
+
+    orders: TopicName = "orders"
+    payments: TopicName = "payments"
+    tracking: TopicName = "tracking"
+
+
+class OutputTopics(_Strict):
+    """The Kafka topic each output is written to."""
+
+    corrected: TopicName = "orderguard.corrected"
+    alerts: TopicName = "orderguard.alerts"
+    breakers: TopicName = "orderguard.breakers"
+    dead_letters: TopicName = "orderguard.dead_letters"
+
+
+_CLIENT_OWNED = {
+    "bootstrap.servers": "kafka.bootstrap_servers",
+    "sasl.password": "kafka.sasl_password",
+}
+
+
+class Kafka(_Strict):
+    """Where the live path reads and writes.
+
+    `client` passes through to librdkafka (security.protocol, sasl.mechanism, ...);
+    the password is kept apart as a `SecretStr` and only merged in by
+    `client_config()`, so printing the settings never shows it.
+    """
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
+    input_topics: InputTopics = InputTopics()
+    output_topics: OutputTopics = OutputTopics()
+    partitions: int = Field(6, ge=1, le=10_000)
+    client: dict[str, str] = {}
+    sasl_password: SecretStr | None = None
+    flush_timeout: DurationMs = 30_000
+
+    @field_validator("client")
+    @classmethod
+    def _no_owned_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if key in _CLIENT_OWNED:
+                # Only the key is named: the value may be a secret.
+                raise ValueError(f"{key!r} is not set here: use {_CLIENT_OWNED[key]}")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> Kafka:
+        names = list(self.input_topics.model_dump().values())
+        names += list(self.output_topics.model_dump().values())
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"topic {dup[0]!r} is used for more than one stream or output")
+        return self
+
+    def client_config(self) -> dict[str, object]:
+        """librdkafka settings for a client: passthrough plus the password (never logged)."""
+        conf: dict[str, object] = dict(self.client)
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+    def topic_partitions(self) -> dict[str, int]:
+        """Every input and output topic with the partition count used to create it."""
+        names = list(self.input_topics.model_dump().values())
+        names += list(self.output_topics.model_dump().values())
+        return dict.fromkeys(names, self.partitions)
+
+
+class Recovery(_Strict):
+    """Bytewax recovery: where snapshots live and how often they are taken.
+
+    `partitions` is fixed when the directory is initialized and bounds the worker
+    count a store supports. `snapshot_interval` is the epoch length: a restart
+    replays at most that much input; `backup_interval` delays deleting superseded
+    snapshots for as long as an off-machine backup of the directory takes.
+    """
+
+    dir: Path = Path("./recovery")
+    partitions: int = Field(8, ge=1, le=1024)
+    snapshot_interval: DurationMs = Field(10_000, ge=1)
+    backup_interval: DurationMs = 0
 
 
 # ---------------------------------------------------------------- channels, carriers
@@ -285,6 +377,8 @@ class Settings(BaseSettings):
     breakers: Breakers = Breakers()
     retention: Retention = Retention()
     pipeline: Pipeline = Pipeline()
+    kafka: Kafka = Kafka()
+    recovery: Recovery = Recovery()
     channels: dict[str, ChannelSpec] = {}
     carriers: dict[str, CarrierSpec] = {}
     refund_order: dict[str, RefundClaim] = {}

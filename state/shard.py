@@ -94,18 +94,26 @@ class OrderShard:
         self._wheel = state["wheel"]
 
     # ------------------------------------------------------------------ input
-    def process(self, events: list[Event], clock: int) -> list[Output]:
-        """Apply events in order; fire every deadline that falls before each arrival."""
+    def process(self, events: list[Event], frontier: int) -> list[Output]:
+        """Apply events in order; fire every deadline that falls before each arrival.
+
+        `frontier` is the ingestion clock everything before which has been consumed
+        (`state.clock.Frontier`); deadlines never fire past it, even for an event
+        that a faster input partition delivered ahead of it. In replay it is the
+        batch's last `received_at`, and each event's own arrival moves the clock.
+        """
         out: list[Output] = []
         for ev in events:
-            now = max(self.clock, ev.received_ms)
-            self.advance(now, out)
-            self._apply(ev, now, out)
-        self.advance(max(self.clock, clock), out)
+            self.advance(min(ev.received_ms, frontier), out)
+            at = max(self.clock, ev.received_ms)
+            self._apply(ev, at, out)
+        self.advance(frontier, out)
         return out
 
     def advance(self, now: int, out: list[Output]) -> None:
         """Move the clock to `now`: deadlines strictly before it fire, at their own time."""
+        if now <= self.clock:
+            return
         orders = self.orders
         wheel = self._wheel
         nxt = wheel.next_due()
@@ -157,7 +165,6 @@ class OrderShard:
                 o.tracking = ev.tracking_no if not nums else (*nums, ev.tracking_no)
             if o.main is None or o.main in ("PENDING_PAYMENT", "PAID", "FULFILLING"):
                 lock = ev.tracking_no
-            lock_tracking(o, ev)
         if ev.signal == "reship":
             shipment = True
         if shipment:
@@ -183,6 +190,8 @@ class OrderShard:
                 o.flags |= F_POST_DELIVERY
 
         decided = apply_claims(o, ev, tier)
+        if lock is not None:
+            lock_tracking(o, ev)  # after the claims: the lock must not make them look stale
         if o.side in CLOSED_SIDES and o.t[PAID_EV_MS] > o.t[CLOSED_EV_MS]:
             o.flags |= F_PAID_AFTER_CLOSE
         if kind == "oms" and ev.refund_id is None and ev.claims:
@@ -209,7 +218,7 @@ class OrderShard:
             # Nothing any rule reads has changed but the clocks they count from, which
             # only move deadlines later; the registered deadline re-evaluates then.
             return
-        self._evaluate(oid, o, now, out)
+        self._evaluate(oid, o, now, out, horizon=self.clock)
 
     def _correction(self, oid: str, o: Order, prev: str | None, reason: str, ev: Event):
         status = o.status or "PENDING_PAYMENT"
@@ -230,8 +239,16 @@ class OrderShard:
         )
 
     # ------------------------------------------------------------------ alerts, deadlines
-    def _evaluate(self, oid: str, o: Order, now: int, out: list[Output]) -> None:
-        """Fire what has held long enough, resolve what cleared, schedule the next deadline."""
+    def _evaluate(
+        self, oid: str, o: Order, now: int, out: list[Output], horizon: int | None = None
+    ) -> None:
+        """Fire what has held long enough, resolve what cleared, schedule the next deadline.
+
+        Event-triggered alerts fire at `now`; a timed one only once its deadline is at or
+        before `horizon` (the consumed ingestion clock), else it waits in the wheel.
+        """
+        if horizon is None or horizon > now:
+            horizon = now
         due = 0
         thresholds = self._thresholds
         for typ in candidates(o):
@@ -247,7 +264,7 @@ class OrderShard:
             if since is None:
                 continue
             fire_at = since + thresholds(thr_name, o.channel, o.carrier)
-            if fire_at <= now:
+            if fire_at <= (now if thr_name is None else horizon):
                 if o.alerts is None:
                     o.alerts = {}
                 o.alerts[typ] = (now, since)

@@ -50,8 +50,9 @@ class TrackingIndex:
         released: list[Released] = []
         dead: list[DeadLetter] = []
         for ev in items:
-            self._expire(ev.received_ms, dead)
-            self._maybe_rotate(ev.received_ms)
+            now = min(ev.received_ms, clock)  # never past the consumed ingestion clock
+            self._expire(now, dead)
+            self._maybe_rotate(now)
             t = ev.tracking_no
             assert t is not None
             if ev.order_id is not None:

@@ -382,3 +382,32 @@ def test_shard_state_survives_pickling(settings):
     copy.restore(pickle.loads(pickle.dumps(shard.__getstate__())), settings)
     rest = events[10:]
     assert copy.process(rest, rest[-1].received_ms) == shard.process(rest, rest[-1].received_ms)
+
+
+def test_deadlines_wait_for_the_slowest_partition(settings):
+    """An event from a partition read ahead does not make other orders' deadlines fire."""
+    shard = OrderShard(settings)
+    run(shard, pay(OID, T0), clock=T0)
+    other = "TB2026030200077"
+    ahead = scan(other, "IN_TRANSIT", T0 + 6 * HOUR, tracking="SF000000000077")
+    out = shard.process([ahead], T0 + 3 * HOUR)  # the frontier is still at +3h
+    assert alerts(out) == []
+    out = shard.process([], T0 + 4 * HOUR + 1)
+    [a] = alerts(out)
+    assert (a.type, a.subject["order_id"], a.at_ms) == ("SHIPMENT_DELAYED", OID, T0 + 4 * HOUR)
+
+
+def test_event_triggered_alerts_fire_on_arrival_even_ahead_of_the_frontier(settings):
+    shard = OrderShard(settings)
+    out = shard.process([scan(OID, "DELIVERY_EXCEPTION", T0 + 6 * HOUR)], T0 + HOUR)
+    [a] = alerts(out)
+    assert (a.type, a.at_ms) == ("DELIVERY_EXCEPTION", T0 + 6 * HOUR)
+
+
+def test_nothing_timed_fires_before_every_partition_has_reported(settings):
+    shard = OrderShard(settings)
+    out = shard.process([pay(OID, T0)], 0)  # frontier unknown
+    out += shard.process([], 0)
+    assert alerts(out) == []
+    out = shard.process([], T0 + 5 * HOUR)
+    assert fired(out) == [("SHIPMENT_DELAYED", "firing")]
