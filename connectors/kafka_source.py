@@ -18,6 +18,7 @@ the error reaches the dead-letter topic saying where it happened.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import get_args
@@ -91,6 +92,8 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
         self._batch_size = source.batch_size
         self._poll_timeout = source.poll_timeout
         self._stop_at_eof = source.stop_at_eof
+        self._parts = source.parts_count
+        self._last_tick = 0.0
         self._idle = False
         self._eof_stop = False
         self._set_caught_up(False)
@@ -136,13 +139,27 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
                 at = at if at is not None and at >= 0 else max(self._offset, 0)
                 lines.append(error_line(self._topic, self._partition, at, err))
         self._idle = not msgs
+        clock = self._clock()
         if not lines:
             if self._eof_stop:
                 raise StopIteration()
-            return []
-        batch = RawBatch(self._part, self._n, lines)
+            if not clock or time.monotonic() - self._last_tick < self._source.tick_interval:
+                return []
+            # an idle tick: tells every shard this partition is caught up to `clock`
+        self._last_tick = time.monotonic()
+        batch = RawBatch(self._part, self._n, lines, clock=clock, parts=self._parts)
         self._n += 1
         return [batch]
+
+    def _clock(self) -> int:
+        """The wall clock while caught up (less a margin for records in flight), else 0.
+
+        A finite run (`stop_at_eof`) is a recording: like replay, its clock is the
+        records' own `received_at` and stops at the last one.
+        """
+        if self._stop_at_eof or not self.caught_up:
+            return 0
+        return int(time.time() * 1000) - self._source.caught_up_margin_ms
 
     def next_awake(self) -> datetime | None:
         if self._idle:
@@ -195,6 +212,12 @@ class KafkaInputSource(FixedPartitionedSource[RawBatch, Position]):
         self.stop_at_eof = stop_at_eof
         self.metadata_timeout = metadata_timeout
         self.caught_up: dict[str, bool] = {}
+        self.parts_count = 1
+        """All partitions of the input topics (from `list_parts`): the clock needs them all."""
+        self.tick_interval = 1.0
+        """Seconds between idle ticks of a caught-up partition."""
+        self.caught_up_margin_ms = 2000
+        """A caught-up partition's clock trails the wall clock by this much (records in flight)."""
         self._extra = dict(config or {})
 
     def _client_config(self) -> dict[str, object]:
@@ -226,6 +249,7 @@ class KafkaInputSource(FixedPartitionedSource[RawBatch, Position]):
                     "create it first (it is not auto-created)"
                 )
             parts.extend(f"{stream}:{p}" for p in sorted(found.partitions))
+        self.parts_count = len(parts)
         return parts
 
     def build_part(

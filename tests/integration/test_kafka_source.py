@@ -190,31 +190,58 @@ def test_resume_starts_at_offset_and_continues_numbering(broker):
     ]
 
 
-def test_empty_polls_use_no_batch_number_and_ask_to_sleep(broker):
-    """Bytewax must not spin on an idle partition, and a gap in n would stall the barrier."""
+def test_idle_partition_sleeps_and_ticks_the_wall_clock_once_caught_up(broker):
+    """Bytewax must not spin on an idle partition; a caught-up one reports the wall clock.
+
+    Empty polls before the end use no batch number (a gap in n would stall the
+    barriers); once caught up, one idle tick per `tick_interval` carries the wall
+    clock, so deadlines elsewhere can fire while this partition is quiet.
+    """
     topics = input_topics(broker.bootstrap)
     source = KafkaInputSource(broker.bootstrap, topics, poll_timeout=0.5)
+    source.tick_interval = 60.0
     part = source.build_part("input", "orders:0", None)
     try:
         deadline = time.monotonic() + 10
-        while not part.caught_up and time.monotonic() < deadline:
-            assert part.next_batch() == []
+        ticks: list[RawBatch] = []
+        while not ticks and time.monotonic() < deadline:
+            ticks = part.next_batch()
             time.sleep(0.01)
         assert part.caught_up  # an empty partition reaches EOF too
-        assert part.next_batch() == []  # not stopping: stop_at_eof is off
+        [tick] = ticks
+        assert (tick.n, tick.lines) == (0, [])
+        now_ms = time.time() * 1000
+        assert now_ms - 5000 < tick.clock <= now_ms - source.caught_up_margin_ms + 50
+        assert part.next_batch() == []  # the next tick is a minute away
         awake = part.next_awake()
         assert awake is not None
         assert 0.3 < (awake.timestamp() - time.time()) <= 0.5
-        assert part.snapshot()[1] == 0
+        assert part.snapshot()[1] == 1
 
         produce(broker.bootstrap, [(topics["orders"], None, b"x", 0)])
         got: list[RawBatch] = []
         while not got and time.monotonic() < deadline + 10:
             got = part.next_batch()
             time.sleep(0.01)
-        assert [(b.n, b.lines[0][:2]) for b in got] == [(0, (0, b"x"))]
+        assert [(b.n, b.lines[0][:2]) for b in got] == [(1, (0, b"x"))]
         assert part.next_awake() is None  # data came: call again at once
-        assert part.snapshot() == (1, 1)
+        assert part.snapshot() == (1, 2)
+    finally:
+        part.close()
+
+
+def test_a_finite_run_keeps_the_recordings_clock(broker):
+    """With stop_at_eof the input is a recording: no wall clock, no ticks, just the end."""
+    topics = input_topics(broker.bootstrap)
+    source = KafkaInputSource(broker.bootstrap, topics, stop_at_eof=True)
+    part = source.build_part("input", "payments:0", None)
+    try:
+        deadline = time.monotonic() + 10
+        with pytest.raises(StopIteration):
+            while time.monotonic() < deadline:
+                for batch in part.next_batch():
+                    assert batch.clock == 0
+                time.sleep(0.01)
     finally:
         part.close()
 
