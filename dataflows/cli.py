@@ -158,7 +158,7 @@ def simulate(
 def run(config_path: Path | None, workers: int, exit_when_caught_up: bool) -> None:
     """Run the live dataflow: Kafka in, Kafka out, resuming from recovery snapshots."""
     from connectors.broker import BrokerError
-    from dataflows.live import RecoveryDirError, run_live
+    from dataflows.live import RecoveryDirError, Stopped, run_live
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
@@ -167,6 +167,10 @@ def run(config_path: Path | None, workers: int, exit_when_caught_up: bool) -> No
         result = run_live(settings, workers=workers, exit_when_caught_up=exit_when_caught_up)
     except (BrokerError, RecoveryDirError) as e:
         raise click.ClickException(str(e)) from None
+    except Stopped:
+        rdir = settings.recovery.dir
+        click.echo(f"stopped; the next run resumes from the last snapshot in {rdir}")
+        sys.exit(130)
     state = "initialized" if result.recovery_initialized else "resumed from"
     click.echo(
         f"caught up: {result.records_delivered:,} records delivered; "

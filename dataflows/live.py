@@ -7,8 +7,12 @@ again, with the same record ids, for consumers to de-duplicate.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from types import FrameType
 
 from connectors.broker import BrokerError, ensure_topics
 from connectors.kafka_sink import KafkaOutputSink
@@ -24,6 +28,10 @@ class RecoveryDirError(RuntimeError):
     """The recovery directory cannot be used (not a directory, not writable, not a store)."""
 
 
+class Stopped(Exception):
+    """The run was stopped by SIGINT or SIGTERM; it resumes from the last snapshot."""
+
+
 @dataclass
 class LiveResult:
     """What a run that ended (caught up) did; a run that never ends never returns one."""
@@ -31,6 +39,24 @@ class LiveResult:
     topics_created: list[str]
     recovery_initialized: bool
     records_delivered: int
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Bytewax stops on SIGINT only; an orchestrator sends SIGTERM: treat it the same."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def prepare_recovery(settings: Settings) -> bool:
@@ -68,10 +94,12 @@ def run_live(
     """Create missing topics, initialize recovery, run the dataflow until stopped.
 
     With `exit_when_caught_up` every input partition ends once it has been read to
-    its end, and the run returns; otherwise it runs until interrupted. Raises
+    its end, and the run returns; otherwise it runs until SIGINT or SIGTERM, which
+    raise `Stopped`. Raises
     `BrokerUnreachable` (a `BrokerError`) with a one-line message when the broker
     does not answer within `connect_timeout` seconds.
     """
+    from bytewax.errors import BytewaxRuntimeError
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
@@ -103,14 +131,30 @@ def run_live(
         settings.recovery.dir,
         backup_interval=timedelta(milliseconds=settings.recovery.backup_interval),
     )
-    cli_main(
-        flow,
-        workers_per_process=workers,
-        epoch_interval=timedelta(milliseconds=settings.recovery.snapshot_interval),
-        recovery_config=recovery,
-    )
+    try:
+        with _sigterm_as_interrupt():
+            cli_main(
+                flow,
+                workers_per_process=workers,
+                epoch_interval=timedelta(milliseconds=settings.recovery.snapshot_interval),
+                recovery_config=recovery,
+            )
+    except KeyboardInterrupt:
+        raise Stopped() from None
+    except BytewaxRuntimeError as e:
+        # Bytewax reports a signal it noticed as a runtime error ("signal received").
+        if isinstance(e.__cause__, KeyboardInterrupt) or "signal received" in str(e):
+            raise Stopped() from None
+        raise
     delivered = sum(p.delivered for p in sink.partitions)
     return LiveResult(created, initialized, delivered)
 
 
-__all__ = ["BrokerError", "LiveResult", "RecoveryDirError", "prepare_recovery", "run_live"]
+__all__ = [
+    "BrokerError",
+    "LiveResult",
+    "RecoveryDirError",
+    "Stopped",
+    "prepare_recovery",
+    "run_live",
+]

@@ -213,10 +213,11 @@ class Kafka(_Strict):
 class Recovery(_Strict):
     """Bytewax recovery: where snapshots live and how often they are taken.
 
-    `partitions` is fixed when the directory is initialized and bounds the worker
-    count a store supports. `snapshot_interval` is the epoch length: a restart
-    replays at most that much input; `backup_interval` delays deleting superseded
-    snapshots for as long as an off-machine backup of the directory takes.
+    `partitions` is fixed when the directory is initialized (Bytewax 0.21.1 ran and
+    resumed with more workers than partitions, and with a changed worker count).
+    `snapshot_interval` is the epoch length: a restart replays at most that much
+    input. `backup_interval` delays deleting superseded snapshots for as long as an
+    off-machine backup of the directory takes.
     """
 
     dir: Path = Path("./recovery")
