@@ -7,6 +7,7 @@ again, with the same record ids, for consumers to de-duplicate.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from connectors.broker import BrokerError, ensure_topics
 from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, stream_of_part
 from dataflows.flow import build_flow
+from dataflows.router import index_shards
 from schemas.config import Settings
 
 CONNECT_TIMEOUT = 5.0
@@ -75,13 +77,42 @@ def prepare_recovery(settings: Settings) -> bool:
             raise RecoveryDirError(
                 f"recovery.dir {rdir} is not empty and holds no Bytewax recovery partitions"
             )
+        _check_layout(settings)
         return False
     try:
         rdir.mkdir(parents=True, exist_ok=True)
         init_db_dir(rdir, settings.recovery.partitions)
+        (rdir / LAYOUT_FILE).write_text(json.dumps(_layout(settings)) + "\n")
     except OSError as e:
         raise RecoveryDirError(f"cannot initialize recovery.dir {rdir}: {e}") from None
     return True
+
+
+LAYOUT_FILE = "orderguard-layout.json"
+"""The shard layout a store was written with: state is keyed by shard, and the
+barriers wait for every shard, so another layout would orphan the state and stall."""
+
+
+def _layout(settings: Settings) -> dict[str, int]:
+    return {"shards": settings.pipeline.shards, "index_shards": index_shards(settings)}
+
+
+def _check_layout(settings: Settings) -> None:
+    path = settings.recovery.dir / LAYOUT_FILE
+    want = _layout(settings)
+    try:
+        have = json.loads(path.read_text())
+    except FileNotFoundError:
+        path.write_text(json.dumps(want) + "\n")  # a store from before the layout was kept
+        return
+    except (OSError, ValueError) as e:
+        raise RecoveryDirError(f"cannot read {path}: {e}") from None
+    if have != want:
+        raise RecoveryDirError(
+            f"recovery.dir {settings.recovery.dir} was written with pipeline.shards="
+            f"{have.get('shards')}; this configuration says {want['shards']}. Keep the "
+            "shard count, or start from a new recovery.dir (the old state would be orphaned)"
+        )
 
 
 def run_live(
