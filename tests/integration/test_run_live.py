@@ -140,7 +140,10 @@ def test_simulate_to_kafka_then_run_corrects_every_order_and_resumes(broker, tmp
     assert day_1 <= set(after_1), sorted(day_1 - set(after_1))[:5]
 
     # (b) the store was initialized, with the configured partition count
-    assert sorted(p.name for p in rdir.iterdir()) == [f"part-{i}.sqlite3" for i in range(8)]
+    assert sorted(p.name for p in rdir.iterdir()) == [
+        "orderguard-layout.json",
+        *(f"part-{i}.sqlite3" for i in range(8)),
+    ]
     assert all(p.stat().st_size > 0 for p in rdir.iterdir())
 
     # Nothing new: a resumed run reads nothing and writes nothing.
