@@ -6,7 +6,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from bytewax import operators as op
@@ -26,12 +25,6 @@ from connectors.kafka_sink import KafkaOutputSink, SinkDeliveryError
 from dataflows.encode import TOPICS, Encoded
 
 PARTITIONS = {"corrected": 3, "alerts": 2, "breakers": 1, "dead_letters": 1}
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
-        yield b
 
 
 def fresh_topics(bootstrap: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -13,7 +12,7 @@ from bytewax.testing import run_main
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from connectors.broker import EmbeddedBroker, ensure_topics
+from connectors.broker import ensure_topics
 from connectors.kafka_source import (
     KafkaInputPartition,
     KafkaInputSource,
@@ -35,12 +34,6 @@ UNKNOWN_SOURCE = (
     b'{"stream": "orders", "source": "no_such_shop", '
     b'"received_at": "2026-02-10T00:00:00.000Z", "payload": {"order_id": "X1"}}'
 )
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
-        yield b
 
 
 def input_topics(bootstrap: str) -> dict[str, str]:

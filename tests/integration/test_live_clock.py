@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.broker import EmbeddedBroker, ensure_topics
+from connectors.broker import ensure_topics
 from connectors.kafka_envelopes import produce_envelopes
 from schemas.config import load_settings
 from tests.integration.test_run_live import live_env, read_topic
@@ -40,12 +40,6 @@ BACKLOG = 600  # re-deliveries per labelled order queued ahead of its label: con
 BATCH = 20  # pipeline.batch_size: the backlog takes many batches to work through
 CN = timezone(timedelta(hours=8))
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
-        yield b
 
 
 def _iso(t: datetime) -> str:

@@ -13,16 +13,14 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import orjson
-import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.broker import EmbeddedBroker, free_port
+from connectors.broker import free_port
 from connectors.kafka_envelopes import _Keys
 from schemas.config import load_settings
 from sim import generate
@@ -30,12 +28,6 @@ from sim import generate
 ORDERS = 50
 DAY_1, DAY_2 = "2026-03-02T00:00:00Z", "2026-04-02T00:00:00Z"  # ids carry the CN date
 OUTPUTS = ("corrected", "alerts", "breakers", "dead_letters")
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
-        yield b
 
 
 def live_env(bootstrap: str, recovery_dir: Path) -> dict[str, str]:
