@@ -143,14 +143,14 @@ class Core:
         return sum(len(s.orders) for s in self.shards)
 
 
-def bench_core(path: Path, settings) -> tuple[int, float, int]:
+def bench_core(path: Path, settings) -> tuple[int, float]:
     core = Core(settings)
     n = 0
     t = time.perf_counter()
     for i, batch in enumerate(read_batches(path, settings.pipeline.batch_size)):
         core.feed(i, batch)
         n += len(batch)
-    return n, time.perf_counter() - t, core.open_orders()
+    return n, time.perf_counter() - t
 
 
 def bench_bytewax(path: Path, settings, workdir: Path) -> tuple[int, float]:
@@ -226,7 +226,7 @@ def main() -> None:
 
     n, secs = bench_normalize(path, settings)
     norm_rate = n / secs
-    n, secs, _ = bench_core(path, settings)
+    n, secs = bench_core(path, settings)
     core_rate = n / secs
     n, secs = bench_bytewax(path, settings, DATA / "bench-out")
     bw_rate = n / secs

@@ -67,11 +67,10 @@ def _lines(path: Path, index: int) -> Iterator[tuple[bytes, int, int, bytes]]:
 class Progress:
     """Counts lines read; on a terminal, prints events/s and position once a second."""
 
-    def __init__(self, total_hint: int | None = None, show: bool | None = None) -> None:
+    def __init__(self, show: bool | None = None) -> None:
         self.read = 0
         self.started = time.monotonic()
         self._last_print = 0.0
-        self._total = total_hint
         self._show = os.isatty(2) if show is None else show
 
     def advance(self, n: int) -> None:
@@ -80,8 +79,7 @@ class Progress:
         if self._show and now - self._last_print >= 1.0:
             self._last_print = now
             rate = self.read / max(now - self.started, 1e-9)
-            of = f"/{self._total:,}" if self._total else ""
-            print(f"\r  {self.read:,}{of} events  {rate:,.0f} events/s ", end="", file=_stderr())
+            print(f"\r  {self.read:,} events  {rate:,.0f} events/s ", end="", file=_stderr())
 
     def done(self) -> None:
         if self._show and self._last_print:

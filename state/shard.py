@@ -336,9 +336,6 @@ class OrderShard:
             carrier=o.carrier,
         )
 
-    def open_orders(self) -> int:
-        return len(self.orders)
-
 
 def _due(orders: dict[str, Order], key: str) -> int:
     o = orders.get(key)

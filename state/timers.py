@@ -73,6 +73,3 @@ class TimerWheel:
         ready.sort()
         # a key rescheduled while its bucket drained can sit there twice: keep one
         return [r for i, r in enumerate(ready) if i == 0 or r != ready[i - 1]]
-
-    def __len__(self) -> int:
-        return len(self._front) + sum(len(v) for v in self._buckets.values())

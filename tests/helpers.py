@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from schemas.event import Event
 
@@ -78,4 +81,21 @@ def scan(order_id: str | None, status: str, at: int, tracking: str = "SF12345678
     kw.setdefault("carrier", "sf")
     return ev(
         "sf", "carrier", order_id, status, at=at, tracking_no=tracking, tracking_valid=True, **kw
+    )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`orderguard ARGS` as a user runs it: a subprocess in the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "dataflows.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
     )

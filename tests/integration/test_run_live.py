@@ -24,6 +24,7 @@ from connectors.broker import free_port
 from connectors.kafka_envelopes import _Keys
 from schemas.config import load_settings
 from sim import generate
+from tests.helpers import run_cli
 
 ORDERS = 50
 DAY_1, DAY_2 = "2026-03-02T00:00:00Z", "2026-04-02T00:00:00Z"  # ids carry the CN date
@@ -48,14 +49,7 @@ def live_env(bootstrap: str, recovery_dir: Path) -> dict[str, str]:
 def orderguard(
     env: dict[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dataflows.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
