@@ -11,8 +11,10 @@ input would report nonsense.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.config import Settings
 from schemas.normalize import _MISSING, _compile_path, _get
+from schemas.timeparse import TimeParseError, parse_rfc3339
 
 log = logging.getLogger("orderguard.kafka")
 
@@ -48,28 +51,49 @@ class _Keys:
         return None
 
 
+@dataclass
+class ProduceProgress:
+    """Counts a running producer updates, for a progress display in another thread."""
+
+    sent: int = 0
+    delivered: int = 0
+    waiting_until_ms: int = 0
+    """In real time: the `received_at` of the next envelope while waiting for it."""
+
+
 def produce_envelopes(
     settings: Settings,
     envelopes: Iterable[dict[str, Any]],
     *,
     rate: float | None = None,
+    real_time: bool = False,
+    stop: threading.Event | None = None,
+    progress: ProduceProgress | None = None,
     flush_timeout: float | None = None,
 ) -> int:
     """Produce every envelope; return how many were acknowledged.
 
-    `rate`: events per second in real time (None: as fast as the broker takes them).
-    Raises `ProduceError` naming the first failure if any record was not acknowledged.
+    `rate`: events per second (None: as fast as the broker takes them).
+    `real_time`: produce each envelope once the wall clock reaches its `received_at`
+    (those in the past at once), as the integrations would have. `stop` ends the run
+    early (what was sent is still flushed and checked). Raises `ProduceError` naming
+    the first failure if any record was not acknowledged.
     """
+    if rate and real_time:
+        raise ValueError("give rate or real_time, not both")
     kafka = settings.kafka
     timeout = flush_timeout if flush_timeout is not None else kafka.flush_timeout / 1000
     topics = kafka.input_topics.model_dump()
     failures: list[str] = []
     delivered = 0
 
+    shown = progress if progress is not None else ProduceProgress()
+
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
         nonlocal delivered
         if err is None:
             delivered += 1
+            shown.delivered = delivered
         else:
             failures.append(f"{msg.topic()}: {err.str()}")
 
@@ -89,6 +113,10 @@ def produce_envelopes(
     started = time.monotonic()
     sent = 0
     for env in envelopes:
+        if stop is not None and stop.is_set():
+            break
+        if real_time and not _wait_for(producer, env, stop, shown):
+            break
         raw = env.get("__raw__")
         if raw is not None:
             topic, key, value = topics["orders"], None, str(raw).encode()
@@ -106,6 +134,7 @@ def produce_envelopes(
                     time.sleep(ahead)
         _produce(producer, topic, key, value, on_delivery, failures)
         sent += 1
+        shown.sent = sent
         if failures:
             break
     left = producer.flush(timeout)
@@ -116,6 +145,26 @@ def produce_envelopes(
             f"records; first error: {first}"
         )
     return delivered
+
+
+def _wait_for(
+    producer: Producer,
+    env: dict[str, Any],
+    stop: threading.Event | None,
+    shown: ProduceProgress,
+) -> bool:
+    """Sleep until the envelope's `received_at` (serving delivery reports); False if stopped."""
+    try:
+        due = parse_rfc3339(str(env.get("received_at", "")))
+    except TimeParseError:
+        return True  # a malformed line goes out at once, as it would have
+    shown.waiting_until_ms = due
+    while (ahead := due / 1000 - time.time()) > 0:
+        if stop is not None and stop.is_set():
+            return False
+        producer.poll(min(ahead, 0.2))
+    shown.waiting_until_ms = 0
+    return True
 
 
 def _produce(

@@ -27,6 +27,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from connectors.metrics import CAUGHT_UP, CONSUMER_LAG, INPUT_RECORDS
 from connectors.replay import RawBatch
 from schemas.config import Stream
 
@@ -94,8 +95,13 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
         self._stop_at_eof = source.stop_at_eof
         self._parts = source.parts_count
         self._last_tick = 0.0
+        self._last_lag = 0.0
         self._idle = False
         self._eof_stop = False
+        labels = (topic, str(partition))
+        self._read = INPUT_RECORDS.labels(*labels)
+        self._lag = CONSUMER_LAG.labels(*labels)
+        self._caught_up_gauge = CAUGHT_UP.labels(*labels)
         self._set_caught_up(False)
         self._consumer: Consumer | None = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])
@@ -107,6 +113,15 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
 
     def _set_caught_up(self, value: bool) -> None:
         self._source.caught_up[self._part] = value
+        self._caught_up_gauge.set(value)
+
+    def _update_lag(self) -> None:
+        """Lag from the high watermark of the last fetch (no broker round trip)."""
+        assert self._consumer is not None
+        tp = TopicPartition(self._topic, self._partition)
+        _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        if high >= 0 and self._offset >= 0:
+            self._lag.set(max(0, high - self._offset))
 
     def next_batch(self) -> list[RawBatch]:
         if self._eof_stop:
@@ -139,6 +154,12 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
                 at = at if at is not None and at >= 0 else max(self._offset, 0)
                 lines.append(error_line(self._topic, self._partition, at, err))
         self._idle = not msgs
+        if msgs:
+            self._read.inc(len(lines))
+        now = time.monotonic()
+        if now - self._last_lag >= self._source.tick_interval:
+            self._last_lag = now
+            self._update_lag()
         clock = self._clock()
         if not lines:
             if self._eof_stop:

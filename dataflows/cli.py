@@ -155,26 +155,106 @@ def simulate(
     is_flag=True,
     help="Stop once every input partition has been read to its end (batch jobs, tests).",
 )
-def run(config_path: Path | None, workers: int, exit_when_caught_up: bool) -> None:
+@click.option(
+    "--process-id",
+    "-i",
+    type=click.IntRange(min=0),
+    default=None,
+    help="This process's index in --addresses (a cluster of processes; docs/scale-out.md).",
+)
+@click.option(
+    "--addresses",
+    "-a",
+    default=None,
+    metavar="HOST:PORT;HOST:PORT",
+    help="Every process of the cluster, in process-id order, ';'-separated.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Launch this many local processes (`run -i k -a ...`) on free loopback ports.",
+)
+def run(
+    config_path: Path | None,
+    workers: int,
+    exit_when_caught_up: bool,
+    process_id: int | None,
+    addresses: str | None,
+    processes: int | None,
+) -> None:
     """Run the live dataflow: Kafka in, Kafka out, resuming from recovery snapshots."""
     from connectors.broker import BrokerError
-    from dataflows.live import RecoveryDirError, Stopped, run_live
+    from connectors.kafka_source import MissingTopicError
+    from connectors.metrics import MetricsPortInUse
+    from dataflows.cluster import check_process_id, parse_addresses
+    from dataflows.live import RecoveryDirError, Stopped, run_live, setup_live
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
+    if processes is not None and (process_id is not None or addresses is not None):
+        raise click.UsageError("--processes launches its own cluster: leave out -i and -a")
+    if (process_id is None) != (addresses is None):
+        raise click.UsageError("--process-id and --addresses go together")
+    peers: list[str] | None = None
+    if addresses is not None and process_id is not None:
+        try:
+            peers = parse_addresses(addresses)
+            check_process_id(process_id, peers)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--addresses") from None
     settings = _settings(config_path)
+    rdir = settings.recovery.dir
+    if processes is not None and processes > 1:
+        from dataflows.cluster import run_local_cluster
+
+        # Set up once, before any process starts (no races); process 0 warns about
+        # partitions (bytewax#556) with the topics' real partition counts.
+        try:
+            _, initialized = setup_live(settings)
+        except (BrokerError, RecoveryDirError) as e:
+            raise click.ClickException(str(e)) from None
+        args = ["-w", str(workers)]
+        if config_path is not None:
+            args += ["--config", str(config_path)]
+        if exit_when_caught_up:
+            args.append("--exit-when-caught-up")
+        me = [sys.executable, "-m", "dataflows.cli", "run"]
+        result = run_local_cluster(
+            processes, lambda k, joined: [*me, "-i", str(k), "-a", joined, *args]
+        )
+        if result.stopped:
+            click.echo(f"stopped; the next run resumes from the last snapshot in {rdir}")
+            sys.exit(130)
+        if result.exit_code != 0:
+            which = result.failed if result.failed is not None else "a process"
+            raise click.ClickException(
+                f"process {which} of {processes} failed (exit {result.exit_code}); "
+                "the others were stopped"
+            )
+        state = "initialized" if initialized else "resumed from"
+        click.echo(
+            f"caught up: {result.records_delivered:,} records delivered by {processes} "
+            f"processes; recovery {state} {rdir}"
+        )
+        return
     try:
-        result = run_live(settings, workers=workers, exit_when_caught_up=exit_when_caught_up)
-    except (BrokerError, RecoveryDirError) as e:
+        result = run_live(
+            settings,
+            workers=workers,
+            exit_when_caught_up=exit_when_caught_up,
+            process_id=process_id,
+            addresses=peers,
+        )
+    except (BrokerError, RecoveryDirError, MissingTopicError, MetricsPortInUse) as e:
         raise click.ClickException(str(e)) from None
     except Stopped:
-        rdir = settings.recovery.dir
         click.echo(f"stopped; the next run resumes from the last snapshot in {rdir}")
         sys.exit(130)
     state = "initialized" if result.recovery_initialized else "resumed from"
+    who = f" (process {process_id} of {len(peers)})" if peers else ""
     click.echo(
-        f"caught up: {result.records_delivered:,} records delivered; "
-        f"recovery {state} {settings.recovery.dir}"
+        f"caught up: {result.records_delivered:,} records delivered{who}; recovery {state} {rdir}"
     )
 
 
@@ -188,7 +268,12 @@ DEMO_INCIDENTS = (
 
 
 @main.command()
-@click.option("--orders", default=5000, show_default=True)
+@click.option(
+    "--orders",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Orders per simulated day (default: 20,000 live, 5,000 with --replay).",
+)
 @click.option("--seed", default=7, show_default=True)
 @click.option(
     "--incident",
@@ -196,20 +281,75 @@ DEMO_INCIDENTS = (
     multiple=True,
     help=f"Switch an incident on (repeat). Default: {', '.join(DEMO_INCIDENTS)}.",
 )
-@click.option("--normal", is_flag=True, help="A normal day: no incidents (and no alerts).")
+@click.option("--normal", is_flag=True, help="No incidents (and no alerts).")
+@click.option(
+    "--history",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Hours of past traffic produced as a backlog before real time begins.",
+)
+@click.option(
+    "--duration",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop after this many seconds (default: run until Ctrl-C).",
+)
+@click.option(
+    "--replay",
+    "offline",
+    is_flag=True,
+    help="Offline instead: simulate a day into a file and replay it (no broker).",
+)
 @config_option
 def demo(
-    orders: int, seed: int, incidents: tuple[str, ...], normal: bool, config_path: Path | None
+    orders: int | None,
+    seed: int,
+    incidents: tuple[str, ...],
+    normal: bool,
+    history: float,
+    duration: float | None,
+    offline: bool,
+    config_path: Path | None,
 ) -> None:
-    """Simulate a day of traffic and replay it through the pipeline, with a summary."""
-    from dataflows.replay import run_replay
-    from sim import generate, write_jsonl
+    """Run everything on this machine: broker, Redis, simulator, pipeline, live summary."""
+    from sim import INCIDENTS
 
-    settings = _settings(config_path)
+    settings = _settings(config_path)  # a bad configuration fails before anything starts
     if normal:
         incidents = ()
     elif not incidents:
         incidents = DEMO_INCIDENTS
+    unknown = sorted(set(incidents) - set(INCIDENTS))
+    if unknown:
+        raise click.ClickException(
+            f"unknown incident {unknown[0]!r}; known: {', '.join(sorted(INCIDENTS))}"
+        )
+    if offline:
+        _replay_demo(settings, orders or 5000, seed, incidents)
+        return
+
+    from connectors.broker import BrokerError
+    from dataflows.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        orders_per_day=orders or 20_000,
+        seed=seed,
+        incidents=incidents,
+        history_hours=history,
+        duration=duration,
+    )
+    try:
+        code = run_demo(config_path, opts)
+    except BrokerError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(code)
+
+
+def _replay_demo(settings: Settings, orders: int, seed: int, incidents: tuple[str, ...]) -> None:
+    from dataflows.replay import run_replay
+    from sim import generate, write_jsonl
+
     click.echo(f"incidents: {', '.join(incidents) or 'none'}")
     work = Path(tempfile.mkdtemp(prefix="orderguard-demo-"))
     day = work / "day.jsonl"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from types import FrameType
 from connectors.broker import BrokerError, ensure_topics
 from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, stream_of_part
+from connectors.metrics import serve
 from dataflows.flow import build_flow
 from dataflows.router import index_shards
 from schemas.config import Settings
@@ -115,12 +117,79 @@ def _check_layout(settings: Settings) -> None:
         )
 
 
+SETUP_TIMEOUT = 60.0
+"""Seconds a process other than 0 waits for process 0 to create topics and the store."""
+
+
+def setup_live(
+    settings: Settings, *, connect_timeout: float = CONNECT_TIMEOUT
+) -> tuple[list[str], bool]:
+    """Create missing topics and initialize the recovery store (one process does this).
+
+    Returns the topics created and whether the store was initialized now.
+    """
+    kafka = settings.kafka
+    created = ensure_topics(
+        kafka.bootstrap_servers,
+        kafka.topic_partitions(),
+        timeout=connect_timeout,
+        config=kafka.client_config(),
+    )
+    return created, prepare_recovery(settings)
+
+
+def wait_for_setup(
+    settings: Settings,
+    source: KafkaInputSource,
+    *,
+    timeout: float = SETUP_TIMEOUT,
+    connect_timeout: float = CONNECT_TIMEOUT,
+) -> None:
+    """For processes other than 0: wait until process 0 (or the launcher) has set up.
+
+    Only one process creates topics and initializes the store, so that processes
+    starting together do not race. The store is complete once its layout file is
+    written (after the partitions). On another machine the directory must hold
+    this machine's share of the partition files and the layout file (docs/scale-out.md).
+    """
+    from connectors.kafka_source import MissingTopicError
+
+    kafka = settings.kafka
+    rdir = settings.recovery.dir
+    # the broker must answer at all: fail fast on a wrong address, as process 0 does
+    client = kafka.client_config()
+    ensure_topics(kafka.bootstrap_servers, {}, timeout=connect_timeout, config=client)
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = ""
+        if not (rdir / LAYOUT_FILE).is_file() or not any(rdir.glob("part-*.sqlite3")):
+            missing = (
+                f"recovery.dir {rdir} holds no initialized store (part-*.sqlite3 and "
+                f"{LAYOUT_FILE}); process 0 initializes it, and on another machine it must "
+                "hold this machine's share of the partition files"
+            )
+        else:
+            try:
+                source.list_parts()
+            except MissingTopicError as e:
+                missing = str(e)
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise RecoveryDirError(f"gave up after {timeout:g}s waiting for process 0: {missing}")
+        time.sleep(0.2)
+    _check_layout(settings)
+
+
 def run_live(
     settings: Settings,
     *,
     workers: int = 1,
     exit_when_caught_up: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+    setup_timeout: float = SETUP_TIMEOUT,
 ) -> LiveResult:
     """Create missing topics, initialize recovery, run the dataflow until stopped.
 
@@ -129,20 +198,27 @@ def run_live(
     raise `Stopped`. Raises
     `BrokerUnreachable` (a `BrokerError`) with a one-line message when the broker
     does not answer within `connect_timeout` seconds.
+
+    In a cluster (`process_id` and `addresses`, Bytewax's `-i`/`-a`) process 0 sets
+    up topics and the store; the others wait up to `setup_timeout` seconds for it.
+    Process 0 (or a single process) warns when the input partitions do not spread
+    evenly over all workers (bytewax#556, see `dataflows.cluster`).
     """
     from bytewax.errors import BytewaxRuntimeError
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
+    from dataflows.cluster import check_process_id, warn_if_unbalanced
+
     kafka = settings.kafka
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if (process_id is None) != (addresses is None):
+        raise ValueError("process_id and addresses go together")
+    if process_id is not None and addresses is not None:
+        check_process_id(process_id, addresses)
+    processes = len(addresses) if addresses else 1
     client = kafka.client_config()
-    created = ensure_topics(
-        kafka.bootstrap_servers, kafka.topic_partitions(), timeout=connect_timeout, config=client
-    )
-    initialized = prepare_recovery(settings)
-
     source = KafkaInputSource(
         kafka.bootstrap_servers,
         kafka.input_topics.model_dump(),
@@ -151,6 +227,19 @@ def run_live(
         stop_at_eof=exit_when_caught_up,
         metadata_timeout=connect_timeout,
     )
+    if not process_id:
+        created, initialized = setup_live(settings, connect_timeout=connect_timeout)
+        parts = len(source.list_parts())
+        warn_if_unbalanced(parts, processes * workers, per_topic=kafka.partitions)
+    else:
+        created, initialized = [], False
+        try:
+            with _sigterm_as_interrupt():
+                wait_for_setup(
+                    settings, source, timeout=setup_timeout, connect_timeout=connect_timeout
+                )
+        except KeyboardInterrupt:
+            raise Stopped() from None
     sink = KafkaOutputSink(
         kafka.bootstrap_servers,
         kafka.output_topics.model_dump(),
@@ -158,6 +247,9 @@ def run_live(
         flush_timeout=kafka.flush_timeout / 1000,
     )
     flow = build_flow(settings, source, sink, stream_of=stream_of_part, recovery=True)
+    metrics = settings.metrics
+    if metrics.port:
+        serve(metrics.host, metrics.port + (process_id or 0))
     recovery = RecoveryConfig(
         settings.recovery.dir,
         backup_interval=timedelta(milliseconds=settings.recovery.backup_interval),
@@ -167,6 +259,8 @@ def run_live(
             cli_main(
                 flow,
                 workers_per_process=workers,
+                process_id=process_id,
+                addresses=addresses,
                 epoch_interval=timedelta(milliseconds=settings.recovery.snapshot_interval),
                 recovery_config=recovery,
             )
@@ -188,4 +282,6 @@ __all__ = [
     "Stopped",
     "prepare_recovery",
     "run_live",
+    "setup_live",
+    "wait_for_setup",
 ]

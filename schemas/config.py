@@ -226,6 +226,17 @@ class Recovery(_Strict):
     backup_interval: DurationMs = 0
 
 
+class Metrics(_Strict):
+    """The Prometheus endpoint of `orderguard run`.
+
+    Process k of a cluster serves on `port + k`, so several processes on one host
+    never collide; 0 switches the endpoint off.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
 # ---------------------------------------------------------------- channels, carriers
 class ChannelSpec(_Strict):
     code: str = Field(pattern=r"^[A-Z]{2,4}$")
@@ -380,6 +391,7 @@ class Settings(BaseSettings):
     pipeline: Pipeline = Pipeline()
     kafka: Kafka = Kafka()
     recovery: Recovery = Recovery()
+    metrics: Metrics = Metrics()
     channels: dict[str, ChannelSpec] = {}
     carriers: dict[str, CarrierSpec] = {}
     refund_order: dict[str, RefundClaim] = {}

@@ -79,6 +79,7 @@ def generate(
     hours: float = 24.0,
     incidents: frozenset[str] = frozenset(),
     open_share: float = 0.0,
+    incident_hours: float | None = None,
 ) -> Iterator[dict]:
     """Envelopes sorted by received_at (ties in generation order), deterministic in the seed.
 
@@ -87,13 +88,18 @@ def generate(
     that the end of the period cuts them at a random stage, just before their next
     event was due (so the cut itself never makes an order look stuck before the end).
     A malformed line (channel_error_storm) is `{"__raw__": text, "received_at": ...}`.
+    Incident windows are placed within the first `incident_hours` (default: all of
+    the period), e.g. in the backlog part of a live demo.
     """
     on = inc.names(incidents)
     if orders < 0 or hours <= 0 or not 0.0 <= open_share <= 1.0:
         raise ValueError("need orders >= 0, hours > 0 and 0 <= open_share <= 1")
     start_ms = to_ms(start)
     end_ms = start_ms + int(hours * HOUR)
-    plan = inc.Plan(seed=seed, on=on, windows=inc.windows(start_ms, end_ms))
+    span_ms = int((incident_hours or hours) * HOUR)
+    plan = inc.Plan(
+        seed=seed, on=on, windows=inc.windows(start_ms, min(end_ms, start_ms + span_ms))
+    )
     collecting = gc.isenabled()
     gc.disable()  # millions of long-lived tuples: the cyclic collector would rescan them all
     try:

@@ -67,7 +67,8 @@ DELIVERED_MS = 7  # event ms of that scan
 CARRIER_MS = 8  # ingestion ms of the last carrier event
 LAST_AT = 9  # ingestion ms of the last event
 DUE = 10  # next deadline registered with the shard's timer wheel
-_TIMES = 11
+LABEL_MS = 11  # earliest event ms that evidenced a tracking number
+_TIMES = 12
 _ZEROS = array("q", bytes(8 * _TIMES))
 
 
@@ -200,6 +201,8 @@ def _side_claim(o: Order, ev: Event, claim: str, tier: int) -> bool:
 
 def lock_tracking(o: Order, ev: Event) -> None:
     """TRACKING LOCK: a valid tracking number means the label exists."""
+    if not o.t[LABEL_MS] or ev.event_ms < o.t[LABEL_MS]:
+        o.t[LABEL_MS] = ev.event_ms
     if _rank(o.main) < LABEL_RANK:
         o.main = "LABEL_CREATED"
         o.t[MAIN_MS] = ev.event_ms
@@ -210,7 +213,9 @@ def judge_report(o: Order, ev: Event, reported: str) -> None:
 
     A report is behind the evidence when it is earlier on the main path than the
     derived status and was made after that evidence existed (or, for the tracking
-    lock, claims "not shipped" once a tracking number is on the order).
+    lock, claims "not shipped" after a tracking number existed). Both compare event
+    times: in a live run the topics are read at different positions, so a report
+    made before the label may well arrive after the carrier's scans.
     """
     r = RANK.get(reported)
     main_r = _rank(o.main)
@@ -218,7 +223,8 @@ def judge_report(o: Order, ev: Event, reported: str) -> None:
         o.flags &= ~F_REGRESSION
         return
     behind = r < main_r and (
-        ev.event_ms >= o.t[MAIN_MS] or (r < LABEL_RANK and o.tracking is not None)
+        ev.event_ms >= o.t[MAIN_MS]
+        or (r < LABEL_RANK and o.tracking is not None and ev.event_ms >= o.t[LABEL_MS])
     )
     if behind:
         o.flags |= F_REGRESSION

@@ -39,6 +39,7 @@ def live_env(bootstrap: str, recovery_dir: Path) -> dict[str, str]:
     env["ORDERGUARD__KAFKA__PARTITIONS"] = "3"
     env["ORDERGUARD__RECOVERY__DIR"] = str(recovery_dir)
     env["ORDERGUARD__RECOVERY__SNAPSHOT_INTERVAL"] = "1s"
+    env["ORDERGUARD__METRICS__PORT"] = "0"  # tests run side by side: no fixed port
     for stream in ("orders", "payments", "tracking"):
         env[f"ORDERGUARD__KAFKA__INPUT_TOPICS__{stream.upper()}"] = f"in.{stream}.{suffix}"
     for out in OUTPUTS:

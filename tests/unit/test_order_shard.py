@@ -122,6 +122,17 @@ def test_lagging_oms_is_not_a_regression(settings):
     assert ("STATUS_REGRESSION", "firing") not in fired(out)
 
 
+def test_report_made_before_the_label_read_after_the_scans_is_not_a_regression(settings):
+    """Live, the orders topic may be read behind the tracking topic: compare event times."""
+    shard = OrderShard(settings)
+    run(shard, oms(OID, "PAID", T0), label(OID, "SF123456789012", T0 + HOUR))
+    run(shard, scan(OID, "IN_TRANSIT", T0 + 3 * HOUR))
+    late = oms(OID, "PAID", T0 + 4 * HOUR, event_at=T0 + 30 * MIN)  # made before the label
+    assert ("STATUS_REGRESSION", "firing") not in fired(run(shard, late))
+    after = oms(OID, "PAID", T0 + 4 * HOUR, event_at=T0 + 2 * HOUR)  # made after it
+    assert fired(run(shard, after)) == [("STATUS_REGRESSION", "firing")]
+
+
 def test_payment_not_reflected_fires_after_grace_and_resolves(settings):
     shard = OrderShard(settings)
     run(shard, oms(OID, "PENDING_PAYMENT", T0))

@@ -523,6 +523,21 @@ def test_channel_error_storm_breaks_pinduoduo_in_its_window(tmp_path):
     assert broken == len(raw)
 
 
+def test_incident_hours_place_the_windows_in_the_first_hours():
+    """The live demo's backlog: two days of traffic, incidents in the first day only."""
+    envs = generate(
+        orders=300,
+        seed=3,
+        start=START,
+        hours=48,
+        incidents=frozenset({"channel_error_storm"}),
+        incident_hours=24,
+    )
+    raw = [recv(e) for e in envs if "__raw__" in e]
+    a, b = window("channel_error_storm")  # where a 24-hour period puts it
+    assert raw and all(a <= t < b for t in raw)  # type: ignore[operator]
+
+
 def test_duplicate_webhooks_are_identical_and_seconds_apart():
     envs = day(incidents=("duplicate_webhooks",))
     hooks = {*GATEWAYS, *CARRIERS}

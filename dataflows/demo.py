@@ -1,0 +1,348 @@
+"""`orderguard demo`: the whole system on one machine, live, in one command.
+
+An embedded Kafka-compatible broker (Tansu, memory storage), a Redis (REDIS_URL, the
+machine's, or one started here), the simulator producing yesterday's traffic as a
+backlog and then today's in real time, and `orderguard run` as a child process, as
+it runs in production. The summary comes from what a downstream consumer sees: the
+output topics, and the pipeline's own metrics endpoint.
+
+Stopping (Ctrl-C, SIGTERM, `--duration`) goes in dependency order: the producer, then
+the pipeline (SIGINT: it stops at an epoch boundary), then the consumer, Redis and
+the broker. Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.broker import EmbeddedBroker, ensure_topics, free_port
+from connectors.kafka_envelopes import ProduceProgress, produce_envelopes
+from connectors.redis_server import LocalRedis, RedisUnavailable
+from dataflows.replay import Summary
+from schemas.config import Settings, load_settings
+from sim import generate
+
+STOP_GRACE = 20.0
+"""Seconds the pipeline gets to stop on SIGINT before it is killed."""
+
+
+@dataclass
+class DemoOptions:
+    orders_per_day: int = 20_000
+    seed: int = 7
+    incidents: tuple[str, ...] = ()
+    history_hours: float = 24.0
+    duration: float | None = None
+    """Seconds to run live after start-up (None: until Ctrl-C)."""
+    refresh: float = 2.0
+
+
+class PipelineDied(RuntimeError):
+    """The pipeline process exited on its own."""
+
+
+@dataclass
+class PipelineStatus:
+    """What the pipeline's metrics endpoint said last."""
+
+    read: float = 0.0
+    lag: float = 0.0
+    caught_up: int = 0
+    partitions: int = 0
+    answered: bool = False
+
+
+def scrape(url: str, timeout: float = 1.0) -> PipelineStatus:
+    """Sum the input series of a pipeline's /metrics; `answered` False if it did not answer."""
+    status = PipelineStatus()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return status
+    status.answered = True
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "orderguard_input_records_total":
+                status.read += sample.value
+            elif sample.name == "orderguard_consumer_lag_records":
+                status.lag += sample.value
+            elif sample.name == "orderguard_input_caught_up":
+                status.partitions += 1
+                status.caught_up += int(sample.value)
+    return status
+
+
+class OutputTally:
+    """Reads the output topics from the beginning, as a downstream consumer would."""
+
+    def __init__(self, settings: Settings) -> None:
+        kafka = settings.kafka
+        self._names = {topic: name for name, topic in kafka.output_topics.model_dump().items()}
+        self._consumer = Consumer(
+            {
+                **kafka.client_config(),
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "group.id": "orderguard-demo",  # required by librdkafka; never joined
+                "enable.auto.commit": False,
+            }
+        )
+        parts = dict.fromkeys(self._names, kafka.partitions)
+        self._consumer.assign(
+            [TopicPartition(t, p, OFFSET_BEGINNING) for t, n in parts.items() for p in range(n)]
+        )
+        self.summary = Summary()
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-tally", daemon=True)
+
+    def start(self) -> OutputTally:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        counts = self.summary.counts
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        print(f"demo: output consumer: {err.str()}", file=sys.stderr)
+                    continue
+                name = self._names[msg.topic()]
+                with self.lock:
+                    counts[name] = counts.get(name, 0) + 1
+                    self.summary.observe(name, msg.value())
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _start_pipeline(config: Path | None, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "dataflows.cli", "run"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    with log.open("wb") as out:
+        # Its own session: a terminal's Ctrl-C reaches the demo, which stops things in order.
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def _stop_pipeline(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Screen:
+    """A redrawn block on a terminal; a line every few refreshes otherwise (logs, CI)."""
+
+    def __init__(self, out: TextIO, every: int = 5) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self._every = every
+        self._n = 0
+
+    def show(self, header: str, status: str, body: str) -> None:
+        self._n += 1
+        if self.tty:
+            self.out.write("\x1b[H\x1b[J" + header + "\n" + status + "\n\n" + body + "\n")
+        elif self._n % self._every == 1:
+            self.out.write(status + "\n")
+        self.out.flush()
+
+
+def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -> int:
+    """Run until Ctrl-C, SIGTERM or `opts.duration`; return the exit code (0: stopped)."""
+    work = Path(tempfile.mkdtemp(prefix="orderguard-demo-"))
+    screen = Screen(out)
+    with EmbeddedBroker() as broker, _redis(out) as redis:
+        metrics_port = free_port()
+        overrides = {
+            "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "ORDERGUARD__RECOVERY__DIR": str(work / "recovery"),
+            "ORDERGUARD__METRICS__HOST": "127.0.0.1",
+            "ORDERGUARD__METRICS__PORT": str(metrics_port),
+        }
+        env = {**os.environ, **overrides}
+        if redis is not None:
+            env["REDIS_URL"] = redis.url
+        os.environ.update(overrides)  # this process reads the same configuration
+        settings = load_settings(config)
+        kafka = settings.kafka
+        ensure_topics(
+            kafka.bootstrap_servers, kafka.topic_partitions(), config=kafka.client_config()
+        )
+
+        now = datetime.now(UTC).replace(microsecond=0)
+        start = now - timedelta(hours=opts.history_hours)
+        hours = opts.history_hours + 24  # yesterday as a backlog, then a day in real time
+        orders = round(opts.orders_per_day * hours / 24)
+        out.write(
+            f"broker {broker.bootstrap} (Tansu, memory) · "
+            f"redis {redis.display_url if redis else 'none'} · "
+            f"work dir {work}\nincidents: {', '.join(opts.incidents) or 'none'}\n"
+            f"simulating {orders:,} orders from {start:%Y-%m-%d %H:%M} UTC: "
+            f"{opts.history_hours:g} h of backlog, then real time\n"
+        )
+        out.flush()
+        envelopes = generate(
+            orders=orders,
+            seed=opts.seed,
+            start=start,
+            hours=hours,
+            incidents=frozenset(opts.incidents),
+            incident_hours=opts.history_hours,  # seen in the backlog, not a day from now
+        )
+        produced = ProduceProgress()
+        stop = threading.Event()
+        producer_error: list[str] = []
+
+        def produce() -> None:
+            try:
+                produce_envelopes(settings, envelopes, real_time=True, stop=stop, progress=produced)
+            except Exception as e:  # shown to the user, and the demo stops
+                producer_error.append(str(e))
+
+        pipeline_log = work / "pipeline.log"
+        pipeline = _start_pipeline(config, env, pipeline_log)
+        out.write(f"pipeline pid {pipeline.pid}, metrics http://127.0.0.1:{metrics_port}/metrics\n")
+        producer = threading.Thread(target=produce, name="demo-producer", daemon=True)
+        producer.start()
+        tally = OutputTally(settings).start()
+        started = time.monotonic()
+        code = 0
+        last = PipelineStatus()
+        last_at = started
+        rate = 0.0
+        try:
+            with _stop_on_sigterm():
+                while opts.duration is None or time.monotonic() - started < opts.duration:
+                    time.sleep(opts.refresh)
+                    if pipeline.poll() is not None:
+                        raise PipelineDied(f"the pipeline exited with status {pipeline.returncode}")
+                    if producer_error:
+                        raise PipelineDied(f"the simulator's producer failed: {producer_error[0]}")
+                    st = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+                    t = time.monotonic()
+                    if st.answered:
+                        rate = (st.read - last.read) / (t - last_at) if last.answered else 0.0
+                        last, last_at = st, t
+                    screen.show(
+                        f"orderguard demo · {time.monotonic() - started:,.0f} s · Ctrl-C stops",
+                        _status_line(produced, last, rate),
+                        _body(tally, last),
+                    )
+        except KeyboardInterrupt:
+            out.write("\nstopping ...\n")
+        except PipelineDied as e:
+            out.write(f"\n{e}; its last lines ({pipeline_log}):\n{_tail(pipeline_log)}\n")
+            code = 1
+        finally:
+            stop.set()
+            producer.join(30)
+            pipeline_code = _stop_pipeline(pipeline)
+            time.sleep(min(opts.refresh, 1.0))  # let the tally read the last outputs
+            tally.stop()
+        out.write(_status_line(produced, last, rate) + "\n\n" + _body(tally, last) + "\n")
+        if code == 0 and pipeline_code in (0, 130):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            out.write(
+                f"pipeline exited with status {pipeline_code}; kept {work} (log: pipeline.log)\n"
+            )
+            code = code or 1
+    if code == 0:
+        out.write("stopped: the pipeline, the broker and any Redis started here\n")
+    return code
+
+
+def _status_line(produced: ProduceProgress, st: PipelineStatus, rate: float) -> str:
+    waiting = ""
+    if produced.waiting_until_ms:
+        ahead = produced.waiting_until_ms / 1000 - time.time()
+        waiting = f", live (next in {max(0.0, ahead):.0f} s)"
+    caught = f"{st.caught_up}/{st.partitions}" if st.answered else "-"
+    return (
+        f"produced {produced.delivered:,}{waiting} · pipeline read {st.read:,.0f} "
+        f"({rate:,.0f} events/s), partitions caught up {caught}"
+    )
+
+
+def _body(tally: OutputTally, st: PipelineStatus) -> str:
+    with tally.lock:
+        s = tally.summary
+        s.events_in = int(st.read)
+        s.seconds = 0.0
+        text = s.render().split("\n", 1)[1]  # the first line (replay timing) does not apply
+        if s.statuses:
+            text += "\ncorrected statuses:\n" + "\n".join(
+                f"  {k:<28}{v:>8,}" for k, v in s.statuses.most_common()
+            )
+    return text
+
+
+@contextmanager
+def _redis(out: TextIO) -> Iterator[LocalRedis | None]:
+    """A Redis for the pipeline (None when there is none: the demo runs on, and says so)."""
+    local = LocalRedis()
+    try:
+        local.start()
+    except RedisUnavailable as e:
+        out.write(f"demo: no Redis ({e}); running without it\n")
+        yield None
+        return
+    try:
+        yield local
+    finally:
+        local.stop()
