@@ -96,6 +96,7 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
         self._parts = source.parts_count
         self._last_tick = 0.0
         self._last_lag = 0.0
+        self._told_caught_up = False
         self._idle = False
         self._eof_stop = False
         labels = (topic, str(partition))
@@ -161,14 +162,26 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
             self._last_lag = now
             self._update_lag()
         clock = self._clock()
-        if not lines:
-            if self._eof_stop:
-                raise StopIteration()
-            if not clock or time.monotonic() - self._last_tick < self._source.tick_interval:
-                return []
-            # an idle tick: tells every shard this partition is caught up to `clock`
+        # No lines: an idle tick tells every shard this partition is caught up to
+        # `clock`, once a tick interval, and at once when it has just caught up (the
+        # sequencer holds its last lines until then); the last batch says it ended.
+        just_caught_up = bool(clock) and not self._told_caught_up
+        quiet = not clock or (
+            not just_caught_up and now - self._last_tick < self._source.tick_interval
+        )
+        if not lines and not self._eof_stop and quiet:
+            return []
+        self._told_caught_up = bool(clock)
         self._last_tick = time.monotonic()
-        batch = RawBatch(self._part, self._n, lines, clock=clock, parts=self._parts)
+        batch = RawBatch(
+            self._part,
+            self._n,
+            lines,
+            clock=clock,
+            parts=self._parts,
+            caught_up=bool(clock),
+            final=self._eof_stop,
+        )
         self._n += 1
         return [batch]
 

@@ -33,6 +33,8 @@ class RawBatch:
     lines' own `received_at` (the wall clock while a live partition is caught up; an
     idle tick has no lines). `parts`: how many partitions the source has, so the
     steps downstream know how many positions make the ingestion clock.
+    `caught_up`: a live partition at its end; `final`: the partition ends here.
+    `streams`: each line's partition, on the merged stream (`dataflows.sequencer`).
     """
 
     part: str
@@ -40,9 +42,12 @@ class RawBatch:
     lines: list[tuple[int, bytes, dict[str, object]]]
     clock: int = 0
     parts: int = 1
+    caught_up: bool = False
+    final: bool = False
+    streams: list[str] | None = None
 
 
-def _received_key(line: bytes) -> bytes:
+def received_at_text(line: bytes) -> bytes:
     """The received_at string, found without parsing: enough to merge files in order."""
     i = line.find(_RECEIVED)
     if i == -1:
@@ -59,7 +64,7 @@ def _lines(path: Path, index: int) -> Iterator[tuple[bytes, int, int, bytes]]:
             line = line.rstrip(b"\r\n")
             if not line.strip():
                 continue
-            key = _received_key(line) or last  # a bad line keeps its place
+            key = received_at_text(line) or last  # a bad line keeps its place
             last = key
             yield key, index, lineno, line
 
@@ -103,6 +108,7 @@ class _ReplayPartition(StatefulSourcePartition[RawBatch, int]):
         self._progress = progress
         self._n = 0
         self._seq = 0
+        self._ended = False
         if resume:
             for _ in islice(self._it, resume):
                 pass
@@ -111,7 +117,10 @@ class _ReplayPartition(StatefulSourcePartition[RawBatch, int]):
     def next_batch(self) -> list[RawBatch]:
         chunk = list(islice(self._it, self._batch_size))
         if not chunk:
-            raise StopIteration()
+            if self._ended:
+                raise StopIteration()
+            self._ended = True  # tell the sequencer first: nothing more comes from here
+            return [RawBatch("replay", self._n, [], final=True)]
         paths = self._paths
         lines = [
             (seq, line, {"file": paths[fi], "line": lineno})

@@ -1,9 +1,12 @@
 """The orderguard dataflow: one graph for replay and for Kafka, sources and sinks injected.
 
-    input -> route -+-> orders (shards) --+--> customers ----+
-                    +-> tracking index ---+                  +--> encode -> sink
-                    +-> health --------------------------------+
-                    +-> dead letters ----------------------------+
+    input -> sequencer -> route -+-> orders (shards) --+--> customers ----+
+                                 +-> tracking index ---+                  +--> encode -> sink
+                                 +-> health --------------------------------+
+                                 +-> dead letters ----------------------------+
+
+The sequencer merges all input partitions into one canonically ordered stream
+(`dataflows.sequencer`); routing and normalizing it is spread over all workers again.
 
 Step ids are part of Bytewax's recovery identity: they are frozen in STEP_IDS and
 a test fails if one changes.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable
+from functools import cache
 from typing import Any
 
 import bytewax.operators as op
@@ -32,6 +36,7 @@ from dataflows.router import (
     shard_key,
     stable_shard,
 )
+from dataflows.sequencer import Sequencer
 from schemas.config import Settings
 from schemas.event import Event
 from state.clock import Frontier
@@ -40,7 +45,9 @@ from state.health import HealthBatch, HealthState
 from state.shard import OrderShard
 from state.tracking_index import TrackingIndex
 
-STEP_IDS = ("input", "tracking_index", "orders", "customers", "health", "output")
+SEQUENCER_KEY = "sequencer"
+
+STEP_IDS = ("input", "sequencer", "tracking_index", "orders", "customers", "health", "output")
 """The steps that hold state or position; renaming one orphans its recovery data."""
 
 
@@ -55,29 +62,57 @@ def _pickled(obj: object, recovery: bool) -> bytes | None:
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+class _SequencerLogic(StatefulBatchLogic):
+    def __init__(self, resume: bytes | None, recovery: bool) -> None:
+        self._recovery = recovery
+        self.sequencer: Sequencer = pickle.loads(resume).resume() if resume else Sequencer()
+
+    def on_batch(self, values: list[RawBatch]) -> tuple[Iterable[RawBatch], bool]:
+        out: list[RawBatch] = []
+        for batch in values:
+            out.extend(self.sequencer.add(batch))
+        return out, False
+
+    def on_eof(self) -> tuple[Iterable[RawBatch], bool]:
+        return self.sequencer.flush(), False
+
+    def snapshot(self) -> bytes | None:
+        return _pickled(self.sequencer, self._recovery)
+
+
 class _IndexLogic(StatefulBatchLogic):
     def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
         self._recovery = recovery
         self._shards = settings.pipeline.shards
-        self.index, self.frontier = (
-            pickle.loads(resume) if resume else (TrackingIndex(settings), Frontier())
+        self.index, self.frontier, self.barrier = (
+            pickle.loads(resume) if resume else (TrackingIndex(settings), Frontier(), Barrier(1))
         )
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
         out: list[Any] = []
-        for part, n, me, clock, parts, items in values:
-            released, dead = self.index.process(items, self.frontier.update(part, clock, parts))
-            per_shard: list[list[Any]] = [[] for _ in range(self._shards)]
-            for key, ev in released:
-                per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))
-            for i, evs in enumerate(per_shard):
-                out.append((shard_key(i), ("index", part, n, i, me, evs)))
-            if dead:
-                out.append(("out", dead))
+        for msg in values:  # batches may arrive out of order from the routing workers
+            for _, _, [(part, n, me, clock, parts, items)] in self.barrier.add(
+                msg[0], msg[1], 0, msg
+            ):
+                out.extend(self._process(part, n, me, clock, parts, items))
         return out, False
 
+    def _process(
+        self, part: str, n: int, me: int, clock: int, parts: int, items: list[Event]
+    ) -> list[Any]:
+        released, dead = self.index.process(items, self.frontier.update(part, clock, parts))
+        per_shard: list[list[Any]] = [[] for _ in range(self._shards)]
+        for key, ev in released:
+            per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))
+        out: list[Any] = [
+            (shard_key(i), ("index", part, n, i, me, evs)) for i, evs in enumerate(per_shard)
+        ]
+        if dead:
+            out.append(("out", dead))
+        return out
+
     def snapshot(self) -> bytes | None:
-        return _pickled((self.index, self.frontier), self._recovery)
+        return _pickled((self.index, self.frontier, self.barrier), self._recovery)
 
 
 class _OrdersLogic(StatefulBatchLogic):
@@ -148,13 +183,16 @@ class _CustomersLogic(StatefulBatchLogic):
 class _HealthLogic(StatefulBatchLogic):
     def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
         self._recovery = recovery
-        self.state, self.frontier = (
-            pickle.loads(resume) if resume else (HealthState(settings), Frontier())
+        self.state, self.frontier, self.barrier = (
+            pickle.loads(resume) if resume else (HealthState(settings), Frontier(), Barrier(1))
         )
 
-    def on_batch(self, values: list[tuple[str, int, HealthBatch]]) -> tuple[Iterable[Any], bool]:
+    def on_batch(
+        self, values: list[tuple[str, int, HealthBatch, int]]
+    ) -> tuple[Iterable[Any], bool]:
         out: list[Any] = []
-        for part, parts, batch in values:
+        ready = [p[0] for msg in values for _, _, p in self.barrier.add(msg[0], msg[3], 0, msg)]
+        for part, parts, batch, _n in ready:
             # health counts by the batch's own times; its windows close on the frontier
             frontier = self.frontier.update(part, batch.clock_ms, parts)
             batch.clock_ms = min(batch.clock_ms, frontier)
@@ -164,7 +202,7 @@ class _HealthLogic(StatefulBatchLogic):
         return out, False
 
     def snapshot(self) -> bytes | None:
-        return _pickled((self.state, self.frontier), self._recovery)
+        return _pickled((self.state, self.frontier, self.barrier), self._recovery)
 
 
 def build_flow(
@@ -181,14 +219,25 @@ def build_flow(
     `recovery`: whether the run keeps Bytewax recovery snapshots (live runs do).
     """
     router = Router(settings)
+    stream_for = cache(stream_of) if stream_of else None
 
     def route(batch: RawBatch) -> list[tuple[str, Any]]:
-        stream = stream_of(batch.part) if stream_of else None
-        return router.route(batch.part, batch.n, batch.lines, stream, batch.clock, batch.parts)
+        streams = None
+        if stream_for is not None and batch.streams is not None:
+            streams = [stream_for(p) for p in batch.streams]
+        return router.route(
+            batch.part, batch.n, batch.lines, None, batch.clock, batch.parts, streams
+        )
 
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    routed = op.flat_map("route", raw, route)
+    merged = op.stateful_batch(
+        "sequencer",
+        op.map("to_sequencer", raw, lambda b: (SEQUENCER_KEY, b)),
+        lambda r: _SequencerLogic(r, recovery),
+    )
+    spread = op.redistribute("spread", op.map("sequenced", merged, _value))
+    routed = op.flat_map("route", spread, route)
 
     to_index = op.filter("to_index", routed, lambda kv: kv[0][0] == "i")
     index = op.stateful_batch(

@@ -95,8 +95,16 @@ LAYOUT_FILE = "orderguard-layout.json"
 barriers wait for every shard, so another layout would orphan the state and stall."""
 
 
+LAYOUT_VERSION = 2
+"""Bumped when the dataflow's stateful steps change shape (2: the input sequencer)."""
+
+
 def _layout(settings: Settings) -> dict[str, int]:
-    return {"shards": settings.pipeline.shards, "index_shards": index_shards(settings)}
+    return {
+        "version": LAYOUT_VERSION,
+        "shards": settings.pipeline.shards,
+        "index_shards": index_shards(settings),
+    }
 
 
 def _check_layout(settings: Settings) -> None:
@@ -109,6 +117,12 @@ def _check_layout(settings: Settings) -> None:
         return
     except (OSError, ValueError) as e:
         raise RecoveryDirError(f"cannot read {path}: {e}") from None
+    if have.get("version", 1) != LAYOUT_VERSION:
+        raise RecoveryDirError(
+            f"recovery.dir {settings.recovery.dir} was written by an older orderguard "
+            f"(layout version {have.get('version', 1)}, this one is {LAYOUT_VERSION}) whose "
+            "steps hold state differently; start from a new recovery.dir"
+        )
     if have != want:
         raise RecoveryDirError(
             f"recovery.dir {settings.recovery.dir} was written with pipeline.shards="

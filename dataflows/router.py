@@ -56,23 +56,31 @@ class Router:
         stream: str | None = None,
         clock: int = 0,
         parts: int = 1,
+        streams: list[str | None] | None = None,
     ) -> list[Message]:
-        """Messages for every shard; `clock`/`parts` as in `connectors.replay.RawBatch`."""
+        """Messages for every shard; `clock`/`parts` as in `connectors.replay.RawBatch`.
+
+        `streams`: each line's stream, when the lines come from several (the merged
+        stream of `dataflows.sequencer`); else `stream` is every line's. A batch
+        with a clock keeps it; without one (0) the lines' own times make it.
+        """
+        raise_clock = not clock
         shards, nindex = self._shards, self._index
         direct: list[list[Event]] = [[] for _ in range(shards)]
         index: list[list[Event]] = [[] for _ in range(nindex)]
         health = HealthBatch.for_settings(self._settings)
         dead: list[DeadLetter] = []
         normalize = self._normalize
-        for seq, raw, origin in lines:
-            r = normalize(raw, origin=origin, stream=stream, seq=seq)
+        for i, (seq, raw, origin) in enumerate(lines):
+            line_stream = stream if streams is None else streams[i]
+            r = normalize(raw, origin=origin, stream=line_stream, seq=seq)
             if isinstance(r, DeadLetter):
                 health.add_dead_letter(r, self._channel_of.get(r.source or ""))
                 dead.append(r)
-                if r.received_ms is not None and r.received_ms > clock:
+                if raise_clock and r.received_ms is not None and r.received_ms > clock:
                     clock = r.received_ms
                 continue
-            if r.received_ms > clock:
+            if raise_clock and r.received_ms > clock:
                 clock = r.received_ms
             health.add_event(r)
             if r.kind == "telemetry":
@@ -90,7 +98,7 @@ class Router:
             for i, evs in enumerate(direct)
         ]
         out.extend((index_key(i), (part, n, i, clock, parts, evs)) for i, evs in enumerate(index))
-        out.append((HEALTH_KEY, (part, parts, health)))
+        out.append((HEALTH_KEY, (part, parts, health, n)))
         if dead:
             out.append(("out", dead))
         return out

@@ -167,7 +167,9 @@ def test_resume_starts_at_offset_and_continues_numbering(broker):
     first.close()
     assert first.caught_up and source.caught_up["tracking:1"]
     assert [b.n for b in batches] == list(range(7, 7 + len(batches)))
-    assert all(b.part == "tracking:1" and 0 < len(b.lines) <= 3 for b in batches)
+    assert all(b.part == "tracking:1" and len(b.lines) <= 3 for b in batches)
+    assert all(b.lines and not b.final for b in batches[:-1])
+    assert batches[-1].final  # the sequencer learns that nothing more comes from here
     got = [(seq, raw) for b in batches for seq, raw, _o in b.lines]
     assert got == [(i, values[i]) for i in range(4, 12)]
     assert batches[0].lines[0][2] == {"topic": topics["tracking"], "partition": 1, "offset": 4}
@@ -178,9 +180,10 @@ def test_resume_starts_at_offset_and_continues_numbering(broker):
     again = source.build_part("input", "tracking:1", first.snapshot())
     more = drain(again)
     again.close()
-    assert [(b.n, [(s, r) for s, r, _o in b.lines]) for b in more] == [
+    assert [(b.n, [(s, r) for s, r, _o in b.lines]) for b in more if b.lines] == [
         (7 + len(batches), [(12, b"late")])
     ]
+    assert more[-1].final
 
 
 def test_idle_partition_sleeps_and_ticks_the_wall_clock_once_caught_up(broker):

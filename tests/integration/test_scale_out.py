@@ -120,14 +120,6 @@ def test_two_processes_share_the_partitions_and_one_store(runs, broker):
     assert {t: sum(v.values()) for t, v in outputs(broker.bootstrap, runs.two).items()} == totals
 
 
-@pytest.mark.xfail(
-    reason="not deterministic with more than one worker, threads (-w 2) or processes alike: "
-    "the barriers order batches per input partition only, so how batches of different "
-    "partitions interleave at a shard depends on which worker sends first; intermediate "
-    "corrections, rate-limited notices and breaker transitions then differ between runs "
-    "(final statuses and dead letters do not). See docs/scale-out.md.",
-    strict=False,
-)
 def test_two_processes_give_the_same_outputs_as_one(runs):
     for name in OUTPUTS:
         missing, extra = runs.ref[name] - runs.got[name], runs.got[name] - runs.ref[name]

@@ -23,7 +23,8 @@ def test_first_use_initializes_the_store_and_records_the_layout(tmp_path):
         "part-0.sqlite3",
         "part-1.sqlite3",
     ]
-    assert json.loads((rec / LAYOUT_FILE).read_text()) == {"shards": 8, "index_shards": 2}
+    layout = json.loads((rec / LAYOUT_FILE).read_text())
+    assert layout == {"version": 2, "shards": 8, "index_shards": 2}
     assert prepare_recovery(settings(tmp_path, 8)) is False  # resumed, not re-initialized
 
 
@@ -31,3 +32,10 @@ def test_a_different_shard_count_is_refused_before_it_can_stall_the_flow(tmp_pat
     prepare_recovery(settings(tmp_path, 8))
     with pytest.raises(RecoveryDirError, match=r"pipeline.shards=8; this configuration says 16"):
         prepare_recovery(settings(tmp_path, 16))
+
+
+def test_a_store_written_before_the_sequencer_is_refused(tmp_path):
+    prepare_recovery(settings(tmp_path, 8))
+    (tmp_path / "rec" / LAYOUT_FILE).write_text('{"shards": 8, "index_shards": 2}\n')
+    with pytest.raises(RecoveryDirError, match=r"older orderguard \(layout version 1"):
+        prepare_recovery(settings(tmp_path, 8))
