@@ -20,6 +20,7 @@ Rules, each named so a reader finds it here in one hop:
 from __future__ import annotations
 
 from array import array
+from operator import attrgetter
 
 from schemas.event import Event
 from schemas.statuses import RANK, conditional
@@ -121,6 +122,48 @@ class Order:
     def __setstate__(self, state: tuple) -> None:
         for name, value in zip(Order.__slots__, state, strict=True):
             setattr(self, name, value)
+
+
+# ---------------------------------------------------------------- snapshots
+# A snapshot of a million open orders is taken every epoch: pickling each Order (and
+# its times array) one by one cost ~10 us an order. Columns are ~5x cheaper: every
+# field but the times as one tuple per order, all times as one packed bytes string.
+_ROW_FIELDS = (
+    "alerts", "carrier", "channel", "customer", "flags", "main", "reported",
+    "seen", "side", "side_tier", "status", "tracking", "version",
+)  # fmt: skip
+assert set(_ROW_FIELDS) | {"t"} == set(Order.__slots__), "a new Order field must be packed"
+_row = attrgetter(*_ROW_FIELDS)
+_TIMES_BYTES = 8 * _TIMES
+
+PackedOrders = tuple[list[str], list[tuple], bytes]
+
+
+def pack_orders(orders: dict[str, Order]) -> PackedOrders:
+    times = array("q")
+    for o in orders.values():
+        times.extend(o.t)
+    return list(orders), [_row(o) for o in orders.values()], times.tobytes()
+
+
+def unpack_orders(packed: PackedOrders) -> dict[str, Order]:
+    ids, rows, times = packed
+    view = memoryview(times)
+    new = Order.__new__
+    out: dict[str, Order] = {}
+    at = 0
+    for oid, row in zip(ids, rows, strict=True):
+        o = new(Order)
+        (
+            o.alerts, o.carrier, o.channel, o.customer, o.flags, o.main, o.reported,
+            o.seen, o.side, o.side_tier, o.status, o.tracking, o.version,
+        ) = row  # fmt: skip
+        t = array("q")
+        t.frombytes(view[at : at + _TIMES_BYTES])
+        o.t = t
+        at += _TIMES_BYTES
+        out[oid] = o
+    return out
 
 
 def derive(o: Order) -> str | None:

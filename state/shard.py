@@ -35,7 +35,9 @@ from state.evidence import (
     derive,
     judge_report,
     lock_tracking,
+    pack_orders,
     resolve_claim,
+    unpack_orders,
 )
 from state.order_alerts import MESSAGES, RULES, Thresholds, candidates
 from state.records import Alert, Correction, CustomerSignal
@@ -85,11 +87,11 @@ class OrderShard:
         self.duplicates = 0
 
     def __getstate__(self) -> dict:
-        return {"orders": self.orders, "clock": self.clock, "wheel": self._wheel}
+        return {"orders": pack_orders(self.orders), "clock": self.clock, "wheel": self._wheel}
 
     def restore(self, state: dict, settings: Settings) -> None:
         self.__init__(settings)  # type: ignore[misc]
-        self.orders = state["orders"]
+        self.orders = unpack_orders(state["orders"])
         self.clock = state["clock"]
         self._wheel = state["wheel"]
 

@@ -395,6 +395,21 @@ def test_shard_state_survives_pickling(settings):
     assert copy.process(rest, rest[-1].received_ms) == shard.process(rest, rest[-1].received_ms)
 
 
+def test_packed_orders_come_back_field_for_field(settings):
+    """Snapshots pack orders into columns; every field of every order must survive."""
+    from state.evidence import pack_orders, unpack_orders
+
+    shard = OrderShard(settings)
+    events = _scenario()
+    shard.process(events, events[-1].received_ms)
+    assert len(shard.orders) > 1
+    back = unpack_orders(pickle.loads(pickle.dumps(pack_orders(shard.orders))))
+    assert list(back) == list(shard.orders)
+    for oid, o in shard.orders.items():
+        assert back[oid].__getstate__() == o.__getstate__(), oid
+        assert back[oid].t is not o.t  # its own times, not a view of the snapshot
+
+
 def test_deadlines_wait_for_the_slowest_partition(settings):
     """An event from a partition read ahead does not make other orders' deadlines fire."""
     shard = OrderShard(settings)
