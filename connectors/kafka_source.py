@@ -293,6 +293,9 @@ class KafkaInputSource(FixedPartitionedSource[RawBatch, Position]):
         config = {
             "group.id": "orderguard-input",  # required by librdkafka; never joined
             "auto.offset.reset": "earliest",  # offsets lost to retention: oldest kept, not newest
+            # A fetch waits at most this long for data: Tansu holds an empty fetch for the
+            # whole wait even when records arrive, which became latency here.
+            "fetch.wait.max.ms": 50,
             **self._client_config(),
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

@@ -1,0 +1,931 @@
+"""Kafka benchmark: the live pipeline end to end on the embedded broker, beside its peers.
+
+    python -m benchmarks.kafka_bench [--quick] [--orders N] [--skip STAGE ...]
+
+Generates (once, cached under benchmarks/.data/) order-created and paid events for N
+orders (default 1M; channel payloads from ops/sources.yaml's channels and gateways,
+built by the simulator's payload builders), produces them to input topics on the
+embedded Tansu broker, then measures side by side in one run:
+
+- pipeline     `orderguard run --exit-when-caught-up`, 1 process: input events / wall
+               time, and excluding start-up (the wall time of the same command on empty
+               topics); every order ends PAID holding its SHIPMENT_DELAYED deadline
+- restart      the same command again on its recovery dir with no new input: the time
+               to restore the N-order snapshot and exit; the recovery dir's size
+- plain loop   one process, a confluent-kafka consumer over all input partitions
+               feeding the same core (router, tracking index, order shards, health,
+               customer desk) and a producer: the ceiling without Bytewax
+- quix         Quix Streams running the same per-order rules keyed by order id in its
+               RocksDB State (benchmarks/quix_peer.py says what it leaves out)
+- processes    `orderguard run --processes 2 --exit-when-caught-up` vs 1 process
+- latency      a continuously running pipeline fed at a fixed rate (20k/s, then a
+               sustainable 5k/s); produce call -> corrected record consumed, p50/p99
+
+Targets (the issue): pipeline >= 0.7x the plain loop; >= 2x Quix Streams; 2 processes
+>= 1.7x one; p99 <= 250 ms at 20k events/s; restart <= 15 s from a 1M-order snapshot.
+Figures are merged into benchmarks/results/latest.json (flat numeric keys; keys of
+other benchmarks are kept) and printed as a table. `--quick` (100k orders, shorter
+latency phases) checks the harness in a few minutes and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = HERE / ".data"
+RESULTS = HERE / "results"
+LATEST = RESULTS / "latest.json"
+QUIX_VENV = DATA / "quix-venv"
+STREAMS = ("orders", "payments", "tracking")
+OUTPUTS = ("corrected", "alerts", "breakers", "dead_letters")
+PARTITIONS = 6
+SPAN_MS = 2 * 3_600_000
+"""Orders are created over 2 h of ingestion time: under SHIPMENT_DELAYED's 4 h, so
+every order holds its deadline and none fires while the benchmark runs."""
+START_MS = 1_772_409_600_000  # 2026-03-02T00:00:00Z
+RECV_PLACEHOLDER = b"2000-01-01T00:00:00.000Z"
+
+TARGETS = {
+    "pipeline_to_plain_ratio": 0.7,
+    "pipeline_to_quix_ratio": 2.0,
+    "processes_2_to_1_ratio": 1.7,
+    "latency_20k_p99_ms": 250,
+    "restart_seconds": 15,
+}
+
+
+# ---------------------------------------------------------------- input
+def _orders(
+    orders: int,
+    seed: int,
+    start_ms: int,
+    span_ms: int,
+    t0_fixed: int | None = None,
+    id_base: int = 0,
+):
+    """(order, entries) for `orders` simulated orders, own-site orders left out.
+
+    Each order: its channel's order-created event, then the gateway's payment success
+    (Pinduoduo, which only shows paid orders: the payment, then its channel's paid).
+    Entries are (received_ms, event_ms, kind, arg).
+    """
+    from random import Random
+
+    from sim.catalog import CODES, DELAY
+    from sim.clock import MINUTE, SECOND, cn_date, utc_date
+    from sim.model import Order
+
+    rng = Random(seed)
+    customers = max(20, int(orders * 0.7))
+    idx = made = 0
+    while made < orders:
+        o = Order(idx, seed, rng, customers)
+        idx += 1
+        if o.channel == "web":  # no channel feed: the OMS would speak for it
+            continue
+        made += 1
+        o.t0 = t0 = t0_fixed if t0_fixed is not None else start_ms + int(rng.random() * span_ms)
+        o.tp = tp = 20 * SECOND + int(rng.random() * 9 * MINUTE)
+        date = cn_date(t0) if o.cn else utc_date(t0)
+        o.oid = f"{CODES[o.channel]}{date}{id_base + idx:07d}"
+        lo, hi = DELAY[o.gateway]
+        pay = (t0 + tp + lo + int(rng.random() * (hi - lo)), t0 + tp, "pay", "success")
+        lo, hi = DELAY[o.channel]
+        if o.channel == "pinduoduo":
+            t = t0 + tp + 3 * SECOND
+            ch = (t + lo + int(rng.random() * (hi - lo)), t, "ch", "paid")
+            yield o, (pay, ch)
+        else:
+            ch = (t0 + lo + int(rng.random() * (hi - lo)), t0, "ch", "created")
+            yield o, (ch, pay)
+
+
+def _envelope(ctx, o, entry, received: str | None = None) -> tuple[str, bytes]:
+    import orjson
+
+    from sim.catalog import STREAM
+    from sim.clock import utc_ms
+    from sim.payloads import BUILD
+
+    recv, t, kind, arg = entry
+    src, payload, eid = BUILD[kind](ctx, o, t, arg)
+    env = {"stream": STREAM[src], "source": src, "received_at": received or utc_ms(recv)}
+    if eid is not None:
+        env["event_id"] = eid
+    env["payload"] = payload
+    return STREAM[src], orjson.dumps(env)
+
+
+def dataset(orders: int, seed: int = 7) -> Path:
+    """Lines `stream TAB key TAB envelope`, in received_at order (cached)."""
+    from sim.payloads import Ctx
+
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"kafka-{orders}-{seed}.tsv"
+    if path.exists():
+        return path
+    t = time.perf_counter()
+    ctx = Ctx(seed=seed)
+    entries = []
+    for o, evs in _orders(orders, seed, START_MS, SPAN_MS):
+        entries.extend((e, o) for e in evs)
+    entries.sort(key=lambda eo: eo[0][0])
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        buf: list[bytes] = []
+        for e, o in entries:
+            stream, value = _envelope(ctx, o, e)
+            buf.append(b"%s\t%s\t%s\n" % (stream.encode(), o.oid.encode(), value))
+            if len(buf) >= 10_000:
+                f.write(b"".join(buf))
+                buf.clear()
+        f.write(b"".join(buf))
+    tmp.rename(path)
+    print(f"generated {len(entries):,} events in {time.perf_counter() - t:.1f} s -> {path.name}")
+    return path
+
+
+# ---------------------------------------------------------------- broker helpers
+def _producer(bootstrap: str, linger_ms: int = 20):
+    import logging
+
+    from confluent_kafka import Producer
+
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "logger": logging.getLogger("bench.kafka"),
+            "linger.ms": linger_ms,
+            "acks": "all",
+            "enable.idempotence": True,
+            "queue.buffering.max.messages": 200_000,
+        }
+    )
+
+
+def produce_file(bootstrap: str, topics: dict[str, str], path: Path) -> tuple[int, float]:
+    """Produce every line of a dataset, keyed by order id; every record must be acked."""
+    producer = _producer(bootstrap)
+    failed: list[str] = []
+
+    def on_delivery(err, msg) -> None:
+        if err is not None:
+            failed.append(err.str())
+
+    names = {s.encode(): t for s, t in topics.items()}
+    n = 0
+    t = time.perf_counter()
+    with path.open("rb") as f:
+        for line in f:
+            stream, key, value = line.rstrip(b"\n").split(b"\t", 2)
+            while True:
+                try:
+                    producer.produce(names[stream], value, key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            n += 1
+            if n % 10_000 == 0:
+                producer.poll(0)
+    left = producer.flush(120)
+    if failed or left:
+        raise RuntimeError(f"{len(failed) + left} of {n} records not acknowledged: {failed[:1]}")
+    return n, time.perf_counter() - t
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:
+    """Create the topics (before anything looks them up: Tansu auto-creates on lookup)
+    with `retention.ms` set explicitly (Quix Streams refuses a topic without it)."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    from connectors.broker import ensure_topics
+
+    ensure_topics(bootstrap, dict.fromkeys(names, partitions), timeout=30)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resources = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(
+                    "retention.ms", "604800000", incremental_operation=AlterConfigOpType.SET
+                )
+            ],
+        )
+        for name in names
+    ]
+    for fut in admin.incremental_alter_configs(resources).values():
+        fut.result(30)
+
+
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Tansu keeps every record in memory: drop what a stage no longer needs."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=30).topics
+    names = [n for n in names if n in existing]
+    if not names:
+        return
+    for fut in admin.delete_topics(names, operation_timeout=30).values():
+        with contextlib.suppress(Exception):
+            fut.result(30)
+
+
+def list_topics(bootstrap: str) -> list[str]:
+    from confluent_kafka.admin import AdminClient
+
+    return sorted(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics)
+
+
+def count_topic(bootstrap: str, topic: str, timeout: float = 120) -> int:
+    """Records in a topic, read to the end of every partition (not from watermarks)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics.get(topic)
+    if meta is None:
+        return 0
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-count",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    left = set(meta.partitions)
+    n = 0
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        for m in c.consume(10_000, 0.5):
+            err = m.error()
+            if err is None:
+                n += 1
+            elif err.code() == KafkaError._PARTITION_EOF:
+                left.discard(m.partition())
+    c.close()
+    return n
+
+
+# ---------------------------------------------------------------- the pipeline
+def topic_names(prefix: str) -> tuple[dict[str, str], dict[str, str]]:
+    return (
+        {s: f"{prefix}.{s}" for s in STREAMS},
+        {o: f"{prefix}.{o}" for o in OUTPUTS},
+    )
+
+
+def pipeline_env(bootstrap: str, inputs: dict, outputs: dict, recovery: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
+    env["ORDERGUARD__KAFKA__PARTITIONS"] = str(PARTITIONS)
+    env["ORDERGUARD__RECOVERY__DIR"] = str(recovery)
+    for s, t in inputs.items():
+        env[f"ORDERGUARD__KAFKA__INPUT_TOPICS__{s.upper()}"] = t
+    for o, t in outputs.items():
+        env[f"ORDERGUARD__KAFKA__OUTPUT_TOPICS__{o.upper()}"] = t
+    return env
+
+
+def orderguard_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dataflows.cli", "run", *args]
+
+
+def run_pipeline(env: dict[str, str], *args: str, timeout: float = 1800) -> float:
+    """Wall seconds of `orderguard run --exit-when-caught-up ARGS` (raises on failure)."""
+    t = time.perf_counter()
+    out = subprocess.run(
+        orderguard_cmd("--exit-when-caught-up", *args),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    secs = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"orderguard run {' '.join(args)} exited {out.returncode}:\n{out.stderr[-3000:]}"
+        )
+    return secs
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def supports_processes() -> bool:
+    out = subprocess.run(
+        orderguard_cmd("--help"), cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return "--processes" in out.stdout
+
+
+# ---------------------------------------------------------------- the plain loop
+def plain_child(spec: str) -> None:
+    """In a fresh process: consume every input partition to its end through the core."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from benchmarks.replay_bench import Core
+    from dataflows.encode import encode
+    from dataflows.router import stable_shard
+    from schemas.config import load_settings
+
+    args = json.loads(spec)
+    bootstrap, inputs, outputs = args["bootstrap"], args["inputs"], args["outputs"]
+    settings = load_settings()
+    core = Core(settings)
+    producer = _producer(bootstrap)
+    failed: list[str] = []
+
+    def on_delivery(err, msg) -> None:
+        if err is not None:
+            failed.append(err.str())
+
+    def emit(records: list) -> None:
+        for r in records:
+            topic, key, _sort, value = encode(r)
+            while True:
+                try:
+                    producer.produce(outputs[topic], value, key.encode(), on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        core.outputs += len(records)
+
+    core._emit = emit  # outputs go to Kafka instead of being counted
+
+    def feed(n: int, lines: list, stream: str) -> None:
+        # replay_bench.Core.feed, with the stream of the topic the lines came from
+        msgs = core.router.route(stream, n, lines, stream)
+        released: list[list] = [[] for _ in core.shards]
+        direct: dict[int, tuple] = {}
+        signals: list = []
+        clock = 0
+        for key, msg in msgs:
+            k0 = key[0]
+            if k0 == "i":
+                _part, _n, _i, clock, _parts, items = msg
+                rel, dead = core.index[int(key[1:])].process(items, clock)
+                for kv in rel:
+                    released[stable_shard(kv[1].order_id, core.n_shards)].append(kv)
+                emit(dead)
+            elif k0 == "o" and key != "out":
+                direct[int(key[1:])] = msg
+            elif key == "health":
+                batch = msg[2]
+                emit(core.health.apply(batch) + core.health.advance(batch.clock_ms))
+            else:
+                emit(msg)
+        for i, shard in enumerate(core.shards):
+            _, _part, _n, _me, clock, _parts, events = direct[i]
+            keyed = [((e.seq, 0, e.seq), e) for e in events] + released[i]
+            keyed.sort(key=lambda kv: kv[0])
+            records = []
+            for kind, rec in shard.process([e for _, e in keyed], clock):
+                (signals if kind == "signal" else records).append(rec)
+            emit(records)
+        emit(core.desk.process(signals, clock))
+
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics
+    parts = [
+        TopicPartition(t, p, OFFSET_BEGINNING)
+        for t in inputs.values()
+        for p in topics[t].partitions
+    ]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-plain",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.assign(parts)
+    stream_of = {t: s for s, t in inputs.items()}
+    left = {(tp.topic, tp.partition) for tp in parts}
+    wall0 = time.perf_counter()
+    started = None
+    n_in = batches = 0
+    while left:
+        msgs = consumer.consume(settings.pipeline.batch_size, 0.1)
+        groups: dict[str, list] = {}
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                topic, off = m.topic(), m.offset()
+                origin = {"topic": topic, "partition": m.partition(), "offset": off}
+                groups.setdefault(topic, []).append((off, m.value() or b"", origin))
+            elif err.code() == KafkaError._PARTITION_EOF:
+                left.discard((m.topic(), m.partition()))
+            else:
+                raise RuntimeError(f"consume error: {err.str()}")
+        if groups and started is None:
+            started = time.perf_counter()
+        for topic, lines in groups.items():
+            feed(batches, lines, stream_of[topic])
+            batches += 1
+            n_in += len(lines)
+        producer.poll(0)
+    left_out = producer.flush(120)
+    done = time.perf_counter()
+    consumer.close()
+    if failed or left_out:
+        raise RuntimeError(f"{len(failed) + left_out} outputs not acknowledged: {failed[:1]}")
+    print(
+        json.dumps(
+            {
+                "events": n_in,
+                "records_out": core.outputs,
+                "seconds": done - (started or done),
+                "wall": done - wall0,
+                "open_orders": core.open_orders(),
+            }
+        )
+    )
+
+
+def run_plain(bootstrap: str, inputs: dict, outputs: dict) -> dict:
+    spec = json.dumps({"bootstrap": bootstrap, "inputs": inputs, "outputs": outputs})
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.kafka_bench", "--plain-child", spec],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"plain loop failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- Quix Streams
+def quix_python() -> str | None:
+    """A Python that imports quixstreams: this one (the `bench` extra installed), or
+    benchmarks/.data/quix-venv (quixstreams pins confluent-kafka < 2.13, so it may be
+    kept out of the project's venv), or $ORDERGUARD_BENCH_QUIX_PYTHON."""
+    candidates = [os.environ.get("ORDERGUARD_BENCH_QUIX_PYTHON"), sys.executable]
+    candidates.append(str(QUIX_VENV / "bin" / "python"))
+    for py in candidates:
+        if not py or not Path(py).exists():
+            continue
+        ok = subprocess.run(
+            [py, "-W", "ignore", "-c", "import quixstreams"], capture_output=True, check=False
+        )
+        if ok.returncode == 0:
+            return py
+    return None
+
+
+def run_quix(
+    py: str, bootstrap: str, inputs: dict, output: str, expect: int, max_seconds: float
+) -> dict:
+    state = DATA / "quix-state"
+    shutil.rmtree(state, ignore_errors=True)
+    # orders and payments carry the events; tracking is empty in this dataset
+    ins = ",".join(f"{s}={inputs[s]}" for s in ("orders", "payments"))
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT))
+    cmd = [py, "-m", "benchmarks.quix_peer", "--bootstrap", bootstrap, "--inputs", ins]
+    cmd += ["--output", output, "--expect", str(expect), "--state-dir", str(state)]
+    cmd += ["--max-seconds", str(max_seconds), "--group", f"quix-{int(time.time())}"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    shutil.rmtree(state, ignore_errors=True)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise RuntimeError(f"quix peer exited {out.returncode}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- latency
+class LatencyProbe:
+    """Produce orders at a fixed rate, consume corrections, match (order id, status)."""
+
+    def __init__(self, bootstrap: str, inputs: dict, corrected: str) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self.bootstrap = bootstrap
+        self.inputs = inputs
+        self.producer = _producer(bootstrap, linger_ms=5)
+        self.expected: dict[tuple[str, str], int] = {}
+        self.sent_at: list[float] = []
+        self.arrived: dict[int, float] = {}
+        self._stop = threading.Event()
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-latency",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self.consumer.assign([TopicPartition(corrected, p, OFFSET_BEGINNING) for p in range(6)])
+        self._thread = threading.Thread(target=self._consume, daemon=True)
+        self._thread.start()
+        self._seed = 100
+        self._ids = 10_000_000
+
+    def _consume(self) -> None:
+        import orjson
+
+        expected, arrived = self.expected, self.arrived
+        while not self._stop.is_set():
+            msgs = self.consumer.consume(5000, 0.05)
+            now = time.time()
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                rec = orjson.loads(m.value())
+                i = expected.get((rec["order_id"], rec["status"]))
+                if i is not None and i not in arrived:
+                    arrived[i] = now
+
+    def phase(self, rate: float, seconds: float, drain: float) -> dict:
+        """Produce rate*seconds events at `rate`; wait up to `drain` s for their corrections."""
+        from sim.payloads import Ctx
+
+        self._seed += 1
+        n_orders = int(rate * seconds / 2)
+        now_ms = int(time.time() * 1000)
+        ctx = Ctx(seed=self._seed)
+        # created now, paid LAG orders later: both events of an order are ~LAG/rate apart
+        built: list[list] = []
+        lag = max(1, int(rate / 10))
+        first: list[tuple] = []
+        second: list[tuple] = []
+        # event times 15 min before arrival at most: never ahead of it (CLOCK_SKEW)
+        made = _orders(
+            n_orders, self._seed, now_ms, 1, t0_fixed=now_ms - 900_000, id_base=self._ids
+        )
+        self._ids += 10 * n_orders + 10
+        for o, (e1, e2) in made:
+            # Timed: the PAID correction, from the event that first says PAID (the
+            # payment; Pinduoduo's first event). Every order has exactly one, whatever
+            # order its two topics are read in (PENDING_PAYMENT is skipped when the
+            # payment is read first), so a missing one is a lost record.
+            if o.channel == "pinduoduo":
+                s1, s2 = "PAID", None
+            else:
+                s1, s2 = None, "PAID"
+            first.append((o, e1, s1))
+            second.append((o, e2, s2))
+        order: list[tuple] = []
+        for i, item in enumerate(first):
+            order.append(item)
+            if i >= lag:
+                order.append(second[i - lag])
+        order.extend(second[len(first) - lag :] if len(first) > lag else second)
+        base = len(self.sent_at)
+        for o, e, status in order:
+            stream, value = _envelope(ctx, o, e, received=RECV_PLACEHOLDER.decode())
+            idx = -1
+            if status is not None:
+                idx = base + len(built)
+                self.expected[(o.oid, status)] = idx
+            built.append([self.inputs[stream], o.oid.encode(), value, idx])
+        self.sent_at.extend([0.0] * len(built))
+        produce, poll, sent_at = self.producer.produce, self.producer.poll, self.sent_at
+        t0 = time.time()
+        for k, (topic, key, value, idx) in enumerate(built):
+            ahead = t0 + k / rate - time.time()
+            if ahead > 0.001:
+                time.sleep(ahead)
+            t = time.time()
+            stamp = (
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+            )
+            value = value.replace(RECV_PLACEHOLDER, stamp.encode(), 1)
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:
+                    poll(0.01)
+            if idx >= 0:
+                sent_at[idx] = t
+            if k % 500 == 0:
+                poll(0)
+        produced_s = time.time() - t0
+        self.producer.flush(30)
+        want = [i for _, _, _, i in built if i >= 0]
+        deadline = time.time() + drain
+        while time.time() < deadline and not all(i in self.arrived for i in want):
+            time.sleep(0.2)
+        lat = sorted((self.arrived[i] - sent_at[i]) * 1000 for i in want if i in self.arrived)
+        return {
+            "events": len(built),
+            "achieved_rate": len(built) / produced_s,
+            "matched": len(lat),
+            "expected": len(want),
+            "p50_ms": _pct(lat, 0.50),
+            "p99_ms": _pct(lat, 0.99),
+            "max_ms": lat[-1] if lat else float("nan"),
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.consumer.close()
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def run_latency(bootstrap: str, phases: list[tuple[float, float]], drain: float) -> dict:
+    inputs, outputs = topic_names("lat")
+    rdir = DATA / "recovery-lat"
+    shutil.rmtree(rdir, ignore_errors=True)
+    create_topics(bootstrap, [*inputs.values(), *outputs.values()])
+    env = pipeline_env(bootstrap, inputs, outputs, rdir)
+    proc = subprocess.Popen(
+        orderguard_cmd(),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    probe = LatencyProbe(bootstrap, inputs, outputs["corrected"])
+    results: dict[str, dict] = {}
+    try:
+        warm = probe.phase(200, 1, 60)  # wait until the pipeline answers
+        if warm["matched"] == 0:
+            raise RuntimeError("the pipeline did not answer within 60 s")
+        for rate, secs in phases:
+            results[f"{rate / 1000:g}k"] = probe.phase(rate, secs, drain)
+            time.sleep(2)
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        delete_topics(bootstrap, [*inputs.values(), *outputs.values()])
+        shutil.rmtree(rdir, ignore_errors=True)
+    return results
+
+
+# ---------------------------------------------------------------- main
+def _merge_results(figures: dict[str, float]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    have: dict = {}
+    if LATEST.exists():
+        with contextlib.suppress(ValueError):
+            have = json.loads(LATEST.read_text())
+    have.update(figures)
+    tmp = LATEST.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(have, indent=2, sort_keys=True) + "\n")
+    tmp.replace(LATEST)
+
+
+def _rows(f: dict[str, float]) -> Iterator[tuple[str, str, str, str, str]]:
+    def num(key: str, unit: str = "", fmt: str = ",.0f") -> str:
+        v = f.get(key)
+        return "missing" if v is None else f"{v:{fmt}}{unit}"
+
+    def judged(key: str, *, lower_is_better: bool = False) -> tuple[str, str]:
+        v, t = f.get(key), TARGETS.get(key)
+        if v is None or t is None or v != v:
+            return "", "missing"
+        ok = v <= t if lower_is_better else v >= t
+        return (f"{t / v:.2f}" if lower_is_better else f"{v / t:.2f}"), ("met" if ok else "MISSED")
+
+    yield ("pipeline, 1 process", num("kafka_pipeline_events_per_s", " ev/s"), "", "", "")
+    yield (
+        "  excluding start-up",
+        num("kafka_pipeline_events_per_s_excl_startup", " ev/s"),
+        "",
+        "",
+        "",
+    )
+    yield ("plain confluent-kafka loop", num("kafka_plain_events_per_s", " ev/s"), "", "", "")
+    yield ("Quix Streams peer", num("kafka_quix_events_per_s", " ev/s"), "", "", "")
+    for key, label, target in (
+        ("pipeline_to_plain_ratio", "pipeline / plain loop", ">= 0.7x"),
+        ("pipeline_to_quix_ratio", "pipeline / Quix Streams", ">= 2x"),
+        ("processes_2_to_1_ratio", "2 processes / 1", ">= 1.7x"),
+    ):
+        r, met = judged(key)
+        yield (label, num(key, "x", ".2f"), target, r, met)
+    yield ("2 processes", num("kafka_pipeline_2proc_events_per_s", " ev/s"), "", "", "")
+    r, met = judged("latency_20k_p99_ms", lower_is_better=True)
+    yield ("p99 latency at 20k ev/s", num("latency_20k_p99_ms", " ms"), "<= 250 ms", r, met)
+    yield ("  achieved produce rate", num("latency_20k_achieved_rate", " ev/s"), "", "", "")
+    yield ("  p50", num("latency_20k_p50_ms", " ms"), "", "", "")
+    yield ("p99 latency at 5k ev/s", num("latency_5k_p99_ms", " ms"), "", "", "")
+    yield ("  p50", num("latency_5k_p50_ms", " ms"), "", "", "")
+    r, met = judged("restart_seconds", lower_is_better=True)
+    yield ("restart from snapshot", num("restart_seconds", " s", ".1f"), "<= 15 s", r, met)
+    yield ("  open orders in it", num("kafka_open_orders"), "", "", "")
+    yield ("  recovery dir", num("recovery_dir_bytes", " B"), "", "", "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--orders", type=int, help="default 1M (100k with --quick)")
+    ap.add_argument("--quick", action="store_true", help="100k orders, short latency phases")
+    ap.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["plain", "quix", "processes", "latency", "restart"],
+    )
+    ap.add_argument("--quix-max-seconds", type=float, default=420)
+    ap.add_argument("--latency-only", action="store_true", help="only the latency phases")
+    ap.add_argument("--plain-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.plain_child:
+        plain_child(args.plain_child)
+        return
+    if args.orders is None:
+        args.orders = 100_000 if args.quick else 1_000_000
+    if args.quick:
+        args.quix_max_seconds = min(args.quix_max_seconds, 90)
+    phases = [(20_000, 15), (5_000, 20)] if not args.quick else [(20_000, 5), (5_000, 6)]
+
+    from connectors.broker import EmbeddedBroker
+
+    bench_t0 = time.perf_counter()
+    if args.latency_only:
+        with EmbeddedBroker(startup_timeout=30) as broker:
+            lat = run_latency(broker.bootstrap, phases, drain=60 if not args.quick else 30)
+        for name, r in lat.items():
+            print(f"latency at {name}/s: {r}")
+        return
+    path = dataset(args.orders)
+    events = sum(1 for _ in path.open("rb"))
+    print(f"dataset: {events:,} events, {args.orders:,} orders ({path.name})")
+    f: dict[str, float] = {"kafka_events": events, "kafka_orders": args.orders}
+    notes: list[str] = []
+
+    with EmbeddedBroker(startup_timeout=30) as broker:
+        bs = broker.bootstrap
+        inputs, _ = topic_names("bench")
+        create_topics(bs, list(inputs.values()))
+        n, secs = produce_file(bs, inputs, path)
+        print(f"produced {n:,} events to {bs} in {secs:.1f} s ({n / secs:,.0f}/s)")
+
+        # start-up: the same command on empty topics and a fresh recovery dir
+        empty_in, empty_out = topic_names("empty")
+        create_topics(bs, [*empty_in.values(), *empty_out.values()])
+        rdir = DATA / "recovery-empty"
+        shutil.rmtree(rdir, ignore_errors=True)
+        startup = run_pipeline(pipeline_env(bs, empty_in, empty_out, rdir))
+        f["kafka_pipeline_startup_seconds"] = round(startup, 2)
+        print(f"pipeline start-up + shutdown on empty topics: {startup:.1f} s")
+
+        # (a) the pipeline, one process
+        _, outs = topic_names("a")
+        create_topics(bs, list(outs.values()))
+        rdir = DATA / "recovery-a"
+        shutil.rmtree(rdir, ignore_errors=True)
+        env_a = pipeline_env(bs, inputs, outs, rdir)
+        wall = run_pipeline(env_a)
+        f["kafka_pipeline_seconds"] = round(wall, 2)
+        f["kafka_pipeline_events_per_s"] = round(events / wall)
+        f["kafka_pipeline_events_per_s_excl_startup"] = round(events / max(0.1, wall - startup))
+        f["kafka_pipeline_records_out"] = count_topic(bs, outs["corrected"])
+        print(f"pipeline: {wall:.1f} s, {events / wall:,.0f} events/s")
+        delete_topics(bs, list(outs.values()))
+        f["kafka_open_orders"] = args.orders
+
+        # (e) restart from the snapshot, no new input
+        if "restart" not in args.skip:
+            create_topics(bs, list(outs.values()))
+            f["recovery_dir_bytes"] = dir_size(rdir)
+            f["restart_seconds"] = round(run_pipeline(env_a), 2)
+            print(f"restart: {f['restart_seconds']:.1f} s ({f['recovery_dir_bytes']:,} B)")
+            delete_topics(bs, list(outs.values()))
+        shutil.rmtree(rdir, ignore_errors=True)
+
+        # (b) the plain loop
+        if "plain" not in args.skip:
+            _, outs = topic_names("plain")
+            create_topics(bs, list(outs.values()))
+            r = run_plain(bs, inputs, outs)
+            f["kafka_plain_events_per_s"] = round(r["events"] / r["wall"])
+            f["kafka_plain_events_per_s_excl_startup"] = round(r["events"] / r["seconds"])
+            f["kafka_plain_records_out"] = r["records_out"]
+            f["kafka_open_orders"] = r["open_orders"]  # counted in the core's shards
+            f["pipeline_to_plain_ratio"] = round(
+                f["kafka_pipeline_events_per_s_excl_startup"]
+                / f["kafka_plain_events_per_s_excl_startup"],
+                3,
+            )
+            print(f"plain loop: {r['wall']:.1f} s, {r['events'] / r['wall']:,.0f} events/s")
+            delete_topics(bs, list(outs.values()))
+
+        # (c) Quix Streams
+        if "quix" not in args.skip:
+            py = quix_python()
+            if py is None:
+                notes.append("quix: no Python with quixstreams (pip install -e '.[bench]')")
+            else:
+                out = "quix.corrected"
+                create_topics(bs, [out])
+                before = set(list_topics(bs))
+                try:
+                    r = run_quix(py, bs, inputs, out, events, args.quix_max_seconds)
+                except RuntimeError as e:
+                    notes.append(f"quix failed: {str(e).strip().splitlines()[-1]}")
+                    print(e)
+                else:
+                    f["kafka_quix_events"] = r["messages"]
+                    f["kafka_quix_events_per_s"] = round(r["messages"] / r["seconds"])
+                    f["kafka_quix_records_out"] = r["records_out"]
+                    f["pipeline_to_quix_ratio"] = round(
+                        f["kafka_pipeline_events_per_s_excl_startup"]
+                        / f["kafka_quix_events_per_s"],
+                        3,
+                    )
+                    if r["messages"] < events:
+                        notes.append(
+                            f"quix: stopped after {args.quix_max_seconds:g} s at "
+                            f"{r['messages']:,} of {events:,} events (rate over those)"
+                        )
+                    print(f"quix: {r['seconds']:.1f} s, {f['kafka_quix_events_per_s']:,} events/s")
+                extra = [t for t in list_topics(bs) if t not in before]  # changelogs
+                delete_topics(bs, [out, *extra])
+
+        # (d) 2 processes
+        if "processes" not in args.skip:
+            if not supports_processes():
+                notes.append("processes: `orderguard run --processes` does not exist yet")
+            else:
+                empty2_in, empty2_out = topic_names("empty2")
+                create_topics(bs, [*empty2_in.values(), *empty2_out.values()])
+                rdir = DATA / "recovery-empty2"
+                shutil.rmtree(rdir, ignore_errors=True)
+                env = pipeline_env(bs, empty2_in, empty2_out, rdir)
+                startup2 = run_pipeline(env, "--processes", "2")
+                shutil.rmtree(rdir, ignore_errors=True)
+                _, outs = topic_names("d")
+                create_topics(bs, list(outs.values()))
+                rdir = DATA / "recovery-d"
+                shutil.rmtree(rdir, ignore_errors=True)
+                wall2 = run_pipeline(pipeline_env(bs, inputs, outs, rdir), "--processes", "2")
+                shutil.rmtree(rdir, ignore_errors=True)
+                f["kafka_pipeline_2proc_startup_seconds"] = round(startup2, 2)
+                f["kafka_pipeline_2proc_seconds"] = round(wall2, 2)
+                f["kafka_pipeline_2proc_events_per_s"] = round(events / wall2)
+                f["kafka_pipeline_2proc_events_per_s_excl_startup"] = round(
+                    events / max(0.1, wall2 - startup2)
+                )
+                f["kafka_pipeline_2proc_records_out"] = count_topic(bs, outs["corrected"])
+                f["processes_2_to_1_ratio"] = round(
+                    f["kafka_pipeline_2proc_events_per_s_excl_startup"]
+                    / f["kafka_pipeline_events_per_s_excl_startup"],
+                    3,
+                )
+                print(f"2 processes: {wall2:.1f} s, {events / wall2:,.0f} events/s")
+                delete_topics(bs, list(outs.values()))
+
+        delete_topics(bs, list(inputs.values()))
+
+        # (f) latency, on fresh topics and a continuously running pipeline
+        if "latency" not in args.skip:
+            lat = run_latency(bs, phases, drain=60 if not args.quick else 30)
+            for name, r in lat.items():
+                for k in ("p50_ms", "p99_ms", "max_ms", "achieved_rate"):
+                    f[f"latency_{name}_{k}"] = round(r[k], 1)
+                f[f"latency_{name}_matched_share"] = round(r["matched"] / max(1, r["expected"]), 4)
+                print(
+                    f"latency at {name}/s: p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms "
+                    f"({r['matched']:,}/{r['expected']:,} matched, "
+                    f"produced at {r['achieved_rate']:,.0f}/s)"
+                )
+
+    f["kafka_bench_seconds"] = round(time.perf_counter() - bench_t0, 1)
+    print()
+    print(f"  {'figure':<30}{'value':>20}  {'target':>10}  {'ratio':>6}  result")
+    for name, value, target, ratio, met in _rows(f):
+        print(f"  {name:<30}{value:>20}  {target:>10}  {ratio:>6}  {met}")
+    for note in notes:
+        print(f"  note: {note}")
+    if not args.quick:
+        _merge_results({k: v for k, v in f.items() if isinstance(v, int | float) and v == v})
+        print(f"\nmerged into {LATEST}")
+
+
+if __name__ == "__main__":
+    main()
