@@ -344,7 +344,6 @@ def plain_child(spec: str) -> None:
 
     from benchmarks.replay_bench import Core
     from dataflows.encode import encode
-    from dataflows.router import stable_shard
     from schemas.config import load_settings
 
     args = json.loads(spec)
@@ -370,38 +369,6 @@ def plain_child(spec: str) -> None:
         core.outputs += len(records)
 
     core._emit = emit  # outputs go to Kafka instead of being counted
-
-    def feed(n: int, lines: list, stream: str) -> None:
-        # replay_bench.Core.feed, with the stream of the topic the lines came from
-        msgs = core.router.route(stream, n, lines, stream)
-        released: list[list] = [[] for _ in core.shards]
-        direct: dict[int, tuple] = {}
-        signals: list = []
-        clock = 0
-        for key, msg in msgs:
-            k0 = key[0]
-            if k0 == "i":
-                _part, _n, _i, clock, _parts, items = msg
-                rel, dead = core.index[int(key[1:])].process(items, clock)
-                for kv in rel:
-                    released[stable_shard(kv[1].order_id, core.n_shards)].append(kv)
-                emit(dead)
-            elif k0 == "o" and key != "out":
-                direct[int(key[1:])] = msg
-            elif key == "health":
-                batch = msg[2]
-                emit(core.health.apply(batch) + core.health.advance(batch.clock_ms))
-            else:
-                emit(msg)
-        for i, shard in enumerate(core.shards):
-            _, _part, _n, _me, clock, _parts, events = direct[i]
-            keyed = [((e.seq, 0, e.seq), e) for e in events] + released[i]
-            keyed.sort(key=lambda kv: kv[0])
-            records = []
-            for kind, rec in shard.process([e for _, e in keyed], clock):
-                (signals if kind == "signal" else records).append(rec)
-            emit(records)
-        emit(core.desk.process(signals, clock))
 
     topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics
     parts = [
@@ -439,7 +406,7 @@ def plain_child(spec: str) -> None:
         if groups and started is None:
             started = time.perf_counter()
         for topic, lines in groups.items():
-            feed(batches, lines, stream_of[topic])
+            core.feed(batches, lines, stream_of[topic])
             batches += 1
             n_in += len(lines)
         producer.poll(0)

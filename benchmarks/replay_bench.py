@@ -99,10 +99,11 @@ class Core:
         self.n_shards = settings.pipeline.shards
         self.outputs = 0
 
-    def feed(self, n: int, lines: list) -> None:
+    def feed(self, n: int, lines: list, stream: str | None = None) -> None:
+        """One batch through router, index, shards, health and desk; `stream`: the lines'."""
         from dataflows.router import stable_shard
 
-        msgs = self.router.route("bench", n, lines)
+        msgs = self.router.route(stream or "bench", n, lines, stream)
         released: list[list] = [[] for _ in self.shards]
         direct: dict[int, tuple] = {}
         signals: list = []

@@ -13,7 +13,6 @@ import importlib.resources
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +23,8 @@ from types import TracebackType
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from connectors.processes import stop_group
 
 log = logging.getLogger("orderguard.kafka")
 
@@ -246,18 +247,8 @@ class EmbeddedBroker:
         Tansu takes about 5 s to exit on SIGTERM while clients are connected; its
         storage is memory, so there is nothing to save by waiting that long.
         """
-        proc = self._proc
-        # Signal the group only while Tansu is unreaped: until then its pid (and so its
-        # group id) cannot have been reused by an unrelated process.
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if self._proc is not None:
+            stop_group(self._proc, grace=grace)
         if self._log_path is not None:
             with contextlib.suppress(OSError):
                 self._log_path.unlink()

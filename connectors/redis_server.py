@@ -7,10 +7,8 @@ only, its own process group) is started on a free port and stopped afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from types import TracebackType
@@ -18,6 +16,7 @@ from types import TracebackType
 import redis
 
 from connectors.broker import free_port
+from connectors.processes import stop_group
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -113,16 +112,8 @@ class LocalRedis:
     def stop(self) -> None:
         """Stop the redis-server we started (if any); safe to call twice."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            stop_group(proc)
 
     def __enter__(self) -> LocalRedis:
         return self.start()

@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.broker import EmbeddedBroker, ensure_topics, free_port
 from connectors.kafka_envelopes import ProduceProgress, produce_envelopes
+from connectors.processes import stop_group
 from connectors.redis_server import LocalRedis, RedisUnavailable
 from dataflows.replay import Summary
 from schemas.config import Settings, load_settings
@@ -166,15 +167,9 @@ def _start_pipeline(config: Path | None, env: dict[str, str], log: Path) -> subp
         )
 
 
-def _stop_pipeline(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
+def _stop_pipeline(proc: subprocess.Popen[bytes]) -> int | None:
+    """SIGINT, as Ctrl-C would: the pipeline stops at an epoch boundary."""
+    return stop_group(proc, signal.SIGINT, STOP_GRACE)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
