@@ -253,6 +253,9 @@ class Tail:
                 "bootstrap.servers": bootstrap,
                 "group.id": f"tail-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
+                # Tansu holds a fetch for the whole wait: by default 500 ms, in which a
+                # run writes much of its output, and the kill would come too late
+                "fetch.wait.max.ms": 10,
             }
         )
         self._consumer.assign(
