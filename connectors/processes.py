@@ -6,6 +6,9 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 
 def stop_group(
@@ -26,3 +29,31 @@ def stop_group(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return proc.returncode
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt while the block runs.
+
+    Bytewax stops on SIGINT only, and an orchestrator sends SIGTERM. SIGINT is set
+    explicitly too: a process started in the background by a non-interactive shell
+    inherits it ignored, and would then never stop on Ctrl-C or a parent's SIGINT.
+    Outside the main thread signals cannot be set: they are left alone.
+    """
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt),
+        }
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

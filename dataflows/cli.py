@@ -330,6 +330,7 @@ def demo(
         return
 
     from connectors.broker import BrokerError
+    from connectors.processes import stop_signals_interrupt
     from dataflows.demo import DemoOptions, run_demo
 
     opts = DemoOptions(
@@ -340,9 +341,13 @@ def demo(
         duration=duration,
     )
     try:
-        code = run_demo(config_path, opts)
+        with stop_signals_interrupt():  # also while the broker and Redis start
+            code = run_demo(config_path, opts)
     except BrokerError as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        click.echo("stopped while starting up")
+        sys.exit(130)
     sys.exit(code)
 
 

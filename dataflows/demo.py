@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import TextIO
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -35,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.broker import EmbeddedBroker, ensure_topics, free_port
 from connectors.kafka_envelopes import ProduceProgress, produce_envelopes
-from connectors.processes import stop_group
+from connectors.processes import stop_group, stop_signals_interrupt
 from connectors.redis_server import LocalRedis, RedisUnavailable
 from dataflows.replay import Summary
 from schemas.config import Settings, load_settings
@@ -137,18 +136,6 @@ class OutputTally:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
-
-
-@contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _start_pipeline(config: Path | None, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -261,7 +248,7 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         last_at = started
         rate = 0.0
         try:
-            with _stop_on_sigterm():
+            with stop_signals_interrupt():
                 while opts.duration is None or time.monotonic() - started < opts.duration:
                     time.sleep(opts.refresh)
                     if pipeline.poll() is not None:

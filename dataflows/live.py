@@ -8,18 +8,15 @@ again, with the same record ids, for consumers to de-duplicate.
 from __future__ import annotations
 
 import json
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from types import FrameType
 
 from connectors.broker import BrokerError, ensure_topics
 from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, stream_of_part
 from connectors.metrics import serve
+from connectors.processes import stop_signals_interrupt
 from dataflows.flow import build_flow
 from dataflows.router import index_shards
 from schemas.config import Settings
@@ -43,24 +40,6 @@ class LiveResult:
     topics_created: list[str]
     recovery_initialized: bool
     records_delivered: int
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Bytewax stops on SIGINT only; an orchestrator sends SIGTERM: treat it the same."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def prepare_recovery(settings: Settings) -> bool:
@@ -248,7 +227,7 @@ def run_live(
     else:
         created, initialized = [], False
         try:
-            with _sigterm_as_interrupt():
+            with stop_signals_interrupt():
                 wait_for_setup(
                     settings, source, timeout=setup_timeout, connect_timeout=connect_timeout
                 )
@@ -269,7 +248,7 @@ def run_live(
         backup_interval=timedelta(milliseconds=settings.recovery.backup_interval),
     )
     try:
-        with _sigterm_as_interrupt():
+        with stop_signals_interrupt():
             cli_main(
                 flow,
                 workers_per_process=workers,

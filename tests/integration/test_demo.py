@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.helpers import ROOT, run_cli
 
 
@@ -62,13 +64,21 @@ def test_demo_runs_live_and_reports_what_the_guard_raised():
     assert not _alive(pid) and not _port_open(broker)
 
 
-def test_ctrl_c_stops_everything_cleanly():
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_stops_everything_cleanly(inherited):
+    """`ignored`: started in the background by a non-interactive shell (`make demo &`),
+    the demo and the pipeline it starts inherit SIGINT ignored; it must stop them anyway."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ignore_sigint if inherited == "ignored" else None,
     )
     assert proc.stdout is not None
     seen = ""
@@ -85,5 +95,6 @@ def test_ctrl_c_stops_everything_cleanly():
     out = seen + rest
     assert proc.returncode == 0, out
     assert "stopping" in out and "stopped: the pipeline, the broker" in out
+    assert "kept" not in out  # the pipeline stopped on SIGINT, not killed after the grace
     assert "Traceback" not in out
     assert not _alive(pid) and not _port_open(broker)
