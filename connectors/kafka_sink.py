@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from connectors.metrics import SINK_FAILURES
 from dataflows.encode import TOPICS, Encoded
 
 log = logging.getLogger("orderguard.kafka")
@@ -46,6 +47,7 @@ class _Batch:
             self.fail(msg.topic() or "?", err.str())
 
     def fail(self, topic: str, error: str) -> None:
+        SINK_FAILURES.labels(topic).inc()
         self.failed += 1
         self.part.failed += 1
         if self.first_error is None:

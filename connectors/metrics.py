@@ -8,7 +8,12 @@ series is served once, by `serve`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, start_http_server
+
+from schemas.event import DeadLetter
+from state.records import Alert, Correction, Decision
 
 INPUT_RECORDS = Counter(
     "orderguard_input_records_total",
@@ -26,6 +31,44 @@ CAUGHT_UP = Gauge(
     "1 while the partition's consumer last saw its end (the clock follows the wall clock).",
     ["topic", "partition"],
 )
+
+CORRECTIONS = Counter(
+    "orderguard_corrections_total", "Status corrections emitted, by the new status.", ["status"]
+)
+ALERTS = Counter(
+    "orderguard_alerts_total", "Alert records emitted, by type and state.", ["type", "state"]
+)
+DEAD_LETTERS = Counter(
+    "orderguard_dead_letters_total",
+    "Input lines dead-lettered, by stream and reason.",
+    ["stream", "reason"],
+)
+BREAKER_TRANSITIONS = Counter(
+    "orderguard_breaker_transitions_total",
+    "Breaker decisions, by breaker kind (channel, carrier, customer) and new state.",
+    ["breaker", "state"],
+)
+SINK_FAILURES = Counter(
+    "orderguard_sink_delivery_failures_total",
+    "Output records Kafka did not acknowledge (the run then fails: nothing is dropped).",
+    ["topic"],
+)
+
+_STREAMS = frozenset({"orders", "payments", "tracking"})
+
+
+def count_records(records: Iterable[object]) -> None:
+    """Count output records by kind; labels only take bounded values (no ids, no input text)."""
+    for r in records:
+        if isinstance(r, Correction):
+            CORRECTIONS.labels(r.status).inc()
+        elif isinstance(r, Alert):
+            ALERTS.labels(r.type, r.state).inc()
+        elif isinstance(r, DeadLetter):
+            stream = r.stream if r.stream in _STREAMS else "unknown"
+            DEAD_LETTERS.labels(stream, r.reason).inc()
+        elif isinstance(r, Decision):
+            BREAKER_TRANSITIONS.labels(r.breaker, r.state).inc()
 
 
 class MetricsPortInUse(RuntimeError):

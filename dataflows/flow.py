@@ -25,6 +25,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from connectors.metrics import count_records
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
 from dataflows.encode import Encoded, encode
@@ -270,9 +271,14 @@ def build_flow(
         op.map("health_out", health, _value),
     )
     # records travel as one list per batch: Bytewax's cost is per item, not per record
-    encoded = op.map("encode", records, lambda kv: [encode(r) for r in kv[1]])
+    encoded = op.map("encode", records, _count_and_encode)
     op.output("output", encoded, sink)
     return flow
+
+
+def _count_and_encode(kv: tuple[str, list[Any]]) -> list[Encoded]:
+    count_records(kv[1])
+    return [encode(r) for r in kv[1]]
 
 
 def _value(kv: tuple[str, Any]) -> Any:
