@@ -8,6 +8,7 @@ series is served once, by `serve`.
 
 from __future__ import annotations
 
+from collections import Counter as CounterOf
 from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, start_http_server
@@ -58,17 +59,23 @@ _STREAMS = frozenset({"orders", "payments", "tracking"})
 
 
 def count_records(records: Iterable[object]) -> None:
-    """Count output records by kind; labels only take bounded values (no ids, no input text)."""
+    """Count output records by kind; labels only take bounded values (no ids, no input text).
+
+    Summed per call first: one increment per series and batch, not per record.
+    """
+    counts: CounterOf[tuple[Counter, tuple[str, ...]]] = CounterOf()
     for r in records:
         if isinstance(r, Correction):
-            CORRECTIONS.labels(r.status).inc()
+            counts[CORRECTIONS, (r.status,)] += 1
         elif isinstance(r, Alert):
-            ALERTS.labels(r.type, r.state).inc()
+            counts[ALERTS, (r.type, r.state)] += 1
         elif isinstance(r, DeadLetter):
             stream = r.stream if r.stream in _STREAMS else "unknown"
-            DEAD_LETTERS.labels(stream, r.reason).inc()
+            counts[DEAD_LETTERS, (stream, r.reason)] += 1
         elif isinstance(r, Decision):
-            BREAKER_TRANSITIONS.labels(r.breaker, r.state).inc()
+            counts[BREAKER_TRANSITIONS, (r.breaker, r.state)] += 1
+    for (metric, labels), n in counts.items():
+        metric.labels(*labels).inc(n)
 
 
 class MetricsPortInUse(RuntimeError):
