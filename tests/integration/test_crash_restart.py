@@ -84,8 +84,6 @@ def pipeline_env(
     env = live_env(bootstrap, recovery_dir)
     env["ORDERGUARD__PIPELINE__BATCH_SIZE"] = str(BATCH)
     env["ORDERGUARD__RECOVERY__SNAPSHOT_INTERVAL"] = SNAPSHOT
-    if "metrics" in Settings.model_fields:  # runs side by side: no fixed metrics port
-        env["ORDERGUARD__METRICS__PORT"] = "0"
     if inputs is not None:
         env.update({k: v for k, v in inputs.items() if "__INPUT_TOPICS__" in k})
     return env
