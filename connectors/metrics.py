@@ -9,7 +9,7 @@ series is served once, by `serve`.
 from __future__ import annotations
 
 from collections import Counter as CounterOf
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, start_http_server
 
@@ -54,8 +54,30 @@ SINK_FAILURES = Counter(
     "Output records Kafka did not acknowledge (the run then fails: nothing is dropped).",
     ["topic"],
 )
+ORDERS_HELD = Gauge(
+    "orderguard_orders",
+    "Orders held in state, by derived status and state shard (sum over shards).",
+    ["status", "shard"],
+)
+OPEN_ALERTS = Gauge(
+    "orderguard_open_order_alerts",
+    "Order alerts firing now (e.g. orders past a deadline), by type and state shard.",
+    ["type", "shard"],
+)
 
 _STREAMS = frozenset({"orders", "payments", "tracking"})
+_published: dict[tuple[Gauge, str], set[str]] = {}
+
+
+def publish_census(shard: str, statuses: Mapping[str, int], open_alerts: Mapping[str, int]) -> None:
+    """Set one shard's gauges; what it no longer holds goes to 0, not stale."""
+    for gauge, values in ((ORDERS_HELD, statuses), (OPEN_ALERTS, open_alerts)):
+        seen = _published.setdefault((gauge, shard), set())
+        for label in seen - values.keys():
+            gauge.labels(label, shard).set(0)
+        for label, n in values.items():
+            gauge.labels(label, shard).set(n)
+        seen.update(values)
 
 
 def count_records(records: Iterable[object]) -> None:

@@ -15,6 +15,7 @@ a test fails if one changes.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
@@ -25,7 +26,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from connectors.metrics import count_records
+from connectors.metrics import count_records, publish_census
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
 from dataflows.encode import Encoded, encode
@@ -116,9 +117,15 @@ class _IndexLogic(StatefulBatchLogic):
         return _pickled((self.index, self.frontier, self.barrier), self._recovery)
 
 
+CENSUS_INTERVAL = 10.0
+"""Seconds between counts of a shard's orders for the gauges (a pass over its orders)."""
+
+
 class _OrdersLogic(StatefulBatchLogic):
     def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
         self._recovery = recovery
+        self._census_at = 0.0
+        self._me: int | None = None
         self.shard = OrderShard(settings)
         if resume:
             self.barrier, self.frontier, state = pickle.loads(resume)
@@ -151,7 +158,20 @@ class _OrdersLogic(StatefulBatchLogic):
                 if records:
                     out.append(("out", records))
                 out.append((CUSTOMERS_KEY, (part_, n_, me, frontier, signals)))
+            self._me = me
+            self._census()
         return out, False
+
+    def _census(self, *, now: bool = False) -> None:
+        """Publish what this shard holds, at most every CENSUS_INTERVAL (metrics only)."""
+        t = time.monotonic()
+        if self._me is not None and (now or t - self._census_at >= CENSUS_INTERVAL):
+            self._census_at = t
+            publish_census(shard_key(self._me), *self.shard.census())
+
+    def on_eof(self) -> tuple[Iterable[Any], bool]:
+        self._census(now=True)
+        return (), False
 
     def snapshot(self) -> bytes | None:
         return _pickled((self.barrier, self.frontier, self.shard.__getstate__()), self._recovery)

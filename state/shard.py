@@ -10,6 +10,7 @@ deterministic whatever the batch size or worker count.
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 
 from schemas.config import Settings
 from schemas.event import Event
@@ -94,6 +95,20 @@ class OrderShard:
         self.orders = unpack_orders(state["orders"])
         self.clock = state["clock"]
         self._wheel = state["wheel"]
+
+    def census(self) -> tuple[Counter[str], Counter[str]]:
+        """Orders held by derived status, and open order alerts by type: what is stuck where.
+
+        Counted from the state itself (not from the records emitted), so the figures
+        are right after a restart too.
+        """
+        statuses: Counter[str] = Counter()
+        open_alerts: Counter[str] = Counter()
+        for o in self.orders.values():
+            statuses[o.status or "UNKNOWN"] += 1
+            if o.alerts:
+                open_alerts.update(o.alerts.keys())
+        return statuses, open_alerts
 
     # ------------------------------------------------------------------ input
     def process(self, events: list[Event], frontier: int) -> list[Output]:

@@ -53,3 +53,46 @@ def test_counters_match_the_records_written(tmp_path):
             written[tuple(str(doc[k]) for k in labels)] += 1
         assert written, f"the day wrote no {topic}: no comparison"
         assert counted(name, labels) - before[topic] == written, topic
+
+
+def gauge(name: str, label: str) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for family in REGISTRY.collect():
+        for s in family.samples:
+            if s.name == name and s.value:
+                out[s.labels[label]] += int(s.value)
+    return out
+
+
+def test_state_gauges_say_what_is_held_and_what_is_firing(tmp_path):
+    """Every life cut short (open_share 1): no order is evicted, so the state holds them all."""
+    day = tmp_path / "day.jsonl"
+    write_jsonl(
+        day,
+        generate(
+            orders=300,
+            seed=9,
+            start=datetime(2026, 3, 2, tzinfo=UTC),
+            incidents=frozenset({"lost_payment_callback", "stalled_tracking"}),
+            open_share=1.0,
+        ),
+    )
+    run_replay(load_settings(), [day], tmp_path / "out", show_progress=False)
+    out = tmp_path / "out"
+    last: dict[str, tuple[int, str]] = {}
+    for line in (out / "corrected.jsonl").read_bytes().splitlines():
+        doc = orjson.loads(line)
+        last[doc["order_id"]] = max(
+            last.get(doc["order_id"], (0, "")), (doc["version"], doc["status"])
+        )
+    firing: dict[str, str] = {}
+    for line in (out / "alerts.jsonl").read_bytes().splitlines():
+        doc = orjson.loads(line)
+        if "order_id" in doc:
+            if doc["state"] == "firing":
+                firing[doc["alert_id"]] = doc["type"]
+            else:
+                firing.pop(doc["alert_id"], None)
+    assert len(last) > 250 and firing  # a real comparison
+    assert gauge("orderguard_orders", "status") == Counter(status for _, status in last.values())
+    assert gauge("orderguard_open_order_alerts", "type") == Counter(firing.values())
