@@ -46,9 +46,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.broker import ensure_topics
 from connectors.kafka_envelopes import produce_envelopes
-from schemas.config import Settings, load_settings
 from sim import generate
-from tests.integration.test_run_live import OUTPUTS, live_env, ok, orderguard, read_topic
+from tests.integration.test_run_live import (
+    OUTPUTS,
+    live_env,
+    ok,
+    orderguard,
+    read_topic,
+    settings_of,
+)
 
 ORDERS = 300
 SEED = 20260302
@@ -87,18 +93,6 @@ def pipeline_env(
     if inputs is not None:
         env.update({k: v for k, v in inputs.items() if "__INPUT_TOPICS__" in k})
     return env
-
-
-def settings_of(env: dict[str, str]) -> Settings:
-    """The configuration a subprocess with `env` loads."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k in os.environ:
-            if k.startswith("ORDERGUARD__"):
-                mp.delenv(k)
-        for k, v in env.items():
-            if k.startswith("ORDERGUARD__"):
-                mp.setenv(k, v)
-        return load_settings()
 
 
 def produce_day(env: dict[str, str], orders: int = ORDERS, seed: int = SEED) -> int:

@@ -14,7 +14,6 @@ SIGTERM and recovery.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -29,8 +28,7 @@ import pytest
 
 from connectors.broker import ensure_topics
 from connectors.kafka_envelopes import produce_envelopes
-from schemas.config import load_settings
-from tests.integration.test_run_live import live_env, read_topic
+from tests.integration.test_run_live import live_env, read_topic, settings_of
 
 ORDERS = 20
 LABELLED = range(10)  # their label waits in Kafka while the run is down
@@ -133,17 +131,11 @@ def stop(proc: subprocess.Popen[str]) -> None:
     assert "stopped; the next run resumes" in out
 
 
-def test_restart_after_deadline_fires_only_where_nothing_was_waiting(broker, tmp_path, monkeypatch):
+def test_restart_after_deadline_fires_only_where_nothing_was_waiting(broker, tmp_path):
     env = live_env(broker.bootstrap, tmp_path / "recovery")
     env["ORDERGUARD__THRESHOLDS__SHIPMENT_DELAYED"] = f"{DELAY_S}s"
     env["ORDERGUARD__PIPELINE__BATCH_SIZE"] = str(BATCH)
-    for k in os.environ:
-        if k.startswith("ORDERGUARD__"):
-            monkeypatch.delenv(k)
-    for k, v in env.items():
-        if k.startswith("ORDERGUARD__"):
-            monkeypatch.setenv(k, v)
-    settings = load_settings()  # the same configuration the subprocesses get
+    settings = settings_of(env)  # the same configuration the subprocesses get
     kafka = settings.kafka
     ensure_topics(kafka.bootstrap_servers, kafka.topic_partitions())
     corrected = kafka.output_topics.corrected
