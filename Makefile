@@ -15,8 +15,24 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/orderguard demo
 
+# promtool and prometheus for the ops tests: Debian's `prometheus` package, installed once
+# if missing. A policy-rc.d that denies service starts (unless one exists) keeps apt from
+# starting the packaged Prometheus on :9090; the tests start their own on free ports.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: tools
+tools:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
+	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $(SUDO) chmod 755 /usr/sbin/policy-rc.d; guard=1; fi; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; rc=$$?; \
+	  if [ -n "$$guard" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
+	fi
+
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

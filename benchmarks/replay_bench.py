@@ -124,7 +124,7 @@ class Core:
             else:
                 self._emit(msg)
         for i, shard in enumerate(self.shards):
-            _, _part, _n, _me, clock, _parts, events = direct[i]
+            _, _part, _n, _me, clock, _parts, events, _commands = direct[i]
             keyed = [((e.seq, 0, e.seq), e) for e in events] + released[i]
             keyed.sort(key=lambda kv: kv[0])
             records = []

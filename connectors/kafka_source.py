@@ -1,10 +1,12 @@
-"""Input batches from the orders, payments and tracking topics.
+"""Input batches from the orders, payments and tracking topics, and the control topic.
 
 Every partition of every input topic is one Bytewax partition named
 `"<stream>:<partition>"` (`stream_of_part` gives the stream back for the
-normalizer). Each has its own consumer with an explicit `assign` and no consumer
-group: group joins are slow on Tansu, and Bytewax recovery stores the position
-(next offset, next batch number) anyway, so nothing is committed to Kafka.
+normalizer). Operator commands are a fourth stream, `control`: read, sequenced and
+snapshotted like the others, so a restart neither loses nor skips them. Each
+partition has its own consumer with an explicit `assign` and no consumer group:
+group joins are slow on Tansu, and Bytewax recovery stores the position (next
+offset, next batch number) anyway, so nothing is committed to Kafka.
 
 "Caught up" comes from what the consumer sees (`enable.partition.eof`), never
 from watermarks: Tansu reports a wrong high watermark.
@@ -29,11 +31,12 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.metrics import CAUGHT_UP, CONSUMER_LAG, INPUT_RECORDS
 from connectors.replay import RawBatch
+from schemas.commands import CONTROL
 from schemas.config import Stream
 
 log = logging.getLogger("orderguard.kafka")
 
-_STREAMS = frozenset(get_args(Stream))
+_STREAMS = frozenset(get_args(Stream)) | {CONTROL}
 
 Position = tuple[int, int]
 """(next offset to read, next batch number); the offset may be OFFSET_BEGINNING."""

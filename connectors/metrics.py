@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections import Counter as CounterOf
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from schemas.event import DeadLetter
+from state.health import HealthBatch
 from state.records import Alert, Correction, Decision
+from state.stages import StageTiming
 
 INPUT_RECORDS = Counter(
     "orderguard_input_records_total",
@@ -65,7 +67,54 @@ OPEN_ALERTS = Gauge(
     ["type", "shard"],
 )
 
-_STREAMS = frozenset({"orders", "payments", "tracking"})
+EVENTS = Counter(
+    "orderguard_events_total",
+    "Input lines normalized into events (dead letters not included), by stream and source.",
+    ["stream", "source"],
+)
+PAYMENTS = Counter(
+    "orderguard_payments_total",
+    "Payment gateway results seen, by gateway (source) and outcome (success, failure).",
+    ["gateway", "outcome"],
+)
+SOURCE_ANOMALIES = Counter(
+    "orderguard_source_anomalies_total",
+    "Every occurrence behind the rate-limited source alerts: an unmapped status value "
+    "(UNMAPPED_STATUS), a payload missing an implied field (SCHEMA_DRIFT), an event "
+    "time ahead of ingestion (CLOCK_SKEW); by type and source.",
+    ["type", "source"],
+)
+STAGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 259200, 604800)
+STAGE_DURATION = Histogram(
+    "orderguard_stage_duration_seconds",
+    "Time between fulfillment milestones on the ingestion clock, by stage (paid_to_label, "
+    "label_to_pickup, pickup_to_delivered, payment_to_oms), channel and carrier.",
+    ["stage", "channel", "carrier"],
+    buckets=STAGE_BUCKETS,
+)
+BREAKER_STATE = Gauge(
+    "orderguard_breaker_state",
+    "1 for the state each channel and carrier breaker is in now, 0 for the others.",
+    ["breaker", "key", "state"],
+)
+CUSTOMER_HOLDS = Gauge("orderguard_customer_holds", "Customers on hold (auto-ship paused) now.")
+PROCESSING_LAG = Gauge(
+    "orderguard_processing_lag_seconds",
+    "Wall clock minus the ingestion clock the order shards of this process have reached.",
+)
+PENDING_TRACKING = Gauge(
+    "orderguard_pending_tracking",
+    "Carrier scans held for a tracking number no order holds yet, by index shard.",
+    ["shard"],
+)
+SNAPSHOT_DURATION = Histogram(
+    "orderguard_snapshot_duration_seconds",
+    "Time to serialize one step's state for a recovery snapshot, by step.",
+    ["step"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+_STREAMS = frozenset({"orders", "payments", "tracking", "control"})  # control: commands
 _published: dict[tuple[Gauge, str], set[str]] = {}
 
 
@@ -78,6 +127,47 @@ def publish_census(shard: str, statuses: Mapping[str, int], open_alerts: Mapping
         for label, n in values.items():
             gauge.labels(label, shard).set(n)
         seen.update(values)
+
+
+def observe_stages(timings: Iterable[StageTiming]) -> None:
+    for t in timings:
+        STAGE_DURATION.labels(t.stage, t.channel, t.carrier).observe(t.ms / 1000)
+
+
+_SOURCE_ANOMALY_LISTS = (
+    ("UNMAPPED_STATUS", "unmapped"),
+    ("SCHEMA_DRIFT", "drift"),
+    ("CLOCK_SKEW", "skews"),
+)
+
+
+def count_health_batch(batch: HealthBatch) -> None:
+    """Traffic per stream and source, payment outcomes, source anomalies: from the batch's sums."""
+    for (stream, source), n in batch.events.items():
+        EVENTS.labels(stream, source).inc(n)
+    gateways: CounterOf[tuple[str, str]] = CounterOf()
+    for (gateway, _minute), (ok, failed) in batch.outcomes.items():
+        gateways[gateway, "success"] += ok
+        gateways[gateway, "failure"] += failed
+    for labels, n in gateways.items():
+        if n:
+            PAYMENTS.labels(*labels).inc(n)
+    anomalies: CounterOf[tuple[str, str]] = CounterOf()
+    for kind, attr in _SOURCE_ANOMALY_LISTS:
+        for item in getattr(batch, attr):
+            anomalies[kind, item[2]] += 1  # (pos, at, source, ...)
+    for labels, n in anomalies.items():
+        SOURCE_ANOMALIES.labels(*labels).inc(n)
+
+
+BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN")
+
+
+def publish_breakers(states: Iterable[tuple[str, str, str]]) -> None:
+    """(breaker, key, state) for every channel and carrier breaker: one-hot per breaker."""
+    for breaker, key, state in states:
+        for s in BREAKER_STATES:
+            BREAKER_STATE.labels(breaker, key, s).set(1 if s == state else 0)
 
 
 def count_records(records: Iterable[object]) -> None:
@@ -115,3 +205,19 @@ def serve(host: str, port: int) -> None:
             f"cannot serve metrics on {host}:{port}: {e.strerror} "
             "(set metrics.port, or 0 to switch the endpoint off)"
         ) from None
+
+
+# ---------------------------------------------------------------- the Redis order view
+VIEW_WRITES = Counter("orderguard_redis_view_writes_total", "Keys written to the Redis order view.")
+VIEW_FAILURES = Counter(
+    "orderguard_redis_view_failures_total",
+    "Failed attempts to write to the Redis order view (Redis away, too slow, or a command "
+    "refused); what was not written is tried again.",
+)
+VIEW_DROPPED = Counter(
+    "orderguard_redis_view_dropped_total",
+    "Keys dropped from the order view's buffer while it was full (Redis away too long).",
+)
+VIEW_BUFFERED = Gauge(
+    "orderguard_redis_view_buffered", "Keys waiting to be written to the Redis order view."
+)

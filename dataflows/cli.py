@@ -6,6 +6,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -367,6 +368,119 @@ def _replay_demo(settings: Settings, orders: int, seed: int, incidents: tuple[st
     summary = run_replay(settings, [day], work / "out")
     click.echo(summary.render())
     click.echo(f"outputs in {work / 'out'}/")
+
+
+def _operator_options(f: Any) -> Any:
+    f = click.option("--reason", default=None, help="Why (recorded in the decision).")(f)
+    f = click.option(
+        "--operator",
+        default=None,
+        help="Who gives the command (default: $ORDERGUARD_OPERATOR, else the login name).",
+    )(f)
+    return config_option(f)
+
+
+def _send_command(config_path: Path | None, payload: dict[str, Any]) -> None:
+    """Validate as the pipeline will, produce to the control topic, wait for the ack."""
+    from connectors.broker import BrokerError
+    from dataflows.operator import CommandRefused, PublishError, prepare, publish
+
+    settings = _settings(config_path)
+    try:
+        command, value = prepare(settings, payload)
+    except CommandRefused as e:
+        raise click.ClickException(f"command refused, nothing sent: {e}") from None
+    try:
+        publish(settings, command, value)
+    except (BrokerError, PublishError) as e:
+        raise click.ClickException(str(e)) from None
+    kafka = settings.kafka
+    click.echo(
+        f"sent command {command.command_id}: {command.breaker} {command.key} -> {command.state} "
+        f"by {command.operator} to {kafka.control_topic} at {kafka.bootstrap_servers}"
+    )
+    click.echo(
+        f"the decision appears on {kafka.output_topics.breakers} (key {command.key!r}) "
+        "once the pipeline has applied it"
+    )
+
+
+def _who(operator: str | None) -> str:
+    from dataflows.operator import default_operator
+
+    return operator if operator is not None else default_operator()
+
+
+@main.group()
+def hold() -> None:
+    """Customer holds: operator commands through the control topic."""
+
+
+@hold.command("release")
+@click.argument("customer_id")
+@_operator_options
+def hold_release(
+    customer_id: str, operator: str | None, reason: str | None, config_path: Path | None
+) -> None:
+    """Release CUSTOMER_ID's hold (as `breaker force customer CUSTOMER_ID RELEASED`)."""
+    from dataflows.operator import hold_release as payload
+
+    _send_command(config_path, payload(customer_id, _who(operator), reason))
+
+
+@main.group()
+def breaker() -> None:
+    """Circuit breakers: operator commands through the control topic."""
+
+
+@breaker.command("force")
+@click.argument("kind")
+@click.argument("key")
+@click.argument("state")
+@_operator_options
+def breaker_force(
+    kind: str,
+    key: str,
+    state: str,
+    operator: str | None,
+    reason: str | None,
+    config_path: Path | None,
+) -> None:
+    """Force breaker KIND (channel, carrier, customer) KEY into STATE.
+
+    \b
+    channel, carrier: OPEN, CLOSED, HALF_OPEN (held until the next command),
+                      AUTO (back to the automatic rules)
+    customer:         HOLD (expires like any hold), RELEASED
+    """
+    from dataflows.operator import breaker_force as payload
+
+    _send_command(config_path, payload(kind.lower(), key, state.upper(), _who(operator), reason))
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for machines.")
+@config_option
+def lookup(order_id: str, as_json: bool, config_path: Path | None) -> None:
+    """Show ORDER_ID as the Redis order view holds it: status, alerts, timeline."""
+    from dataflows.lookup import ViewUnreachable, read_order, render
+
+    view_cfg = _settings(config_path).redis
+    if view_cfg.url is None:
+        raise click.ClickException(
+            "no order view is configured: set redis.url (or ORDERGUARD__REDIS__URL)"
+        )
+    order_id = order_id.strip()  # ids are case-sensitive; surrounding whitespace is noise
+    try:
+        view = read_order(view_cfg, order_id)
+    except ViewUnreachable as e:
+        raise click.ClickException(str(e)) from None
+    if view is None:
+        raise click.ClickException(
+            f"order {order_id} is not in the view (unknown id, or past its retention)"
+        )
+    click.echo(view.as_json().decode() if as_json else render(view))
 
 
 @main.group()

@@ -199,6 +199,7 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         env = {**os.environ, **overrides}
         if redis is not None:
             env["REDIS_URL"] = redis.url
+            env["ORDERGUARD__REDIS__URL"] = redis.url  # the pipeline keeps its order view there
         os.environ.update(overrides)  # this process reads the same configuration
         settings = load_settings(config)
         kafka = settings.kafka

@@ -8,34 +8,17 @@ order whatever the worker count.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import orjson
 
 from schemas.event import DeadLetter
+from schemas.timeparse import iso
 from state.records import Alert, Correction, Decision
 
 Encoded = tuple[str, str, str, bytes]
 
 CORRECTED, ALERTS, BREAKERS, DEAD_LETTERS = "corrected", "alerts", "breakers", "dead_letters"
 TOPICS = (CORRECTED, ALERTS, BREAKERS, DEAD_LETTERS)
-
-
-_SECONDS: dict[int, str] = {}
-
-
-def iso(ms: int | None) -> str | None:
-    """UTC RFC 3339 with milliseconds and Z (formatted once per second: this is hot)."""
-    if ms is None:
-        return None
-    sec, milli = divmod(ms, 1000)
-    prefix = _SECONDS.get(sec)
-    if prefix is None:
-        if len(_SECONDS) >= 4096:
-            _SECONDS.clear()
-        prefix = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _SECONDS[sec] = prefix
-    return f"{prefix}{milli:03d}Z"
 
 
 def _now() -> str | None:

@@ -26,7 +26,17 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from connectors.metrics import count_records, publish_census
+from connectors.metrics import (
+    CUSTOMER_HOLDS,
+    PENDING_TRACKING,
+    PROCESSING_LAG,
+    SNAPSHOT_DURATION,
+    count_health_batch,
+    count_records,
+    observe_stages,
+    publish_breakers,
+    publish_census,
+)
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
 from dataflows.encode import Encoded, encode
@@ -34,6 +44,7 @@ from dataflows.router import (
     CUSTOMERS_KEY,
     HEALTH_KEY,
     Router,
+    index_key,
     index_shards,
     shard_key,
     stable_shard,
@@ -46,6 +57,7 @@ from state.customers import CustomerDesk
 from state.health import HealthBatch, HealthState
 from state.shard import OrderShard
 from state.tracking_index import TrackingIndex
+from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
 
 SEQUENCER_KEY = "sequencer"
 
@@ -53,7 +65,7 @@ STEP_IDS = ("input", "sequencer", "tracking_index", "orders", "customers", "heal
 """The steps that hold state or position; renaming one orphans its recovery data."""
 
 
-def _pickled(obj: object, recovery: bool) -> bytes | None:
+def _pickled(obj: object, recovery: bool, step: str) -> bytes | None:
     """Snapshots must be immutable: pickle at snapshot time, not later.
 
     Bytewax asks for snapshots even when recovery is off; pickling whole shards for
@@ -61,7 +73,10 @@ def _pickled(obj: object, recovery: bool) -> bytes | None:
     """
     if not recovery:
         return None
-    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    started = time.perf_counter()
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    SNAPSHOT_DURATION.labels(step).observe(time.perf_counter() - started)
+    return data
 
 
 class _SequencerLogic(StatefulBatchLogic):
@@ -79,7 +94,7 @@ class _SequencerLogic(StatefulBatchLogic):
         return self.sequencer.flush(), False
 
     def snapshot(self) -> bytes | None:
-        return _pickled(self.sequencer, self._recovery)
+        return _pickled(self.sequencer, self._recovery, "sequencer")
 
 
 class _IndexLogic(StatefulBatchLogic):
@@ -103,6 +118,7 @@ class _IndexLogic(StatefulBatchLogic):
         self, part: str, n: int, me: int, clock: int, parts: int, items: list[Event]
     ) -> list[Any]:
         released, dead = self.index.process(items, self.frontier.update(part, clock, parts))
+        PENDING_TRACKING.labels(index_key(me)).set(self.index.pending_count)
         per_shard: list[list[Any]] = [[] for _ in range(self._shards)]
         for key, ev in released:
             per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))
@@ -114,7 +130,7 @@ class _IndexLogic(StatefulBatchLogic):
         return out
 
     def snapshot(self) -> bytes | None:
-        return _pickled((self.index, self.frontier, self.barrier), self._recovery)
+        return _pickled((self.index, self.frontier, self.barrier), self._recovery, "tracking_index")
 
 
 CENSUS_INTERVAL = 10.0
@@ -122,8 +138,11 @@ CENSUS_INTERVAL = 10.0
 
 
 class _OrdersLogic(StatefulBatchLogic):
-    def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
+    def __init__(
+        self, settings: Settings, resume: bytes | None, recovery: bool, view: bool = False
+    ) -> None:
         self._recovery = recovery
+        self._view = settings if view else None  # emit the Redis view's updates
         self._census_at = 0.0
         self._me: int | None = None
         self.shard = OrderShard(settings)
@@ -137,9 +156,9 @@ class _OrdersLogic(StatefulBatchLogic):
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
         out: list[Any] = []
         for msg in values:
-            if msg[0] == "direct":
-                _, part, n, me, clock, parts, events = msg
-                payload = (clock, parts, [((e.seq, 0, e.seq), e) for e in events])
+            if msg[0] == "direct":  # customer commands ride on shard 0's (dataflows.router)
+                _, part, n, me, clock, parts, events, commands = msg
+                payload = (clock, parts, [((e.seq, 0, e.seq), e) for e in events], commands)
                 sender = 0
             else:
                 _, part, n, me, idx, released = msg
@@ -153,11 +172,23 @@ class _OrdersLogic(StatefulBatchLogic):
                     keyed.extend(p[2])
                 keyed.sort(key=lambda kv: kv[0])
                 signals, records = [], []
-                for kind, rec in self.shard.process([e for _, e in keyed], frontier):
+                events = [e for _, e in keyed]
+                fresh = first_deliveries(events, self.shard.orders) if self._view else []
+                for kind, rec in self.shard.process(events, frontier):
                     (signals if kind == "signal" else records).append(rec)
                 if records:
                     out.append(("out", records))
+                if self._view is not None:
+                    view = orders_update(self._view, self.shard, fresh, records)
+                    if view:
+                        out.append(("view", view))
+                signals += payloads[0][3]  # the batch's customer commands, for the desk
                 out.append((CUSTOMERS_KEY, (part_, n_, me, frontier, signals)))
+                if self.shard.stages:
+                    observe_stages(self.shard.stages)
+                    self.shard.stages.clear()
+                if frontier:
+                    PROCESSING_LAG.set(max(0.0, time.time() - frontier / 1000))
             self._me = me
             self._census()
         return out, False
@@ -174,7 +205,8 @@ class _OrdersLogic(StatefulBatchLogic):
         return (), False
 
     def snapshot(self) -> bytes | None:
-        return _pickled((self.barrier, self.frontier, self.shard.__getstate__()), self._recovery)
+        state = (self.barrier, self.frontier, self.shard.__getstate__())
+        return _pickled(state, self._recovery, "orders")
 
 
 class _CustomersLogic(StatefulBatchLogic):
@@ -195,10 +227,11 @@ class _CustomersLogic(StatefulBatchLogic):
                 records = self.desk.process(merged, clock_)
                 if records:
                     out.append(("out", records))
+        CUSTOMER_HOLDS.set(len(self.desk.holds.held))
         return out, False
 
     def snapshot(self) -> bytes | None:
-        return _pickled((self.barrier, self.desk), self._recovery)
+        return _pickled((self.barrier, self.desk), self._recovery, "customers")
 
 
 class _HealthLogic(StatefulBatchLogic):
@@ -220,10 +253,13 @@ class _HealthLogic(StatefulBatchLogic):
             records = self.state.apply(batch) + self.state.advance(batch.clock_ms)
             if records:
                 out.append(("out", records))
+            count_health_batch(batch)
+        if ready:
+            publish_breakers(self.state.breaker_states())
         return out, False
 
     def snapshot(self) -> bytes | None:
-        return _pickled((self.state, self.frontier, self.barrier), self._recovery)
+        return _pickled((self.state, self.frontier, self.barrier), self._recovery, "health")
 
 
 def build_flow(
@@ -234,10 +270,12 @@ def build_flow(
     flow_id: str = "orderguard",
     stream_of: Callable[[str], str | None] | None = None,
     recovery: bool = False,
+    view_sink: Sink[ViewUpdate] | None = None,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
     `recovery`: whether the run keeps Bytewax recovery snapshots (live runs do).
+    `view_sink`: where the Redis order view's updates go (none: they are not even built).
     """
     router = Router(settings)
     stream_for = cache(stream_of) if stream_of else None
@@ -271,7 +309,10 @@ def build_flow(
         op.filter("direct_to_orders", routed, _is_order),
         op.filter("index_to_orders", from_index, _is_order),
     )
-    orders = op.stateful_batch("orders", orders_in, lambda r: _OrdersLogic(settings, r, recovery))
+    with_view = view_sink is not None
+    orders = op.stateful_batch(
+        "orders", orders_in, lambda r: _OrdersLogic(settings, r, recovery, view=with_view)
+    )
     orders_out: Stream[Any] = op.map("orders_out", orders, _value)
 
     to_customers = op.filter("to_customers", orders_out, lambda kv: kv[0] == CUSTOMERS_KEY)
@@ -293,6 +334,13 @@ def build_flow(
     # records travel as one list per batch: Bytewax's cost is per item, not per record
     encoded = op.map("encode", records, _count_and_encode)
     op.output("output", encoded, sink)
+    if view_sink is not None:
+        view = op.merge(
+            "view_updates",
+            op.filter_map("view_orders", orders_out, _view_update),
+            op.filter_map("view_decisions", records, lambda kv: decisions_update(kv[1]) or None),
+        )
+        op.output("redis_view", view, view_sink)
     return flow
 
 
@@ -303,6 +351,10 @@ def _count_and_encode(kv: tuple[str, list[Any]]) -> list[Encoded]:
 
 def _value(kv: tuple[str, Any]) -> Any:
     return kv[1]
+
+
+def _view_update(kv: tuple[str, Any]) -> ViewUpdate | None:
+    return kv[1] if kv[0] == "view" else None
 
 
 def _is_out(kv: tuple[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, stream_of_part
 from connectors.metrics import serve
 from connectors.processes import stop_signals_interrupt
+from connectors.redis_view import RedisViewSink
 from dataflows.flow import build_flow
 from dataflows.router import index_shards
 from schemas.config import Settings
@@ -74,8 +75,10 @@ LAYOUT_FILE = "orderguard-layout.json"
 barriers wait for every shard, so another layout would orphan the state and stall."""
 
 
-LAYOUT_VERSION = 2
-"""Bumped when the dataflow's stateful steps change shape (2: the input sequencer)."""
+LAYOUT_VERSION = 4
+"""Bumped when the dataflow's stateful steps change shape (2: the input sequencer;
+3: two more times per order, for the stage durations; 4: forced breakers, and
+operator commands in the order shards' barrier)."""
 
 
 def _layout(settings: Settings) -> dict[str, int]:
@@ -214,7 +217,7 @@ def run_live(
     client = kafka.client_config()
     source = KafkaInputSource(
         kafka.bootstrap_servers,
-        kafka.input_topics.model_dump(),
+        kafka.source_topics(),
         config=client,
         batch_size=settings.pipeline.batch_size,
         stop_at_eof=exit_when_caught_up,
@@ -239,7 +242,10 @@ def run_live(
         config=client,
         flush_timeout=kafka.flush_timeout / 1000,
     )
-    flow = build_flow(settings, source, sink, stream_of=stream_of_part, recovery=True)
+    view_sink = RedisViewSink(settings.redis) if settings.redis.url else None
+    flow = build_flow(
+        settings, source, sink, stream_of=stream_of_part, recovery=True, view_sink=view_sink
+    )
     metrics = settings.metrics
     if metrics.port:
         serve(metrics.host, metrics.port + (process_id or 0))

@@ -4,12 +4,18 @@ Every order shard and every tracking-index shard gets exactly one message per
 input batch, even an empty one: it carries the batch's ingestion clock (so
 deadlines fire in quiet shards too) and lets the downstream barriers know the
 batch is complete.
+
+Lines of the `control` stream are operator commands (`schemas.commands`), not
+envelopes for the normalizer: channel and carrier commands join the health batch
+in their input position; customer commands ride on order shard 0's message, which
+passes them to the customer desk with the shards' signals for the same batch.
 """
 
 from __future__ import annotations
 
 import zlib
 
+from schemas.commands import CONTROL, Command, CommandParser, is_control
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
 from schemas.normalize import Normalizer
@@ -43,6 +49,7 @@ def stable_shard(text: str, n: int) -> int:
 class Router:
     def __init__(self, settings: Settings, normalizer: Normalizer | None = None) -> None:
         self._normalize = (normalizer or Normalizer(settings)).normalize
+        self._command = CommandParser(settings).parse
         self._shards = settings.pipeline.shards
         self._index = index_shards(settings)
         self._settings = settings
@@ -70,10 +77,22 @@ class Router:
         index: list[list[Event]] = [[] for _ in range(nindex)]
         health = HealthBatch.for_settings(self._settings)
         dead: list[DeadLetter] = []
+        commands: list[Command] = []  # the customer desk's, via order shard 0
         normalize = self._normalize
         for i, (seq, raw, origin) in enumerate(lines):
             line_stream = stream if streams is None else streams[i]
-            r = normalize(raw, origin=origin, stream=line_stream, seq=seq)
+            if line_stream == CONTROL or (line_stream is None and is_control(raw)):
+                r = self._command(raw, origin, seq, line_stream)
+                if isinstance(r, Command):
+                    if raise_clock and r.received_ms > clock:
+                        clock = r.received_ms
+                    if r.breaker == "customer":
+                        commands.append(r)
+                    else:
+                        health.add_command(r)
+                    continue
+            else:
+                r = normalize(raw, origin=origin, stream=line_stream, seq=seq)
             if isinstance(r, DeadLetter):
                 health.add_dead_letter(r, self._channel_of.get(r.source or ""))
                 dead.append(r)
@@ -94,7 +113,7 @@ class Router:
                 index[stable_shard(r.tracking_no, nindex)].append(r)
         health.clock_ms = max(health.clock_ms, clock)
         out: list[Message] = [
-            (shard_key(i), ("direct", part, n, i, clock, parts, evs))
+            (shard_key(i), ("direct", part, n, i, clock, parts, evs, [] if i else commands))
             for i, evs in enumerate(direct)
         ]
         out.extend((index_key(i), (part, n, i, clock, parts, evs)) for i, evs in enumerate(index))

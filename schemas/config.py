@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -173,6 +174,7 @@ class Kafka(_Strict):
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
     input_topics: InputTopics = InputTopics()
     output_topics: OutputTopics = OutputTopics()
+    control_topic: TopicName = "orderguard.control"  # operator commands (schemas.commands)
     partitions: int = Field(6, ge=1, le=10_000)
     client: dict[str, str] = {}
     sasl_password: SecretStr | None = None
@@ -189,7 +191,7 @@ class Kafka(_Strict):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> Kafka:
-        names = list(self.input_topics.model_dump().values())
+        names = list(self.source_topics().values())
         names += list(self.output_topics.model_dump().values())
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -203,9 +205,13 @@ class Kafka(_Strict):
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         return conf
 
+    def source_topics(self) -> dict[str, str]:
+        """Every topic the pipeline reads, by stream: the three inputs and `control`."""
+        return {**self.input_topics.model_dump(), "control": self.control_topic}
+
     def topic_partitions(self) -> dict[str, int]:
-        """Every input and output topic with the partition count used to create it."""
-        names = list(self.input_topics.model_dump().values())
+        """Every topic read or written, with the partition count used to create it."""
+        names = list(self.source_topics().values())
         names += list(self.output_topics.model_dump().values())
         return dict.fromkeys(names, self.partitions)
 
@@ -235,6 +241,51 @@ class Metrics(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class RedisView(_Strict):
+    """The Redis order view (`state.view` says what it holds); no `url`, no view.
+
+    The password is kept apart as a `SecretStr` (ORDERGUARD__REDIS__PASSWORD) and only
+    merged in by `client_options()`, so printing the settings never shows it.
+    """
+
+    url: str | None = None
+    password: SecretStr | None = None
+    key_prefix: str = Field("og:", max_length=64, pattern=r"^\S*$")
+    timeline_max: int = Field(50, ge=1, le=10_000)
+    buffer_max_keys: int = Field(100_000, ge=1)
+    socket_timeout: DurationMs = Field(1000, ge=1)
+    retry_interval: DurationMs = Field(1000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme not in REDIS_SCHEMES or not rest:
+            # Only the scheme is named: the URL may carry a password.
+            shown = f"{scheme!r}" if sep else "none"
+            raise ValueError(
+                f"a Redis URL starts with redis://, rediss:// or unix:// (scheme: {shown})"
+            )
+        try:
+            urlsplit(v).port  # noqa: B018 (parsing it is the check)
+        except ValueError:
+            raise ValueError("the port of the Redis URL is not a number from 0 to 65535") from None
+        return v
+
+    def client_options(self) -> dict[str, object]:
+        """redis-py options beside the URL: timeouts and the password (never logged)."""
+        timeout = self.socket_timeout / 1000
+        opts: dict[str, object] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if self.password is not None:
+            opts["password"] = self.password.get_secret_value()
+        return opts
 
 
 # ---------------------------------------------------------------- channels, carriers
@@ -392,6 +443,7 @@ class Settings(BaseSettings):
     kafka: Kafka = Kafka()
     recovery: Recovery = Recovery()
     metrics: Metrics = Metrics()
+    redis: RedisView = RedisView()
     channels: dict[str, ChannelSpec] = {}
     carriers: dict[str, CarrierSpec] = {}
     refund_order: dict[str, RefundClaim] = {}

@@ -52,3 +52,35 @@ REASONS: tuple[str, ...] = (
     INTERNAL_ERROR,
 )
 """Every reason a dead letter may carry, in the order the normalizer checks them."""
+
+# ---------------------------------------------------------------- operator commands
+# The control stream (`schemas.commands`) also uses NOT_JSON, NOT_OBJECT,
+# BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME and INVALID_FIELD as above.
+UNKNOWN_COMMAND = "unknown_command"
+"""A control envelope whose `payload.command` is not `hold_release` or `breaker_force`."""
+UNKNOWN_BREAKER = "unknown_breaker"
+"""A `breaker_force` whose `kind` is not channel, carrier or customer."""
+UNKNOWN_BREAKER_KEY = "unknown_breaker_key"
+"""A channel or carrier `key` that is not a key of `channels:` / `carriers:` in the config."""
+INVALID_BREAKER_STATE = "invalid_breaker_state"
+"""A `state` the breaker kind does not have (OPEN, CLOSED, HALF_OPEN, AUTO for channels
+and carriers; HOLD, RELEASED for customers)."""
+MISSING_OPERATOR = "missing_operator"
+"""A command without `payload.operator`: every operator decision names who took it."""
+
+COMMAND_REASONS: tuple[str, ...] = (
+    NOT_JSON,
+    NOT_OBJECT,
+    BAD_ENVELOPE,
+    STREAM_MISMATCH,
+    UNKNOWN_SOURCE,
+    UNPARSEABLE_TIME,
+    UNKNOWN_COMMAND,
+    MISSING_OPERATOR,
+    INVALID_FIELD,
+    UNKNOWN_BREAKER,
+    UNKNOWN_BREAKER_KEY,
+    INVALID_BREAKER_STATE,
+    INTERNAL_ERROR,
+)
+"""Every reason a dead letter of the control stream may carry, in the order they are checked."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -291,3 +291,20 @@ def parser_for(fmt: str, zone: str = "UTC") -> Callable[[object], int]:
 def parse_time(value: object, fmt: str, zone: str = "UTC") -> int:
     """Parse one value in a configured format: rfc3339, naive, epoch_s or epoch_ms."""
     return parser_for(fmt, zone)(value)
+
+
+_SECONDS: dict[int, str] = {}
+
+
+def iso(ms: int | None) -> str | None:
+    """UTC RFC 3339 with milliseconds and Z (formatted once per second: this is hot)."""
+    if ms is None:
+        return None
+    sec, milli = divmod(ms, 1000)
+    prefix = _SECONDS.get(sec)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _SECONDS[sec] = prefix
+    return f"{prefix}{milli:03d}Z"

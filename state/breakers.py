@@ -3,6 +3,19 @@
 Each is a small state machine driven by the ingestion clock (epoch ms) its caller
 passes in, never the wall clock, so that a replay gives the same decisions at any
 speed. They are slotted and picklable as they are: Bytewax snapshots them in state.
+
+Operators force breakers (`orderguard breaker force`, `orderguard hold release`):
+- A forced channel or carrier state is sticky: while forced the rules still take
+  in windows and calls but make no transition (no cool-down, no trip, no close),
+  until the operator forces another state or AUTO. AUTO hands the breaker back to
+  its rules in the state it is in, with fresh counting windows (and a fresh
+  cool-down if OPEN): the spec's windows start afresh on every change of state.
+- Each command that changes the state or the forced flag is one decision (OPEN
+  by the rules, then forced OPEN, is a decision with previous_state OPEN); a
+  command that changes neither (a repeat, AUTO on a breaker not forced) is none,
+  so applying a command twice (at-least-once input) is harmless.
+- Customer holds are not sticky: an operator's hold expires like any hold, and a
+  released customer is held again by the next alert that holds customers.
 """
 
 from __future__ import annotations
@@ -16,6 +29,8 @@ from state.records import Decision
 CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
 HOLD, RELEASED = "HOLD", "RELEASED"
 REVIEW, RESUME, PAUSE = "route_to_manual_review", "resume", "pause_auto_ship"
+AUTO = "AUTO"
+"""Not a state: an operator's command to give a breaker back to its rules."""
 
 MAX_HELD_ORDERS = 20
 """Orders remembered per customer hold (the first, then the extra ones): figures stay small."""
@@ -34,12 +49,13 @@ class ChannelBreaker:
     (CLOSED) or of healthy ones (HALF_OPEN). Windows complete strictly in time order.
     """
 
-    __slots__ = ("cfg", "key", "now", "pending", "run", "since", "state")
+    __slots__ = ("cfg", "forced", "key", "now", "pending", "run", "since", "state")
 
     def __init__(self, key: str, cfg: ChannelBreakerConfig) -> None:
         self.key = key
         self.cfg = cfg
         self.state = CLOSED
+        self.forced = False  # an operator holds the state: the rules make no transition
         self.since = 0  # the last change of state; windows starting before it do not count
         self.now = 0  # windows ending at or before this are complete
         self.pending: dict[int, list[int]] = {}  # window start -> [total, bad]
@@ -58,7 +74,7 @@ class ChannelBreaker:
         size = self.cfg.window
         while True:
             first = min(self.pending) if self.pending else None
-            if self.state == OPEN:
+            if self.state == OPEN and not self.forced:
                 due = self.since + self.cfg.open_for
                 if due <= now_ms and (first is None or due <= first + size):
                     reason = f"open for {self.cfg.open_for // 1000}s: trying again"
@@ -73,7 +89,7 @@ class ChannelBreaker:
 
     def _complete(self, start: int, total: int, bad: int) -> list[Decision]:
         cfg = self.cfg
-        if start < self.since or self.state == OPEN:
+        if start < self.since or self.state == OPEN or self.forced:
             return []
         if self.run and self.run[-1][0] + cfg.window != start:
             self.run = []  # empty windows since the last one: too few events, the run is broken
@@ -124,6 +140,19 @@ class ChannelBreaker:
         self.state, self.since, self.run = state, at, []
         return d
 
+    def force(
+        self, state: str, at_ms: int, reason: str, figures: dict[str, object]
+    ) -> Decision | None:
+        """An operator's command: `state` (sticky) or AUTO; None when it changes nothing."""
+        new = _forcing(self, state)
+        if new is None:
+            return None
+        figures = {**figures, "forced": self.forced}
+        action = REVIEW if new == OPEN else RESUME
+        d = Decision("channel", self.key, new, self.state, reason, action, figures, at_ms)
+        self.state, self.since, self.run = new, at_ms, []
+        return d
+
 
 class CarrierBreaker:
     """A carrier's API health from the shipping service's calls, in call order.
@@ -138,6 +167,7 @@ class CarrierBreaker:
         "calls",
         "cfg",
         "failures",
+        "forced",
         "key",
         "probes",
         "since",
@@ -151,6 +181,7 @@ class CarrierBreaker:
         self.cfg = cfg
         self.backup = backup
         self.state = CLOSED
+        self.forced = False  # an operator holds the state: the rules make no transition
         self.since = 0
         self._reset()
 
@@ -164,7 +195,7 @@ class CarrierBreaker:
     def advance(self, now_ms: int) -> list[Decision]:
         """End the cool-down if it is over by now_ms (at exactly opened_at + open_for)."""
         due = self.since + self.cfg.open_for
-        if self.state != OPEN or due > now_ms:
+        if self.state != OPEN or self.forced or due > now_ms:
             return []
         reason = f"open for {self.cfg.open_for // 1000}s: probing"
         return [self._change(HALF_OPEN, due, reason, {"opened_at": self.since})]
@@ -172,10 +203,13 @@ class CarrierBreaker:
     def call(self, at_ms: int, ok: bool, latency_ms: float) -> list[Decision]:
         """One call to the carrier's API; calls come in order."""
         out = self.advance(at_ms)
-        if self.state == OPEN:
+        if self.state == OPEN and not self.forced:
             return out
         cfg = self.cfg
         slow = latency_ms > cfg.slow_ms
+        if self.forced:  # counted, but the rules decide nothing while an operator does
+            self._count(ok, slow)
+            return out
         if self.state == HALF_OPEN:
             self.probes.append({"at": at_ms, "ok": ok, "latency_ms": latency_ms})
             figures = {"probes": self.probes}
@@ -186,14 +220,7 @@ class CarrierBreaker:
                 reason = f"{len(self.probes)} good probe calls"
                 out.append(self._change(CLOSED, at_ms, reason, figures))
             return out
-        self.calls.append((not ok) | slow << 1)
-        self.failures += not ok
-        self.slow += slow
-        self.streak = 0 if ok else self.streak + 1
-        if len(self.calls) > cfg.window_calls:
-            gone = self.calls.popleft()
-            self.failures -= gone & 1
-            self.slow -= gone >> 1
+        self._count(ok, slow)
         reason = self._trip_reason()
         if reason:
             figures = {
@@ -204,6 +231,17 @@ class CarrierBreaker:
             }
             out.append(self._change(OPEN, at_ms, reason, figures))
         return out
+
+    def _count(self, ok: bool, slow: bool) -> None:
+        """One call into the history of the last `window_calls` calls."""
+        self.calls.append((not ok) | slow << 1)
+        self.failures += not ok
+        self.slow += slow
+        self.streak = 0 if ok else self.streak + 1
+        if len(self.calls) > self.cfg.window_calls:
+            gone = self.calls.popleft()
+            self.failures -= gone & 1
+            self.slow -= gone >> 1
 
     def _trip_reason(self) -> str | None:
         cfg, n = self.cfg, len(self.calls)
@@ -237,6 +275,35 @@ class CarrierBreaker:
         self.state, self.since = state, at
         self._reset()
         return d
+
+    def force(
+        self, state: str, at_ms: int, reason: str, figures: dict[str, object]
+    ) -> Decision | None:
+        """An operator's command: `state` (sticky) or AUTO; None when it changes nothing."""
+        new = _forcing(self, state)
+        if new is None:
+            return None
+        figures = {**figures, "forced": self.forced}
+        action = f"failover_to:{self.backup or 'none'}" if new == OPEN else RESUME
+        d = Decision("carrier", self.key, new, self.state, reason, action, figures, at_ms)
+        self.state, self.since = new, at_ms
+        self._reset()
+        return d
+
+
+def _forcing(b: ChannelBreaker | CarrierBreaker, state: str) -> str | None:
+    """Set the forced flag for a command; the state to go to, or None if nothing changes."""
+    if state == AUTO:
+        if not b.forced:
+            return None
+        b.forced = False
+        return b.state
+    if state not in (OPEN, CLOSED, HALF_OPEN):
+        raise ValueError(f"a breaker cannot be forced to {state!r}")
+    if b.forced and b.state == state:
+        return None
+    b.forced = True
+    return state
 
 
 class CustomerHolds:
@@ -272,11 +339,35 @@ class CustomerHolds:
         figures = {"order_id": order_id, "alert_type": alert_type, "expires_at": expires}
         return Decision("customer", customer_id, HOLD, RELEASED, reason, PAUSE, figures, at_ms)
 
-    def release(self, customer_id: str, at_ms: int, by: str) -> Decision | None:
-        """An operator's release; None when the customer is not held."""
+    def hold_by_operator(
+        self, customer_id: str, at_ms: int, reason: str, figures: dict[str, object]
+    ) -> Decision | None:
+        """An operator's hold, expiring like any hold; None when the customer is held."""
+        if self.is_held(customer_id, at_ms):
+            return None
+        expires = at_ms + self.cfg.expires_after
+        self.held[customer_id] = (at_ms, reason, "", [])
+        heapq.heappush(self.due, (expires, customer_id))
+        figures = {**figures, "expires_at": expires}
+        return Decision("customer", customer_id, HOLD, RELEASED, reason, PAUSE, figures, at_ms)
+
+    def release(
+        self,
+        customer_id: str,
+        at_ms: int,
+        by: str,
+        reason: str | None = None,
+        figures: dict[str, object] | None = None,
+    ) -> Decision | None:
+        """An operator's release; None when the customer is not held.
+
+        `reason` and `figures` (the command's) replace and extend the defaults.
+        """
         if not self.is_held(customer_id, at_ms):
             return None
-        return self._release(customer_id, at_ms, f"released by operator {by}")
+        d = self._release(customer_id, at_ms, reason or f"released by operator {by}")
+        d.figures.update(figures or {})
+        return d
 
     def advance(self, now_ms: int) -> list[Decision]:
         """Release, in expiry order, every hold that has expired by now_ms."""
@@ -293,7 +384,7 @@ class CustomerHolds:
         figures = {
             "held_at": held_at,
             "hold_reason": why,
-            "alert_type": alert_type,
+            "alert_type": alert_type or None,  # None: an operator's hold
             "orders": orders,
         }
         return Decision("customer", customer_id, RELEASED, HOLD, reason, RESUME, figures, at)

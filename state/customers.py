@@ -4,10 +4,17 @@ Orders of one customer live in different shards, so holds live here, fed by the
 shards' signals in a deterministic order. A hold opens on DELIVERY_NOT_REFLECTED
 or DUPLICATE_SHIPMENT_RISK; a reship or second tracking number for any order of a
 held customer is itself a DUPLICATE_SHIPMENT_RISK, which resolves with the hold.
+
+Operator commands for customers (`schemas.commands`: HOLD, RELEASED) arrive mixed
+with the signals of the same input batch, via order shard 0, and are applied in
+ingestion-time order with them: at the same time, signals first (a deadline due
+at t fires before an input at t), then commands in input order. Applying one
+twice changes nothing: a second release of a released customer says nothing.
 """
 
 from __future__ import annotations
 
+from schemas.commands import Command
 from schemas.config import Settings
 from state.breakers import CustomerHolds
 from state.order_alerts import MESSAGES
@@ -21,9 +28,16 @@ class CustomerDesk:
         # customer -> {order_id: first_seen} of risks this desk raised while held
         self.risks: dict[str, dict[str, tuple[int, dict[str, str]]]] = {}
 
-    def process(self, signals: list[CustomerSignal], clock: int) -> list[Alert | Decision]:
+    def process(
+        self, signals: list[CustomerSignal | Command], clock: int
+    ) -> list[Alert | Decision]:
         out: list[Alert | Decision] = []
-        for s in sorted(signals, key=lambda s: (s.at_ms, s.order_id, s.kind, s.alert_type or "")):
+        for s in sorted(signals, key=_in_order):
+            if isinstance(s, Command):
+                at = max(s.received_ms, self.clock)
+                self.advance(at, out)
+                out += self.command(s, at)
+                continue
             self.advance(s.at_ms, out)
             if s.kind == "hold":
                 reason = f"{s.alert_type} on order {s.order_id}"
@@ -35,10 +49,25 @@ class CustomerDesk:
         self.advance(clock, out)
         return out
 
-    def release(self, customer_id: str, at_ms: int, by: str) -> list[Alert | Decision]:
-        """An operator's release (the control topic, issue 4)."""
+    def command(self, c: Command, at_ms: int) -> list[Alert | Decision]:
+        """An operator's HOLD or RELEASED for a customer, at `at_ms`; [] if nothing changes."""
+        reason, figures = c.explanation(), c.figures(forced=False)
+        if c.state == "HOLD":
+            d = self.holds.hold_by_operator(c.key, at_ms, reason, figures)
+            return [] if d is None else [d]
+        return self.release(c.key, at_ms, c.operator, reason, figures)
+
+    def release(
+        self,
+        customer_id: str,
+        at_ms: int,
+        by: str,
+        reason: str | None = None,
+        figures: dict[str, object] | None = None,
+    ) -> list[Alert | Decision]:
+        """An operator's release; it resolves the risks raised while the customer was held."""
         out: list[Alert | Decision] = []
-        d = self.holds.release(customer_id, at_ms, by)
+        d = self.holds.release(customer_id, at_ms, by, reason, figures)
         if d is not None:
             out.append(d)
             self._resolve(customer_id, at_ms, out)
@@ -82,3 +111,10 @@ class CustomerDesk:
                     details={"customer_on_hold": False},
                 )
             )
+
+
+def _in_order(s: CustomerSignal | Command) -> tuple[int, int, str, str, str, int]:
+    """Time order; at one time signals first (by order and kind), then commands by position."""
+    if isinstance(s, Command):
+        return (s.received_ms, 1, "", "", "", s.seq)
+    return (s.at_ms, 0, s.order_id, s.kind, s.alert_type or "", 0)

@@ -69,7 +69,9 @@ CARRIER_MS = 8  # ingestion ms of the last carrier event
 LAST_AT = 9  # ingestion ms of the last event
 DUE = 10  # next deadline registered with the shard's timer wheel
 LABEL_MS = 11  # earliest event ms that evidenced a tracking number
-_TIMES = 12
+LABEL_AT = 12  # ingestion ms the main path reached LABEL_CREATED (state.stages)
+PICKUP_AT = 13  # ingestion ms the main path reached PICKED_UP (state.stages)
+_TIMES = 14
 _ZEROS = array("q", bytes(8 * _TIMES))
 
 

@@ -4,12 +4,15 @@ success rates, and the source alerts UNMAPPED_STATUS, SCHEMA_DRIFT and CLOCK_SKE
 The stateless routing step folds each input batch into a small `HealthBatch`;
 `HealthState` applies the batches in input order. Everything runs on the ingestion
 clock, and the outputs are the same however the input is cut into batches.
+Operator commands that force a channel or carrier breaker (`schemas.commands`) are
+items of the batch like carrier calls, applied in their input position.
 """
 
 from __future__ import annotations
 
 import sys
 
+from schemas.commands import AUTO, Command
 from schemas.config import Settings, SuccessRate
 from schemas.event import DeadLetter, Event
 from schemas.statuses import SHIPPED_BAND
@@ -35,8 +38,10 @@ class HealthBatch:
     __slots__ = (
         "calls",
         "clock_ms",
+        "commands",
         "counts",
         "drift",
+        "events",
         "keysets",
         "outcomes",
         "pos",
@@ -54,10 +59,12 @@ class HealthBatch:
         self.counts: dict[tuple[str, int], list[int]] = {}  # (channel, window) -> [total, bad]
         self.outcomes: dict[tuple[str, int], list[int]] = {}  # (gateway, minute) -> [ok, failed]
         self.calls: list[tuple[int, int, str, bool, float]] = []  # pos, at, carrier, ok, latency
+        self.commands: list[tuple[int, int, Command]] = []  # pos, at: channel/carrier commands
         self.unmapped: list[tuple[int, int, str, str]] = []  # pos, at, source, value
         self.skews: list[tuple[int, int, str, int]] = []  # pos, at, source, skew_ms
         self.keysets: dict[tuple[str, tuple[str, ...]], int] = {}  # (source, keys) -> first pos
         self.drift: list[tuple[int, int, str, tuple[str, ...], tuple[str, ...], str, str]] = []
+        self.events: dict[tuple[str, str], int] = {}  # (stream, source) -> events, for metrics
 
     @classmethod
     def for_settings(cls, settings: Settings) -> HealthBatch:
@@ -78,6 +85,8 @@ class HealthBatch:
     def add_event(self, ev: Event) -> None:
         pos, at = self._tick(ev.received_ms)
         source = sys.intern(ev.source)
+        key = (ev.stream, source)
+        self.events[key] = self.events.get(key, 0) + 1
         if ev.kind == "channel":
             self._count(ev.channel or source, at, 0)
         if ev.kind == "gateway" and ev.outcome in ("success", "failure"):
@@ -97,6 +106,11 @@ class HealthBatch:
             # learn a source's keys only from payloads that did carry what their status
             # implies: a renamed field first seen on an earlier-stage payload stays "new"
             self.keysets.setdefault((source, ev.keys), pos)
+
+    def add_command(self, command: Command) -> None:
+        """An operator's command forcing a channel or carrier breaker, in input order."""
+        pos, at = self._tick(command.received_ms)
+        self.commands.append((pos, at, command))
 
     def add_dead_letter(self, dl: DeadLetter, channel: str | None) -> None:
         """`channel`: the channel of the dead letter's source, for channel sources only."""
@@ -253,6 +267,7 @@ class HealthState:
             (batch.skews, 2, self._on_skew),
             (batch.drift, 3, self._on_drift),  # before its own key set is learnt
             (((pos, 0, *ks) for ks, pos in batch.keysets.items()), 4, self._on_keyset),
+            (batch.commands, 5, self._on_command),
         ]
         items = sorted(
             ((rec[0], order, fn, rec) for recs, order, fn in handlers for rec in recs),
@@ -268,6 +283,12 @@ class HealthState:
         self.clock = max(at, batch.clock_ms)
         out += self._fire(self.clock)
         self._prune()
+        return out
+
+    def breaker_states(self) -> list[tuple[str, str, str]]:
+        """(breaker, key, state) of every channel and carrier breaker, for the gauges."""
+        out = [("channel", k, b.state) for k, b in self.channels.items()]
+        out += [("carrier", k, b.state) for k, b in self.carriers.items()]
         return out
 
     def advance(self, now_ms: int) -> list[Record]:
@@ -317,6 +338,18 @@ class HealthState:
         breaker = self._carrier(carrier)
         due = breaker.advance(at)
         return due, breaker.call(at, ok, latency)
+
+    def _on_command(self, at: int, command: Command) -> tuple[list, list]:
+        """Force a breaker (see `state.breakers`); what was due before it fires first."""
+        if command.breaker == "channel":
+            breaker: ChannelBreaker | CarrierBreaker = self._channel(command.key)
+        else:
+            breaker = self._carrier(command.key)
+        due = breaker.advance(at)
+        forced = command.state != AUTO
+        figures = command.figures(forced)
+        d = breaker.force(command.state, at, command.explanation(), figures)
+        return due, [] if d is None else [d]
 
     def _on_unmapped(self, at: int, source: str, value: str) -> tuple[list, list]:
         if not self._allow("UNMAPPED_STATUS", source, value, at):

@@ -97,7 +97,11 @@ class Decision:
 
     @property
     def record_id(self) -> str:
-        return stable_id("breaker", self.breaker, self.key, self.state, self.at_ms)
+        # an operator's decision may share breaker, state and time with another (OPEN by
+        # the rules, then forced OPEN): its command id tells them apart
+        command = self.figures.get("command_id")
+        extra = () if command is None else (command,)
+        return stable_id("breaker", self.breaker, self.key, self.state, self.at_ms, *extra)
 
 
 @dataclass(slots=True)

@@ -42,6 +42,7 @@ from state.evidence import (
 )
 from state.order_alerts import MESSAGES, RULES, Thresholds, candidates
 from state.records import Alert, Correction, CustomerSignal
+from state.stages import StageTiming, time_stages
 from state.timers import TimerWheel
 
 Output = tuple[
@@ -63,7 +64,7 @@ def event_digest(ev: Event) -> bytes:
     return zlib.crc32(f"{ev.source}\x1f{ev.event_id}".encode()).to_bytes(4, "little")
 
 
-def _seen(seen: bytes, digest: bytes) -> bool:
+def seen_before(seen: bytes, digest: bytes) -> bool:
     i = seen.find(digest)
     while i != -1:
         if i % 4 == 0:
@@ -86,6 +87,7 @@ class OrderShard:
         self._keep_idle = r.idle_order
         self._seen_bytes = 4 * r.seen_events_per_order
         self.duplicates = 0
+        self.stages: list[StageTiming] = []  # for the metrics; drained by the caller, not kept
 
     def __getstate__(self) -> dict:
         return {"orders": pack_orders(self.orders), "clock": self.clock, "wheel": self._wheel}
@@ -154,7 +156,7 @@ class OrderShard:
         if o is None:
             o = self.orders[oid] = Order()
         digest = event_digest(ev)
-        if _seen(o.seen, digest):
+        if seen_before(o.seen, digest):
             self.duplicates += 1  # DELIVERIES OF THE SAME EVENT CHANGE NOTHING
             return
         seen = o.seen + digest
@@ -162,6 +164,7 @@ class OrderShard:
         o.t[LAST_AT] = now
         prev = o.status
         before = (o.reported, o.flags, o.channel, o.carrier, o.t[PAID_AT], o.t[DELIVERED_AT])
+        main_before = o.main
         tier = TIER.get(ev.kind, 0)
         kind = ev.kind
 
@@ -217,6 +220,8 @@ class OrderShard:
             judge_report(o, ev, reported)
 
         status = derive(o)
+        if o.main != main_before or o.reported != before[0]:
+            self.stages.extend(time_stages(o, main_before, before[0], now))
         if status != prev:
             o.status = status
             if not (prev in PAID_BAND and status in PAID_BAND):

@@ -89,6 +89,11 @@ def pipeline_env(
     input topics of another env (the same input read again) with fresh output topics."""
     env = live_env(bootstrap, recovery_dir)
     env["ORDERGUARD__PIPELINE__BATCH_SIZE"] = str(BATCH)
+    # The merge waits to hear from every partition, and an empty one (the control
+    # topic) speaks at its first end of partition, one fetch wait after start-up: at
+    # the default 50 ms the whole day is read by then and leaves in one epoch, so no
+    # kill could fall inside the output. A short wait spreads it over many epochs.
+    env["ORDERGUARD__KAFKA__CLIENT"] = '{"fetch.wait.max.ms": "5"}'
     env["ORDERGUARD__RECOVERY__SNAPSHOT_INTERVAL"] = SNAPSHOT
     if inputs is not None:
         env.update({k: v for k, v in inputs.items() if "__INPUT_TOPICS__" in k})

@@ -45,6 +45,7 @@ def live_env(bootstrap: str, recovery_dir: Path) -> dict[str, str]:
         env[f"ORDERGUARD__KAFKA__INPUT_TOPICS__{stream.upper()}"] = f"in.{stream}.{suffix}"
     for out in OUTPUTS:
         env[f"ORDERGUARD__KAFKA__OUTPUT_TOPICS__{out.upper()}"] = f"out.{out}.{suffix}"
+    env["ORDERGUARD__KAFKA__CONTROL_TOPIC"] = f"in.control.{suffix}"
     return env
 
 

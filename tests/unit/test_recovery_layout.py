@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dataflows.live import LAYOUT_FILE, RecoveryDirError, prepare_recovery
+from dataflows.live import LAYOUT_FILE, LAYOUT_VERSION, RecoveryDirError, prepare_recovery
 from schemas.config import Settings
 
 
@@ -24,7 +24,7 @@ def test_first_use_initializes_the_store_and_records_the_layout(tmp_path):
         "part-1.sqlite3",
     ]
     layout = json.loads((rec / LAYOUT_FILE).read_text())
-    assert layout == {"version": 2, "shards": 8, "index_shards": 2}
+    assert layout == {"version": LAYOUT_VERSION, "shards": 8, "index_shards": 2}
     assert prepare_recovery(settings(tmp_path, 8)) is False  # resumed, not re-initialized
 
 
