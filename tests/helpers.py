@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from schemas.config import Settings, load_settings
 from schemas.event import Event
 
 T0 = int(datetime(2026, 3, 2, 8, 0, tzinfo=UTC).timestamp() * 1000)
@@ -99,3 +103,15 @@ def run_cli(
         env=env,
         timeout=timeout,
     )
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The configuration a subprocess with `env` loads."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k in os.environ:
+            if k.startswith("ORDERGUARD__"):
+                mp.delenv(k)
+        for k, v in env.items():
+            if k.startswith("ORDERGUARD__"):
+                mp.setenv(k, v)
+        return load_settings()

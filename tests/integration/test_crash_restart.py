@@ -47,13 +47,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from connectors.broker import ensure_topics
 from connectors.kafka_envelopes import produce_envelopes
 from sim import generate
+from tests.helpers import settings_of
 from tests.integration.test_run_live import (
     OUTPUTS,
     live_env,
     ok,
     orderguard,
     read_topic,
-    settings_of,
 )
 
 ORDERS = 300

@@ -28,7 +28,8 @@ import pytest
 
 from connectors.broker import ensure_topics
 from connectors.kafka_envelopes import produce_envelopes
-from tests.integration.test_run_live import live_env, read_topic, settings_of
+from tests.helpers import settings_of
+from tests.integration.test_run_live import live_env, read_topic
 
 ORDERS = 20
 LABELLED = range(10)  # their label waits in Kafka while the run is down

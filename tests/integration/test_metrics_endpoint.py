@@ -19,8 +19,9 @@ from connectors.broker import ensure_topics, free_port
 from connectors.kafka_envelopes import produce_envelopes
 from schemas.errors import REASONS
 from sim import generate
+from tests.helpers import settings_of
 from tests.integration.test_live_clock import start, stop, wait_for
-from tests.integration.test_run_live import live_env, read_topic, settings_of
+from tests.integration.test_run_live import live_env, read_topic
 
 Scrape = dict[str, list[tuple[dict[str, str], float]]]
 

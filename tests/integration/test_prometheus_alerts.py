@@ -22,8 +22,9 @@ import yaml
 from connectors.broker import ensure_topics, free_port
 from connectors.kafka_envelopes import produce_envelopes
 from sim import generate
+from tests.helpers import settings_of
 from tests.integration.test_live_clock import start, stop
-from tests.integration.test_run_live import live_env, settings_of
+from tests.integration.test_run_live import live_env
 from tests.prometheus_server import PrometheusServer
 
 OPS = Path(__file__).resolve().parents[2] / "ops"

@@ -30,7 +30,8 @@ from connectors.broker import ensure_topics, free_port
 from connectors.kafka_envelopes import produce_envelopes
 from connectors.processes import stop_group
 from sim import generate
-from tests.integration.test_run_live import live_env, read_topic, settings_of
+from tests.helpers import settings_of
+from tests.integration.test_run_live import live_env, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = 300

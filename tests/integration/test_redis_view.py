@@ -23,7 +23,8 @@ from connectors.kafka_envelopes import produce_envelopes
 from connectors.redis_server import LocalRedis
 from schemas.timeparse import iso
 from sim import generate
-from tests.integration.test_run_live import live_env, ok, orderguard, read_topic, settings_of
+from tests.helpers import settings_of
+from tests.integration.test_run_live import live_env, ok, orderguard, read_topic
 
 ORDERS = 200
 INCIDENTS = frozenset(

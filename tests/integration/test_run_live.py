@@ -17,13 +17,12 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
-import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.broker import free_port
 from connectors.kafka_envelopes import _Keys
-from schemas.config import Settings, load_settings
+from schemas.config import load_settings
 from sim import generate
 from tests.helpers import run_cli
 
@@ -94,18 +93,6 @@ def simulated_order_ids(start: str = DAY_1) -> set[str]:
     envs = generate(orders=ORDERS, seed=7, start=begin)
     ids = {keys.key(e) for e in envs if e.get("stream") == "orders"}
     return {i.decode() for i in ids if i is not None and not i.startswith(b"REF-")}
-
-
-def settings_of(env: dict[str, str]) -> Settings:
-    """The configuration a subprocess with `env` loads."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k in os.environ:
-            if k.startswith("ORDERGUARD__"):
-                mp.delenv(k)
-        for k, v in env.items():
-            if k.startswith("ORDERGUARD__"):
-                mp.setenv(k, v)
-        return load_settings()
 
 
 def corrections_per_order(bootstrap: str, topic: str) -> Counter[str]:

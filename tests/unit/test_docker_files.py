@@ -4,18 +4,17 @@ image agree with the code's configuration, its CLI and the ops files they mount.
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 import shlex
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pytest
 import yaml
 
 from dataflows.cli import main as cli
-from schemas.config import Settings, load_settings
+from schemas.config import Settings
+from tests.helpers import settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
@@ -70,16 +69,6 @@ def orderguard_services() -> dict[str, dict[str, Any]]:
     return {
         n: s for n, s in compose()["services"].items() if n == PIPELINE or s.get("image") == image
     }
-
-
-def settings_for(env: dict[str, str]) -> Settings:
-    with pytest.MonkeyPatch.context() as mp:
-        for k in os.environ:
-            if k.startswith("ORDERGUARD__"):
-                mp.delenv(k)
-        for k, v in env.items():
-            mp.setenv(k, v)
-        return load_settings()
 
 
 def setting(settings: Settings, dotted: str) -> object:
@@ -190,7 +179,7 @@ def test_orderguard_env_vars_are_settings_keys_with_those_values():
         env = compose_env(name)
         ours = {k: v for k, v in env.items() if k.startswith("ORDERGUARD__")}
         assert "ORDERGUARD__REDIS__URL" in ours and "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS" in ours
-        settings = settings_for(ours)
+        settings = settings_of(ours)
         for key, value in ours.items():
             dotted = key.removeprefix("ORDERGUARD__").lower().replace("__", ".")
             assert str(setting(settings, dotted)) == value, key
@@ -211,7 +200,7 @@ def pipeline_processes() -> int:
 
 
 def test_scrape_targets_are_the_pipeline_processes_metrics_ports():
-    settings = settings_for(compose_env(PIPELINE))
+    settings = settings_of(compose_env(PIPELINE))
     assert settings.metrics.host == "0.0.0.0"  # reachable from the Prometheus container
     ports = {settings.metrics.port + k for k in range(pipeline_processes())}
     assert ports == {9464, 9465}
@@ -223,7 +212,7 @@ def test_scrape_targets_are_the_pipeline_processes_metrics_ports():
 
 
 def test_recovery_dir_is_on_a_named_volume():
-    settings = settings_for(compose_env(PIPELINE))
+    settings = settings_of(compose_env(PIPELINE))
     rdir = PurePosixPath(str(settings.recovery.dir))
     vols = mounts(PIPELINE)
     holding = [t for t in vols if PurePosixPath(t) == rdir or PurePosixPath(t) in rdir.parents]
@@ -231,7 +220,7 @@ def test_recovery_dir_is_on_a_named_volume():
 
 
 def test_kafka_advertises_the_bootstrap_server_the_pipeline_is_given():
-    settings = settings_for(compose_env(PIPELINE))
+    settings = settings_of(compose_env(PIPELINE))
     env = {k: str(v) for k, v in service("kafka")["environment"].items()}
     advertised = dict(
         reversed(item.split("://", 1)) for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
@@ -250,7 +239,7 @@ def test_kafka_advertises_the_bootstrap_server_the_pipeline_is_given():
 
 
 def test_redis_url_names_the_redis_service():
-    settings = settings_for(compose_env(PIPELINE))
+    settings = settings_of(compose_env(PIPELINE))
     assert settings.redis.url == "redis://redis:6379/0"
     assert "redis" in compose()["services"]
 
