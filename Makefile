@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-replay bench-kafka clean
+.PHONY: demo test lint bench bench-replay bench-kafka bench-view clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,8 @@ test: $(STAMP) tools
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# Both benchmarks (about 40 minutes on a 2-core VM); figures in benchmarks/results/.
-bench: bench-replay bench-kafka
+# All three benchmarks (about 45 minutes on a 2-core VM); figures in benchmarks/results/.
+bench: bench-replay bench-kafka bench-view
 
 bench-replay: $(STAMP)
 	$(BIN)/python -m benchmarks.replay_bench
@@ -55,6 +55,9 @@ $(QUIX_VENV)/.installed: pyproject.toml
 
 bench-kafka: $(STAMP) $(QUIX_VENV)/.installed
 	$(BIN)/python -m benchmarks.kafka_bench
+
+bench-view: $(STAMP)
+	$(BIN)/python -m benchmarks.view_bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis

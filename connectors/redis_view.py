@@ -37,7 +37,8 @@ log = logging.getLogger("orderguard.redis_view")
 CHUNK = 500
 """Keys per pipelined round trip."""
 CLOSE_FLUSH = 5.0
-"""Seconds the sink's close may spend writing what is still buffered."""
+"""Seconds the sink's close keeps retrying while Redis fails (while it answers, close
+writes everything still buffered, however long that takes)."""
 STILL_AWAY_EVERY = 60.0
 """Seconds between log lines while Redis stays away (one when it goes, one when it returns)."""
 
@@ -267,7 +268,7 @@ class ViewWriter:
         self._failed = 0
 
     def close(self, timeout: float = CLOSE_FLUSH) -> None:
-        """Stop the thread, then write what is left for at most `timeout` seconds."""
+        """Stop the thread and write what is left; give up `timeout` seconds in if Redis fails."""
         deadline = time.monotonic() + timeout
         self._closing.set()
         self._wake.set()
