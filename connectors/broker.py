@@ -19,12 +19,11 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connectors.processes import stop_group
+from connectors.processes import Service, stop_group
 
 log = logging.getLogger("orderguard.kafka")
 
@@ -129,7 +128,7 @@ def ensure_topics(
     return created
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Service):
     """Tansu on 127.0.0.1 with memory storage, for as long as the `with` block runs.
 
     Everything it holds is lost when it stops. It runs in its own process group so
@@ -253,14 +252,3 @@ class EmbeddedBroker:
             with contextlib.suppress(OSError):
                 self._log_path.unlink()
             self._log_path = None
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -11,12 +11,11 @@ import os
 import shutil
 import subprocess
 import time
-from types import TracebackType
 
 import redis
 
 from connectors.broker import free_port
-from connectors.processes import stop_group
+from connectors.processes import Service, stop_group
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -45,7 +44,7 @@ def _redacted(url: str) -> str:
     return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"
 
 
-class LocalRedis:
+class LocalRedis(Service):
     """A Redis URL for the duration of a `with` block, started here only when needed.
 
     `url`: REDIS_URL if set (it must answer: a configured Redis that is down is an
@@ -114,14 +113,3 @@ class LocalRedis:
         proc, self._proc = self._proc, None
         if proc is not None:
             stop_group(proc)
-
-    def __enter__(self) -> LocalRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -14,18 +14,17 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 
 from connectors.broker import free_port
-from connectors.processes import stop_group
+from connectors.processes import Service, stop_group
 
 READY_TIMEOUT = 60.0
 
 
-class PrometheusServer:
+class PrometheusServer(Service):
     """`prometheus --config.file CONFIG` on 127.0.0.1:<free port>, storage under `workdir`."""
 
     def __init__(self, config: Path, workdir: Path) -> None:
@@ -104,14 +103,3 @@ class PrometheusServer:
     def stop(self) -> None:
         if self._proc is not None:
             stop_group(self._proc, grace=10.0)
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
