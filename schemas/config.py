@@ -163,6 +163,10 @@ _CLIENT_OWNED = {
 }
 
 
+CONTROL_PARTITIONS = 1
+"""Partitions `run` creates the control topic with (operator commands)."""
+
+
 class Kafka(_Strict):
     """Where the live path reads and writes.
 
@@ -210,10 +214,14 @@ class Kafka(_Strict):
         return {**self.input_topics.model_dump(), "control": self.control_topic}
 
     def topic_partitions(self) -> dict[str, int]:
-        """Every topic read or written, with the partition count used to create it."""
-        names = list(self.source_topics().values())
+        """Every topic read or written, with the partition count used to create it.
+
+        The control topic gets one: it carries a few commands a day, one partition keeps
+        them in one order, and every partition costs the pipeline a consumer.
+        """
+        names = list(self.input_topics.model_dump().values())
         names += list(self.output_topics.model_dump().values())
-        return dict.fromkeys(names, self.partitions)
+        return {**dict.fromkeys(names, self.partitions), self.control_topic: CONTROL_PARTITIONS}
 
 
 class Recovery(_Strict):
