@@ -184,9 +184,7 @@ class _OrdersLogic(StatefulBatchLogic):
                         out.append(("view", view))
                 signals += payloads[0][3]  # the batch's customer commands, for the desk
                 out.append((CUSTOMERS_KEY, (part_, n_, me, frontier, signals)))
-                if self.shard.stages:
-                    observe_stages(self.shard.stages)
-                    self.shard.stages.clear()
+                observe_stages(self.shard.stages)
                 if frontier:
                     PROCESSING_LAG.set(max(0.0, time.time() - frontier / 1000))
             self._me = me

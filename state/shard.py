@@ -87,7 +87,7 @@ class OrderShard:
         self._keep_idle = r.idle_order
         self._seen_bytes = 4 * r.seen_events_per_order
         self.duplicates = 0
-        self.stages: list[StageTiming] = []  # for the metrics; drained by the caller, not kept
+        self.stages: list[StageTiming] = []  # the last `process` call's, for the metrics
 
     def __getstate__(self) -> dict:
         return {"orders": pack_orders(self.orders), "clock": self.clock, "wheel": self._wheel}
@@ -122,6 +122,7 @@ class OrderShard:
         batch's last `received_at`, and each event's own arrival moves the clock.
         """
         out: list[Output] = []
+        self.stages = []  # only this call's: a caller that never reads them holds nothing
         for ev in events:
             self.advance(min(ev.received_ms, frontier), out)
             at = max(self.clock, ev.received_ms)

@@ -19,8 +19,7 @@ def shard() -> OrderShard:
 
 def feed(s: OrderShard, *events) -> list[StageTiming]:
     s.process(list(events), max(e.received_ms for e in events))
-    taken, s.stages[:] = list(s.stages), []
-    return taken
+    return s.stages
 
 
 def test_a_whole_life_times_every_stage_once():
@@ -65,3 +64,13 @@ def test_milestone_times_survive_a_snapshot():
     assert feed(restored, scan(OID, "PICKED_UP", T0 + 4 * HOUR)) == [
         StageTiming("label_to_pickup", "unknown", "sf", 3 * HOUR)
     ]
+
+
+def test_a_shard_keeps_only_the_last_calls_timings():
+    """Callers that never read them (benchmarks, the plain loop) must not accumulate them."""
+    s = shard()
+    feed(s, pay(OID, T0), label(OID, TRACK, T0 + HOUR))
+    assert feed(s, oms(OID, "PAID", T0 + 2 * HOUR)) == [
+        StageTiming("payment_to_oms", "unknown", "sf", 2 * HOUR)
+    ]
+    assert feed(s, oms(OID, "SHIPPED", T0 + 3 * HOUR)) == []
