@@ -135,22 +135,18 @@ class ChannelBreaker:
                 "open_for_ms": cfg.open_for,
             },
         }
-        action = REVIEW if state == OPEN else RESUME
-        d = Decision("channel", self.key, state, self.state, reason, action, figures, at)
-        self.state, self.since, self.run = state, at, []
-        return d
+        return self._transition(state, at, reason, figures)
 
     def force(
         self, state: str, at_ms: int, reason: str, figures: dict[str, object]
     ) -> Decision | None:
         """An operator's command: `state` (sticky) or AUTO; None when it changes nothing."""
-        new = _forcing(self, state)
-        if new is None:
-            return None
-        figures = {**figures, "forced": self.forced}
-        action = REVIEW if new == OPEN else RESUME
-        d = Decision("channel", self.key, new, self.state, reason, action, figures, at_ms)
-        self.state, self.since, self.run = new, at_ms, []
+        return _force(self, state, at_ms, reason, figures)
+
+    def _transition(self, state: str, at: int, reason: str, figures: dict[str, object]) -> Decision:
+        action = REVIEW if state == OPEN else RESUME
+        d = Decision("channel", self.key, state, self.state, reason, action, figures, at)
+        self.state, self.since, self.run = state, at, []
         return d
 
 
@@ -270,40 +266,39 @@ class CarrierBreaker:
             "open_for_ms": cfg.open_for,
             "probe_calls": cfg.probe_calls,
         }
+        return self._transition(state, at, reason, figures)
+
+    def force(
+        self, state: str, at_ms: int, reason: str, figures: dict[str, object]
+    ) -> Decision | None:
+        """An operator's command: `state` (sticky) or AUTO; None when it changes nothing."""
+        return _force(self, state, at_ms, reason, figures)
+
+    def _transition(self, state: str, at: int, reason: str, figures: dict[str, object]) -> Decision:
         action = f"failover_to:{self.backup or 'none'}" if state == OPEN else RESUME
         d = Decision("carrier", self.key, state, self.state, reason, action, figures, at)
         self.state, self.since = state, at
         self._reset()
         return d
 
-    def force(
-        self, state: str, at_ms: int, reason: str, figures: dict[str, object]
-    ) -> Decision | None:
-        """An operator's command: `state` (sticky) or AUTO; None when it changes nothing."""
-        new = _forcing(self, state)
-        if new is None:
-            return None
-        figures = {**figures, "forced": self.forced}
-        action = f"failover_to:{self.backup or 'none'}" if new == OPEN else RESUME
-        d = Decision("carrier", self.key, new, self.state, reason, action, figures, at_ms)
-        self.state, self.since = new, at_ms
-        self._reset()
-        return d
 
-
-def _forcing(b: ChannelBreaker | CarrierBreaker, state: str) -> str | None:
-    """Set the forced flag for a command; the state to go to, or None if nothing changes."""
+def _force(
+    b: ChannelBreaker | CarrierBreaker, state: str, at: int, reason: str, figures: dict[str, object]
+) -> Decision | None:
+    """Set the forced flag for a command and make the transition; None if nothing changes."""
     if state == AUTO:
         if not b.forced:
             return None
         b.forced = False
-        return b.state
-    if state not in (OPEN, CLOSED, HALF_OPEN):
+        new = b.state
+    elif state not in (OPEN, CLOSED, HALF_OPEN):
         raise ValueError(f"a breaker cannot be forced to {state!r}")
-    if b.forced and b.state == state:
+    elif b.forced and b.state == state:
         return None
-    b.forced = True
-    return state
+    else:
+        b.forced = True
+        new = state
+    return b._transition(new, at, reason, {**figures, "forced": b.forced})
 
 
 class CustomerHolds:
@@ -333,11 +328,8 @@ class CustomerHolds:
             if order_id not in orders and len(orders) < MAX_HELD_ORDERS:
                 orders.append(order_id)
             return None
-        expires = at_ms + self.cfg.expires_after
-        self.held[customer_id] = (at_ms, reason, alert_type, [order_id])
-        heapq.heappush(self.due, (expires, customer_id))
-        figures = {"order_id": order_id, "alert_type": alert_type, "expires_at": expires}
-        return Decision("customer", customer_id, HOLD, RELEASED, reason, PAUSE, figures, at_ms)
+        figures = {"order_id": order_id, "alert_type": alert_type}
+        return self._open(customer_id, at_ms, reason, alert_type, [order_id], figures)
 
     def hold_by_operator(
         self, customer_id: str, at_ms: int, reason: str, figures: dict[str, object]
@@ -345,8 +337,19 @@ class CustomerHolds:
         """An operator's hold, expiring like any hold; None when the customer is held."""
         if self.is_held(customer_id, at_ms):
             return None
+        return self._open(customer_id, at_ms, reason, "", [], figures)
+
+    def _open(
+        self,
+        customer_id: str,
+        at_ms: int,
+        reason: str,
+        alert_type: str,
+        orders: list[str],
+        figures: dict[str, object],
+    ) -> Decision:
         expires = at_ms + self.cfg.expires_after
-        self.held[customer_id] = (at_ms, reason, "", [])
+        self.held[customer_id] = (at_ms, reason, alert_type, orders)
         heapq.heappush(self.due, (expires, customer_id))
         figures = {**figures, "expires_at": expires}
         return Decision("customer", customer_id, HOLD, RELEASED, reason, PAUSE, figures, at_ms)

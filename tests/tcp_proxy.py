@@ -14,7 +14,8 @@ import contextlib
 import socket
 import struct
 import threading
-from types import TracebackType
+
+from connectors.processes import Service
 
 _CHUNK = 65536
 
@@ -29,7 +30,7 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
 
 
-class TcpProxy:
+class TcpProxy(Service):
     """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream_port` until `close()`."""
 
     def __init__(self, upstream_port: int) -> None:
@@ -93,15 +94,10 @@ class TcpProxy:
         with contextlib.suppress(OSError):
             self._listener.close()
 
-    def __enter__(self) -> TcpProxy:
-        return self
+    def start(self) -> TcpProxy:
+        return self  # listening since it was made
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self.close()
 
     def _accept_loop(self) -> None:
