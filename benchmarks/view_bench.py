@@ -76,8 +76,8 @@ def dataset(orders: int, seed: int = 13) -> Path:
     """
     import orjson
 
-    from connectors.kafka_envelopes import _Keys
     from schemas.config import load_settings
+    from schemas.keys import MessageKeys
     from sim import generate
 
     DATA.mkdir(exist_ok=True)
@@ -85,7 +85,7 @@ def dataset(orders: int, seed: int = 13) -> Path:
     if path.exists():
         return path
     t = time.perf_counter()
-    keys = _Keys(load_settings())
+    keys = MessageKeys(load_settings())
     end = (START + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%S")
     envelopes = generate(
         orders=orders, seed=seed, start=START, incidents=INCIDENTS, open_share=OPEN_SHARE

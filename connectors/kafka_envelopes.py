@@ -21,7 +21,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.config import Settings
-from schemas.normalize import _MISSING, _compile_path, _get
+from schemas.keys import MessageKeys
 from schemas.timeparse import TimeParseError, parse_rfc3339
 
 log = logging.getLogger("orderguard.kafka")
@@ -29,26 +29,6 @@ log = logging.getLogger("orderguard.kafka")
 
 class ProduceError(RuntimeError):
     """Records were not acknowledged by Kafka."""
-
-
-class _Keys:
-    """Order id (else tracking number) from a payload, by the source registry's paths."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._paths: dict[str, list[Any]] = {}
-        for name, spec in settings.sources.items():
-            paths = spec.fields.order_id + spec.fields.tracking_no
-            self._paths[name] = [_compile_path(p) for p in paths]
-
-    def key(self, envelope: dict[str, Any]) -> bytes | None:
-        payload = envelope.get("payload")
-        if not isinstance(payload, dict):
-            return None
-        for path in self._paths.get(str(envelope.get("source")), ()):
-            value = _get(payload, path)
-            if value is not _MISSING and value is not None and value != "":
-                return str(value).encode()
-        return None
 
 
 @dataclass
@@ -109,7 +89,7 @@ def produce_envelopes(
             "bootstrap.servers": kafka.bootstrap_servers,
         }
     )
-    keys = _Keys(settings)
+    keys = MessageKeys(settings)
     started = time.monotonic()
     sent = 0
     for env in envelopes:

@@ -259,6 +259,55 @@ def run(
     )
 
 
+@main.command()
+@config_option
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Serve from this many processes sharing the port (SO_REUSEPORT).",
+)
+@click.option("--process-index", type=click.IntRange(min=0), default=None, hidden=True)
+@click.option("--openapi", "print_openapi", is_flag=True, help="Print the OpenAPI description.")
+def gateway(
+    config_path: Path | None, processes: int, process_index: int | None, print_openapi: bool
+) -> None:
+    """Take signed carrier and payment webhooks over HTTP into the input topics."""
+    settings = _settings(config_path)
+    if print_openapi:
+        import orjson
+
+        from schemas.gateway_openapi import openapi
+
+        click.echo(orjson.dumps(openapi(settings), option=orjson.OPT_INDENT_2).decode())
+        return
+    from connectors.gateway import GatewayError, run_gateway
+
+    if process_index is None:  # the launcher (or the only process) creates missing topics
+        from connectors.broker import BrokerError, ensure_topics
+
+        kafka = settings.kafka
+        try:
+            ensure_topics(
+                kafka.bootstrap_servers, kafka.topic_partitions(), config=kafka.client_config()
+            )
+        except BrokerError as e:  # not fatal: /readyz says so, requests get 503 until it is up
+            click.echo(f"warning: {e}", err=True)
+    if process_index is None and processes > 1:
+        from dataflows.cluster import run_local_cluster
+
+        me = [sys.executable, "-m", "dataflows.cli", "gateway", "--processes", str(processes)]
+        if config_path is not None:
+            me += ["--config", str(config_path)]
+        result = run_local_cluster(processes, lambda k, _: [*me, "--process-index", str(k)])
+        sys.exit(result.exit_code)
+    try:
+        run_gateway(settings, process_index or 0, processes)
+    except GatewayError as e:
+        raise click.ClickException(str(e)) from None
+
+
 DEMO_INCIDENTS = (
     "lost_payment_callback",
     "carrier_api_outage",

@@ -296,6 +296,83 @@ class RedisView(_Strict):
         return opts
 
 
+# ---------------------------------------------------------------- the webhook gateway
+HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")]
+
+
+class WebhookAuth(_Strict):
+    """How a provider signs its webhooks: HMAC-SHA256 with the source's secret.
+
+    `hmac`: `header` holds the signature of the raw body (`encoding` hex or base64,
+    after an optional `prefix` such as "sha256="), as AfterShip, Shopify and GitHub
+    send it. `timestamped`: Stripe's `t=<unix seconds>,v1=<signature>` in `header`,
+    signing "<t>.<body>"; a timestamp further than `tolerance` from the gateway's
+    clock is refused, so a captured request cannot be replayed later.
+    """
+
+    scheme: Literal["hmac", "timestamped"]
+    header: HeaderName
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = Field("", max_length=32)
+    tolerance: DurationMs = Field(300_000, ge=1000)
+
+
+class DeliveryIdSpec(_Strict):
+    """Where a provider puts the id its retries repeat: a header, else a dotted body path.
+
+    With neither (or neither present in a request), a hash of the body stands in.
+    """
+
+    header: HeaderName | None = None
+    body: str | None = Field(None, min_length=1)
+
+
+class RateLimit(_Strict):
+    """A token bucket: `rate` requests per second on average, `burst` at once.
+
+    Per source and for the whole gateway: `--processes N` gives each process 1/N.
+    """
+
+    rate: float = Field(2000.0, gt=0)
+    burst: int = Field(4000, ge=1)
+
+
+class WebhookSource(_Strict):
+    """One source the gateway takes webhooks for (`POST /webhooks/<source>`).
+
+    `secret` comes only from the environment
+    (ORDERGUARD__GATEWAY__SOURCES__<SOURCE>__SECRET) and is never printed; a source
+    without one is refused (503 at its endpoint), never taken unsigned.
+    `retry_horizon`: how long the provider retries a delivery, so how long its id is
+    remembered to acknowledge a redelivery without producing it again.
+    """
+
+    auth: WebhookAuth
+    secret: SecretStr | None = None
+    delivery_id: DeliveryIdSpec = DeliveryIdSpec()
+    retry_horizon: DurationMs = Field(3 * 86_400_000, ge=1000)
+    rate_limit: RateLimit | None = None  # default: gateway.rate_limit
+
+
+class Gateway(_Strict):
+    """`orderguard gateway`: signed webhooks over HTTP into the input topics.
+
+    A request is answered 2xx only after Kafka acknowledged its envelope; a broker
+    slower than `produce_timeout` gets 503 so that the provider retries. Redelivered
+    ids are remembered in Redis (`redis.url`); a Redis slower than
+    `idempotency_timeout`, or none, lets requests through (at least once, counted).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    metrics_port: int = Field(9474, ge=0, le=65535)  # process k serves on port + k; 0: none
+    max_body: int = Field(1_048_576, ge=1, le=64 * 1_048_576)  # bytes
+    produce_timeout: DurationMs = Field(5_000, ge=100)
+    idempotency_timeout: DurationMs = Field(250, ge=1)
+    rate_limit: RateLimit = RateLimit()
+    sources: dict[str, WebhookSource] = {}
+
+
 # ---------------------------------------------------------------- channels, carriers
 class ChannelSpec(_Strict):
     code: str = Field(pattern=r"^[A-Z]{2,4}$")
@@ -452,6 +529,7 @@ class Settings(BaseSettings):
     recovery: Recovery = Recovery()
     metrics: Metrics = Metrics()
     redis: RedisView = RedisView()
+    gateway: Gateway = Gateway()
     channels: dict[str, ChannelSpec] = {}
     carriers: dict[str, CarrierSpec] = {}
     refund_order: dict[str, RefundClaim] = {}
@@ -479,6 +557,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"sources.{name}.channel: unknown channel {s.channel!r}")
             if s.carrier is not None and s.carrier not in self.carriers:
                 raise ValueError(f"sources.{name}.carrier: unknown carrier {s.carrier!r}")
+        for name in self.gateway.sources:
+            if name not in self.sources:
+                raise ValueError(f"gateway.sources.{name}: not a source of the registry")
         return self
 
     def order_threshold(self, name: str, channel: str | None, carrier: str | None) -> int:
@@ -524,6 +605,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _no_secrets_in_file(data: dict[str, Any], path: Path) -> None:
+    """Webhook secrets come only from the environment: a file is copied, committed, shown."""
+    gateway = data.get("gateway")
+    sources = gateway.get("sources") if isinstance(gateway, dict) else None
+    for name, spec in (sources or {}).items() if isinstance(sources, dict) else ():
+        if isinstance(spec, dict) and "secret" in spec:
+            env = f"{ENV_PREFIX}GATEWAY__SOURCES__{str(name).upper()}__SECRET"
+            raise ConfigError(
+                f"{path}: gateway.sources.{name}.secret: a secret is not read from the file; "
+                f"set {env}"
+            )
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Read, merge (the sources file, the environment) and validate the configuration."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
@@ -533,6 +627,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
     if isinstance(sources, str):
         source_path = (path.parent / sources).resolve()
         data["sources"] = _read_yaml(source_path)
+    _no_secrets_in_file(data, path)
     try:
         return Settings(**data)
     except ValidationError as e:

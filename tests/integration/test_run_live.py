@@ -21,8 +21,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.broker import free_port
-from connectors.kafka_envelopes import _Keys
 from schemas.config import load_settings
+from schemas.keys import MessageKeys
 from sim import generate
 from tests.helpers import run_cli
 
@@ -88,7 +88,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
 
 def simulated_order_ids(start: str = DAY_1) -> set[str]:
     """The orders the simulator creates for a day with the CLI's defaults (no refund orders)."""
-    keys = _Keys(load_settings())
+    keys = MessageKeys(load_settings())
     begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
     envs = generate(orders=ORDERS, seed=7, start=begin)
     ids = {keys.key(e) for e in envs if e.get("stream") == "orders"}

@@ -1,0 +1,125 @@
+"""A Kafka producer for asyncio whose `send` returns only once the broker acknowledged.
+
+The webhook gateway answers 2xx only for what Kafka stored, so each request waits
+for its own delivery report. librdkafka batches the writes (`linger.ms`); one
+thread serves the delivery reports and hands each poll's worth to the event loop in
+one call, so a busy gateway does not wake the loop once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from schemas.config import Kafka
+
+log = logging.getLogger("orderguard.gateway.kafka")
+
+_ENFORCED: dict[str, object] = {"acks": "all", "enable.idempotence": True}
+
+
+class ProduceFailed(RuntimeError):
+    """Kafka did not acknowledge a record within the deadline (or refused it)."""
+
+
+class AckedProducer:
+    """One idempotent producer (acks=all) per process, shared by all requests."""
+
+    def __init__(self, kafka: Kafka, timeout_ms: int, linger_ms: int = 2) -> None:
+        self._timeout = timeout_ms / 1000
+        conf: dict[str, object] = {
+            "logger": logging.getLogger("orderguard.gateway.librdkafka"),
+            "error_cb": self._on_error,
+            "linger.ms": linger_ms,
+            **kafka.client_config(),
+            **_ENFORCED,
+            "bootstrap.servers": kafka.bootstrap_servers,
+        }
+        if "delivery.timeout.ms" not in conf:
+            # librdkafka gives up at the same deadline as the HTTP answer, so a record
+            # reported failed (503) is not also delivered much later.
+            conf.setdefault("message.timeout.ms", timeout_ms)
+        self._producer = Producer(conf)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports: list[tuple[asyncio.Future[str | None], str | None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready_at = 0.0
+        self._ready = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._serve, name="kafka-acks", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+            if self._reports and self._loop is not None:
+                reports, self._reports = self._reports, []
+                self._loop.call_soon_threadsafe(_resolve, reports)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Transient errors are retried by librdkafka; what it cannot deliver reaches
+        # the delivery reports (and so a 503). Only fatal errors are news here.
+        log.log(logging.ERROR if err.fatal() else logging.DEBUG, "kafka producer: %s", err.str())
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Produce one record and wait for the broker's acknowledgement; `ProduceFailed` if not."""
+        assert self._loop is not None, "start() first"
+        fut: asyncio.Future[str | None] = self._loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message, fut: Any = fut) -> None:
+            self._reports.append((fut, None if err is None else err.str()))
+
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        except BufferError:
+            raise ProduceFailed("the local Kafka queue is full") from None
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            raise ProduceFailed(err.str() if isinstance(err, KafkaError) else str(e)) from None
+        try:
+            # A little beyond librdkafka's own deadline: its report normally comes first.
+            error = await asyncio.wait_for(asyncio.shield(fut), self._timeout + 1.0)
+        except TimeoutError:
+            raise ProduceFailed(f"not acknowledged within {self._timeout:g}s") from None
+        if error is not None:
+            raise ProduceFailed(error)
+
+    async def ready(self, timeout: float = 1.0, cache_for: float = 1.0) -> bool:
+        """Whether a broker answers a metadata request (cached for `cache_for` seconds)."""
+        now = time.monotonic()
+        if now - self._ready_at < cache_for:
+            return self._ready
+        loop = asyncio.get_running_loop()
+        try:
+            # All topics, never one by name: a named lookup makes Tansu create it.
+            await loop.run_in_executor(None, lambda: self._producer.list_topics(timeout=timeout))
+            self._ready = True
+        except KafkaException:
+            self._ready = False
+        self._ready_at = time.monotonic()
+        return self._ready
+
+    def close(self) -> int:
+        """Deliver what is in flight (up to the deadline); the number left undelivered."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        left = self._producer.flush(self._timeout)  # serves the last reports in this thread
+        if self._reports:
+            reports, self._reports = self._reports, []
+            _resolve(reports)
+        return left
+
+
+def _resolve(reports: list[tuple[asyncio.Future[str | None], str | None]]) -> None:
+    for fut, error in reports:
+        if not fut.done():
+            fut.set_result(error)

@@ -1,0 +1,245 @@
+"""`orderguard gateway`: carriers' and payment gateways' webhooks into the input topics.
+
+`POST /webhooks/{source}` answers 202 only after Kafka acknowledged the envelope, and
+503 when it did not within `gateway.produce_timeout`, so a provider retries whatever
+was not stored. What a request must pass is `schemas.webhooks`; redeliveries are
+recognized by `connectors.delivery_ledger`. `GET /healthz` says the process is up,
+`GET /readyz` that a broker answers, `GET /openapi.json` describes all of it.
+Every answer is JSON; nothing a request causes is a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import start_http_server
+
+from connectors import gateway_metrics as m
+from connectors.acked_producer import AckedProducer, ProduceFailed
+from connectors.delivery_ledger import Claim, DeliveryLedger
+from schemas.config import Settings
+from schemas.gateway_openapi import openapi
+from schemas.webhooks import Accepted, Rejected, WebhookEndpoint, endpoints
+from state.rate_limit import TokenBucket
+
+log = logging.getLogger("orderguard.gateway")
+
+UNKNOWN = "unknown"
+PENDING_MARGIN_MS = 5_000
+"""A claim outlives the produce deadline by this much, then a retry may take it over."""
+
+
+class GatewayError(RuntimeError):
+    """The gateway could not start (port taken, metrics port taken)."""
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+@dataclass
+class _Route:
+    """One source's endpoint with its bucket and metric children (looked up once)."""
+
+    endpoint: WebhookEndpoint
+    bucket: TokenBucket
+    topic: str
+    codes: dict[int, Any] = field(default_factory=dict)
+
+    def count(self, status: int) -> None:
+        child = self.codes.get(status)
+        if child is None:
+            child = self.codes[status] = m.REQUESTS.labels(self.endpoint.name, str(status))
+        child.inc()
+
+
+class Gateway:
+    """The request handlers; `app()` wires them into an aiohttp application."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: AckedProducer,
+        ledger: DeliveryLedger | None,
+        share: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.ledger = ledger
+        self.clock = clock
+        gw = settings.gateway
+        topics = settings.kafka.input_topics.model_dump()
+        now = time.monotonic()
+        self.routes: dict[str, _Route] = {}
+        for name, endpoint in endpoints(settings).items():
+            limit = gw.sources[name].rate_limit or gw.rate_limit
+            bucket = TokenBucket(limit.rate * share, max(1, round(limit.burst * share)), now)
+            self.routes[name] = _Route(endpoint, bucket, topics[endpoint.stream])
+        self.pending_ms = gw.produce_timeout + PENDING_MARGIN_MS
+        self.max_body = gw.max_body
+        self._openapi = orjson.dumps(openapi(settings))
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_post("/webhooks/{source}", self.webhook)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/openapi.json", self.openapi)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json(200, {"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = await self.producer.ready()
+        m.KAFKA_READY.set(1 if ready else 0)
+        if ready:
+            return _json(200, {"status": "ready"})
+        where = self.settings.kafka.bootstrap_servers
+        return _json(503, {"status": "unready", "reason": f"no Kafka broker answers at {where}"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        route = self.routes.get(request.match_info["source"])
+        if route is None:
+            m.REJECTED.labels(UNKNOWN, "unknown_source").inc()
+            m.REQUESTS.labels(UNKNOWN, "404").inc()
+            return _json(404, {"error": "unknown_source", "detail": "no such webhook source"})
+        try:
+            response = await self._handle(route, request)
+        except Exception:  # a bug must not become a 500 the provider gives up on
+            log.exception("webhook for %s failed", route.endpoint.name)
+            response = self._refuse(route, Rejected(503, "internal_error", "try again later"))
+            response.headers["Retry-After"] = "5"
+        route.count(response.status)
+        m.DURATION.labels(route.endpoint.name).observe(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, route: _Route, request: web.Request) -> web.Response:
+        wait = route.bucket.take(time.monotonic())
+        if wait:
+            refused = Rejected(429, "rate_limited", "too many requests for this source")
+            return self._refuse(route, refused, {"Retry-After": str(math.ceil(wait))})
+        size = request.content_length
+        if size is not None and size > self.max_body:
+            return self._too_large(route)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large(route)
+        verdict = route.endpoint.admit(request.headers, body, int(self.clock() * 1000))
+        if isinstance(verdict, Rejected):
+            return self._refuse(route, verdict)
+        return await self._store(route, verdict)
+
+    async def _store(self, route: _Route, accepted: Accepted) -> web.Response:
+        name = route.endpoint.name
+        ledger, key, claim = self.ledger, b"", Claim.UNAVAILABLE
+        if ledger is not None:
+            key = ledger.key(name, accepted.delivery_id)
+            claim = await ledger.claim(key, self.pending_ms)
+            if claim is Claim.STORED:
+                m.DUPLICATES.labels(name).inc()
+                return _json(200, {"status": "duplicate"})
+            if claim is Claim.IN_FLIGHT:
+                refused = Rejected(409, "in_flight", "this delivery is being stored; retry")
+                return self._refuse(route, refused, {"Retry-After": "1"})
+            if claim is Claim.UNAVAILABLE:
+                m.UNDEDUPLICATED.labels(name).inc()
+        try:
+            await self.producer.send(route.topic, accepted.key, accepted.envelope)
+        except ProduceFailed as e:
+            if claim is Claim.NEW:
+                ledger.release(key)  # type: ignore[union-attr]
+            log.warning("webhook for %s not stored: %s", name, e)
+            refused = Rejected(503, "kafka_unavailable", "not stored; retry later")
+            return self._refuse(route, refused, {"Retry-After": "5"})
+        if claim is Claim.NEW:
+            ledger.stored(key, route.endpoint.retry_horizon_ms)  # type: ignore[union-attr]
+        m.PRODUCED.labels(name).inc()
+        return _json(202, {"status": "accepted"})
+
+    def _too_large(self, route: _Route) -> web.Response:
+        detail = f"the body is larger than {self.max_body} bytes"
+        return self._refuse(route, Rejected(413, "too_large", detail))
+
+    def _refuse(
+        self, route: _Route, rejected: Rejected, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        m.REJECTED.labels(route.endpoint.name, rejected.reason).inc()
+        return _json(
+            rejected.status, {"error": rejected.reason, "detail": rejected.detail}, headers
+        )
+
+
+def run_gateway(settings: Settings, process_index: int = 0, processes: int = 1) -> None:
+    """Serve until SIGINT or SIGTERM, then finish the requests in flight and flush."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_serve(settings, process_index, processes))
+
+
+async def _serve(settings: Settings, process_index: int, processes: int) -> None:
+    gw = settings.gateway
+    loop = asyncio.get_running_loop()
+    unsigned = [name for name, hook in gw.sources.items() if hook.secret is None]
+    if unsigned:
+        log.warning("no secret for %s: their webhooks are refused (503)", ", ".join(unsigned))
+    producer = AckedProducer(settings.kafka, gw.produce_timeout)
+    producer.start(loop)
+    ledger = DeliveryLedger(settings.redis, gw.idempotency_timeout) if settings.redis.url else None
+    if ledger is None:
+        log.warning("no redis.url: redeliveries are produced again (at least once)")
+    gateway = Gateway(settings, producer, ledger, share=1 / processes)
+    grace = gw.produce_timeout / 1000
+    runner = web.AppRunner(gateway.app(), access_log=None, shutdown_timeout=grace)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, gw.host, gw.port, reuse_port=processes > 1, backlog=2048)
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        producer.close()
+        raise GatewayError(f"cannot listen on {gw.host}:{gw.port}: {e.strerror}") from None
+    metrics = ""
+    if gw.metrics_port:
+        port = gw.metrics_port + process_index
+        try:
+            start_http_server(port, addr=gw.host)
+        except OSError as e:
+            raise GatewayError(f"cannot serve metrics on {gw.host}:{port}: {e.strerror}") from None
+        metrics = f", metrics http://{gw.host}:{port}/metrics"
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sources = ", ".join(gw.sources) or "none configured"
+    print(
+        f"gateway listening on http://{gw.host}:{gw.port} (process {process_index} of "
+        f"{processes}{metrics}); sources: {sources}",
+        flush=True,
+    )
+    await stop.wait()
+    await runner.cleanup()  # stops listening, lets the requests in flight finish
+    left = producer.close()
+    if ledger is not None:
+        await ledger.close()
+    # Nothing answered 2xx is among `left`: those requests were answered 503 (or cut off).
+    lost = f"; {left} records in flight were not acknowledged by Kafka" if left else ""
+    print(f"gateway stopped{lost}", file=sys.stderr if left else sys.stdout, flush=True)

@@ -1,0 +1,34 @@
+"""The Kafka message key of an input envelope: its order id, else its tracking number.
+
+The spec's rule for producers (the simulator's, the webhook gateway): one order's
+events share a partition and keep their order. Consumers never rely on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.config import Settings
+from schemas.normalize import _MISSING, _compile_path, _get
+
+
+class MessageKeys:
+    """Order id (else tracking number) from a payload, by the source registry's paths."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._paths: dict[str, list[Any]] = {}
+        for name, spec in settings.sources.items():
+            paths = spec.fields.order_id + spec.fields.tracking_no
+            self._paths[name] = [_compile_path(p) for p in paths]
+
+    def for_payload(self, source: str, payload: Any) -> bytes | None:
+        if not isinstance(payload, dict):
+            return None
+        for path in self._paths.get(source, ()):
+            value = _get(payload, path)
+            if value is not _MISSING and value is not None and value != "":
+                return str(value).encode()
+        return None
+
+    def key(self, envelope: dict[str, Any]) -> bytes | None:
+        return self.for_payload(str(envelope.get("source")), envelope.get("payload"))
