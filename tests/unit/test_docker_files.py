@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from pydantic import SecretStr
 
 from dataflows.cli import main as cli
 from schemas.config import Settings
@@ -20,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 PIPELINE = "orderguard"  # the compose service running `orderguard run`
-SERVICES = {"kafka", "redis", PIPELINE, "prometheus", "alertmanager", "grafana"}
+GATEWAY = "gateway"  # the compose service running `orderguard gateway`
+SERVICES = {"kafka", "redis", PIPELINE, GATEWAY, "prometheus", "alertmanager", "grafana"}
+HOST_VAR = re.compile(r"\$\{(\w+):\?[^}]+\}")  # ${NAME:?message}: required from the host
 
 
 def compose() -> dict[str, Any]:
@@ -74,9 +77,13 @@ def orderguard_services() -> dict[str, dict[str, Any]]:
 def setting(settings: Settings, dotted: str) -> object:
     value: object = settings
     for part in dotted.split("."):
+        if isinstance(value, dict):  # gateway.sources.<source>
+            assert part in value, f"{dotted} is not a Settings key"
+            value = value[part]
+            continue
         assert hasattr(value, part), f"{dotted} is not a Settings key"
         value = getattr(value, part)
-    return value
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 # ---------------------------------------------------------------- compose structure
@@ -105,11 +112,12 @@ def test_healthy_dependencies_have_healthchecks():
             assert dep in services, (name, dep)
             if cond["condition"] == "service_healthy":
                 assert "healthcheck" in services[dep], f"{name} waits for {dep}'s health"
-    pipeline_deps = service(PIPELINE)["depends_on"]
-    assert {d for d, c in pipeline_deps.items() if c["condition"] == "service_healthy"} >= {
-        "kafka",
-        "redis",
-    }
+    for name in (PIPELINE, GATEWAY):
+        deps = service(name)["depends_on"]
+        assert {d for d, c in deps.items() if c["condition"] == "service_healthy"} >= {
+            "kafka",
+            "redis",
+        }, name
 
 
 # ---------------------------------------------------------------- the image
@@ -171,7 +179,9 @@ def test_image_copies_every_package_and_the_configuration():
 
 # ---------------------------------------------------------------- the pipeline service
 def compose_env(name: str) -> dict[str, str]:
-    return {k: str(v) for k, v in service(name)["environment"].items()}
+    """A service's environment, each `${NAME:?...}` the host must set given a stand-in."""
+    env = {k: str(v) for k, v in service(name)["environment"].items()}
+    return {k: HOST_VAR.sub(lambda m: f"stand-in-for-{m[1]}", v) for k, v in env.items()}
 
 
 def test_orderguard_env_vars_are_settings_keys_with_those_values():
@@ -193,6 +203,7 @@ def test_commands_are_valid_orderguard_cli_invocations():
         assert cmd is not None, name
         cmd.make_context(cmd_name, rest, parent=ctx)  # raises on an unknown option or value
     assert service(PIPELINE)["command"][0] == "run"
+    assert service(GATEWAY)["command"][0] == "gateway"
 
 
 def pipeline_processes() -> int:
@@ -281,3 +292,39 @@ def test_grafana_provisioning_and_dashboards_are_mounted_where_they_point():
     (source,) = yaml.safe_load(source_file.read_text())["datasources"]
     assert source["url"] == "http://prometheus:9090"
     assert any(p.endswith(":9090") for p in service("prometheus")["ports"])
+
+
+# ---------------------------------------------------------------- the gateway service
+def test_gateway_port_metrics_ports_and_scrape_targets_agree_with_its_settings():
+    settings = settings_of(compose_env(GATEWAY))
+    gw = settings.gateway
+    assert gw.host == "0.0.0.0"  # reachable through the published port and from Prometheus
+    published = {tuple(map(int, p.split(":")[-2:])) for p in service(GATEWAY)["ports"]}
+    assert published == {(gw.port, gw.port)}  # host:container, as the header's URL says
+    processes = int(flag(service(GATEWAY)["command"], "--processes"))
+    ports = {gw.metrics_port + k for k in range(processes)}
+    assert ports == {gw.metrics_port, gw.metrics_port + 1} == {9474, 9475}
+    assert {int(p) for p in service(GATEWAY)["expose"]} == ports
+    prom = yaml.safe_load((ROOT / "ops" / "prometheus.yml").read_text())
+    (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "orderguard-gateway"]
+    targets = {t for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {f"{GATEWAY}:{p}" for p in ports}
+    check = " ".join(service(GATEWAY)["healthcheck"]["test"])
+    assert f"{gw.port}/healthz" in check and all(f"{p}/metrics" in check for p in ports)
+
+
+def test_gateway_secrets_come_from_the_host_for_every_source():
+    raw = {k: str(v) for k, v in service(GATEWAY)["environment"].items()}
+    secrets = {k: v for k, v in raw.items() if k.endswith("__SECRET")}
+    assert all(HOST_VAR.fullmatch(v) for v in secrets.values()), "a literal secret"
+    settings = settings_of(compose_env(GATEWAY))
+    assert settings.gateway.sources  # the configuration names its webhook sources
+    wanted = {
+        f"ORDERGUARD__GATEWAY__SOURCES__{n.upper()}__SECRET" for n in settings.gateway.sources
+    }
+    assert set(secrets) == wanted
+    assert all(s.secret is not None for s in settings.gateway.sources.values())
+    for name, svc in compose()["services"].items():  # no service holds a literal secret
+        for key, value in (svc.get("environment") or {}).items():
+            if re.search(r"SECRET|PASSWORD", key):
+                assert HOST_VAR.fullmatch(str(value)), f"{name}: {key} is written in the file"

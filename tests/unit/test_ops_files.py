@@ -20,6 +20,7 @@ import yaml
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
+import connectors.gateway_metrics  # the webhook gateway's series too
 import connectors.metrics  # noqa: F401  (registers every series the pipeline exports)
 from schemas.config import Settings
 from schemas.statuses import MAIN_PATH
@@ -35,7 +36,7 @@ RUNBOOK_BASE = "https://github.com/orderguard/orderguard/blob/main/ops/runbooks/
 SEVERITIES = {"critical", "warning"}
 METRIC = re.compile(r"\borderguard_[a-z_]+")
 CONFIG_KEY = re.compile(
-    r"\b(?:thresholds|breakers|retention|pipeline|kafka|recovery|metrics|redis)"
+    r"\b(?:thresholds|breakers|retention|pipeline|kafka|recovery|metrics|redis|gateway)"
     r"(?:\.[a-z_]+)+"
 )
 
@@ -179,6 +180,8 @@ def test_the_registry_exports_what_the_rules_are_about():
     series = exported_series()
     assert {"orderguard_open_order_alerts", "orderguard_payments_total"} <= series
     assert "orderguard_stage_duration_seconds_bucket" in series
+    assert {"orderguard_gateway_requests_total", "orderguard_gateway_rejected_total"} <= series
+    assert "orderguard_gateway_request_duration_seconds_bucket" in series
 
 
 @pytest.mark.parametrize("source", ["rules", "dashboard"])
@@ -200,6 +203,11 @@ PANELS = {  # title -> a series its queries must read
     "Stage duration quantiles": "orderguard_stage_duration_seconds_bucket",
     "Dead letters by reason": "orderguard_dead_letters_total",
     "Redis view health": "orderguard_redis_view_failures_total",
+    "Gateway requests by code": "orderguard_gateway_requests_total",
+    "Gateway rejections by reason": "orderguard_gateway_rejected_total",
+    "Gateway latency p99": "orderguard_gateway_request_duration_seconds_bucket",
+    "Gateway produced": "orderguard_gateway_produced_total",
+    "Gateway idempotency degraded": "orderguard_gateway_idempotency_degraded_total",
 }
 
 
