@@ -11,6 +11,7 @@ Every answer is JSON; nothing a request causes is a 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import signal
@@ -188,6 +189,14 @@ class Gateway:
         )
 
 
+async def _watch_kafka(producer: AckedProducer, stop: asyncio.Event, every: float = 10.0) -> None:
+    """Keep `orderguard_gateway_kafka_ready` current even when nobody asks /readyz."""
+    while not stop.is_set():
+        m.KAFKA_READY.set(1 if await producer.ready() else 0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
 def run_gateway(settings: Settings, process_index: int = 0, processes: int = 1) -> None:
     """Serve until SIGINT or SIGTERM, then finish the requests in flight and flush."""
     logging.basicConfig(
@@ -229,6 +238,7 @@ async def _serve(settings: Settings, process_index: int, processes: int) -> None
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watch = loop.create_task(_watch_kafka(producer, stop))
     sources = ", ".join(gw.sources) or "none configured"
     print(
         f"gateway listening on http://{gw.host}:{gw.port} (process {process_index} of "
@@ -236,6 +246,7 @@ async def _serve(settings: Settings, process_index: int, processes: int) -> None
         flush=True,
     )
     await stop.wait()
+    await watch
     await runner.cleanup()  # stops listening, lets the requests in flight finish
     left = producer.close()
     if ledger is not None:
