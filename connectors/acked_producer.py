@@ -21,6 +21,8 @@ from schemas.config import Kafka
 log = logging.getLogger("orderguard.gateway.kafka")
 
 _ENFORCED: dict[str, object] = {"acks": "all", "enable.idempotence": True}
+_RENEW = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+"""Errors after which this producer id is refused for good: a new producer is needed."""
 
 
 class ProduceFailed(RuntimeError):
@@ -44,7 +46,9 @@ class AckedProducer:
             # librdkafka gives up at the same deadline as the HTTP answer, so a record
             # reported failed (503) is not also delivered much later.
             conf.setdefault("message.timeout.ms", timeout_ms)
+        self._conf = conf
         self._producer = Producer(conf)
+        self._renew = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reports: list[tuple[asyncio.Future[str | None], str | None]] = []
         self._stop = threading.Event()
@@ -60,14 +64,29 @@ class AckedProducer:
     def _serve(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+            if self._renew:
+                self._renew_producer()
             if self._reports and self._loop is not None:
                 reports, self._reports = self._reports, []
                 self._loop.call_soon_threadsafe(_resolve, reports)
+
+    def _renew_producer(self) -> None:
+        # After a timed-out record librdkafka bumps the idempotent producer's epoch; a
+        # broker may answer PRODUCER_FENCED to every later record (Tansu does, after a
+        # broker outage), which librdkafka does not treat as fatal: without a new
+        # producer (a new producer id) the gateway would answer 503 for good.
+        self._renew = False
+        old, self._producer = self._producer, Producer(self._conf)
+        log.warning("kafka producer fenced: replaced by a new one")
+        old.purge()  # what it still holds fails now (503: the provider retries)
+        old.poll(0)
 
     def _on_error(self, err: KafkaError) -> None:
         # Transient errors are retried by librdkafka; what it cannot deliver reaches
         # the delivery reports (and so a 503). Only fatal errors are news here.
         log.log(logging.ERROR if err.fatal() else logging.DEBUG, "kafka producer: %s", err.str())
+        if err.fatal():  # this producer refuses every later record
+            self._renew = True
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Produce one record and wait for the broker's acknowledgement; `ProduceFailed` if not."""
@@ -75,6 +94,8 @@ class AckedProducer:
         fut: asyncio.Future[str | None] = self._loop.create_future()
 
         def on_delivery(err: KafkaError | None, msg: Message, fut: Any = fut) -> None:
+            if err is not None and (err.fatal() or err.code() in _RENEW):
+                self._renew = True
             self._reports.append((fut, None if err is None else err.str()))
 
         try:
@@ -84,11 +105,15 @@ class AckedProducer:
         except KafkaException as e:
             err = e.args[0] if e.args else None
             raise ProduceFailed(err.str() if isinstance(err, KafkaError) else str(e)) from None
+        # A little beyond librdkafka's own deadline: its report normally comes first.
+        # One timer per record (wait_for + shield made three more futures per request).
+        expiry = self._loop.call_later(self._timeout + 1.0, _expire, fut)
         try:
-            # A little beyond librdkafka's own deadline: its report normally comes first.
-            error = await asyncio.wait_for(asyncio.shield(fut), self._timeout + 1.0)
+            error = await fut
         except TimeoutError:
             raise ProduceFailed(f"not acknowledged within {self._timeout:g}s") from None
+        finally:
+            expiry.cancel()
         if error is not None:
             raise ProduceFailed(error)
 
@@ -117,6 +142,11 @@ class AckedProducer:
             reports, self._reports = self._reports, []
             _resolve(reports)
         return left
+
+
+def _expire(fut: asyncio.Future[str | None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _resolve(reports: list[tuple[asyncio.Future[str | None], str | None]]) -> None:

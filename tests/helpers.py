@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 
+from connectors.processes import stop_group
 from schemas.config import Settings, load_settings
 from schemas.event import Event
 
@@ -115,3 +120,52 @@ def settings_of(env: dict[str, str]) -> Settings:
             if k.startswith("ORDERGUARD__"):
                 mp.setenv(k, v)
         return load_settings()
+
+
+def wait_until(
+    what: str, done: Callable[[], bool], timeout: float = 180.0, interval: float = 0.5
+) -> None:
+    """Poll `done` until true; fail the test naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class PrivateRedis:
+    """A redis-server of a test's own on a fixed port, stopped and started at will.
+
+    Not the shared Redis: outage tests stop it. It keeps nothing on disk, so a
+    restart on the same port comes back empty.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateRedis:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        wait_until("redis-server to answer", lambda: _pings(client), timeout=20, interval=0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop_group(proc)

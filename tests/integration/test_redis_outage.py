@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from connectors.broker import ensure_topics, free_port
 from connectors.kafka_envelopes import produce_envelopes
 from connectors.processes import stop_group
 from sim import generate
-from tests.helpers import settings_of
+from tests.helpers import PrivateRedis, settings_of, wait_until
 from tests.integration.test_run_live import live_env, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,48 +39,6 @@ TIMEOUT = 180.0  # seconds for anything to happen on a busy 2-core machine
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
 )
-
-
-class PrivateRedis:
-    """A redis-server of this test's own on a fixed port, stopped and started at will."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PrivateRedis:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self._proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        wait_until("redis-server to answer", lambda: _pings(client), timeout=20)
-        client.close()
-        return self
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_group(proc)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-def wait_until(what: str, done: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def metrics(port: int) -> dict[str, float]:
