@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,8 @@ def produce_envelopes(
     stop: threading.Event | None = None,
     progress: ProduceProgress | None = None,
     flush_timeout: float | None = None,
+    live_route: Callable[[dict[str, Any]], bool] | None = None,
+    live_from_ms: int | None = None,
 ) -> int:
     """Produce every envelope; return how many were acknowledged.
 
@@ -58,9 +60,16 @@ def produce_envelopes(
     (those in the past at once), as the integrations would have. `stop` ends the run
     early (what was sent is still flushed and checked). Raises `ProduceError` naming
     the first failure if any record was not acknowledged.
+    `live_route` (with `real_time`): offered each envelope whose `received_at` is at or
+    after `live_from_ms` (default: now), once due; True means it took the envelope
+    (e.g. to post it to the webhook gateway) and it is not produced here. The backlog
+    before `live_from_ms` always goes to Kafka with its historical `received_at`.
     """
     if rate and real_time:
         raise ValueError("give rate or real_time, not both")
+    if live_route is not None and not real_time:
+        raise ValueError("a live_route needs real_time")
+    live_from = int(time.time() * 1000) if live_from_ms is None else live_from_ms
     kafka = settings.kafka
     timeout = flush_timeout if flush_timeout is not None else kafka.flush_timeout / 1000
     topics = kafka.input_topics.model_dump()
@@ -95,8 +104,11 @@ def produce_envelopes(
     for env in envelopes:
         if stop is not None and stop.is_set():
             break
-        if real_time and not _wait_for(producer, env, stop, shown):
+        due = _due(env) if real_time else None
+        if real_time and not _wait_for(producer, due, stop, shown):
             break
+        if live_route is not None and due is not None and due >= live_from and live_route(env):
+            continue  # taken (not counted in `sent`): the route reports on it itself
         raw = env.get("__raw__")
         if raw is not None:
             topic, key, value = topics["orders"], None, str(raw).encode()
@@ -127,16 +139,22 @@ def produce_envelopes(
     return delivered
 
 
+def _due(env: dict[str, Any]) -> int | None:
+    """The envelope's `received_at` in epoch ms; None for a malformed one."""
+    try:
+        return parse_rfc3339(str(env.get("received_at", "")))
+    except TimeParseError:
+        return None
+
+
 def _wait_for(
     producer: Producer,
-    env: dict[str, Any],
+    due: int | None,
     stop: threading.Event | None,
     shown: ProduceProgress,
 ) -> bool:
-    """Sleep until the envelope's `received_at` (serving delivery reports); False if stopped."""
-    try:
-        due = parse_rfc3339(str(env.get("received_at", "")))
-    except TimeParseError:
+    """Sleep until `due` (serving delivery reports); False if stopped."""
+    if due is None:
         return True  # a malformed line goes out at once, as it would have
     shown.waiting_until_ms = due
     while (ahead := due / 1000 - time.time()) > 0:

@@ -351,6 +351,13 @@ DEMO_INCIDENTS = (
     is_flag=True,
     help="Offline instead: simulate a day into a file and replay it (no broker).",
 )
+@click.option(
+    "--gateway",
+    "via_gateway",
+    is_flag=True,
+    help="Also run `orderguard gateway`: live carrier and payment traffic goes to it as "
+    "signed webhooks over HTTP (the backlog still goes to Kafka directly).",
+)
 @config_option
 def demo(
     orders: int | None,
@@ -360,6 +367,7 @@ def demo(
     history: float,
     duration: float | None,
     offline: bool,
+    via_gateway: bool,
     config_path: Path | None,
 ) -> None:
     """Run everything on this machine: broker, Redis, simulator, pipeline, live summary."""
@@ -375,6 +383,8 @@ def demo(
         raise click.ClickException(
             f"unknown incident {unknown[0]!r}; known: {', '.join(sorted(INCIDENTS))}"
         )
+    if offline and via_gateway:
+        raise click.ClickException("--gateway needs the live demo (not --replay)")
     if offline:
         _replay_demo(settings, orders or 5000, seed, incidents)
         return
@@ -389,6 +399,7 @@ def demo(
         incidents=incidents,
         history_hours=history,
         duration=duration,
+        gateway=via_gateway,
     )
     try:
         with stop_signals_interrupt():  # also while the broker and Redis start

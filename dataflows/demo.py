@@ -7,8 +7,9 @@ it runs in production. The summary comes from what a downstream consumer sees: t
 output topics, and the pipeline's own metrics endpoint.
 
 Stopping (Ctrl-C, SIGTERM, `--duration`) goes in dependency order: the producer, then
-the pipeline (SIGINT: it stops at an epoch boundary), then the consumer, Redis and
-the broker. Nothing is left running.
+(with `--gateway`) the webhook sender and the gateway, then the pipeline (SIGINT: it
+stops at an epoch boundary), then the consumer, Redis and the broker. Nothing is
+left running. `--gateway` is in `dataflows/demo_gateway.py`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ from connectors.broker import EmbeddedBroker, ensure_topics, free_port
 from connectors.kafka_envelopes import ProduceProgress, produce_envelopes
 from connectors.processes import stop_group, stop_signals_interrupt
 from connectors.redis_server import LocalRedis, RedisUnavailable
+from connectors.webhook_client import WebhookSender, WebhookStats
+from dataflows.demo_gateway import (
+    DemoGateway,
+    GatewayNotReady,
+    describe,
+    start_gateway,
+    wait_ready,
+    webhook_status,
+)
 from dataflows.replay import Summary
 from schemas.config import Settings, load_settings
 from sim import generate
@@ -53,10 +63,16 @@ class DemoOptions:
     duration: float | None = None
     """Seconds to run live after start-up (None: until Ctrl-C)."""
     refresh: float = 2.0
+    gateway: bool = False
+    """Also run `orderguard gateway`; real-time tracking and payments go to it over HTTP."""
 
 
 class PipelineDied(RuntimeError):
-    """The pipeline process exited on its own."""
+    """The pipeline process (or the gateway: `log` is whose) exited on its own."""
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 @dataclass
@@ -231,15 +247,44 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         stop = threading.Event()
         producer_error: list[str] = []
 
+        gw: DemoGateway | None = None
+        sender: WebhookSender | None = None
+        # Live from the demo's start: what is older is backlog, produced to Kafka directly
+        # (the gateway would re-date it to its own clock: see dataflows/demo_gateway.py).
+        live_from_ms = int(now.timestamp() * 1000)
+
         def produce() -> None:
             try:
-                produce_envelopes(settings, envelopes, real_time=True, stop=stop, progress=produced)
+                produce_envelopes(
+                    settings,
+                    envelopes,
+                    real_time=True,
+                    stop=stop,
+                    progress=produced,
+                    live_route=sender.offer if sender is not None else None,
+                    live_from_ms=live_from_ms,
+                )
             except Exception as e:  # shown to the user, and the demo stops
                 producer_error.append(str(e))
 
         pipeline_log = work / "pipeline.log"
+        if opts.gateway:
+            gw = start_gateway(settings, config, env, work / "gateway.log")
         pipeline = _start_pipeline(config, env, pipeline_log)
         out.write(f"pipeline pid {pipeline.pid}, metrics http://127.0.0.1:{metrics_port}/metrics\n")
+        if gw is not None:
+            try:
+                wait_ready(gw)
+            except BaseException as e:  # not ready, or Ctrl-C meanwhile: leave nothing running
+                gw.stop(STOP_GRACE)
+                _stop_pipeline(pipeline)
+                if not isinstance(e, GatewayNotReady):
+                    raise
+                out.write(f"{e}; its last lines ({gw.log}):\n{_tail(gw.log)}\n")
+                return 1
+            sender = gw.sender(settings).start()
+            out.write(describe(gw) + f", from {now:%Y-%m-%d %H:%M:%S} UTC\n")
+        out.flush()
         producer = threading.Thread(target=produce, name="demo-producer", daemon=True)
         producer.start()
         tally = OutputTally(settings).start()
@@ -256,6 +301,10 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
                         raise PipelineDied(f"the pipeline exited with status {pipeline.returncode}")
                     if producer_error:
                         raise PipelineDied(f"the simulator's producer failed: {producer_error[0]}")
+                    if gw is not None and gw.proc.poll() is not None:
+                        raise PipelineDied(
+                            f"the gateway exited with status {gw.proc.returncode}", gw.log
+                        )
                     st = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
                     t = time.monotonic()
                     if st.answered:
@@ -263,41 +312,54 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
                         last, last_at = st, t
                     screen.show(
                         f"orderguard demo · {time.monotonic() - started:,.0f} s · Ctrl-C stops",
-                        _status_line(produced, last, rate),
+                        _status_line(produced, last, rate, sender.stats if sender else None),
                         _body(tally, last),
                     )
         except KeyboardInterrupt:
             out.write("\nstopping ...\n")
         except PipelineDied as e:
-            out.write(f"\n{e}; its last lines ({pipeline_log}):\n{_tail(pipeline_log)}\n")
+            log = e.log or pipeline_log
+            out.write(f"\n{e}; its last lines ({log}):\n{_tail(log)}\n")
             code = 1
         finally:
             stop.set()
             producer.join(30)
+            gateway_code: int | None = 0
+            if sender is not None:
+                sender.stop()  # what it still held is shown as pending
+            if gw is not None:  # before the pipeline: what it acknowledged is in Kafka
+                gateway_code = gw.stop(STOP_GRACE)
             pipeline_code = _stop_pipeline(pipeline)
             time.sleep(min(opts.refresh, 1.0))  # let the tally read the last outputs
             tally.stop()
-        out.write(_status_line(produced, last, rate) + "\n\n" + _body(tally, last) + "\n")
-        if code == 0 and pipeline_code in (0, 130):
+        webhooks = sender.stats if sender is not None else None
+        out.write(_status_line(produced, last, rate, webhooks) + "\n\n" + _body(tally, last) + "\n")
+        if code == 0 and pipeline_code in (0, 130) and gateway_code in (0, 130):
             shutil.rmtree(work, ignore_errors=True)
         else:
             out.write(
-                f"pipeline exited with status {pipeline_code}; kept {work} (log: pipeline.log)\n"
+                f"pipeline exited with status {pipeline_code}"
+                + (f", gateway with {gateway_code}" if gw is not None else "")
+                + f"; kept {work} (logs: pipeline.log{', gateway.log' if gw else ''})\n"
             )
             code = code or 1
     if code == 0:
-        out.write("stopped: the pipeline, the broker and any Redis started here\n")
+        gateway = ", the gateway" if opts.gateway else ""
+        out.write(f"stopped: the pipeline, the broker{gateway} and any Redis started here\n")
     return code
 
 
-def _status_line(produced: ProduceProgress, st: PipelineStatus, rate: float) -> str:
+def _status_line(
+    produced: ProduceProgress, st: PipelineStatus, rate: float, webhooks: WebhookStats | None = None
+) -> str:
     waiting = ""
     if produced.waiting_until_ms:
         ahead = produced.waiting_until_ms / 1000 - time.time()
         waiting = f", live (next in {max(0.0, ahead):.0f} s)"
     caught = f"{st.caught_up}/{st.partitions}" if st.answered else "-"
+    via = f" · {webhook_status(webhooks)}" if webhooks is not None else ""
     return (
-        f"produced {produced.delivered:,}{waiting} · pipeline read {st.read:,.0f} "
+        f"produced {produced.delivered:,}{waiting}{via} · pipeline read {st.read:,.0f} "
         f"({rate:,.0f} events/s), partitions caught up {caught}"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,9 +10,17 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from datetime import UTC, datetime
 
+import orjson
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
+from schemas.config import load_settings
+from schemas.timeparse import parse_rfc3339
 from tests.helpers import ROOT, run_cli
 
 
@@ -98,3 +107,119 @@ def test_ctrl_c_stops_everything_cleanly(inherited):
     assert "kept" not in out  # the pipeline stopped on SIGINT, not killed after the grace
     assert "Traceback" not in out
     assert not _alive(pid) and not _port_open(broker)
+
+
+def _live_from_ms(text: str) -> int:
+    """When the demo's real time began: only webhooks carry tracking and payments after it."""
+    m = re.search(r"from (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC\n", text)
+    assert m, text
+    when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _gateway_produced(metrics_url: str) -> float:
+    """`orderguard_gateway_produced_total`, all sources: what it acknowledged into Kafka."""
+    with urllib.request.urlopen(metrics_url, timeout=2) as r:
+        text = r.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "orderguard_gateway_produced_total"
+    )
+
+
+def _consumer(bootstrap: str, topics: list[str], partitions: int) -> Consumer:
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-demo", "enable.auto.commit": False}
+    )
+    c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)])
+    return c
+
+
+def _records(c: Consumer) -> list[tuple[str, bytes | None, dict]]:
+    """What the topics got since the last call: (topic, key, value)."""
+    got = []
+    for msg in c.consume(10_000, 0.5):
+        if msg.error() is None:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                got.append((msg.topic(), msg.key(), orjson.loads(msg.value())))
+    return got
+
+
+def test_gateway_carries_live_webhooks_into_corrections_and_ctrl_c_stops_it_all():
+    """--gateway: real-time payments and scans go webhook -> gateway -> Kafka -> pipeline.
+
+    The proof cannot pass with the HTTP path broken: the backlog is produced with
+    received_at before the demo's start, so a payment on the topic stamped after it
+    came from the gateway (which stamps its own clock), and it must then show in the
+    Redis order view and as the evidence of a correction on the corrected topic.
+    """
+    kafka = load_settings().kafka
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--gateway", "--normal",
+         "--orders", "100000", "--history", "0.5"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 90
+    while "gateway pid" not in seen and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    try:
+        gw = re.search(r"gateway pid (\d+), (http://\S+) \(metrics (\S+)\)", seen)
+        redis_url = re.search(r"redis (redis://\S+)", seen)
+        assert gw and redis_url, seen
+        broker, pid = _started(seen)
+        live_from = _live_from_ms(seen)
+        redis = Redis.from_url(redis_url.group(1))
+        payments = _consumer(broker, [kafka.input_topics.payments], kafka.partitions)
+        corrected = _consumer(broker, [kafka.output_topics.corrected], kafka.partitions)
+        via_gateway: dict[tuple[str, int], str] = {}  # (source, received_ms) -> order id
+        event_ids: dict[str, str] = {}  # event id -> order id, of events that came via it
+        corrections: list[dict] = []
+        proven: dict | None = None
+        while proven is None and time.monotonic() < deadline + 30:
+            for _, key, env in _records(payments):
+                received = parse_rfc3339(env["received_at"])
+                if received >= live_from and key:
+                    via_gateway[env["source"], received] = key.decode()
+            for order_id in set(via_gateway.values()) - set(event_ids.values()):
+                for member in redis.zrange(f"og:order:{order_id}:timeline", 0, -1):
+                    event = orjson.loads(member)
+                    at = (event["source"], parse_rfc3339(event["received_at"]))
+                    if via_gateway.get(at) == order_id:  # the gateway's own stamp: this run's
+                        event_ids[event["event_id"]] = order_id
+            corrections += [v for _, _, v in _records(corrected)]
+            proven = next(
+                (
+                    c for c in corrections for e in c["evidence"]
+                    if event_ids.get(e.get("event_id")) == c["order_id"]
+                ),
+                None,
+            )  # fmt: skip
+        produced = _gateway_produced(gw.group(3))  # after the records it must account for
+        payments.close()
+        corrected.close()
+        redis.close()
+        # every live payment on the topic went through the gateway, which counted it
+        assert via_gateway and produced >= len(via_gateway), (produced, len(via_gateway), seen)
+        assert event_ids, f"no gateway payment reached the Redis view: {via_gateway}"
+        assert proven is not None, f"no correction from a gateway payment: {event_ids}"
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        rest, _ = proc.communicate(timeout=90)
+    out = seen + rest
+    assert proc.returncode == 0, out
+    accepted = re.findall(r"webhooks ([\d,]+) via gateway \(", out)  # 2xx, as the demo saw
+    assert accepted and int(accepted[-1].replace(",", "")) >= produced, out
+    assert "stopped: the pipeline, the broker, the gateway" in out and "Traceback" not in out
+    assert "kept" not in out  # each child stopped on SIGINT, none killed after the grace
+    gateway_port = gw.group(2).rsplit(":", 1)[1]
+    assert not _alive(pid) and not _alive(int(gw.group(1)))
+    assert not _port_open(broker) and not _port_open(f"127.0.0.1:{gateway_port}")
+    if not redis_url.group(1).startswith("redis://127.0.0.1:6379"):  # one the demo started
+        assert not _port_open(redis_url.group(1).split("//")[1].split("/")[0])

@@ -1,0 +1,143 @@
+"""`orderguard demo --gateway`: the webhook gateway as a child process, and its traffic.
+
+The demo starts `orderguard gateway` beside the pipeline, on free loopback ports, with a
+random secret per webhook source that exists only in this process and in the
+gateway's environment (never on a command line, in a file or on the screen). A
+`WebhookSender` then posts the simulator's real-time carrier and payment envelopes
+to it, signed as the providers would sign them.
+
+Only the real-time part goes over HTTP. The gateway stamps `received_at` with its
+own clock, as it must for real providers; the backlog (yesterday's traffic, produced
+at start-up) would be re-dated to "now" if it went through the gateway, and the
+pipeline would see a day of history arrive in one second. So the backlog goes to
+Kafka directly with its historical `received_at`, and from the demo's start on, each
+tracking and payment envelope is posted when the wall clock reaches its time.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.broker import free_port
+from connectors.processes import stop_group
+from connectors.webhook_client import WebhookSender, WebhookStats
+from schemas.config import Settings
+
+READY_TIMEOUT = 60.0
+"""Seconds the gateway gets to answer /readyz 200 (Python start-up on a busy machine)."""
+
+
+class GatewayNotReady(RuntimeError):
+    """The gateway exited, or did not become ready in time, while the demo started."""
+
+
+@dataclass
+class DemoGateway:
+    """The running gateway child and what the demo needs to talk to it."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    metrics_url: str
+    log: Path
+    secrets: dict[str, bytes]
+
+    def sender(self, settings: Settings) -> WebhookSender:
+        """A provider-side client holding the same secrets as the gateway."""
+        return WebhookSender(settings, self.url, self.secrets)
+
+    def stop(self, grace: float) -> int | None:
+        """SIGINT: the gateway finishes the requests in flight and flushes its producer."""
+        return stop_group(self.proc, signal.SIGINT, grace)
+
+
+def secret_env(sources: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """A fresh random secret per source, and the environment variables that carry them."""
+    made = {name: secrets.token_hex(32) for name in sources}
+    env = {f"ORDERGUARD__GATEWAY__SOURCES__{name.upper()}__SECRET": s for name, s in made.items()}
+    return {name: s.encode() for name, s in made.items()}, env
+
+
+def start_gateway(
+    settings: Settings, config: Path | None, env: dict[str, str], log: Path
+) -> DemoGateway:
+    """`orderguard gateway` in a session of its own (the demo stops it), logging to `log`."""
+    keys, secret_vars = secret_env(list(settings.gateway.sources))
+    port, metrics = free_port(), free_port()
+    # The simulator's delivery ids repeat from run to run (same seed): in a Redis that
+    # outlives the run (the machine's), the delivery ledger of an earlier run would
+    # answer them "duplicate" and they would never reach Kafka. Each run's gateway
+    # keeps its ledger under a prefix of its own (the keys expire with retry_horizon).
+    prefix = f"{settings.redis.key_prefix}demo-{secrets.token_hex(4)}:"
+    child = {
+        **env,
+        "ORDERGUARD__REDIS__KEY_PREFIX": prefix,
+        "ORDERGUARD__GATEWAY__HOST": "127.0.0.1",
+        "ORDERGUARD__GATEWAY__PORT": str(port),
+        "ORDERGUARD__GATEWAY__METRICS_PORT": str(metrics),
+        **secret_vars,
+    }
+    cmd = [sys.executable, "-m", "dataflows.cli", "gateway"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child,
+            start_new_session=True,
+        )
+    return DemoGateway(
+        proc,
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{metrics}/metrics",
+        log,
+        keys,
+    )
+
+
+def wait_ready(gw: DemoGateway, timeout: float = READY_TIMEOUT) -> None:
+    """Poll `GET /readyz` until 200 (a broker answers); raise if the child exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gw.proc.poll() is not None:
+            raise GatewayNotReady(f"the gateway exited with status {gw.proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{gw.url}/readyz", timeout=1.0) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise GatewayNotReady(f"the gateway was not ready within {timeout:g} s")
+
+
+def describe(gw: DemoGateway) -> str:
+    """The start-up line (no secret in it)."""
+    return (
+        f"gateway pid {gw.proc.pid}, {gw.url} (metrics {gw.metrics_url}): "
+        f"live tracking and payments webhooks, signed, secrets random per run"
+    )
+
+
+def webhook_status(stats: WebhookStats) -> str:
+    """`webhooks 120 via gateway (2 retried, last 503 kafka_unavailable)` for the screen."""
+    text = f"webhooks {stats.done:,} via gateway"
+    extra = []
+    if stats.duplicates:
+        extra.append(f"{stats.duplicates:,} redelivered")
+    extra.append(f"{stats.retried:,} retried")
+    if stats.pending:
+        extra.append(f"{stats.pending:,} pending")
+    if stats.retried and stats.last_failure:
+        extra.append(f"last {stats.last_failure}")
+    return f"{text} ({', '.join(extra)})"
