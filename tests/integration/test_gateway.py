@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -96,8 +97,9 @@ def tracking(gw: GatewayProcess, bootstrap: str) -> list[Record]:
     return records(bootstrap, gw.topics["tracking"])
 
 
-def stripe(gw: GatewayProcess, event_id: str, order_id: str = "TB-1", **kw: object) -> Webhook:
-    return signed(gw.settings, "stripe", stripe_body(event_id, order_id), **kw)  # type: ignore[arg-type]
+def stripe(gw: GatewayProcess, event_id: str, order_id: str = "TB-1", **kw: Any) -> Webhook:
+    """A Stripe event for `order_id`, signed now (or as `kw` says: secret, now, content_type)."""
+    return signed(gw.settings, "stripe", stripe_body(event_id, order_id), **kw)
 
 
 def until_settled(url: str, hook: Webhook, tries: int = 20) -> Answer:
