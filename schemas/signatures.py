@@ -70,7 +70,8 @@ def verify(
     if not any(_matches(expected, s, auth.encoding) for s in signatures):
         return BAD_SIGNATURE
     # Checked after the signature: only a genuine but old request is "stale".
-    if abs(now_s - int(stamp)) * 1000 > auth.tolerance:
+    # (More than 15 digits is no time at all, and int() or float() of it would raise.)
+    if len(stamp) > 15 or abs(now_s - int(stamp)) * 1000 > auth.tolerance:
         return STALE_TIMESTAMP
     return None
 

@@ -113,7 +113,8 @@ class WebhookEndpoint:
         if self._id_header is not None:
             given = (headers.get(self._id_header) or "").strip()
             if given:
-                return given
+                # Bytes that are not UTF-8 reach us as surrogates, which JSON cannot hold.
+                return given.encode("utf-8", "backslashreplace").decode("utf-8")
         if self._id_path is not None and isinstance(payload, dict):
             return _text(_get(payload, self._id_path))
         return None
