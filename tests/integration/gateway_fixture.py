@@ -140,6 +140,9 @@ class GatewayProcess:
         for line in self.proc.stdout:
             self._lines.append(line)
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def signal(self, sig: int = signal.SIGTERM) -> None:
         """Signal the gateway (the launcher, with --processes), not its children directly."""
         assert self.proc is not None

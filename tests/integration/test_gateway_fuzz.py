@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,12 +27,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from connectors.broker import EmbeddedBroker, free_port
-from connectors.processes import stop_group
+from connectors.broker import EmbeddedBroker
 from connectors.redis_server import LocalRedis
 from schemas.config import Settings
 from schemas.signatures import sign
-from tests.helpers import ROOT, settings_of
+from tests.helpers import settings_of
+from tests.integration.gateway_fixture import GatewayProcess, gateway_env
 from tests.integration.test_run_live import read_topic
 
 JSON_TYPES = ("application/json", "application/json; charset=utf-8", "Application/JSON")
@@ -47,12 +43,17 @@ DOCUMENTED = {200, 202, 400, 401, 404, 409, 413, 415, 429, 503}
 class LiveGateway:
     """The gateway process, its settings and what the tests saw of it."""
 
-    url: str
-    settings: Settings
+    process: GatewayProcess
     secrets: dict[str, bytes]
-    proc: subprocess.Popen[bytes]
-    stderr: Path
     answers: Counter[tuple[int, str]] = field(default_factory=Counter)
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def settings(self) -> Settings:
+        return self.process.settings
 
     def record(self, resp: requests.Response | Any) -> tuple[int, str]:
         """Count an answer by (status, error or status field); JSON is required of all."""
@@ -67,51 +68,26 @@ class LiveGateway:
 
 
 @pytest.fixture(scope="module")
-def live(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+def live(broker: EmbeddedBroker) -> Iterator[LiveGateway]:
     suffix = uuid.uuid4().hex[:8]
     with LocalRedis() as redis:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGUARD__")}
-        env["ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap
-        env["ORDERGUARD__KAFKA__PARTITIONS"] = "1"
-        for stream in ("orders", "payments", "tracking"):
-            env[f"ORDERGUARD__KAFKA__INPUT_TOPICS__{stream.upper()}"] = f"fuzz.{stream}.{suffix}"
-        for out in ("corrected", "alerts", "breakers", "dead_letters"):
-            env[f"ORDERGUARD__KAFKA__OUTPUT_TOPICS__{out.upper()}"] = f"fuzz.{out}.{suffix}"
-        env["ORDERGUARD__KAFKA__CONTROL_TOPIC"] = f"fuzz.control.{suffix}"
-        env["ORDERGUARD__REDIS__URL"] = redis.url
-        env["ORDERGUARD__REDIS__KEY_PREFIX"] = f"fuzz-{suffix}:"
-        env["ORDERGUARD__GATEWAY__PORT"] = str(free_port())
-        env["ORDERGUARD__GATEWAY__METRICS_PORT"] = "0"
+        env = gateway_env(broker.bootstrap, redis.url, KAFKA__PARTITIONS="1")
         env["ORDERGUARD__GATEWAY__MAX_BODY"] = "65536"
         names = sorted(settings_of(env).gateway.sources)
         secrets = {name: f"fuzz-{name}-{suffix}".encode() for name in names}
         for name, secret in secrets.items():
             env[f"ORDERGUARD__GATEWAY__SOURCES__{name.upper()}__SECRET"] = secret.decode()
-        cfg = settings_of(env)
-        logs = tmp_path_factory.mktemp("gateway")
-        stderr = logs / "stderr.log"
-        with open(logs / "stdout.log", "wb") as out, open(stderr, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dataflows.cli", "gateway"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        gw = LiveGateway(f"http://127.0.0.1:{cfg.gateway.port}", cfg, secrets, proc, stderr)
-        try:
+        with GatewayProcess(env) as process:
+            gw = LiveGateway(process, secrets)
             _wait_ready(gw)
             yield gw
-        finally:
-            stop_group(proc)
     print("gateway answers:", dict(sorted(gw.answers.items())))
 
 
 def _wait_ready(gw: LiveGateway, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        assert gw.proc.poll() is None, gw.stderr.read_text(errors="replace")
+        assert gw.process.running(), gw.process.output
         try:
             if requests.get(gw.url + "/readyz", timeout=2).status_code == 200:
                 assert requests.get(gw.url + "/healthz", timeout=2).json() == {"status": "ok"}
@@ -293,6 +269,6 @@ def test_every_202_is_one_record_and_nothing_failed(live: LiveGateway) -> None:
         if not value.startswith(b'{"stream":"%s","source":"' % stream.encode())
     ]
     assert not misplaced, (len(misplaced), {s: len(r) for s, r in records.items()}, misplaced[:5])
-    assert live.proc.poll() is None, "the gateway exited"
-    log = live.stderr.read_text(errors="replace")
+    assert live.process.running(), "the gateway exited"
+    log = live.process.output
     assert "Traceback" not in log, log[-4000:]
