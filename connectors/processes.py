@@ -6,8 +6,9 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
@@ -30,6 +31,23 @@ def stop_group(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return proc.returncode
+
+
+def spawn_logged(cmd: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A child whose output goes to `log`, in a session (process group) of its own.
+
+    A terminal's Ctrl-C then reaches the parent only, which stops its children in order
+    (with `stop_group`).
+    """
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+        )
 
 
 @contextmanager

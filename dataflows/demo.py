@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.broker import EmbeddedBroker, ensure_topics, free_port
 from connectors.kafka_envelopes import ProduceProgress, produce_envelopes
-from connectors.processes import stop_group, stop_signals_interrupt
+from connectors.processes import spawn_logged, stop_group, stop_signals_interrupt
 from connectors.redis_server import LocalRedis, RedisUnavailable
 from connectors.webhook_client import WebhookSender, WebhookStats
 from dataflows.demo_gateway import (
@@ -158,16 +158,7 @@ def _start_pipeline(config: Path | None, env: dict[str, str], log: Path) -> subp
     cmd = [sys.executable, "-m", "dataflows.cli", "run"]
     if config is not None:
         cmd += ["--config", str(config)]
-    with log.open("wb") as out:
-        # Its own session: a terminal's Ctrl-C reaches the demo, which stops things in order.
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    return spawn_logged(cmd, env, log)
 
 
 def _stop_pipeline(proc: subprocess.Popen[bytes]) -> int | None:

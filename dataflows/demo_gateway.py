@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.broker import free_port
-from connectors.processes import stop_group
+from connectors.processes import spawn_logged, stop_group
 from connectors.webhook_client import WebhookSender, WebhookStats
 from schemas.config import Settings
 
@@ -87,17 +87,8 @@ def start_gateway(
     cmd = [sys.executable, "-m", "dataflows.cli", "gateway"]
     if config is not None:
         cmd += ["--config", str(config)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=child,
-            start_new_session=True,
-        )
     return DemoGateway(
-        proc,
+        spawn_logged(cmd, child, log),
         f"http://127.0.0.1:{port}",
         f"http://127.0.0.1:{metrics}/metrics",
         log,
