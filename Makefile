@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-replay bench-kafka bench-view clean
+.PHONY: demo test lint bench bench-replay bench-kafka bench-view bench-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,8 @@ test: $(STAMP) tools
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# All three benchmarks (about 45 minutes on a 2-core VM); figures in benchmarks/results/.
-bench: bench-replay bench-kafka bench-view
+# All four benchmarks (about 55 minutes on a 2-core VM); figures in benchmarks/results/.
+bench: bench-replay bench-kafka bench-view bench-gateway
 
 bench-replay: $(STAMP)
 	$(BIN)/python -m benchmarks.replay_bench
@@ -58,6 +58,15 @@ bench-kafka: $(STAMP) $(QUIX_VENV)/.installed
 
 bench-view: $(STAMP)
 	$(BIN)/python -m benchmarks.view_bench
+
+# The load generator is wrk (Debian's package), installed once if missing.
+bench-gateway: $(STAMP)
+	@if ! command -v wrk >/dev/null; then \
+	  echo "installing Debian's wrk (the gateway benchmark's load generator)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	fi
+	$(BIN)/python -m benchmarks.gateway_bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis
