@@ -105,11 +105,15 @@ class AckedProducer:
         except KafkaException as e:
             err = e.args[0] if e.args else None
             raise ProduceFailed(err.str() if isinstance(err, KafkaError) else str(e)) from None
+        # A little beyond librdkafka's own deadline: its report normally comes first.
+        # One timer per record (wait_for + shield made three more futures per request).
+        expiry = self._loop.call_later(self._timeout + 1.0, _expire, fut)
         try:
-            # A little beyond librdkafka's own deadline: its report normally comes first.
-            error = await asyncio.wait_for(asyncio.shield(fut), self._timeout + 1.0)
+            error = await fut
         except TimeoutError:
             raise ProduceFailed(f"not acknowledged within {self._timeout:g}s") from None
+        finally:
+            expiry.cancel()
         if error is not None:
             raise ProduceFailed(error)
 
@@ -138,6 +142,11 @@ class AckedProducer:
             reports, self._reports = self._reports, []
             _resolve(reports)
         return left
+
+
+def _expire(fut: asyncio.Future[str | None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _resolve(reports: list[tuple[asyncio.Future[str | None], str | None]]) -> None:

@@ -93,13 +93,14 @@ class DeliveryLedger:
 
     async def _execute(self, ops: list[_Op]) -> None:
         pipe = self._redis.pipeline(transaction=False)
+        command = pipe.execute_command  # what pipe.set / pipe.delete send, without their checks
         for op, key, ms, _ in ops:
             if op == "claim":
-                pipe.set(key, PENDING, nx=True, px=ms, get=True)
+                command("SET", key, PENDING, "PX", ms, "NX", "GET", get=True)
             elif op == "stored":
-                pipe.set(key, STORED, px=ms)
+                command("SET", key, STORED, "PX", ms)
             else:
-                pipe.delete(key)
+                command("DEL", key)
         try:
             results = await asyncio.wait_for(pipe.execute(raise_on_error=False), self._timeout)
         except (RedisError, OSError, TimeoutError) as e:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import uvloop
 from aiohttp import web
 from prometheus_client import start_http_server
 
@@ -58,6 +59,8 @@ class _Route:
     bucket: TokenBucket
     topic: str
     codes: dict[int, Any] = field(default_factory=dict)
+    produced: Any = None
+    duration: Any = None
 
     def count(self, status: int) -> None:
         child = self.codes.get(status)
@@ -129,7 +132,9 @@ class Gateway:
             response = self._refuse(route, Rejected(503, "internal_error", "try again later"))
             response.headers["Retry-After"] = "5"
         route.count(response.status)
-        m.DURATION.labels(route.endpoint.name).observe(time.perf_counter() - started)
+        if route.duration is None:
+            route.duration = m.DURATION.labels(route.endpoint.name)
+        route.duration.observe(time.perf_counter() - started)
         return response
 
     async def _handle(self, route: _Route, request: web.Request) -> web.Response:
@@ -173,7 +178,9 @@ class Gateway:
             return self._refuse(route, refused, {"Retry-After": "5"})
         if claim is Claim.NEW:
             ledger.stored(key, route.endpoint.retry_horizon_ms)  # type: ignore[union-attr]
-        m.PRODUCED.labels(name).inc()
+        if route.produced is None:
+            route.produced = m.PRODUCED.labels(name)
+        route.produced.inc()
         return _json(202, {"status": "accepted"})
 
     def _too_large(self, route: _Route) -> web.Response:
@@ -202,7 +209,8 @@ def run_gateway(settings: Settings, process_index: int = 0, processes: int = 1) 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(_serve(settings, process_index, processes))
+    # uvloop: measurably less CPU per request than asyncio's own loop (gateway_bench)
+    uvloop.run(_serve(settings, process_index, processes))
 
 
 async def _serve(settings: Settings, process_index: int, processes: int) -> None:
