@@ -299,8 +299,9 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
+                out = self.output()
                 self.stop()
-                raise RuntimeError(f"gateway not up after {timeout:g} s:\n{self.output()}")
+                raise RuntimeError(f"gateway not up after {timeout:g} s:\n{out}")
             if self.output().count("gateway listening") >= self.processes:
                 status, _ = self.request("GET", "/readyz")
                 if status == 200:

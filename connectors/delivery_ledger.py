@@ -5,7 +5,8 @@ soon), marked stored once Kafka acknowledged it (expiring with the provider's re
 horizon) and released if Kafka did not. So a redelivery of a stored webhook is
 acknowledged without a second record, a concurrent one is asked to retry, and a
 delivery that failed, or whose gateway crashed mid-way, is taken again by the next
-retry. Claims of concurrent requests share one pipelined round trip.
+retry. One pipelined round trip at a time carries every claim and mark queued
+meanwhile, so a claim waits at most two round trips (each bounded by the timeout).
 
 Redis is an optimisation of at-least-once, never a condition for taking a webhook:
 while it is away or slower than the timeout, claims answer UNAVAILABLE at once
@@ -82,14 +83,22 @@ class DeliveryLedger:
 
     def _enqueue(self, op: _Op) -> None:
         self._queue.append(op)
-        if len(self._queue) == 1:  # the first of this loop turn schedules the round trip
+        if len(self._queue) == 1 and not self._tasks:  # else the round trip's end sends it
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        if self._tasks or not self._queue:
+            return
         ops, self._queue = self._queue, []
         task = asyncio.get_running_loop().create_task(self._execute(ops))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._next)
+
+    def _next(self, task: asyncio.Task[None]) -> None:
+        # One round trip at a time: what queued meanwhile goes in the next, so under load
+        # each pipeline carries many commands (a pipeline's cost is mostly per call).
+        self._tasks.discard(task)
+        self._flush()
 
     async def _execute(self, ops: list[_Op]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -126,8 +135,11 @@ class DeliveryLedger:
         self._away_until = time.monotonic() + self._retry
 
     async def close(self) -> None:
-        if self._queue:
+        """Send what is still queued (the last `stored` marks), then close."""
+        deadline = time.monotonic() + 2 * self._timeout
+        while (self._tasks or self._queue) and time.monotonic() < deadline:
             self._flush()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._timeout)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=deadline - time.monotonic())
+            await asyncio.sleep(0)  # the finished round trip's callback sends the next
         await self._redis.aclose()
