@@ -1,16 +1,16 @@
 """A Kafka producer for asyncio whose `send` returns only once the broker acknowledged.
 
 The webhook gateway answers 2xx only for what Kafka stored, so each request waits
-for its own delivery report. librdkafka batches the writes (`linger.ms`); one
-thread serves the delivery reports and hands each poll's worth to the event loop in
-one call, so a busy gateway does not wake the loop once per message.
+for its own delivery report. librdkafka batches the writes (`linger.ms`); the event
+loop itself serves the delivery reports (`poll(0)`, every `BUSY_POLL` while records
+are in flight, every `IDLE_POLL` otherwise), so a report resolves its request's future
+directly: no thread hands-off, no lock contention with a poller thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any
 
@@ -21,6 +21,10 @@ from schemas.config import Kafka
 log = logging.getLogger("orderguard.gateway.kafka")
 
 _ENFORCED: dict[str, object] = {"acks": "all", "enable.idempotence": True}
+BUSY_POLL = 0.001
+"""Seconds between polls while records await their reports (added latency at most)."""
+IDLE_POLL = 0.1
+"""Seconds between polls otherwise (errors, statistics)."""
 _RENEW = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 """Errors after which this producer id is refused for good: a new producer is needed."""
 
@@ -50,25 +54,23 @@ class AckedProducer:
         self._producer = Producer(conf)
         self._renew = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reports: list[tuple[asyncio.Future[str | None], str | None]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._in_flight = 0
+        self._tick: asyncio.TimerHandle | None = None
+        self._busy = False
         self._ready_at = 0.0
         self._ready = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._thread = threading.Thread(target=self._serve, name="kafka-acks", daemon=True)
-        self._thread.start()
+        self._tick = loop.call_later(IDLE_POLL, self._poll)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
-            if self._renew:
-                self._renew_producer()
-            if self._reports and self._loop is not None:
-                reports, self._reports = self._reports, []
-                self._loop.call_soon_threadsafe(_resolve, reports)
+    def _poll(self) -> None:
+        assert self._loop is not None
+        self._producer.poll(0)  # delivery reports run here and resolve their futures
+        if self._renew:
+            self._renew_producer()
+        self._busy = self._in_flight > 0
+        self._tick = self._loop.call_later(BUSY_POLL if self._busy else IDLE_POLL, self._poll)
 
     def _renew_producer(self) -> None:
         # After a timed-out record librdkafka bumps the idempotent producer's epoch; a
@@ -94,9 +96,11 @@ class AckedProducer:
         fut: asyncio.Future[str | None] = self._loop.create_future()
 
         def on_delivery(err: KafkaError | None, msg: Message, fut: Any = fut) -> None:
+            self._in_flight -= 1
             if err is not None and (err.fatal() or err.code() in _RENEW):
                 self._renew = True
-            self._reports.append((fut, None if err is None else err.str()))
+            if not fut.done():
+                fut.set_result(None if err is None else err.str())
 
         try:
             self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
@@ -105,6 +109,12 @@ class AckedProducer:
         except KafkaException as e:
             err = e.args[0] if e.args else None
             raise ProduceFailed(err.str() if isinstance(err, KafkaError) else str(e)) from None
+        self._in_flight += 1
+        if not self._busy:  # the first record in flight: poll soon, not at the idle pace
+            self._busy = True
+            if self._tick is not None:
+                self._tick.cancel()
+            self._tick = self._loop.call_later(BUSY_POLL, self._poll)
         # A little beyond librdkafka's own deadline: its report normally comes first.
         # One timer per record (wait_for + shield made three more futures per request).
         expiry = self._loop.call_later(self._timeout + 1.0, _expire, fut)
@@ -134,22 +144,12 @@ class AckedProducer:
 
     def close(self) -> int:
         """Deliver what is in flight (up to the deadline); the number left undelivered."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        left = self._producer.flush(self._timeout)  # serves the last reports in this thread
-        if self._reports:
-            reports, self._reports = self._reports, []
-            _resolve(reports)
-        return left
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        return self._producer.flush(self._timeout)  # serves the last reports here
 
 
 def _expire(fut: asyncio.Future[str | None]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
-
-
-def _resolve(reports: list[tuple[asyncio.Future[str | None], str | None]]) -> None:
-    for fut, error in reports:
-        if not fut.done():
-            fut.set_result(error)
