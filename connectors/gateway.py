@@ -102,7 +102,19 @@ class Gateway:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/openapi.json", self.openapi)
+        # Last, so only what nothing above took lands here: JSON, like every answer.
+        app.router.add_route("*", "/webhooks/{source}", self.wrong_method)
+        app.router.add_route("*", "/{path:.*}", self.not_found)
         return app
+
+    async def wrong_method(self, request: web.Request) -> web.Response:
+        allowed = "POST"
+        detail = f"{request.method} is not allowed here; webhooks are POSTed"
+        return _json(405, {"error": "method_not_allowed", "detail": detail}, {"Allow": allowed})
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        detail = "no such path: webhooks go to POST /webhooks/<source>"
+        return _json(404, {"error": "not_found", "detail": detail})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
