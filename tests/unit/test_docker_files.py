@@ -14,7 +14,7 @@ import yaml
 from pydantic import SecretStr
 
 from dataflows.cli import main as cli
-from schemas.config import Settings
+from schemas.config import Settings, load_settings
 from tests.helpers import settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,7 +155,9 @@ def test_image_is_python_311_slim_non_root_with_the_orderguard_entrypoint():
     assert users and users[-1] not in ("root", "0")
     assert ("ENTRYPOINT", '["orderguard"]') in steps
     exposed = {p for i, a in steps if i == "EXPOSE" for p in a.split()}
-    assert exposed >= {"9464", "9465"}
+    assert exposed >= {"9464", "9465"}  # orderguard run --processes 2
+    gw = load_settings().gateway
+    assert exposed >= {str(gw.port), str(gw.metrics_port), str(gw.metrics_port + 1)}
 
 
 def test_image_copies_every_package_and_the_configuration():
