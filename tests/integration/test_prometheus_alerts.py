@@ -3,8 +3,9 @@
 `orderguard run` reads the last 6 hours of simulated traffic with lost payment callbacks
 from the embedded broker, and a real Prometheus (Debian's package) runs a copy of
 ops/prometheus.yml and ops/alerts.yml. The copies differ from the project's files only
-where a test must: the scrape target is the pipeline's metrics port on loopback, scrape
-and evaluation run every second, the alerting section (no Alertmanager here) is
+where a test must: the scrape target is the pipeline's metrics port on loopback (the
+webhook gateway's job is left out: no gateway runs here), scrape and evaluation run
+every second, the alerting section (no Alertmanager here) is
 dropped, and every rule's `for:` is shortened to FOR_IN_TEST. Thresholds are unchanged:
 the incident leaves more orders unreflected than the production threshold allows.
 """
@@ -50,6 +51,7 @@ def config_for_test(workdir: Path, metrics_port: int) -> Path:
     config.pop("alerting")
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "orderguard"]
     job["static_configs"] = [{"targets": [f"127.0.0.1:{metrics_port}"]}]
+    config["scrape_configs"] = [job]
     path = workdir / "prometheus.yml"  # rule_files (alerts.yml) resolve next to it
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
