@@ -58,9 +58,9 @@ class _Route:
     endpoint: WebhookEndpoint
     bucket: TokenBucket
     topic: str
+    produced: Any
+    duration: Any
     codes: dict[int, Any] = field(default_factory=dict)
-    produced: Any = None
-    duration: Any = None
 
     def count(self, status: int) -> None:
         child = self.codes.get(status)
@@ -91,7 +91,14 @@ class Gateway:
         for name, endpoint in endpoints(settings).items():
             limit = gw.sources[name].rate_limit or gw.rate_limit
             bucket = TokenBucket(limit.rate * share, max(1, round(limit.burst * share)), now)
-            self.routes[name] = _Route(endpoint, bucket, topics[endpoint.stream])
+            # Created up front: each source's series exist from zero, so rate() sees the first.
+            self.routes[name] = _Route(
+                endpoint,
+                bucket,
+                topics[endpoint.stream],
+                m.PRODUCED.labels(name),
+                m.DURATION.labels(name),
+            )
         self.pending_ms = gw.produce_timeout + PENDING_MARGIN_MS
         self.max_body = gw.max_body
         self._openapi = orjson.dumps(openapi(settings))
@@ -144,8 +151,6 @@ class Gateway:
             response = self._refuse(route, Rejected(503, "internal_error", "try again later"))
             response.headers["Retry-After"] = "5"
         route.count(response.status)
-        if route.duration is None:
-            route.duration = m.DURATION.labels(route.endpoint.name)
         route.duration.observe(time.perf_counter() - started)
         return response
 
@@ -190,8 +195,6 @@ class Gateway:
             return self._refuse(route, refused, {"Retry-After": "5"})
         if claim is Claim.NEW:
             ledger.stored(key, route.endpoint.retry_horizon_ms)  # type: ignore[union-attr]
-        if route.produced is None:
-            route.produced = m.PRODUCED.labels(name)
         route.produced.inc()
         return _json(202, {"status": "accepted"})
 
