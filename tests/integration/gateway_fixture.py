@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 
 from connectors.broker import free_port
-from connectors.processes import stop_group
+from connectors.processes import Service, stop_group
 from schemas.config import Settings
 from schemas.signatures import sign
 from tests.helpers import ROOT, settings_of
@@ -90,7 +90,7 @@ def _free(port: int) -> bool:
     return True
 
 
-class GatewayProcess:
+class GatewayProcess(Service):
     """`orderguard gateway [--processes N]` in its own process group, output collected."""
 
     def __init__(self, env: dict[str, str], processes: int = 1) -> None:
@@ -155,20 +155,13 @@ class GatewayProcess:
             self._reader.join(timeout=5)
         return code
 
-    def stop(self, grace: float = 15.0) -> int | None:
+    def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, SIGKILL after `grace`; safe to call twice."""
         if self.proc is None:
-            return None
-        code = stop_group(self.proc, signal.SIGTERM, grace=grace)  # type: ignore[arg-type]
+            return
+        stop_group(self.proc, signal.SIGTERM, grace=grace)  # type: ignore[arg-type]
         if self._reader is not None:
             self._reader.join(timeout=5)
-        return code
-
-    def __enter__(self) -> GatewayProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # ------------------------------------------------------------------ the provider's side
