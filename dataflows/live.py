@@ -8,19 +8,24 @@ again, with the same record ids, for consumers to de-duplicate.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from connectors.broker import BrokerError, ensure_topics
 from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, stream_of_part
 from connectors.metrics import serve
 from connectors.processes import stop_signals_interrupt
+from connectors.recovery_store import RecoveryStoreError, drop_unfinished_snapshots
 from connectors.redis_view import RedisViewSink
 from dataflows.flow import build_flow
 from dataflows.router import index_shards
 from schemas.config import Settings
+
+log = logging.getLogger("orderguard.recovery")
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for the broker's first answer: a wrong address should fail fast."""
@@ -60,6 +65,7 @@ def prepare_recovery(settings: Settings) -> bool:
                 f"recovery.dir {rdir} is not empty and holds no Bytewax recovery partitions"
             )
         _check_layout(settings)
+        _drop_unfinished_snapshots(rdir)
         return False
     try:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +74,28 @@ def prepare_recovery(settings: Settings) -> bool:
     except OSError as e:
         raise RecoveryDirError(f"cannot initialize recovery.dir {rdir}: {e}") from None
     return True
+
+
+def _drop_unfinished_snapshots(rdir: Path) -> None:
+    """Before a run: snapshots a killed run left of epochs it never completed would be
+    loaded by a later resume beside newer state (`connectors.recovery_store`)."""
+    try:
+        pruned = drop_unfinished_snapshots(rdir)
+    except RecoveryStoreError as e:
+        raise RecoveryDirError(str(e)) from None
+    if pruned.missing:
+        log.warning(
+            "recovery.dir %s holds a share of the store (partitions %s are elsewhere): "
+            "snapshots of unfinished epochs cannot be dropped here (docs/scale-out.md)",
+            rdir,
+            ", ".join(map(str, pruned.missing)),
+        )
+    elif pruned.dropped:
+        log.info(
+            "dropped %d snapshots of epochs from %d on, which no run completed",
+            pruned.dropped,
+            pruned.resume_epoch,
+        )
 
 
 LAYOUT_FILE = "orderguard-layout.json"

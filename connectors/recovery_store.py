@@ -1,0 +1,118 @@
+"""Bytewax's recovery store: drop the snapshots of epochs that never completed.
+
+Bytewax 0.21 resumes at the first epoch that not every worker completed and loads,
+per state key, the latest snapshot from before it. A killed execution may already
+have written snapshots of that epoch, or later ones, for some keys. The next
+execution runs those epochs again and overwrites the snapshots of the keys it
+touches, but keeps the killed execution's for the others; Bytewax never deletes them
+(`src/recovery.rs`: snapshots are upserted, and GC only removes older ones). So the
+resume after that loads state from a run that was lost beside state from the one
+that replaced it. Here that was a sequencer snapshot from one execution with order
+shards from another: the shards' barriers waited for a batch number that never came
+again, and every later correction was lost (the crash-restart test, on a loaded
+machine).
+
+No resume can need a snapshot of an epoch that did not complete, so deleting them
+before a run starts is always safe. It needs every partition's progress: with only a
+share of the partition files here (one machine of several, `docs/scale-out.md`) the
+resume epoch is unknown, and nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTITION_GLOB = "part-*.sqlite3"
+BUSY_TIMEOUT = 30.0
+"""Seconds to wait for a lock: the store is WAL-mode SQLite that a run may still close."""
+
+
+class RecoveryStoreError(RuntimeError):
+    """A recovery partition could not be read or changed."""
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `drop_unfinished_snapshots` did."""
+
+    resume_epoch: int | None
+    """The epoch the next execution resumes at; None for a store no run has used."""
+    dropped: int
+    """Snapshots deleted (of epochs at or after `resume_epoch`)."""
+    missing: tuple[int, ...] = ()
+    """Partitions not in this directory (then nothing was deleted)."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    except sqlite3.Error as e:
+        raise RecoveryStoreError(f"cannot open recovery partition {path}: {e}") from None
+
+
+def _progress(
+    files: list[Path],
+) -> tuple[set[int], set[int], dict[int, tuple[int, int]], dict[tuple[int, int], int]]:
+    """Partition counts, partition indexes, executions and worker frontiers of all files."""
+    counts: set[int] = set()
+    indexes: set[int] = set()
+    exs: dict[int, tuple[int, int]] = {}
+    fronts: dict[tuple[int, int], int] = {}
+    for path in files:
+        with closing(_connect(path)) as conn:
+            try:
+                for index, count in conn.execute("SELECT part_index, part_count FROM parts"):
+                    indexes.add(index)
+                    counts.add(count)
+                for ex, workers, resume in conn.execute(
+                    "SELECT ex_num, worker_count, resume_epoch FROM exs"
+                ):
+                    exs[ex] = (workers, resume)
+                for ex, worker, frontier in conn.execute(
+                    "SELECT ex_num, worker_index, worker_frontier FROM fronts"
+                ):
+                    fronts[ex, worker] = max(frontier, fronts.get((ex, worker), frontier))
+            except sqlite3.Error as e:
+                raise RecoveryStoreError(f"cannot read recovery partition {path}: {e}") from None
+    return counts, indexes, exs, fronts
+
+
+def resume_epoch(exs: dict[int, tuple[int, int]], fronts: dict[tuple[int, int], int]) -> int | None:
+    """The epoch Bytewax resumes at, as its `resume_from` computes it: the latest
+    execution's slowest worker (a worker that wrote no frontier is at the execution's
+    own resume epoch)."""
+    if not exs:
+        return None
+    ex = max(exs)
+    workers, start = exs[ex]
+    return min(max(start, fronts.get((ex, w), start)) for w in range(workers))
+
+
+def resume_epoch_of(rdir: Path) -> tuple[int | None, tuple[int, ...]]:
+    """The store's resume epoch, and the partitions missing from `rdir` (then None)."""
+    counts, indexes, exs, fronts = _progress(sorted(rdir.glob(PARTITION_GLOB)))
+    if len(counts) > 1:
+        raise RecoveryStoreError(f"recovery.dir {rdir} mixes stores of {sorted(counts)} partitions")
+    missing = tuple(sorted(set(range(counts.pop())) - indexes)) if counts else ()
+    return (None if missing else resume_epoch(exs, fronts)), missing
+
+
+def drop_unfinished_snapshots(rdir: Path) -> Pruned:
+    """Delete every snapshot of an epoch at or after the resume epoch (see the module)."""
+    epoch, missing = resume_epoch_of(rdir)
+    if epoch is None:
+        return Pruned(None, 0, missing)
+    files = sorted(rdir.glob(PARTITION_GLOB))
+    dropped = 0
+    for path in files:
+        with closing(_connect(path)) as conn:
+            try:
+                dropped += conn.execute(
+                    "DELETE FROM snaps WHERE snap_epoch >= ?", (epoch,)
+                ).rowcount
+            except sqlite3.Error as e:
+                raise RecoveryStoreError(f"cannot drop stale snapshots in {path}: {e}") from None
+    return Pruned(epoch, dropped)
