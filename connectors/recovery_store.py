@@ -116,3 +116,28 @@ def drop_unfinished_snapshots(rdir: Path) -> Pruned:
             except sqlite3.Error as e:
                 raise RecoveryStoreError(f"cannot drop stale snapshots in {path}: {e}") from None
     return Pruned(epoch, dropped)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m connectors.recovery_store DIR`: the drop, for a store gathered by hand."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m connectors.recovery_store", description=main.__doc__
+    )
+    parser.add_argument("dir", type=Path, help="a recovery.dir holding every part-*.sqlite3")
+    args = parser.parse_args(argv)
+    try:
+        pruned = drop_unfinished_snapshots(args.dir)
+    except RecoveryStoreError as e:
+        print(e)
+        return 1
+    if pruned.missing:
+        print(f"partitions {', '.join(map(str, pruned.missing))} are not in {args.dir}")
+        return 1
+    print(f"dropped {pruned.dropped} snapshots; resume epoch {pruned.resume_epoch}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,6 +26,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from connectors.recovery_store import (
     Pruned,
     drop_unfinished_snapshots,
+    main,
     resume_epoch,
     resume_epoch_of,
 )
@@ -148,3 +149,14 @@ def test_a_store_no_run_has_used_has_nothing_to_drop(tmp_path):
 )
 def test_resume_epoch_is_computed_as_bytewax_does(exs, fronts, want):
     assert resume_epoch(exs, fronts) == want
+
+
+def test_the_command_drops_them_and_refuses_a_share(store, capsys, tmp_path_factory):
+    epoch = leave_killed_snapshot(store, "b", 100)
+    assert main([str(store)]) == 0
+    assert capsys.readouterr().out == f"dropped 1 snapshots; resume epoch {epoch}\n"
+    share = tmp_path_factory.mktemp("share")
+    init_db_dir(share, 2)
+    (share / "part-0.sqlite3").unlink()
+    assert main([str(share)]) == 1
+    assert "partitions 0 are not in" in capsys.readouterr().out
