@@ -353,6 +353,13 @@ class WebhookSource(_Strict):
     retry_horizon: DurationMs = Field(3 * 86_400_000, ge=1000)
     rate_limit: RateLimit | None = None  # default: gateway.rate_limit
 
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty or blank variable (a compose `${VAR:-}` default) is no secret: HMAC
+        with it would let anyone sign, so the source is refused like an unset one."""
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 class Gateway(_Strict):
     """`orderguard gateway`: signed webhooks over HTTP into the input topics.

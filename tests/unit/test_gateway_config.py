@@ -137,6 +137,12 @@ def test_the_environment_secret_loads_and_is_never_printed(
         assert SECRET not in text
 
 
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_a_blank_environment_secret_is_no_secret(monkeypatch: pytest.MonkeyPatch, blank) -> None:
+    monkeypatch.setenv("ORDERGUARD__GATEWAY__SOURCES__STRIPE__SECRET", blank)
+    assert load_settings().gateway.sources["stripe"].secret is None
+
+
 def test_an_environment_secret_with_another_error_is_not_echoed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
