@@ -53,7 +53,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise RecoveryStoreError(f"cannot open recovery partition {path}: {e}") from None
 
 
-def _progress(
+def read_progress(
     files: list[Path],
 ) -> tuple[set[int], set[int], dict[int, tuple[int, int]], dict[tuple[int, int], int]]:
     """Partition counts, partition indexes, executions and worker frontiers of all files."""
@@ -93,7 +93,7 @@ def resume_epoch(exs: dict[int, tuple[int, int]], fronts: dict[tuple[int, int], 
 
 def resume_epoch_of(rdir: Path) -> tuple[int | None, tuple[int, ...]]:
     """The store's resume epoch, and the partitions missing from `rdir` (then None)."""
-    counts, indexes, exs, fronts = _progress(sorted(rdir.glob(PARTITION_GLOB)))
+    counts, indexes, exs, fronts = read_progress(sorted(rdir.glob(PARTITION_GLOB)))
     if len(counts) > 1:
         raise RecoveryStoreError(f"recovery.dir {rdir} mixes stores of {sorted(counts)} partitions")
     missing = tuple(sorted(set(range(counts.pop())) - indexes)) if counts else ()
