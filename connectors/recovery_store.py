@@ -53,10 +53,27 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise RecoveryStoreError(f"cannot open recovery partition {path}: {e}") from None
 
 
-def read_progress(
-    files: list[Path],
-) -> tuple[set[int], set[int], dict[int, tuple[int, int]], dict[tuple[int, int], int]]:
-    """Partition counts, partition indexes, executions and worker frontiers of all files."""
+@dataclass(frozen=True)
+class Progress:
+    """What every partition file of a directory says about the executions so far."""
+
+    files: list[Path]
+    exs: dict[int, tuple[int, int]]
+    """Each execution's worker count and resume epoch."""
+    fronts: dict[tuple[int, int], int]
+    """Each (execution, worker)'s frontier: the first epoch it has not completed."""
+    missing: tuple[int, ...]
+    """Partitions not in the directory (one machine's share of a split store)."""
+
+    @property
+    def resume_epoch(self) -> int | None:
+        """Where the next execution resumes; None for an unused or incomplete store."""
+        return None if self.missing else resume_epoch(self.exs, self.fronts)
+
+
+def read_progress(rdir: Path) -> Progress:
+    """The executions and worker frontiers of all partition files in `rdir`."""
+    files = sorted(rdir.glob(PARTITION_GLOB))
     counts: set[int] = set()
     indexes: set[int] = set()
     exs: dict[int, tuple[int, int]] = {}
@@ -77,7 +94,10 @@ def read_progress(
                     fronts[ex, worker] = max(frontier, fronts.get((ex, worker), frontier))
             except sqlite3.Error as e:
                 raise RecoveryStoreError(f"cannot read recovery partition {path}: {e}") from None
-    return counts, indexes, exs, fronts
+    if len(counts) > 1:
+        raise RecoveryStoreError(f"recovery.dir {rdir} mixes stores of {sorted(counts)} partitions")
+    missing = tuple(sorted(set(range(counts.pop())) - indexes)) if counts else ()
+    return Progress(files, exs, fronts, missing)
 
 
 def resume_epoch(exs: dict[int, tuple[int, int]], fronts: dict[tuple[int, int], int]) -> int | None:
@@ -91,23 +111,14 @@ def resume_epoch(exs: dict[int, tuple[int, int]], fronts: dict[tuple[int, int], 
     return min(max(start, fronts.get((ex, w), start)) for w in range(workers))
 
 
-def resume_epoch_of(rdir: Path) -> tuple[int | None, tuple[int, ...]]:
-    """The store's resume epoch, and the partitions missing from `rdir` (then None)."""
-    counts, indexes, exs, fronts = read_progress(sorted(rdir.glob(PARTITION_GLOB)))
-    if len(counts) > 1:
-        raise RecoveryStoreError(f"recovery.dir {rdir} mixes stores of {sorted(counts)} partitions")
-    missing = tuple(sorted(set(range(counts.pop())) - indexes)) if counts else ()
-    return (None if missing else resume_epoch(exs, fronts)), missing
-
-
 def drop_unfinished_snapshots(rdir: Path) -> Pruned:
     """Delete every snapshot of an epoch at or after the resume epoch (see the module)."""
-    epoch, missing = resume_epoch_of(rdir)
+    progress = read_progress(rdir)
+    epoch = progress.resume_epoch
     if epoch is None:
-        return Pruned(None, 0, missing)
-    files = sorted(rdir.glob(PARTITION_GLOB))
+        return Pruned(None, 0, progress.missing)
     dropped = 0
-    for path in files:
+    for path in progress.files:
         with closing(_connect(path)) as conn:
             try:
                 dropped += conn.execute(

@@ -19,7 +19,11 @@ from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, stream_of_part
 from connectors.metrics import serve
 from connectors.processes import stop_signals_interrupt
-from connectors.recovery_store import RecoveryStoreError, drop_unfinished_snapshots
+from connectors.recovery_store import (
+    PARTITION_GLOB,
+    RecoveryStoreError,
+    drop_unfinished_snapshots,
+)
 from connectors.redis_view import RedisViewSink
 from dataflows.flow import build_flow
 from dataflows.router import index_shards
@@ -60,7 +64,7 @@ def prepare_recovery(settings: Settings) -> bool:
     if rdir.exists() and not rdir.is_dir():
         raise RecoveryDirError(f"recovery.dir {rdir} is not a directory")
     if rdir.is_dir() and any(rdir.iterdir()):
-        if not any(rdir.glob("part-*.sqlite3")):
+        if not any(rdir.glob(PARTITION_GLOB)):
             raise RecoveryDirError(
                 f"recovery.dir {rdir} is not empty and holds no Bytewax recovery partitions"
             )
@@ -186,7 +190,7 @@ def wait_for_setup(
     deadline = time.monotonic() + timeout
     while True:
         missing = ""
-        if not (rdir / LAYOUT_FILE).is_file() or not any(rdir.glob("part-*.sqlite3")):
+        if not (rdir / LAYOUT_FILE).is_file() or not any(rdir.glob(PARTITION_GLOB)):
             missing = (
                 f"recovery.dir {rdir} holds no initialized store (part-*.sqlite3 and "
                 f"{LAYOUT_FILE}); process 0 initializes it, and on another machine it must "

@@ -46,7 +46,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.broker import ensure_topics
 from connectors.kafka_envelopes import produce_envelopes
-from connectors.recovery_store import read_progress, resume_epoch_of
+from connectors.recovery_store import read_progress
 from sim import generate
 from tests.helpers import settings_of
 from tests.integration.test_run_live import (
@@ -330,11 +330,11 @@ def crashes(broker, tmp_path_factory) -> Crashes:
                     # is over; a run that got far would leave the next one too little
                     # output to reach its kill mark).
                     wait = rng.uniform(0.3, 1.5)
-                    resume, _ = resume_epoch_of(recovery)
+                    resume = read_progress(recovery).resume_epoch
                     while (
                         time.monotonic() - started < wait
                         and tail.poll(0.01) == begin
-                        and resume_epoch_of(recovery)[0] == resume
+                        and read_progress(recovery).resume_epoch == resume
                     ):
                         pass
                     kills.append(f"{time.monotonic() - started:.2f}s after start")
@@ -359,7 +359,7 @@ def crashes(broker, tmp_path_factory) -> Crashes:
         last_run = ok(orderguard(env, "run", "--exit-when-caught-up"))
     finally:
         tail.close()
-    exs = read_progress(sorted(recovery.glob("part-*.sqlite3")))[2]
+    exs = read_progress(recovery).exs
     resumes = [exs[ex][1] for ex in sorted(exs) if ex > 0]
     return Crashes(
         reference, read_outputs(broker.bootstrap, env), kills, written, last_run, resumes

@@ -24,11 +24,12 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.recovery_store import (
+    PARTITION_GLOB,
     Pruned,
     drop_unfinished_snapshots,
     main,
+    read_progress,
     resume_epoch,
-    resume_epoch_of,
 )
 from dataflows.live import prepare_recovery
 from schemas.config import Settings
@@ -58,7 +59,7 @@ def count(store: Path, items: list[object]) -> list[tuple[str, int]]:
 
 def rows(store: Path) -> list[tuple[str, str, int]]:
     found = []
-    for path in sorted(store.glob("part-*.sqlite3")):
+    for path in sorted(store.glob(PARTITION_GLOB)):
         with closing(sqlite3.connect(path)) as conn:
             found += conn.execute("SELECT step_id, state_key, snap_epoch FROM snaps").fetchall()
     return sorted(found)
@@ -66,7 +67,7 @@ def rows(store: Path) -> list[tuple[str, str, int]]:
 
 def leave_killed_snapshot(store: Path, key: str, value: int) -> int:
     """What a run killed in the resume epoch leaves: its snapshot of `key` in that epoch."""
-    epoch, _ = resume_epoch_of(store)
+    epoch = read_progress(store).resume_epoch
     assert epoch is not None
     with closing(sqlite3.connect(store / "part-0.sqlite3")) as conn, conn:
         conn.execute(
