@@ -39,6 +39,13 @@ def config_file(tmp_path: Path, gateway: dict[str, Any]) -> Path:
     return path
 
 
+def refusal(path: Path | None = None) -> str:
+    """The error `load_settings` raises for this file (None: the shipped one)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    return str(info.value)
+
+
 def shipped_gateway() -> dict[str, Any]:
     data = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
     gateway = data["gateway"]
@@ -109,10 +116,9 @@ def test_a_secret_in_the_file_is_refused_naming_file_key_and_variable(
 def test_secret_like_keys_in_the_file_are_refused_without_the_value(tmp_path: Path, where) -> None:
     gateway = shipped_gateway()
     where(gateway["sources"])
-    with pytest.raises(ConfigError) as info:
-        load_settings(config_file(tmp_path, gateway))
-    assert "gateway.sources.stripe" in str(info.value)
-    assert SECRET not in str(info.value)
+    text = refusal(config_file(tmp_path, gateway))
+    assert "gateway.sources.stripe" in text
+    assert SECRET not in text
 
 
 def test_the_environment_secret_loads_and_is_never_printed(
@@ -148,20 +154,18 @@ def test_an_environment_secret_with_another_error_is_not_echoed(
 ) -> None:
     monkeypatch.setenv("ORDERGUARD__GATEWAY__SOURCES__STRIPE__SECRET", SECRET)
     monkeypatch.setenv("ORDERGUARD__GATEWAY__PORT", "eighty")
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    assert "gateway.port" in str(info.value)
-    assert SECRET not in str(info.value)
+    text = refusal()
+    assert "gateway.port" in text
+    assert SECRET not in text
 
 
 def test_an_environment_secret_for_an_unknown_source_is_refused_quietly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ORDERGUARD__GATEWAY__SOURCES__NOPE__SECRET", SECRET)
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    assert "gateway.sources.nope" in str(info.value)
-    assert SECRET not in str(info.value)
+    text = refusal()
+    assert "gateway.sources.nope" in text
+    assert SECRET not in text
 
 
 def test_cli_output_never_shows_the_secret() -> None:
@@ -188,9 +192,7 @@ def test_an_unknown_gateway_source_in_the_file_is_refused_naming_the_key(tmp_pat
     gateway = shipped_gateway()
     gateway["sources"]["fedex"] = {"auth": {"scheme": "hmac", "header": "X-Fedex-Signature"}}
     path = config_file(tmp_path, gateway)
-    with pytest.raises(ConfigError) as info:
-        load_settings(path)
-    text = str(info.value)
+    text = refusal(path)
     assert "gateway.sources.fedex" in text and "not a source of the registry" in text
     assert str(path) in text
 
@@ -201,26 +203,23 @@ def test_an_unknown_gateway_source_in_the_file_is_refused_naming_the_key(tmp_pat
 def test_bad_header_names_are_refused_naming_the_key(tmp_path: Path, header: str) -> None:
     gateway = shipped_gateway()
     gateway["sources"]["sf"]["auth"]["header"] = header
-    with pytest.raises(ConfigError) as info:
-        load_settings(config_file(tmp_path, gateway))
-    assert "gateway.sources.sf.auth.header" in str(info.value)
+    text = refusal(config_file(tmp_path, gateway))
+    assert "gateway.sources.sf.auth.header" in text
 
 
 def test_bad_delivery_id_header_name_is_refused(tmp_path: Path) -> None:
     gateway = shipped_gateway()
     gateway["sources"]["wechatpay"]["delivery_id"] = {"header": "X Delivery Id"}
-    with pytest.raises(ConfigError) as info:
-        load_settings(config_file(tmp_path, gateway))
-    assert "gateway.sources.wechatpay.delivery_id.header" in str(info.value)
+    text = refusal(config_file(tmp_path, gateway))
+    assert "gateway.sources.wechatpay.delivery_id.header" in text
 
 
 @pytest.mark.parametrize("tolerance", ["999ms", "0s", "0.5s", "0"])
 def test_a_tolerance_under_one_second_is_refused(tmp_path: Path, tolerance: str) -> None:
     gateway = shipped_gateway()
     gateway["sources"]["stripe"]["auth"]["tolerance"] = tolerance
-    with pytest.raises(ConfigError) as info:
-        load_settings(config_file(tmp_path, gateway))
-    assert "gateway.sources.stripe.auth.tolerance" in str(info.value)
+    text = refusal(config_file(tmp_path, gateway))
+    assert "gateway.sources.stripe.auth.tolerance" in text
 
 
 def test_a_one_second_tolerance_is_allowed(tmp_path: Path) -> None:
@@ -245,9 +244,8 @@ def test_a_one_second_tolerance_is_allowed(tmp_path: Path) -> None:
 def test_other_gateway_mistakes_name_their_key(tmp_path: Path, change, key: str) -> None:
     gateway = shipped_gateway()
     change(gateway)
-    with pytest.raises(ConfigError) as info:
-        load_settings(config_file(tmp_path, gateway))
-    assert key in str(info.value)
+    text = refusal(config_file(tmp_path, gateway))
+    assert key in text
 
 
 def test_the_defaults_match_the_shipped_gateway_section() -> None:
