@@ -163,6 +163,9 @@ _CLIENT_OWNED = {
 }
 
 
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+"""librdkafka's default `message.max.bytes` (the producer refuses larger records)."""
+
 CONTROL_PARTITIONS = 1
 """Partitions `run` creates the control topic with (operator commands)."""
 
@@ -208,6 +211,19 @@ class Kafka(_Strict):
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         return conf
+
+    def message_max_bytes(self) -> int:
+        """The largest record our producers may send: librdkafka's `message.max.bytes`.
+
+        Set through `kafka.client` (default 1,000,000, librdkafka's); a bound that lets a
+        record grow past it would make the broker refuse it, so the size limits and the
+        gateway's `max_body` are checked against this figure at start.
+        """
+        value = self.client.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"kafka.client message.max.bytes is not a number: {value!r}") from None
 
     def source_topics(self) -> dict[str, str]:
         """Every topic the pipeline reads, by stream: the three inputs and `control`."""
