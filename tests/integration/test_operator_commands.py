@@ -3,7 +3,9 @@
 Simulated traffic with a carrier API outage (opens carrier jt) and deliveries the OMS
 never reflects (customer holds) is processed by `orderguard run`; the operator
 commands are then given as subprocesses, the way an on-call engineer would, and the
-resumed run applies them: the breakers topic carries the operator decisions.
+resumed run applies them: the breakers topic carries the operator decisions, each
+naming the key that signed it. Commands not signed by a configured key (forged,
+unsigned, replayed) change nothing and are dead-lettered `unauthenticated_command`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import orjson
 from confluent_kafka import Producer
 
 from connectors.broker import free_port
+from schemas.commands import sign
 from tests.integration.test_run_live import live_env, ok, orderguard, read_topic
 
 ORDERS = 400
 INCIDENTS = ("--incident", "carrier_api_outage", "--incident", "delivery_not_reflected")
+OPS_KEY = "integration-ops-key-" + "k" * 24
 
 
 def records(bootstrap: str, topic: str) -> list[dict]:
@@ -34,6 +38,7 @@ def test_operator_commands_become_breaker_decisions_and_bad_ones_dead_letters(br
     env = live_env(broker.bootstrap, tmp_path / "recovery")
     # holds must still stand when the commands arrive (now), months after the recording
     env["ORDERGUARD__BREAKERS__CUSTOMER__EXPIRES_AFTER"] = "3650d"
+    env["ORDERGUARD__CONTROL__KEYS__OPS"] = OPS_KEY
     breakers = env["ORDERGUARD__KAFKA__OUTPUT_TOPICS__BREAKERS"]
     dead_letters = env["ORDERGUARD__KAFKA__OUTPUT_TOPICS__DEAD_LETTERS"]
     control = env["ORDERGUARD__KAFKA__CONTROL_TOPIC"]
@@ -88,14 +93,44 @@ def test_operator_commands_become_breaker_decisions_and_bad_ones_dead_letters(br
         ),
     )
 
+    # forged: a release signed with a key the pipeline does not have, and an unsigned
+    # force of jt; a signed command changed after signing (the operator's name)
+    forged_release = {
+        "stream": "control",
+        "source": "operator",
+        "received_at": _now(),
+        "event_id": "forged-1",
+        "payload": {"command": "hold_release", "operator": "alice", "customer_id": customer},
+    }
+    unsigned = {**forged_release, "event_id": "forged-2"}
+    unsigned["payload"] = {
+        "command": "breaker_force",
+        "operator": "alice",
+        "kind": "carrier",
+        "key": "jt",
+        "state": "HALF_OPEN",
+    }
+    tampered = sign({**unsigned, "event_id": "forged-3"}, "ops", OPS_KEY.encode())
+    tampered["payload"] = {**tampered["payload"], "operator": "mallory"}
+    produce_raw(
+        broker.bootstrap,
+        control,
+        orjson.dumps(sign(forged_release, "ops", b"not-the-key-" * 4)),
+        orjson.dumps(unsigned),
+        orjson.dumps(tampered),
+    )
+
     ok(orderguard(env, "run", "--exit-when-caught-up"))
     after = records(broker.bootstrap, breakers)
     by_operator = {d["key"]: d for d in after if "operator" in d["figures"]}
     assert {k: (d["breaker"], d["state"], d["reason"]) for k, d in by_operator.items()} == {
-        "jt": ("carrier", "CLOSED", "operator alice: forced CLOSED"),
-        customer: ("customer", "RELEASED", "operator bob: refunded"),
-        "pinduoduo": ("channel", "OPEN", "operator carol: forced OPEN"),
+        "jt": ("carrier", "CLOSED", "operator alice (key ops): forced CLOSED"),
+        customer: ("customer", "RELEASED", "operator bob (key ops): refunded"),
+        "pinduoduo": ("channel", "OPEN", "operator carol (key ops): forced OPEN"),
     }
+    assert {d["figures"]["signer"] for d in by_operator.values()} == {"ops"}
+    # the forged commands changed nothing: jt went CLOSED once (alice's) and never HALF_OPEN
+    assert [d["state"] for d in after[len(before) :] if d["key"] == "jt"] == ["CLOSED"]
     jt = by_operator["jt"]
     assert (jt["figures"]["forced"], jt["action"]) == (True, "resume")
     assert jt["figures"]["command_id"] in forced  # the CLI printed the id it sent
@@ -103,19 +138,42 @@ def test_operator_commands_become_breaker_decisions_and_bad_ones_dead_letters(br
     assert (release["previous_state"], release["figures"]["forced"]) == ("HOLD", False)
 
     bad = [d for d in records(broker.bootstrap, dead_letters) if d["stream"] == "control"]
-    assert sorted(d["reason"] for d in bad) == ["invalid_breaker_state", "not_json"]
+    assert sorted(d["reason"] for d in bad) == [
+        "not_json",
+        *["unauthenticated_command"] * 4,  # the hand-made one is unsigned too
+    ]
     assert all(d["origin"]["topic"] == control for d in bad)
 
-    # at least once: the same commands delivered again change nothing and say nothing
+    # replayed: the signed commands produced again change nothing and are dead letters
     sent = [v for _, v in read_topic(broker.bootstrap, control)]
-    produce_raw(broker.bootstrap, control, *sent)
+    signed = [v for v in sent if b'"key_id":"ops"' in v and b"forged-3" not in v]
+    assert len(signed) == 3
+    produce_raw(broker.bootstrap, control, *signed)
     ok(orderguard(env, "run", "--exit-when-caught-up"))
     assert len(records(broker.bootstrap, breakers)) == len(after)
+    bad = [d for d in records(broker.bootstrap, dead_letters) if d["stream"] == "control"]
+    replays = [d for d in bad if "already applied" in d["error"]]
+    assert len(replays) == 3 and {d["reason"] for d in replays} == {"unauthenticated_command"}
+
+
+def test_a_command_without_a_key_in_the_environment_is_refused_naming_the_variable(tmp_path):
+    env = live_env(f"127.0.0.1:{free_port()}", tmp_path / "recovery")
+    proc = orderguard(env, "hold", "release", "C1", "--operator", "bob", timeout=60)
+    assert proc.returncode == 1
+    assert "ORDERGUARD__CONTROL__KEYS__<NAME>" in proc.stderr and "nothing sent" in proc.stderr
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    at = datetime.now(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
 def test_a_command_to_a_broker_that_does_not_answer_fails_in_one_line(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     env = live_env(address, tmp_path / "recovery")
+    env["ORDERGUARD__CONTROL__KEYS__OPS"] = OPS_KEY
     proc = orderguard(env, "hold", "release", "C1", "--operator", "bob", timeout=60)
     assert proc.returncode == 1
     err = proc.stderr.strip()
