@@ -1,10 +1,12 @@
 """Operator commands from the command line to the control topic (the CLI's side).
 
 `orderguard hold release` and `orderguard breaker force` build a command envelope,
-parse it with the pipeline's own parser (`schemas.commands`), so that what the
-pipeline would dead-letter is refused here and nothing is sent, then produce it to
-`kafka.control_topic` and wait for the broker's acknowledgement. The dataflow
-applies it in input order and records the decision on the breakers topic.
+sign it with the operator's control key (`control.keys`, from the environment only:
+ORDERGUARD__CONTROL__KEYS__<NAME>), parse it with the pipeline's own parser
+(`schemas.commands`), so that what the pipeline would dead-letter is refused here and
+nothing is sent, then produce it to `kafka.control_topic` and wait for the broker's
+acknowledgement. The dataflow applies it in input order and records the decision,
+naming the key, on the breakers topic.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from schemas.commands import BREAKER_FORCE, CONTROL, HOLD_RELEASE, OPERATOR, Command, CommandParser
-from schemas.config import Settings
+from schemas.commands import (
+    BREAKER_FORCE,
+    CONTROL,
+    HOLD_RELEASE,
+    OPERATOR,
+    Command,
+    CommandParser,
+    sign,
+)
+from schemas.config import ENV_PREFIX, Settings
 from schemas.event import DeadLetter
 
 log = logging.getLogger("orderguard.operator")
@@ -80,13 +90,36 @@ def envelope(payload: dict[str, Any], now: datetime | None = None) -> dict[str, 
     }
 
 
+def signing_key(settings: Settings) -> tuple[str, bytes]:
+    """The name and secret of the control key to sign with; raises CommandRefused."""
+    keys = settings.control.keys
+    name = settings.control.signing_key
+    if name is None:
+        if not keys:
+            raise CommandRefused(
+                f"no control key to sign the command with: set {ENV_PREFIX}CONTROL__KEYS__<NAME> "
+                "to the key you were given"
+            )
+        if len(keys) > 1:
+            raise CommandRefused(
+                f"several control keys ({', '.join(sorted(keys))}): set "
+                f"{ENV_PREFIX}CONTROL__SIGNING_KEY to the name of the one to sign with"
+            )
+        [name] = keys
+    return name, keys[name].get_secret_value().encode()
+
+
 def prepare(settings: Settings, payload: dict[str, Any]) -> tuple[Command, bytes]:
-    """Build the envelope and validate it as the pipeline will; raises CommandRefused."""
-    value = orjson.dumps(envelope(payload))
-    parsed = CommandParser(settings).parse(value)
+    """Build and sign the envelope, validate it as the pipeline will; raises CommandRefused."""
+    value = orjson.dumps(sign(envelope(payload), *signing_key(settings)))
+    parsed = CommandParser(settings, now_ms=_now_ms).parse(value)
     if isinstance(parsed, DeadLetter):
         raise CommandRefused(f"{parsed.error} ({parsed.reason})")
     return parsed, value
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def message_key(command: Command) -> bytes:

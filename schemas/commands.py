@@ -11,11 +11,23 @@ Payloads: `{"command": "hold_release", "operator", "reason"?, "customer_id"}` or
 `{"command": "breaker_force", "operator", "reason"?, "kind", "key", "state"}`.
 Parsing never raises: each way a command can be bad is a dead letter with a
 reason from `schemas.errors.COMMAND_REASONS`.
+
+Signed: the envelope carries `"signature": {"key_id": NAME, "hmac": HEX}`, the
+HMAC-SHA256, by the key `control.keys.NAME`, of `canonical(envelope)`: the envelope
+without `signature`, as compact orjson with keys sorted at every level (UTF-8). Every
+other field is covered, the id and `received_at` too, so neither the target nor the
+time nor the id can be changed. A command that is unsigned, signed by no configured
+key, altered, or (live, with a wall clock) further than `control.tolerance` from it is
+dead-lettered `unauthenticated_command`; a replayed id is refused the same way by the
+stateful step that applies it (`state.command_ids`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -42,6 +54,13 @@ STATES: dict[str, tuple[str, ...]] = {
 
 MAX_REASON = 500
 """Characters of free text an operator's reason may have (it travels in every decision)."""
+MAX_OPERATOR = 64
+"""Characters of an operator's name (printable): it travels in every decision."""
+MAX_ID = 128
+"""Characters of a customer id or command id: printable, no blanks, no glob characters
+(`*?[]`), so one never becomes a pattern, a Redis command or a megabyte key."""
+_GLOB = frozenset("*?[]")
+SIGNATURE = "signature"
 
 _SAYS = {AUTO: "back to automatic", "HOLD": "hold", "RELEASED": "released"}
 
@@ -58,15 +77,53 @@ class Command:
     reason: str | None
     received_ms: int
     seq: int = 0  # position in the input, for deterministic ordering
+    signer: str = ""  # the name of the control key that signed it
+    raw: bytes = b""  # the envelope and where it came from: for a replay's dead letter
+    origin: dict[str, object] = field(default_factory=dict)
 
     def explanation(self) -> str:
-        """The decision's reason: `operator <name>: <reason>` (what was done, if no reason)."""
+        """The decision's reason: `operator <name> (key <signer>): <reason>` (what was
+        done, if no reason): the name is the operator's word, the key is verified."""
         said = self.reason or _SAYS.get(self.state, f"forced {self.state}")
-        return f"operator {self.operator}: {said}"
+        return f"operator {self.operator} (key {self.signer}): {said}"
 
     def figures(self, forced: bool) -> dict[str, object]:
         """What every decision taken on this command carries in its figures."""
-        return {"operator": self.operator, "command_id": self.command_id, "forced": forced}
+        return {
+            "operator": self.operator,
+            "signer": self.signer,
+            "command_id": self.command_id,
+            "forced": forced,
+        }
+
+    def replayed(self) -> DeadLetter:
+        """The dead letter of this command seen again: its id was already applied."""
+        return DeadLetter(
+            reason=errors.UNAUTHENTICATED_COMMAND,
+            error=f"command {self.command_id} already applied: a replay, refused",
+            raw=self.raw,
+            origin=dict(self.origin),
+            stream=CONTROL,
+            source=OPERATOR,
+            value=self.command_id,
+            received_ms=self.received_ms,
+            seq=self.seq,
+        )
+
+
+def canonical(envelope: dict[str, Any]) -> bytes:
+    """The bytes a command's signature covers (see the module's docstring)."""
+    unsigned = {k: v for k, v in envelope.items() if k != SIGNATURE}
+    return orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)
+
+
+def _hmac(secret: bytes, envelope: dict[str, Any]) -> str:
+    return hmac.new(secret, canonical(envelope), hashlib.sha256).hexdigest()
+
+
+def sign(envelope: dict[str, Any], key_id: str, secret: bytes) -> dict[str, Any]:
+    """The envelope with its signature by key `key_id` (the operator tool's side)."""
+    return {**envelope, SIGNATURE: {"key_id": key_id, "hmac": _hmac(secret, envelope)}}
 
 
 class _Bad(Exception):
@@ -97,14 +154,36 @@ def _text(payload: dict[str, Any], name: str, reason: str) -> str:
     return value.strip()
 
 
+def _plausible_id(value: str, name: str, reason: str = errors.INVALID_FIELD) -> str:
+    """An id that is safe as a key, a label and a log word (MAX_ID), else `reason`."""
+    if (
+        len(value) > MAX_ID
+        or not value.isprintable()
+        or any(c.isspace() or c in _GLOB for c in value)
+    ):
+        raise _Bad(
+            reason,
+            f"`{name}` is not a plausible id: at most {MAX_ID} printable characters, "
+            "no blanks, none of *?[]",
+            value,
+        )
+    return value
+
+
 class CommandParser:
     """Validates commands against one configuration (its channels and carriers)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, now_ms: Callable[[], int] | None = None) -> None:
+        """`now_ms`: the wall clock a live run checks `received_at` against; None (replay):
+        a recording's commands keep their recorded times."""
         self._keys: dict[str, frozenset[str]] = {
             "channel": frozenset(settings.channels),
             "carrier": frozenset(settings.carriers),
         }
+        control = settings.control
+        self._secrets = {k: v.get_secret_value().encode() for k, v in control.keys.items()}
+        self._tolerance = control.tolerance
+        self._now_ms = now_ms
 
     def parse(
         self,
@@ -122,7 +201,10 @@ class CommandParser:
         try:
             env = self._envelope(raw, stream)
             received_ms = self._received(env)
-            return self._command(env, received_ms, seq)
+            signer = self._verify(env, received_ms)
+            command = self._command(env, received_ms, seq)
+            command.signer, command.raw, command.origin = signer, raw, dict(origin or {})
+            return command
         except _Bad as e:
             bad = e
         except Exception as e:  # a bug, not bad input: still never crash the pipeline
@@ -172,10 +254,39 @@ class CommandParser:
         except TimeParseError as e:
             raise _Bad(errors.UNPARSEABLE_TIME, f"envelope received_at: {e}", value) from None
 
+    def _verify(self, env: dict[str, Any], received_ms: int) -> str:
+        """The name of the key that signed the envelope; checked before anything it says."""
+        bad = errors.UNAUTHENTICATED_COMMAND
+        signature = env.get(SIGNATURE)
+        if signature is None:
+            raise _Bad(bad, "unsigned: no `signature` (commands are sent by `orderguard`)")
+        key_id = signature.get("key_id") if type(signature) is dict else None
+        given = signature.get("hmac") if type(signature) is dict else None
+        if type(key_id) is not str or type(given) is not str:
+            raise _Bad(bad, "malformed `signature`: expected {key_id, hmac} strings")
+        secret = self._secrets.get(key_id)
+        if secret is None:
+            raise _Bad(bad, f"signed with unknown key {key_id[:MAX_ID]!r}", key_id)
+        expected = _hmac(secret, env).encode("ascii")
+        if not hmac.compare_digest(expected, given.lower().encode("utf-8", "replace")):
+            raise _Bad(bad, f"bad signature for key {key_id!r}: forged or altered", key_id)
+        # after the signature, as for webhooks: only a genuine but old command is "stale"
+        if self._now_ms is not None:
+            off = received_ms - self._now_ms()
+            if abs(off) > self._tolerance:
+                raise _Bad(
+                    bad,
+                    f"received_at is {off / 1000:+.0f}s from the wall clock, beyond "
+                    f"control.tolerance ({self._tolerance // 1000}s): stale or replayed",
+                    env.get("received_at"),
+                )
+        return key_id
+
     def _command(self, env: dict[str, Any], received_ms: int, seq: int) -> Command:
         command_id = env.get("event_id")
         if type(command_id) is not str or not command_id:
             raise _Bad(errors.BAD_ENVELOPE, "envelope `event_id` (the command id) missing")
+        _plausible_id(command_id, "event_id", errors.BAD_ENVELOPE)
         payload = env.get("payload")
         if type(payload) is not dict:
             raise _Bad(errors.BAD_ENVELOPE, "envelope `payload` missing or not an object")
@@ -187,6 +298,12 @@ class CommandParser:
                 command,
             )
         operator = _text(payload, "operator", errors.MISSING_OPERATOR)
+        if len(operator) > MAX_OPERATOR or not operator.isprintable():
+            raise _Bad(
+                errors.INVALID_FIELD,
+                f"payload `operator` not a name of at most {MAX_OPERATOR} printable characters",
+                operator,
+            )
         reason = payload.get("reason")
         if reason is not None and (type(reason) is not str or len(reason) > MAX_REASON):
             raise _Bad(
@@ -194,7 +311,9 @@ class CommandParser:
             )
         reason = (reason.strip() or None) if reason is not None else None
         if command == HOLD_RELEASE:
-            customer = _text(payload, "customer_id", errors.INVALID_FIELD)
+            customer = _plausible_id(
+                _text(payload, "customer_id", errors.INVALID_FIELD), "customer_id"
+            )
             return Command(
                 command_id, "customer", customer, "RELEASED", operator, reason, received_ms, seq
             )
@@ -205,7 +324,7 @@ class CommandParser:
                 f"unknown breaker kind {kind!r}: expected {', '.join(STATES)}",
                 kind,
             )
-        key = _text(payload, "key", errors.INVALID_FIELD)
+        key = _plausible_id(_text(payload, "key", errors.INVALID_FIELD), "key")
         known = self._keys.get(kind)
         if known is not None and key not in known:
             raise _Bad(

@@ -396,6 +396,49 @@ class Gateway(_Strict):
     sources: dict[str, WebhookSource] = {}
 
 
+# ---------------------------------------------------------------- operator commands
+MIN_CONTROL_KEY = 16
+"""Characters a control key must have at least: a short key is guessed, and signs anything."""
+
+
+def _strong_key(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value().strip()) < MIN_CONTROL_KEY:
+        raise ValueError(f"a control key needs at least {MIN_CONTROL_KEY} characters")
+    return value
+
+
+ControlKey = Annotated[SecretStr, AfterValidator(_strong_key)]
+
+
+class Control(_Strict):
+    """Who may command the pipeline through the control topic (`schemas.commands`).
+
+    `keys`: HMAC-SHA256 keys by name, only from the environment
+    (ORDERGUARD__CONTROL__KEYS__<NAME>, names in lower case): a command is applied only
+    if signed by one of them, and its decision names the key. Several at once let a key
+    be rotated: add the new one, move the operators to it, then remove the old one.
+    `signing_key`: which of `keys` `orderguard breaker force` / `hold release` sign with
+    (needed only when more than one is set). `tolerance`: how far a command's
+    `received_at` may be from the pipeline's wall clock (live runs). `remember`: command
+    ids kept per stateful step (for at least twice `tolerance`) to refuse a replay.
+    """
+
+    keys: dict[str, ControlKey] = {}
+    signing_key: str | None = None
+    tolerance: DurationMs = Field(300_000, ge=1000)
+    remember: int = Field(10_000, ge=100)
+
+    @model_validator(mode="after")
+    def _known_signing_key(self) -> Control:
+        if self.signing_key is not None and self.signing_key not in self.keys:
+            names = ", ".join(sorted(self.keys)) or "none"
+            raise ValueError(
+                f"control.signing_key: no key {self.signing_key!r} in control.keys "
+                f"(the environment has: {names})"
+            )
+        return self
+
+
 # ---------------------------------------------------------------- channels, carriers
 class ChannelSpec(_Strict):
     code: str = Field(pattern=r"^[A-Z]{2,4}$")
@@ -553,6 +596,7 @@ class Settings(BaseSettings):
     metrics: Metrics = Metrics()
     redis: RedisView = RedisView()
     gateway: Gateway = Gateway()
+    control: Control = Control()
     channels: dict[str, ChannelSpec] = {}
     carriers: dict[str, CarrierSpec] = {}
     refund_order: dict[str, RefundClaim] = {}
@@ -629,7 +673,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _no_secrets_in_file(data: dict[str, Any], path: Path) -> None:
-    """Webhook secrets come only from the environment: a file is copied, committed, shown."""
+    """Webhook secrets and control keys come only from the environment: a file is
+    copied, committed, shown."""
+    control = data.get("control")
+    keys = control.get("keys") if isinstance(control, dict) else None
+    if keys:
+        name = str(next(iter(keys))).upper() if isinstance(keys, dict) else "<NAME>"
+        raise ConfigError(
+            f"{path}: control.keys: a key is not read from the file; "
+            f"set {ENV_PREFIX}CONTROL__KEYS__{name}"
+        )
     gateway = data.get("gateway")
     sources = gateway.get("sources") if isinstance(gateway, dict) else None
     for name, spec in (sources or {}).items() if isinstance(sources, dict) else ():

@@ -55,7 +55,8 @@ REASONS: tuple[str, ...] = (
 
 # ---------------------------------------------------------------- operator commands
 # The control stream (`schemas.commands`) also uses NOT_JSON, NOT_OBJECT,
-# BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME and INVALID_FIELD as above.
+# BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME and INVALID_FIELD as above
+# (INVALID_FIELD also for an implausible customer id or operator name).
 UNKNOWN_COMMAND = "unknown_command"
 """A control envelope whose `payload.command` is not `hold_release` or `breaker_force`."""
 UNKNOWN_BREAKER = "unknown_breaker"
@@ -67,6 +68,12 @@ INVALID_BREAKER_STATE = "invalid_breaker_state"
 and carriers; HOLD, RELEASED for customers)."""
 MISSING_OPERATOR = "missing_operator"
 """A command without `payload.operator`: every operator decision names who took it."""
+UNAUTHENTICATED_COMMAND = "unauthenticated_command"
+"""A command not signed by a key of `control.keys` (unsigned, a malformed signature, an
+unknown key, a forged or altered command), one whose `received_at` is further than
+`control.tolerance` from the wall clock (live), or a replay of an id already applied.
+Raises OrderguardUnauthenticatedCommand: someone who is not an operator's tool writes
+to the control topic."""
 
 COMMAND_REASONS: tuple[str, ...] = (
     NOT_JSON,
@@ -75,6 +82,7 @@ COMMAND_REASONS: tuple[str, ...] = (
     STREAM_MISMATCH,
     UNKNOWN_SOURCE,
     UNPARSEABLE_TIME,
+    UNAUTHENTICATED_COMMAND,
     UNKNOWN_COMMAND,
     MISSING_OPERATOR,
     INVALID_FIELD,

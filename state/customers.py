@@ -8,15 +8,18 @@ held customer is itself a DUPLICATE_SHIPMENT_RISK, which resolves with the hold.
 Operator commands for customers (`schemas.commands`: HOLD, RELEASED) arrive mixed
 with the signals of the same input batch, via order shard 0, and are applied in
 ingestion-time order with them: at the same time, signals first (a deadline due
-at t fires before an input at t), then commands in input order. Applying one
-twice changes nothing: a second release of a released customer says nothing.
+at t fires before an input at t), then commands in input order. A command whose id
+was already applied is a replay, dead-lettered (`state.command_ids`); a second
+release of a released customer (another command) says nothing.
 """
 
 from __future__ import annotations
 
 from schemas.commands import Command
 from schemas.config import Settings
+from schemas.event import DeadLetter
 from state.breakers import CustomerHolds
+from state.command_ids import SeenCommands
 from state.order_alerts import MESSAGES
 from state.records import Alert, CustomerSignal, Decision
 
@@ -25,18 +28,19 @@ class CustomerDesk:
     def __init__(self, settings: Settings) -> None:
         self.holds = CustomerHolds(settings.breakers.customer)
         self.clock = 0
+        self.seen = SeenCommands.for_config(settings.control)  # command ids applied
         # customer -> {order_id: first_seen} of risks this desk raised while held
         self.risks: dict[str, dict[str, tuple[int, dict[str, str]]]] = {}
 
     def process(
         self, signals: list[CustomerSignal | Command], clock: int
-    ) -> list[Alert | Decision]:
-        out: list[Alert | Decision] = []
+    ) -> list[Alert | Decision | DeadLetter]:
+        out: list[Alert | Decision | DeadLetter] = []
         for s in sorted(signals, key=_in_order):
             if isinstance(s, Command):
                 at = max(s.received_ms, self.clock)
                 self.advance(at, out)
-                out += self.command(s, at)
+                out += self.command(s, at) if self.seen.admit(s.command_id, at) else [s.replayed()]
                 continue
             self.advance(s.at_ms, out)
             if s.kind == "hold":
@@ -73,7 +77,7 @@ class CustomerDesk:
             self._resolve(customer_id, at_ms, out)
         return out
 
-    def advance(self, now: int, out: list[Alert | Decision]) -> None:
+    def advance(self, now: int, out: list[Alert | Decision | DeadLetter]) -> None:
         if now <= self.clock:
             return
         for d in self.holds.advance(now):
@@ -98,7 +102,9 @@ class CustomerDesk:
             details={"customer_on_hold": True},
         )
 
-    def _resolve(self, customer_id: str, at_ms: int, out: list[Alert | Decision]) -> None:
+    def _resolve(
+        self, customer_id: str, at_ms: int, out: list[Alert | Decision | DeadLetter]
+    ) -> None:
         for order_id, (first_seen, subject) in sorted(self.risks.pop(customer_id, {}).items()):
             out.append(
                 Alert(

@@ -5,7 +5,8 @@ The stateless routing step folds each input batch into a small `HealthBatch`;
 `HealthState` applies the batches in input order. Everything runs on the ingestion
 clock, and the outputs are the same however the input is cut into batches.
 Operator commands that force a channel or carrier breaker (`schemas.commands`) are
-items of the batch like carrier calls, applied in their input position.
+items of the batch like carrier calls, applied in their input position; one whose id
+was already applied is a replay, dead-lettered instead (`state.command_ids`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from schemas.config import Settings, SuccessRate
 from schemas.event import DeadLetter, Event
 from schemas.statuses import SHIPPED_BAND
 from state.breakers import CarrierBreaker, ChannelBreaker
+from state.command_ids import SeenCommands
 from state.records import Alert, Decision
 
 MINUTE = 60_000
 MAX_KEYS_PER_SOURCE = 1000
 """Payload keys remembered per source for SCHEMA_DRIFT; beyond it new keys are not learnt."""
 
-Record = Alert | Decision
+Record = Alert | Decision | DeadLetter  # a dead letter: a replayed operator command
 
 
 class HealthBatch:
@@ -194,7 +196,7 @@ class _SuccessRate:
         return Alert("PAYMENT_SUCCESS_RATE_LOW", state, subject, msg, first_seen, mark, details)
 
 
-def _rank(r: Record) -> tuple[int, int, str, str]:
+def _rank(r: Alert | Decision) -> tuple[int, int, str, str]:
     """The order of records due at the same time: breakers, then alerts, by key."""
     if isinstance(r, Decision):
         return (r.at_ms, 0, r.breaker, r.key)
@@ -220,6 +222,7 @@ class HealthState:
         "keys",
         "rate_cfg",
         "recent",
+        "seen",
         "subjects",
     )
 
@@ -243,6 +246,7 @@ class HealthState:
                 self.subjects[name]["carrier"] = spec.carrier
         self.recent: dict[tuple[str, str, str], int] = {}  # (type, source, what) -> last fired
         self.keys: dict[str, set[str]] = {}  # payload keys seen per source
+        self.seen = SeenCommands.for_config(settings.control)  # command ids applied
         self.clock = 0
 
     # ------------------------------------------------------------ the clock
@@ -341,6 +345,8 @@ class HealthState:
 
     def _on_command(self, at: int, command: Command) -> tuple[list, list]:
         """Force a breaker (see `state.breakers`); what was due before it fires first."""
+        if not self.seen.admit(command.command_id, at):
+            return [], [command.replayed()]
         if command.breaker == "channel":
             breaker: ChannelBreaker | CarrierBreaker = self._channel(command.key)
         else:

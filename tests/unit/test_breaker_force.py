@@ -125,7 +125,7 @@ SETTINGS = Settings(
 
 
 def command(key: str, state: str, at: int, n: int, breaker: str = "carrier") -> Command:
-    return Command(f"cmd-{n}", breaker, key, state, "alice", None, at, n)
+    return Command(f"cmd-{n}", breaker, key, state, "alice", None, at, n, "ops")
 
 
 def batch(*items) -> HealthBatch:
@@ -154,7 +154,7 @@ def test_health_applies_commands_in_input_order_with_carrier_calls():
     # the same items with the command after the failures: the rules trip first
     b = HealthState(SETTINGS).apply(batch(*fails, command("jt", "CLOSED", T0 + 10, 1)))
     assert [(d.previous_state, d.state) for d in b] == [("CLOSED", "OPEN"), ("OPEN", "CLOSED")]
-    assert b[1].reason == "operator alice: forced CLOSED"
+    assert b[1].reason == "operator alice (key ops): forced CLOSED"
 
 
 def test_what_is_due_before_a_command_fires_before_it():
@@ -167,13 +167,15 @@ def test_what_is_due_before_a_command_fires_before_it():
     ]
 
 
-def test_a_repeated_command_emits_nothing_and_ids_tell_operator_decisions_apart():
+def test_a_repeated_command_changes_nothing_and_ids_tell_operator_decisions_apart():
     state = HealthState(SETTINGS)
     state.apply(batch(*[(T0 + i, False) for i in range(5)]))  # OPEN at T0 + 4 by the rules
     [d] = state.apply(batch(command("shopee", "OPEN", T0 + 4, 1, "channel")))
     [forced] = state.apply(batch(command("jt", "OPEN", T0 + 4, 2)))
     assert (forced.previous_state, forced.state, forced.at_ms) == ("OPEN", "OPEN", T0 + 4)
-    assert state.apply(batch(command("jt", "OPEN", T0 + 5, 2))) == []  # redelivered
+    assert state.apply(batch(command("jt", "OPEN", T0 + 5, 3))) == []  # a repeat: no change
+    [replay] = state.apply(batch(command("jt", "OPEN", T0 + 5, 2)))  # the same id again
+    assert (replay.reason, replay.value) == ("unauthenticated_command", "cmd-2")
     auto = Decision("carrier", "jt", "OPEN", "CLOSED", "5 consecutive failures", "x", {}, T0 + 4)
     assert forced.record_id != auto.record_id
     assert d.key == "shopee" and d.figures["command_id"] == "cmd-1"

@@ -17,18 +17,24 @@ from dataflows.operator import (
 )
 from dataflows.router import Router
 from schemas import errors
-from schemas.commands import Command, CommandParser, is_control
-from schemas.config import load_settings
+from schemas.commands import Command, CommandParser, is_control, sign
+from schemas.config import Control, load_settings
 from schemas.event import DeadLetter
 from state.health import HealthBatch
 
-SETTINGS = load_settings()
-PARSER = CommandParser(SETTINGS)
+KEY = "unit-test-control-key-0123456789"
+SETTINGS = load_settings().model_copy(update={"control": Control(keys={"ops": KEY})})
+PARSER = CommandParser(SETTINGS)  # no wall clock: these commands keep their recorded time
 AT = "2026-03-02T08:00:00.250Z"
 AT_MS = int(datetime(2026, 3, 2, 8, 0, tzinfo=UTC).timestamp() * 1000) + 250
 
 
 def env(payload: object = None, **over: object) -> bytes:
+    """A control envelope signed by the configured key (see test_command_auth for more)."""
+    return orjson.dumps(sign(orjson.loads(unsigned(payload, **over)), "ops", KEY.encode()))
+
+
+def unsigned(payload: object = None, **over: object) -> bytes:
     doc: dict[str, object] = {
         "stream": "control",
         "source": "operator",
@@ -70,10 +76,18 @@ def force(**over: object) -> dict[str, object]:
 
 # ------------------------------------------------------------------ good commands
 def test_breaker_force_parses_to_a_command_at_its_received_time():
-    c = PARSER.parse(env(), {"topic": "control", "partition": 0, "offset": 3}, seq=7)
-    assert c == Command("cmd-1", "carrier", "jt", "CLOSED", "alice", None, AT_MS, 7)
-    assert c.explanation() == "operator alice: forced CLOSED"
-    assert c.figures(True) == {"operator": "alice", "command_id": "cmd-1", "forced": True}
+    origin = {"topic": "control", "partition": 0, "offset": 3}
+    c = PARSER.parse(env(), origin, seq=7)
+    assert c == Command(
+        "cmd-1", "carrier", "jt", "CLOSED", "alice", None, AT_MS, 7, "ops", env(), origin
+    )
+    assert c.explanation() == "operator alice (key ops): forced CLOSED"
+    assert c.figures(True) == {
+        "operator": "alice",
+        "signer": "ops",
+        "command_id": "cmd-1",
+        "forced": True,
+    }
 
 
 def test_hold_release_is_a_customer_release_with_the_operators_reason():
@@ -81,7 +95,7 @@ def test_hold_release_is_a_customer_release_with_the_operators_reason():
     c = PARSER.parse(env(p))
     assert isinstance(c, Command)
     assert (c.breaker, c.key, c.state, c.operator) == ("customer", "C42", "RELEASED", "bob")
-    assert c.explanation() == "operator bob: ok'd"
+    assert c.explanation() == "operator bob (key ops): ok'd"
 
 
 @pytest.mark.parametrize(
@@ -110,6 +124,7 @@ BAD = [
     (b"{not json", errors.NOT_JSON, "not JSON"),
     (b"", errors.NOT_JSON, "not JSON"),
     (b"[1, 2]", errors.NOT_OBJECT, "not an object"),
+    (unsigned(), errors.UNAUTHENTICATED_COMMAND, "unsigned"),
     (env(stream="orders"), errors.STREAM_MISMATCH, "'orders'"),
     (env(source="oms"), errors.UNKNOWN_SOURCE, "'operator'"),
     (env(received_at=None), errors.BAD_ENVELOPE, "received_at"),

@@ -68,7 +68,7 @@ def test_signals_from_different_shards_are_applied_in_time_order():
 
 # ------------------------------------------------------------------ operator commands
 def command(customer: str, state: str, at: int, n: int, reason: str | None = None) -> Command:
-    return Command(f"cmd-{n}", "customer", customer, state, "bob", reason, at, n)
+    return Command(f"cmd-{n}", "customer", customer, state, "bob", reason, at, n, "ops")
 
 
 def test_operator_release_is_a_decision_naming_the_operator_and_resolves_the_risks():
@@ -85,12 +85,15 @@ def test_operator_release_is_a_decision_naming_the_operator_and_resolves_the_ris
         "resume",
         T0 + 2 * HOUR,
     )
-    assert d.reason == "operator bob: refund confirmed"
+    assert d.reason == "operator bob (key ops): refund confirmed"
     assert d.figures["operator"] == "bob" and d.figures["command_id"] == "cmd-9"
     assert d.figures["forced"] is False and d.figures["orders"] == ["TB2026030200001"]
     assert (out[1].state, out[1].alert_id) == ("resolved", risk.alert_id)
-    # at-least-once input: the same command again changes nothing and says nothing
-    assert desk.process([command("C1", "RELEASED", T0 + 2 * HOUR, 9)], T0 + 2 * HOUR) == []
+    # another release of the released customer changes nothing and says nothing
+    assert desk.process([command("C1", "RELEASED", T0 + 2 * HOUR, 10)], T0 + 2 * HOUR) == []
+    # the same command again (its id) is a replay: a dead letter, nothing changes
+    [replay] = desk.process([command("C1", "RELEASED", T0 + 2 * HOUR, 9)], T0 + 2 * HOUR)
+    assert (replay.reason, replay.value) == ("unauthenticated_command", "cmd-9")
 
 
 def test_operator_hold_pauses_shipping_and_expires_like_any_hold():
@@ -100,10 +103,10 @@ def test_operator_hold_pauses_shipping_and_expires_like_any_hold():
         "HOLD",
         "RELEASED",
         "pause_auto_ship",
-        "operator bob: hold",
+        "operator bob (key ops): hold",
     )
     assert d.figures["expires_at"] == T0 + 72 * HOUR and d.figures["command_id"] == "cmd-1"
-    assert desk.process([command("C5", "HOLD", T0 + 1, 1)], T0 + 1) == []  # already held
+    assert desk.process([command("C5", "HOLD", T0 + 1, 2)], T0 + 1) == []  # already held
     [risk] = desk.process([shipment("C5", "TB2026030200009", T0 + HOUR)], T0 + HOUR)
     assert risk.type == "DUPLICATE_SHIPMENT_RISK"
     out = desk.process([], T0 + 72 * HOUR)
