@@ -36,7 +36,7 @@ RUNBOOK_BASE = "https://github.com/orderguard/orderguard/blob/main/ops/runbooks/
 SEVERITIES = {"critical", "warning"}
 METRIC = re.compile(r"\borderguard_[a-z_]+")
 CONFIG_KEY = re.compile(
-    r"\b(?:thresholds|breakers|retention|pipeline|kafka|recovery|metrics|redis|gateway)"
+    r"\b(?:thresholds|breakers|retention|pipeline|kafka|recovery|metrics|redis|gateway|control)"
     r"(?:\.[a-z_]+)+"
 )
 
