@@ -15,6 +15,7 @@ left running. `--gateway` is in `dataflows/demo_gateway.py`.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -154,6 +155,18 @@ class OutputTally:
         self._thread.join(10)
 
 
+CONTROL_KEY_VAR = "ORDERGUARD__CONTROL__KEYS__DEMO"
+
+
+def _control_key(work: Path) -> Path:
+    """A random control key for this run, in a file only this user reads: the pipeline
+    gets it through the environment, an operator's shell from the file (never printed)."""
+    path = work / "control.key"
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_hex(32), encoding="ascii")
+    return path
+
+
 def _start_pipeline(config: Path | None, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "dataflows.cli", "run"]
     if config is not None:
@@ -197,11 +210,13 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
     screen = Screen(out)
     with EmbeddedBroker() as broker, _redis(out) as redis:
         metrics_port = free_port()
+        key_file = _control_key(work)
         overrides = {
             "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             "ORDERGUARD__RECOVERY__DIR": str(work / "recovery"),
             "ORDERGUARD__METRICS__HOST": "127.0.0.1",
             "ORDERGUARD__METRICS__PORT": str(metrics_port),
+            CONTROL_KEY_VAR: key_file.read_text(encoding="ascii"),
         }
         env = {**os.environ, **overrides}
         if redis is not None:
@@ -224,6 +239,8 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
             f"work dir {work}\nincidents: {', '.join(opts.incidents) or 'none'}\n"
             f"simulating {orders:,} orders from {start:%Y-%m-%d %H:%M} UTC: "
             f"{opts.history_hours:g} h of backlog, then real time\n"
+            f"operator commands: ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap} "
+            f"{CONTROL_KEY_VAR}=$(cat {key_file}) orderguard breaker force carrier jt OPEN\n"
         )
         out.flush()
         envelopes = generate(
