@@ -269,15 +269,13 @@ def build_flow(
     stream_of: Callable[[str], str | None] | None = None,
     recovery: bool = False,
     view_sink: Sink[ViewUpdate] | None = None,
-    now_ms: Callable[[], int] | None = None,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
     `recovery`: whether the run keeps Bytewax recovery snapshots (live runs do).
     `view_sink`: where the Redis order view's updates go (none: they are not even built).
-    `now_ms`: the wall clock operator commands must be fresh by (live runs; none in replay).
     """
-    router = Router(settings, now_ms=now_ms)
+    router = Router(settings)
     stream_for = cache(stream_of) if stream_of else None
 
     def route(batch: RawBatch) -> list[tuple[str, Any]]:

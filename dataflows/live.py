@@ -277,13 +277,7 @@ def run_live(
     )
     view_sink = RedisViewSink(settings.redis) if settings.redis.url else None
     flow = build_flow(
-        settings,
-        source,
-        sink,
-        stream_of=stream_of_part,
-        recovery=True,
-        view_sink=view_sink,
-        now_ms=lambda: int(time.time() * 1000),
+        settings, source, sink, stream_of=stream_of_part, recovery=True, view_sink=view_sink
     )
     metrics = settings.metrics
     if metrics.port:

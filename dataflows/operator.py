@@ -112,14 +112,10 @@ def signing_key(settings: Settings) -> tuple[str, bytes]:
 def prepare(settings: Settings, payload: dict[str, Any]) -> tuple[Command, bytes]:
     """Build and sign the envelope, validate it as the pipeline will; raises CommandRefused."""
     value = orjson.dumps(sign(envelope(payload), *signing_key(settings)))
-    parsed = CommandParser(settings, now_ms=_now_ms).parse(value)
+    parsed = CommandParser(settings).parse(value)
     if isinstance(parsed, DeadLetter):
         raise CommandRefused(f"{parsed.error} ({parsed.reason})")
     return parsed, value
-
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def message_key(command: Command) -> bytes:

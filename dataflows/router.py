@@ -14,7 +14,6 @@ passes them to the customer desk with the shards' signals for the same batch.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 
 from schemas.commands import CONTROL, Command, CommandParser, is_control
 from schemas.config import Settings
@@ -48,15 +47,9 @@ def stable_shard(text: str, n: int) -> int:
 
 
 class Router:
-    def __init__(
-        self,
-        settings: Settings,
-        normalizer: Normalizer | None = None,
-        now_ms: Callable[[], int] | None = None,
-    ) -> None:
-        """`now_ms`: the wall clock commands' times are checked against (live runs)."""
+    def __init__(self, settings: Settings, normalizer: Normalizer | None = None) -> None:
         self._normalize = (normalizer or Normalizer(settings)).normalize
-        self._command = CommandParser(settings, now_ms).parse
+        self._command = CommandParser(settings).parse
         self._shards = settings.pipeline.shards
         self._index = index_shards(settings)
         self._settings = settings

@@ -17,16 +17,15 @@ HMAC-SHA256, by the key `control.keys.NAME`, of `canonical(envelope)`: the envel
 without `signature`, as compact orjson with keys sorted at every level (UTF-8). Every
 other field is covered, the id and `received_at` too, so neither the target nor the
 time nor the id can be changed. A command that is unsigned, signed by no configured
-key, altered, or (live, with a wall clock) further than `control.tolerance` from it is
-dead-lettered `unauthenticated_command`; a replayed id is refused the same way by the
-stateful step that applies it (`state.command_ids`).
+key or altered is dead-lettered `unauthenticated_command`; one older than
+`control.tolerance` on the ingestion clock, or whose id was already applied, is refused
+the same way by the stateful step that applies it (`state.command_ids`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,11 +95,11 @@ class Command:
             "forced": forced,
         }
 
-    def replayed(self) -> DeadLetter:
-        """The dead letter of this command seen again: its id was already applied."""
+    def refused(self, why: str) -> DeadLetter:
+        """The dead letter of this signed command refused as stale or replayed (`why`)."""
         return DeadLetter(
             reason=errors.UNAUTHENTICATED_COMMAND,
-            error=f"command {self.command_id} already applied: a replay, refused",
+            error=f"command {self.command_id} {why}",
             raw=self.raw,
             origin=dict(self.origin),
             stream=CONTROL,
@@ -173,17 +172,13 @@ def _plausible_id(value: str, name: str, reason: str = errors.INVALID_FIELD) -> 
 class CommandParser:
     """Validates commands against one configuration (its channels and carriers)."""
 
-    def __init__(self, settings: Settings, now_ms: Callable[[], int] | None = None) -> None:
-        """`now_ms`: the wall clock a live run checks `received_at` against; None (replay):
-        a recording's commands keep their recorded times."""
+    def __init__(self, settings: Settings) -> None:
         self._keys: dict[str, frozenset[str]] = {
             "channel": frozenset(settings.channels),
             "carrier": frozenset(settings.carriers),
         }
-        control = settings.control
-        self._secrets = {k: v.get_secret_value().encode() for k, v in control.keys.items()}
-        self._tolerance = control.tolerance
-        self._now_ms = now_ms
+        keys = settings.control.keys
+        self._secrets = {k: v.get_secret_value().encode() for k, v in keys.items()}
 
     def parse(
         self,
@@ -201,7 +196,7 @@ class CommandParser:
         try:
             env = self._envelope(raw, stream)
             received_ms = self._received(env)
-            signer = self._verify(env, received_ms)
+            signer = self._verify(env)
             command = self._command(env, received_ms, seq)
             command.signer, command.raw, command.origin = signer, raw, dict(origin or {})
             return command
@@ -254,7 +249,7 @@ class CommandParser:
         except TimeParseError as e:
             raise _Bad(errors.UNPARSEABLE_TIME, f"envelope received_at: {e}", value) from None
 
-    def _verify(self, env: dict[str, Any], received_ms: int) -> str:
+    def _verify(self, env: dict[str, Any]) -> str:
         """The name of the key that signed the envelope; checked before anything it says."""
         bad = errors.UNAUTHENTICATED_COMMAND
         signature = env.get(SIGNATURE)
@@ -270,16 +265,6 @@ class CommandParser:
         expected = _hmac(secret, env).encode("ascii")
         if not hmac.compare_digest(expected, given.lower().encode("utf-8", "replace")):
             raise _Bad(bad, f"bad signature for key {key_id!r}: forged or altered", key_id)
-        # after the signature, as for webhooks: only a genuine but old command is "stale"
-        if self._now_ms is not None:
-            off = received_ms - self._now_ms()
-            if abs(off) > self._tolerance:
-                raise _Bad(
-                    bad,
-                    f"received_at is {off / 1000:+.0f}s from the wall clock, beyond "
-                    f"control.tolerance ({self._tolerance // 1000}s): stale or replayed",
-                    env.get("received_at"),
-                )
         return key_id
 
     def _command(self, env: dict[str, Any], received_ms: int, seq: int) -> Command:

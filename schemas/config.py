@@ -419,8 +419,8 @@ class Control(_Strict):
     be rotated: add the new one, move the operators to it, then remove the old one.
     `signing_key`: which of `keys` `orderguard breaker force` / `hold release` sign with
     (needed only when more than one is set). `tolerance`: how far a command's
-    `received_at` may be from the pipeline's wall clock (live runs). `remember`: command
-    ids kept per stateful step (for at least twice `tolerance`) to refuse a replay.
+    `received_at` may be behind the pipeline's ingestion clock (older: stale). `remember`:
+    command ids kept per applying step, those within `tolerance`, to refuse a replay.
     """
 
     keys: dict[str, ControlKey] = {}

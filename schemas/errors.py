@@ -70,8 +70,9 @@ MISSING_OPERATOR = "missing_operator"
 """A command without `payload.operator`: every operator decision names who took it."""
 UNAUTHENTICATED_COMMAND = "unauthenticated_command"
 """A command not signed by a key of `control.keys` (unsigned, a malformed signature, an
-unknown key, a forged or altered command), one whose `received_at` is further than
-`control.tolerance` from the wall clock (live), or a replay of an id already applied.
+unknown key, a forged or altered command), one whose `received_at` is more than
+`control.tolerance` behind the pipeline's ingestion clock (stale), or a replay of an id
+already applied (the last two refused by the step that applies it).
 Raises OrderguardUnauthenticatedCommand: someone who is not an operator's tool writes
 to the control topic."""
 

@@ -9,7 +9,7 @@ Operator commands for customers (`schemas.commands`: HOLD, RELEASED) arrive mixe
 with the signals of the same input batch, via order shard 0, and are applied in
 ingestion-time order with them: at the same time, signals first (a deadline due
 at t fires before an input at t), then commands in input order. A command whose id
-was already applied is a replay, dead-lettered (`state.command_ids`); a second
+was already applied, or stale, is dead-lettered (`state.command_ids`); a second
 release of a released customer (another command) says nothing.
 """
 
@@ -28,7 +28,7 @@ class CustomerDesk:
     def __init__(self, settings: Settings) -> None:
         self.holds = CustomerHolds(settings.breakers.customer)
         self.clock = 0
-        self.seen = SeenCommands.for_config(settings.control)  # command ids applied
+        self.seen = SeenCommands.for_config(settings.control)  # recent command ids applied
         # customer -> {order_id: first_seen} of risks this desk raised while held
         self.risks: dict[str, dict[str, tuple[int, dict[str, str]]]] = {}
 
@@ -40,7 +40,8 @@ class CustomerDesk:
             if isinstance(s, Command):
                 at = max(s.received_ms, self.clock)
                 self.advance(at, out)
-                out += self.command(s, at) if self.seen.admit(s.command_id, at) else [s.replayed()]
+                refused = self.seen.refuse(s.command_id, s.received_ms, at)
+                out += self.command(s, at) if refused is None else [s.refused(refused)]
                 continue
             self.advance(s.at_ms, out)
             if s.kind == "hold":

@@ -6,7 +6,7 @@ The stateless routing step folds each input batch into a small `HealthBatch`;
 clock, and the outputs are the same however the input is cut into batches.
 Operator commands that force a channel or carrier breaker (`schemas.commands`) are
 items of the batch like carrier calls, applied in their input position; one whose id
-was already applied is a replay, dead-lettered instead (`state.command_ids`).
+was already applied, or stale, is dead-lettered instead (`state.command_ids`).
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ class HealthState:
                 self.subjects[name]["carrier"] = spec.carrier
         self.recent: dict[tuple[str, str, str], int] = {}  # (type, source, what) -> last fired
         self.keys: dict[str, set[str]] = {}  # payload keys seen per source
-        self.seen = SeenCommands.for_config(settings.control)  # command ids applied
+        self.seen = SeenCommands.for_config(settings.control)  # recent command ids applied
         self.clock = 0
 
     # ------------------------------------------------------------ the clock
@@ -345,8 +345,9 @@ class HealthState:
 
     def _on_command(self, at: int, command: Command) -> tuple[list, list]:
         """Force a breaker (see `state.breakers`); what was due before it fires first."""
-        if not self.seen.admit(command.command_id, at):
-            return [], [command.replayed()]
+        refused = self.seen.refuse(command.command_id, command.received_ms, at)
+        if refused is not None:
+            return [], [command.refused(refused)]
         if command.breaker == "channel":
             breaker: ChannelBreaker | CarrierBreaker = self._channel(command.key)
         else:

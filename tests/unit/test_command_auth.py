@@ -44,8 +44,8 @@ def settings_with(signing_key: str | None = None, **keys: str):
 SETTINGS = settings_with(ops1=OPS1, ops2=OPS2)
 
 
-def parser(settings=SETTINGS, now_ms: int | None = AT_MS) -> CommandParser:
-    return CommandParser(settings, now_ms=None if now_ms is None else (lambda: now_ms))
+def parser(settings=SETTINGS) -> CommandParser:
+    return CommandParser(settings)
 
 
 def doc(payload: dict | None = None, **over: object) -> dict:
@@ -154,15 +154,25 @@ def test_rotation_two_keys_at_once_then_the_old_one_removed():
 
 
 # ------------------------------------------------------------------ freshness
-def test_a_stale_or_early_command_is_unauthenticated_live_but_replays_keep_their_time():
+def test_a_command_older_than_the_tolerance_on_the_ingestion_clock_is_refused_as_stale():
     tolerance = SETTINGS.control.tolerance
     raw = signed(doc())
-    assert isinstance(parser(now_ms=AT_MS + tolerance).parse(raw), Command)
-    assert isinstance(parser(now_ms=AT_MS - tolerance).parse(raw), Command)
-    for now in (AT_MS + tolerance + 1, AT_MS - tolerance - 1):
-        dl = refused(raw, parser(now_ms=now))
-        assert dl.reason == errors.UNAUTHENTICATED_COMMAND and "received_at" in dl.error
-    assert isinstance(parser(now_ms=None).parse(raw), Command)  # replay: no wall clock
+    c = parser().parse(raw)
+    late = HealthState(SETTINGS)
+    late.advance(AT_MS + tolerance + 1)
+    [dl] = late.apply(_health_batch(c))
+    assert isinstance(dl, DeadLetter) and dl.reason == errors.UNAUTHENTICATED_COMMAND
+    assert "stale" in dl.error and late.carriers["jt"].forced is False
+    in_time = HealthState(SETTINGS)
+    in_time.advance(AT_MS + tolerance)
+    [d] = in_time.apply(_health_batch(c))
+    assert (d.key, d.state) == ("jt", "CLOSED")
+    desk = CustomerDesk(SETTINGS)
+    desk.process([], AT_MS + tolerance + 1)
+    hold = {"command": "breaker_force", "operator": "bob", "kind": "customer", "key": "C1"}
+    stale_hold = parser().parse(signed(doc({**hold, "state": "HOLD"})))
+    [dl] = desk.process([stale_hold], AT_MS + tolerance + 1)
+    assert dl.reason == errors.UNAUTHENTICATED_COMMAND and "stale" in dl.error
 
 
 # ------------------------------------------------------------------ replayed ids
@@ -211,14 +221,16 @@ def test_a_replayed_customer_command_is_dead_lettered_by_the_desk():
 def test_remembered_ids_are_bounded_in_time_and_count():
     from state.command_ids import SeenCommands
 
-    seen = SeenCommands(keep_ms=1000, limit=3)
-    assert seen.admit("a", 0) and not seen.admit("a", 500)
-    assert seen.admit("b", 600) and seen.admit("c", 700)
-    assert seen.admit("a", 1001)  # forgotten after keep_ms (the freshness check refuses it)
-    seen = SeenCommands(keep_ms=1000, limit=3)
+    seen = SeenCommands(tolerance=1000, limit=3)
+    assert seen.refuse("a", 0, 0) is None
+    assert "already applied" in seen.refuse("a", 0, 500)
+    assert seen.refuse("b", 600, 600) is None and seen.refuse("c", 700, 700) is None
+    assert "stale" in seen.refuse("a", 0, 1001)  # forgotten, but too old to apply anyway
+    assert list(seen.ids) == ["b", "c"]
+    seen = SeenCommands(tolerance=1000, limit=3)
     for i, name in enumerate("abcde"):
-        assert seen.admit(name, i)
-    assert len(seen) == 3
+        assert seen.refuse(name, i, i) is None
+    assert len(seen) == 3 and list(seen.ids) == ["c", "d", "e"]
 
 
 # ------------------------------------------------------------------ plausible targets
@@ -269,7 +281,7 @@ def test_the_cli_signs_with_the_key_from_the_environment():
     one = settings_with(ops2=OPS2)
     c, value = prepare(one, hold_release("C7", "bob", None))
     assert c.signer == "ops2" and orjson.loads(value)["signature"]["key_id"] == "ops2"
-    assert parser(one, now_ms=None).parse(value) == c
+    assert parser(one).parse(value) == c
 
 
 def test_the_cli_without_a_key_says_which_variable_to_set():

@@ -6,7 +6,7 @@ from schemas.commands import Command
 from schemas.config import Settings
 from state.customers import CustomerDesk
 from state.records import Alert, CustomerSignal, Decision
-from tests.helpers import HOUR, T0
+from tests.helpers import HOUR, MIN, T0
 
 
 def hold(customer: str, order: str, at: int) -> CustomerSignal:
@@ -139,5 +139,6 @@ def test_a_command_received_behind_the_desks_clock_is_applied_at_the_clock():
     """Decisions never go back in time (a late line of one partition, a recording's end)."""
     desk = CustomerDesk(Settings())
     desk.process([hold("C1", "TB2026030200001", T0)], T0 + 5 * HOUR)
-    [d] = desk.process([command("C1", "RELEASED", T0 + HOUR, 1)], T0 + 6 * HOUR)
+    # 2 minutes behind: within control.tolerance (further behind is stale: test_command_auth)
+    [d] = desk.process([command("C1", "RELEASED", T0 + 5 * HOUR - 2 * MIN, 1)], T0 + 6 * HOUR)
     assert (d.state, d.at_ms) == ("RELEASED", T0 + 5 * HOUR)
