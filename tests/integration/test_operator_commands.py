@@ -50,6 +50,7 @@ def test_operator_commands_become_breaker_decisions_and_bad_ones_dead_letters(br
     held = sorted({d["key"] for d in before if d["breaker"] == "customer"})
     assert held and all(d["state"] == "HOLD" for d in before if d["breaker"] == "customer")
     customer = held[0]
+    other = held[-1] if len(held) > 1 else "C-not-held"  # a forged release targets it
 
     # the CLI refuses what the pipeline would dead-letter, and sends nothing
     for args, says in [
@@ -100,7 +101,7 @@ def test_operator_commands_become_breaker_decisions_and_bad_ones_dead_letters(br
         "source": "operator",
         "received_at": _now(),
         "event_id": "forged-1",
-        "payload": {"command": "hold_release", "operator": "alice", "customer_id": customer},
+        "payload": {"command": "hold_release", "operator": "alice", "customer_id": other},
     }
     unsigned = {**forged_release, "event_id": "forged-2"}
     unsigned["payload"] = {
@@ -129,8 +130,10 @@ def test_operator_commands_become_breaker_decisions_and_bad_ones_dead_letters(br
         "pinduoduo": ("channel", "OPEN", "operator carol (key ops): forced OPEN"),
     }
     assert {d["figures"]["signer"] for d in by_operator.values()} == {"ops"}
-    # the forged commands changed nothing: jt went CLOSED once (alice's) and never HALF_OPEN
-    assert [d["state"] for d in after[len(before) :] if d["key"] == "jt"] == ["CLOSED"]
+    # the forged commands changed nothing: three operator decisions in all (no forced
+    # HALF_OPEN of jt), and none releasing the other held customer
+    assert len([d for d in after if "operator" in d["figures"]]) == 3
+    assert not [d for d in after if d["key"] == other and d["state"] == "RELEASED"]
     jt = by_operator["jt"]
     assert (jt["figures"]["forced"], jt["action"]) == (True, "resume")
     assert jt["figures"]["command_id"] in forced  # the CLI printed the id it sent
@@ -146,7 +149,7 @@ def test_operator_commands_become_breaker_decisions_and_bad_ones_dead_letters(br
 
     # replayed: the signed commands produced again change nothing and are dead letters
     sent = [v for _, v in read_topic(broker.bootstrap, control)]
-    signed = [v for v in sent if b'"key_id":"ops"' in v and b"forged-3" not in v]
+    signed = [v for v in sent if b'"key_id":"ops"' in v and b'"forged-' not in v]
     assert len(signed) == 3
     produce_raw(broker.bootstrap, control, *signed)
     ok(orderguard(env, "run", "--exit-when-caught-up"))
