@@ -24,6 +24,7 @@ from schemas.config import ConfigError, load_settings
 from schemas.event import DeadLetter
 from state.customers import CustomerDesk
 from state.health import HealthBatch, HealthState
+from state.view import decisions_update
 
 OPS1, OPS2 = "ops1-" + "a" * 27, "ops2-" + "b" * 27
 AT = "2026-03-02T08:00:00.250Z"
@@ -268,6 +269,9 @@ def test_the_decision_on_the_breakers_topic_carries_signer_operator_and_reason()
     body = orjson.loads(encode_decision(d)[3])
     assert body["reason"] == "operator alice (key ops1): upstream fixed"
     assert body["figures"]["signer"] == "ops1" and body["figures"]["operator"] == "alice"
+    # the Redis view's breaker document keeps the reason, so the signer too
+    [(_, key, view_doc)] = decisions_update([d]).breakers
+    assert key == "jt" and orjson.loads(view_doc)["reason"] == body["reason"]
 
 
 # ------------------------------------------------------------------ the CLI's side
