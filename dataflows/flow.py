@@ -330,7 +330,13 @@ def build_flow(
         op.map("health_out", health, _value),
     )
     # records travel as one list per batch: Bytewax's cost is per item, not per record
-    encoded = op.map("encode", records, _count_and_encode)
+    limits = settings.limits
+
+    def count_and_encode(kv: tuple[str, list[Any]]) -> list[Encoded]:
+        count_records(kv[1])
+        return [encode(r, limits) for r in kv[1]]
+
+    encoded = op.map("encode", records, count_and_encode)
     op.output("output", encoded, sink)
     if view_sink is not None:
         view = op.merge(
@@ -340,11 +346,6 @@ def build_flow(
         )
         op.output("redis_view", view, view_sink)
     return flow
-
-
-def _count_and_encode(kv: tuple[str, list[Any]]) -> list[Encoded]:
-    count_records(kv[1])
-    return [encode(r) for r in kv[1]]
 
 
 def _value(kv: tuple[str, Any]) -> Any:

@@ -64,3 +64,5 @@ class DeadLetter:
     value: str | None = None  # the offending value (e.g. the unmapped status)
     received_ms: int | None = None
     seq: int = 0
+    raw_size: int | None = None  # when `raw` is only a prefix: the whole record's size
+    raw_sha256: str | None = None  # ... and its SHA-256 (hex)
