@@ -144,6 +144,11 @@ def oversize(record: Encoded, limits: Limits, error: str) -> Encoded:
     return DEAD_LETTERS, errors.OUTPUT_TOO_LARGE, sort_key, orjson.dumps(doc)
 
 
+def is_replacement(record: Encoded) -> bool:
+    """Whether an encoded record is the `oversize` dead letter standing in for another."""
+    return record[0] == DEAD_LETTERS and record[1] == errors.OUTPUT_TOO_LARGE
+
+
 def _dead_letter_id(dl: DeadLetter) -> str:
     origin = orjson.dumps(dl.origin, option=orjson.OPT_SORT_KEYS).decode()
     return stable_id("dead", dl.reason, origin, dl.seq)

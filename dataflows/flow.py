@@ -28,6 +28,7 @@ from bytewax.outputs import Sink
 
 from connectors.metrics import (
     CUSTOMER_HOLDS,
+    OUTPUT_REPLACED,
     PENDING_TRACKING,
     PROCESSING_LAG,
     SNAPSHOT_DURATION,
@@ -39,7 +40,7 @@ from connectors.metrics import (
 )
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
-from dataflows.encode import Encoded, encode
+from dataflows.encode import Encoded, encode, is_replacement
 from dataflows.router import (
     CUSTOMERS_KEY,
     HEALTH_KEY,
@@ -334,7 +335,11 @@ def build_flow(
 
     def count_and_encode(kv: tuple[str, list[Any]]) -> list[Encoded]:
         count_records(kv[1])
-        return [encode(r, limits) for r in kv[1]]
+        out = [encode(r, limits) for r in kv[1]]
+        replaced = sum(map(is_replacement, out))
+        if replaced:
+            OUTPUT_REPLACED.labels("encode").inc(replaced)
+        return out
 
     encoded = op.map("encode", records, count_and_encode)
     op.output("output", encoded, sink)
