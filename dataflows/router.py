@@ -18,7 +18,7 @@ import zlib
 from schemas.commands import CONTROL, Command, CommandParser, is_control
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
-from schemas.limits import too_large
+from schemas.limits import kept, too_large
 from schemas.normalize import Normalizer
 from state.health import HealthBatch
 
@@ -114,7 +114,9 @@ class Router:
                 if r.tracking_no is not None and r.tracking_valid:
                     index[stable_shard(r.tracking_no, nindex)].append(r)
             elif r.tracking_no is not None:
-                r.raw, r.origin = raw, origin  # kept while the scan waits for its order
+                # kept while the scan waits for its order: what its dead letter would embed
+                r.raw, r.raw_size, r.raw_sha256 = kept(raw, lim.dead_letter_raw)
+                r.origin = origin
                 index[stable_shard(r.tracking_no, nindex)].append(r)
         health.clock_ms = max(health.clock_ms, clock)
         out: list[Message] = [

@@ -127,7 +127,7 @@ class Retention(_Strict):
     idle_order: DurationMs = 60 * 86_400_000
     pending_tracking: DurationMs = 7 * 86_400_000
     pending_tracking_max: int = Field(200_000, ge=1)
-    pending_tracking_max_bytes: int = Field(64 * 1_048_576, ge=1)  # per index shard
+    pending_tracking_max_bytes: int = Field(128 * 1_048_576, ge=1)  # per index shard
     seen_events_per_order: int = Field(64, ge=4)
 
 
@@ -641,10 +641,10 @@ class Settings(BaseSettings):
                 f"{RECORD_OVERHEAD} exceeds kafka.client message.max.bytes ({kafka_max}): "
                 "the producer would refuse the largest record"
             )
-        if self.retention.pending_tracking_max_bytes < self.limits.input_record:
+        if self.retention.pending_tracking_max_bytes < self.limits.dead_letter_raw + 1024:
             raise ValueError(
-                "retention.pending_tracking_max_bytes is smaller than limits.input_record: "
-                "one scan could not wait for its order"
+                "retention.pending_tracking_max_bytes is smaller than limits.dead_letter_raw "
+                "+ 1024: one scan (the prefix its dead letter embeds) could not wait for its order"
             )
         return self
 

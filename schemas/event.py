@@ -49,6 +49,8 @@ class Event:
     seq: int = 0  # position in the input, for deterministic ordering
     raw: bytes | None = None  # kept only while a scan waits for its order (dead letter if none)
     origin: dict[str, object] | None = None
+    raw_size: int | None = None  # when `raw` is only the prefix a dead letter embeds: the size
+    raw_sha256: str | None = None  # ... and SHA-256 of the whole record
 
 
 @dataclass(slots=True)

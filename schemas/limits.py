@@ -53,6 +53,14 @@ def _utf8(data: bytes, *, cut: bool) -> str | None:
         return None
 
 
+def kept(raw: bytes, prefix: int) -> tuple[bytes, int | None, str | None]:
+    """(bytes, size, SHA-256) to keep for a later dead letter: the prefix it embeds and
+    the whole record's size and hash, or the record itself when it is no longer."""
+    if len(raw) <= prefix:
+        return raw, None, None
+    return bytes(raw[:prefix]), len(raw), hashlib.sha256(raw).hexdigest()
+
+
 def too_large(
     raw: bytes,
     limit: int,

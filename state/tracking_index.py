@@ -3,7 +3,8 @@
 One index shard per slice of tracking numbers. Order-side events register the
 numbers they carry; a scan whose number no order holds yet waits here (bounded
 by `retention.pending_tracking`, and per shard by `pending_tracking_max` scans and
-`pending_tracking_max_bytes` of them, raw bytes included) and is released right
+`pending_tracking_max_bytes` of them; a scan keeps only the prefix of its raw bytes
+that its dead letter would embed) and is released right
 behind the event that registers the number. Expired or overflowing scans become
 dead letters: kept until an order claims them, never silently dropped.
 
@@ -48,7 +49,11 @@ class TrackingIndex:
         self.__dict__.update(state)
         if "pending_bytes" not in state:
             self._pending_max_bytes = Settings().retention.pending_tracking_max_bytes
-            self.pending_bytes = sum(self._size(e) for w in self.pending.values() for e in w)
+            waiting = [e for w in self.pending.values() for e in w]
+            for e in waiting:  # Events pickled before they had these slots
+                if not hasattr(e, "raw_size"):
+                    e.raw_size = e.raw_sha256 = None
+            self.pending_bytes = sum(map(self._size, waiting))
 
     def lookup(self, tracking_no: str) -> str | None:
         oid = self.current.get(tracking_no)
@@ -134,6 +139,8 @@ class TrackingIndex:
                 value=t,
                 received_ms=ev.received_ms,
                 seq=ev.seq,
+                raw_size=ev.raw_size,
+                raw_sha256=ev.raw_sha256,
             )
         )
 

@@ -86,6 +86,8 @@ def test_bounds_are_checked_against_each_other(tmp_path):
     assert "limits.dead_letter_raw" in msg and "limits.output_record" in msg
     msg = refusal(tmp_path, "limits: {id: 5000, free_text: 1000}\n")
     assert "limits.id" in msg and "limits.free_text" in msg
+    msg = refusal(tmp_path, "retention: {pending_tracking_max_bytes: 1000}\n")
+    assert "retention.pending_tracking_max_bytes" in msg and "limits.dead_letter_raw" in msg
 
 
 # ---------------------------------------------------------------- oversize input
@@ -238,7 +240,32 @@ def test_an_index_snapshot_from_before_the_byte_bound_resumes_with_it():
     idx.process([_scan("751234567890123", T0, 1000)], T0)
     state = dict(idx.__dict__)
     del state["pending_bytes"], state["_pending_max_bytes"]
+    [[waiting]] = state["pending"].values()
+    del waiting.raw_size, waiting.raw_sha256  # an Event pickled before these slots existed
     old = TrackingIndex.__new__(TrackingIndex)
     old.__setstate__(state)
     assert old.pending_bytes == idx.pending_bytes
+    assert waiting.raw_size is None and waiting.raw_sha256 is None
     assert old._pending_max_bytes == Settings().retention.pending_tracking_max_bytes
+
+
+def test_a_waiting_scan_keeps_only_the_prefix_its_dead_letter_embeds():
+    """Finding 6: 200 unmatched 500 kB scans held 100 MB whole, in memory and snapshots."""
+    scan = {
+        "mailno": "SF123456789012",
+        "opCode": "30",
+        "acceptTime": "2026-01-27 22:41:00",
+        "remark": "r" * 400_000,
+    }
+    env = {"source": "sf", "stream": "tracking", "received_at": "2026-01-27T14:41:22Z"}
+    raw = orjson.dumps({**env, "payload": scan})
+    out = Router(SETTINGS).route("tracking", 0, [(1, raw, ORIGIN)], "tracking")
+    [waiting] = [e for key, msg in out if key.startswith("i") for e in msg[5]]  # type: ignore[index]
+    assert waiting.raw is not None and len(waiting.raw) <= LIMITS.dead_letter_raw
+    idx = TrackingIndex(SETTINGS)
+    idx.process([waiting], waiting.received_ms)
+    assert idx.pending_bytes <= LIMITS.dead_letter_raw + idx.EVENT_BYTES
+    _, [dl] = idx.process([], waiting.received_ms + SETTINGS.retention.pending_tracking)
+    doc = written(dl)
+    assert (doc["reason"], doc["raw_size"]) == ("unmatched_tracking", len(raw))
+    assert doc["raw_sha256"] == hashlib.sha256(raw).hexdigest()
