@@ -14,13 +14,21 @@ default) at produce(), so the 5 MB poison is produced with that raised.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
+import pytest
+import redis
 from confluent_kafka import Producer
 
 from connectors.broker import ensure_topics
+from connectors.kafka_envelopes import produce_envelopes
+from connectors.redis_server import LocalRedis
 from schemas.config import load_settings
+from tests.helpers import settings_of
 from tests.integration.test_run_live import (
     DAY_1,
     DAY_2,
@@ -99,3 +107,61 @@ def test_poison_records_are_dead_lettered_and_the_run_goes_on(broker, tmp_path):
     again = ok(orderguard(env, "run", "--exit-when-caught-up", timeout=300))
     assert "recovery resumed from" in again
     assert len(too_large()) == len(poisons) + 1
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with LocalRedis() as local:
+        yield local.url
+
+
+def taobao(tid: str, uid: str, modified: str) -> dict[str, Any]:
+    payload = {
+        "tid": tid,
+        "status": "WAIT_SELLER_SEND_GOODS",
+        "created": "2026-03-02 10:00:00",
+        "pay_time": "2026-03-02 10:05:09",
+        "modified": modified,
+        "buyer_open_uid": uid,
+        "payment": "199.00",
+    }
+    received = "2026-03-02T05:31:22.000Z"
+    return {"stream": "orders", "source": "taobao", "received_at": received, "payload": payload}
+
+
+def test_over_long_ids_never_reach_redis(broker, tmp_path, redis_url):
+    """Finding 10: a 10 kB order id and a 100 kB buyer_open_uid became a 10 kB Redis key
+    and a 100 kB document. They are dead-lettered; the order beside them is in the view."""
+    env = live_env(broker.bootstrap, tmp_path / "recovery")
+    prefix = f"ogtest:{uuid.uuid4().hex[:8]}:"
+    env["ORDERGUARD__REDIS__URL"] = redis_url
+    env["ORDERGUARD__REDIS__KEY_PREFIX"] = prefix
+    settings = settings_of(env)
+    ensure_topics(broker.bootstrap, settings.kafka.topic_partitions())
+    long_id = "TB20260302" + "1" * 10_000
+    produce_envelopes(
+        settings,
+        [
+            taobao(long_id, "AAH3kQ7x1", "2026-03-02 13:31:20"),
+            taobao("TB2026030200077", "u" * 100_000, "2026-03-02 13:31:21"),
+            taobao("TB2026030200078", "AAH3kQ7x2", "2026-03-02 13:31:22"),
+        ],
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ok(orderguard(env, "run", "--exit-when-caught-up"))
+        keys = list(client.scan_iter(f"{prefix}*", count=1000))
+        assert f"{prefix}order:TB2026030200078".encode() in keys
+        limit = settings.limits.id
+        assert max(len(k) for k in keys) <= len(prefix) + len("order::timeline") + limit
+        for key in keys:
+            if client.type(key) == b"string":
+                assert len(client.get(key) or b"") < 10 * limit, key
+        assert f"{prefix}order:TB2026030200077".encode() not in keys
+    finally:
+        for key in client.scan_iter(f"{prefix}*", count=1000):
+            client.delete(key)
+        client.close()
+    topic = env["ORDERGUARD__KAFKA__OUTPUT_TOPICS__DEAD_LETTERS"]
+    dead = [orjson.loads(v) for _, v in read_topic(broker.bootstrap, topic)]
+    assert sorted(d["reason"] for d in dead) == ["invalid_field", "invalid_order_id"]
