@@ -123,8 +123,10 @@ def oversize(record: Encoded, limits: Limits, error: str) -> Encoded:
     topic, key, sort_key, value = record
     raw_text, encoding, truncated = excerpt(value, limits.dead_letter_raw)
     digest = hashlib.sha256(value).hexdigest()
+    record_id = _record_id(value)
     doc = {
-        "id": stable_id("dead", errors.OUTPUT_TOO_LARGE, topic, digest),
+        # the replaced record's id keeps this one stable when a restart writes it again
+        "id": stable_id("dead", errors.OUTPUT_TOO_LARGE, topic, record_id or digest),
         "stream": None,
         "source": None,
         "reason": errors.OUTPUT_TOO_LARGE,
@@ -132,6 +134,7 @@ def oversize(record: Encoded, limits: Limits, error: str) -> Encoded:
         "value": None,
         "record_topic": topic,
         "record_key": clip(key, limits.id),
+        "record_id": record_id,
         "raw": raw_text,
         "raw_encoding": encoding,
         "raw_truncated": truncated,
@@ -142,6 +145,16 @@ def oversize(record: Encoded, limits: Limits, error: str) -> Encoded:
         "at": _now(),
     }
     return DEAD_LETTERS, errors.OUTPUT_TOO_LARGE, sort_key, orjson.dumps(doc)
+
+
+def _record_id(value: bytes) -> str | None:
+    """The `id` of an encoded record (every output has one), if it is there to read."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    rid = doc.get("id") if type(doc) is dict else None
+    return rid if type(rid) is str and len(rid) <= 64 else None
 
 
 def is_replacement(record: Encoded) -> bool:

@@ -212,6 +212,8 @@ def test_any_record_over_the_output_bound_becomes_a_bounded_dead_letter():
     doc = orjson.loads(value)
     assert doc["reason"] == errors.OUTPUT_TOO_LARGE
     assert doc["record_topic"] == "alerts" and doc["raw_size"] > LIMITS.output_record
+    assert doc["record_id"] == a.record_id
+    assert orjson.loads(encode(a, LIMITS)[3])["id"] == doc["id"]  # stable, emitted_at aside
 
 
 # ---------------------------------------------------------------- pending scans
