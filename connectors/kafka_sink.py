@@ -110,12 +110,12 @@ class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
         if batch.failed or remaining:
             raise _delivery_error(batch, remaining, self._timeout)
         for refused in batch.refused:
-            self._replace(refused, deadline)
+            self._replace(refused)
 
-    def _replace(self, refused: Refused, deadline: float) -> None:
+    def _replace(self, refused: Refused) -> None:
         """A refused record alone again; refused again, its bounded dead letter instead."""
         topic, key, value, error = refused
-        error = self._alone(topic, key, value, deadline) or ""
+        error = self._alone(topic, key, value) or ""
         if not error:
             return  # another record of its producer batch was the cause
         name = self._logical.get(topic, topic)
@@ -125,7 +125,7 @@ class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
         record = (name, key.decode("utf-8", "replace"), "", value)
         dead = oversize(record, self._limits, f"Kafka refused the record: {error}")
         dl_topic = self._topics[DEAD_LETTERS]
-        again = self._alone(dl_topic, dead[1].encode(), dead[3], deadline)
+        again = self._alone(dl_topic, dead[1].encode(), dead[3])
         if again:
             raise SinkDeliveryError(
                 f"Kafka refused a {name} record ({error}) and its dead letter ({again})"
@@ -133,9 +133,10 @@ class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
         self.replaced += 1
         OUTPUT_REPLACED.labels("broker").inc()
 
-    def _alone(self, topic: str, key: bytes, value: bytes, deadline: float) -> str | None:
+    def _alone(self, topic: str, key: bytes, value: bytes) -> str | None:
         """Produce one record and wait for it: None once delivered, the error if refused
         for what it is; any other failure raises `SinkDeliveryError`."""
+        deadline = time.monotonic() + self._timeout
         batch = _Batch(self)
         self._produce(batch, topic, key, value, deadline)
         remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))

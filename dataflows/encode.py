@@ -184,7 +184,7 @@ def encode(item: object, limits: Limits = DEFAULT_LIMITS) -> Encoded:
         return oversize(
             record,
             limits,
-            f"{record[0]} record of {len(value)} bytes (key {len(key.encode())}) exceeds "
+            f"{record[0]} record of {len(value)} bytes (key of {len(key)} characters) exceeds "
             f"limits.output_record ({limits.output_record}) or limits.id ({limits.id})",
         )
     return record

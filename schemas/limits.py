@@ -29,7 +29,9 @@ def clip(text: str, max_bytes: int) -> str:
 
 def over(text: str, max_bytes: int) -> bool:
     """Whether `text` is longer than `max_bytes` of UTF-8."""
-    return len(text) > max_bytes or (len(text) * 4 > max_bytes and len(text.encode()) > max_bytes)
+    if len(text) * 4 <= max_bytes:
+        return False
+    return len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes
 
 
 def excerpt(raw: bytes, max_bytes: int) -> tuple[str, str, bool]:

@@ -17,6 +17,7 @@ from dataflows.router import Router
 from schemas import errors
 from schemas.config import ConfigError, Settings, load_settings
 from schemas.event import DeadLetter
+from schemas.limits import clip, excerpt, over
 from schemas.normalize import Normalizer
 from state.records import Alert, Decision
 from state.tracking_index import TrackingIndex
@@ -271,3 +272,16 @@ def test_a_waiting_scan_keeps_only_the_prefix_its_dead_letter_embeds():
     doc = written(dl)
     assert (doc["reason"], doc["raw_size"]) == ("unmatched_tracking", len(raw))
     assert doc["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+
+
+# ---------------------------------------------------------------- the helpers
+def test_clip_and_excerpt_cut_between_characters_within_the_bound():
+    text = "顺丰" * 10_000  # three bytes a character
+    cut = clip(text, 1000)
+    assert len(cut.encode()) <= 1000 and cut.endswith("…") and text.startswith(cut[:-1])
+    assert clip("short", 1000) == "short" and not over("x" * 256, 256) and over("é" * 200, 256)
+    shown, encoding, truncated = excerpt(text.encode(), 1000)
+    assert (encoding, truncated) == ("utf-8", True) and text.startswith(shown)
+    assert len(orjson.dumps(shown)) - 2 <= 1000
+    shown, encoding, truncated = excerpt(b"\xff" * 5000, 1000)
+    assert encoding == "base64" and truncated and len(shown) <= 1000
