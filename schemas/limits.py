@@ -39,8 +39,9 @@ def excerpt(raw: bytes, max_bytes: int) -> tuple[str, str, bool]:
     once written as a JSON string (escapes included: `"` doubles, a control byte is six)."""
     cut = raw[:max_bytes]
     text = _utf8(cut, cut=len(cut) < len(raw))
-    if text is not None and len(orjson.dumps(text)) - 2 <= max_bytes:
-        return text, "utf-8", len(text.encode()) < len(raw)
+    # JSON writes a character in at most six bytes (\u001f): most inputs need no check
+    if text is not None and (len(cut) * 6 <= max_bytes or len(orjson.dumps(text)) - 2 <= max_bytes):
+        return text, "utf-8", len(cut) < len(raw)
     cut = raw[: max_bytes // 4 * 3]
     return base64.b64encode(cut).decode("ascii"), "base64", len(cut) < len(raw)
 
