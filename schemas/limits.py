@@ -1,7 +1,7 @@
 """Byte bounds applied to values: cut text, excerpt raw bytes, refuse oversize input.
 
-Pure helpers for `limits:` (schemas.config.Limits): the normalizer, the command parser
-and the encoder use them so that no input makes a record Kafka refuses.
+Pure helpers for `limits:` (schemas.config.Limits): the router, the normalizer, the
+tracking index and the encoder use them so that no input makes a record Kafka refuses.
 """
 
 from __future__ import annotations
