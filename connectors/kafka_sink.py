@@ -6,6 +6,13 @@ callback and every `write_batch` flushes: the batch either is acknowledged by th
 broker (acks=all, idempotent producer) or raises `SinkDeliveryError`, so Bytewax
 never considers an epoch written when it was not. Delivery is at least once;
 records carry stable ids for consumers to de-duplicate.
+
+One exception: a record Kafka refuses for what it is (too large, invalid: `PER_RECORD`)
+could never be written, and failing the run on it would fail every restart too. Such a
+record is sent again alone (a refused producer batch fails all its records, not only
+the culprit); refused again, it is replaced by a bounded dead letter `output_too_large`
+(counted in `orderguard_output_replaced_total{stage="broker"}`). A broker that refuses
+even that, or takes nothing, still fails the run.
 """
 
 from __future__ import annotations
@@ -17,12 +24,26 @@ from collections.abc import Mapping
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from connectors.metrics import SINK_FAILURES
-from dataflows.encode import TOPICS, Encoded
+from connectors.metrics import OUTPUT_REPLACED, SINK_FAILURES
+from dataflows.encode import DEAD_LETTERS, DEFAULT_LIMITS, TOPICS, Encoded, oversize
+from schemas.config import Limits
 
 log = logging.getLogger("orderguard.kafka")
 
 _ENFORCED: dict[str, object] = {"acks": "all", "enable.idempotence": True}
+
+PER_RECORD = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,  # also librdkafka's own, at produce(): message.max.bytes
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_TIMESTAMP,
+    }
+)
+"""Errors about a record itself, not the broker: it can never be written, others can."""
+
+Refused = tuple[str, bytes, bytes, str]
+"""(Kafka topic, key, value, error) of a record refused with a `PER_RECORD` error."""
 
 
 class SinkDeliveryError(RuntimeError):
@@ -38,11 +59,16 @@ class _Batch:
         self.delivered = 0
         self.failed = 0
         self.first_error: tuple[str, str] | None = None
+        self.refused: list[Refused] = []
 
     def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
             self.part.delivered += 1
+        elif err.code() in PER_RECORD:
+            self.refused.append(
+                (msg.topic() or "?", msg.key() or b"", msg.value() or b"", err.str())
+            )
         else:
             self.fail(msg.topic() or "?", err.str())
 
@@ -56,11 +82,19 @@ class _Batch:
 
 class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
     def __init__(
-        self, config: dict[str, object], topics: Mapping[str, str], flush_timeout: float
+        self,
+        config: dict[str, object],
+        topics: Mapping[str, str],
+        flush_timeout: float,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._producer = Producer(config)
         self._topics = dict(topics)
+        self._logical = {real: name for name, real in topics.items()}
         self._timeout = flush_timeout
+        self._limits = limits
+        self.replaced = 0
+        """Records refused by Kafka for what they are, replaced by a dead letter."""
         self.delivered = 0
         """Records the broker acknowledged, since this partition was built."""
         self.failed = 0
@@ -75,6 +109,40 @@ class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
         remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
         if batch.failed or remaining:
             raise _delivery_error(batch, remaining, self._timeout)
+        for refused in batch.refused:
+            self._replace(refused)
+
+    def _replace(self, refused: Refused) -> None:
+        """A refused record alone again; refused again, its bounded dead letter instead."""
+        topic, key, value, error = refused
+        error = self._alone(topic, key, value) or ""
+        if not error:
+            return  # another record of its producer batch was the cause
+        name = self._logical.get(topic, topic)
+        log.warning(
+            "Kafka refused a %s record of %d bytes (%s): dead-lettered", name, len(value), error
+        )
+        record = (name, key.decode("utf-8", "replace"), "", value)
+        dead = oversize(record, self._limits, f"Kafka refused the record: {error}")
+        dl_topic = self._topics[DEAD_LETTERS]
+        again = self._alone(dl_topic, dead[1].encode(), dead[3])
+        if again:
+            raise SinkDeliveryError(
+                f"Kafka refused a {name} record ({error}) and its dead letter ({again})"
+            )
+        self.replaced += 1
+        OUTPUT_REPLACED.labels("broker").inc()
+
+    def _alone(self, topic: str, key: bytes, value: bytes) -> str | None:
+        """Produce one record and wait for it: None once delivered, the error if refused
+        for what it is; any other failure raises `SinkDeliveryError`."""
+        deadline = time.monotonic() + self._timeout
+        batch = _Batch(self)
+        self._produce(batch, topic, key, value, deadline)
+        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        if batch.failed or remaining:
+            raise _delivery_error(batch, remaining, self._timeout)
+        return batch.refused[0][3] if batch.refused else None
 
     def _produce(
         self, batch: _Batch, topic: str, key: bytes, value: bytes, deadline: float
@@ -91,7 +159,11 @@ class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
                     raise _delivery_error(batch, len(self._producer), self._timeout) from None
                 self._producer.poll(0.1)
             except KafkaException as e:
-                batch.fail(topic, str(e.args[0].str() if e.args else e))
+                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+                if err is not None and err.code() in PER_RECORD:
+                    batch.refused.append((topic, key, value, err.str()))
+                    return
+                batch.fail(topic, str(err.str() if err is not None else e))
                 raise _delivery_error(batch, len(self._producer), self._timeout) from None
 
     def close(self) -> None:
@@ -131,6 +203,7 @@ class KafkaOutputSink(DynamicSink[list[Encoded]]):
         topics: Mapping[str, str],
         config: Mapping[str, object] | None = None,
         flush_timeout: float = 30.0,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         missing = [t for t in TOPICS if t not in topics]
         if missing:
@@ -151,10 +224,11 @@ class KafkaOutputSink(DynamicSink[list[Encoded]]):
         }
         self._topics = dict(topics)
         self._timeout = flush_timeout
+        self._limits = limits
         self.partitions: list[_KafkaOutputPartition] = []
         """The partitions built so far (one per worker), for their counters."""
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaOutputPartition:
-        part = _KafkaOutputPartition(self._config, self._topics, self._timeout)
+        part = _KafkaOutputPartition(self._config, self._topics, self._timeout, self._limits)
         self.partitions.append(part)
         return part

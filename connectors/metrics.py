@@ -56,6 +56,12 @@ SINK_FAILURES = Counter(
     "Output records Kafka did not acknowledge (the run then fails: nothing is dropped).",
     ["topic"],
 )
+OUTPUT_REPLACED = Counter(
+    "orderguard_output_replaced_total",
+    "Output records replaced by a bounded dead letter `output_too_large`, by stage: "
+    "`encode` (over limits.output_record) or `broker` (Kafka refused the record itself).",
+    ["stage"],
+)
 ORDERS_HELD = Gauge(
     "orderguard_orders",
     "Orders held in state, by derived status and state shard (sum over shards).",

@@ -3,22 +3,32 @@
 Each encoded record is (topic, key, sort_key, value bytes): the key is what Kafka
 partitions by (order id, breaker key), the sort key gives replay files a stable
 order whatever the worker count.
+
+Every record is bounded by `limits` (schemas.config.Limits), whatever its values: a
+dead letter embeds at most `dead_letter_raw` bytes of its input, free text is cut at
+`free_text`, and a record still over `output_record` is replaced by a dead letter
+`output_too_large`: one record never makes a batch Kafka refuses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import orjson
 
+from schemas import errors
+from schemas.config import Limits
 from schemas.event import DeadLetter
+from schemas.limits import clip, excerpt, over
 from schemas.timeparse import iso
-from state.records import Alert, Correction, Decision
+from state.records import Alert, Correction, Decision, stable_id
 
 Encoded = tuple[str, str, str, bytes]
 
 CORRECTED, ALERTS, BREAKERS, DEAD_LETTERS = "corrected", "alerts", "breakers", "dead_letters"
 TOPICS = (CORRECTED, ALERTS, BREAKERS, DEAD_LETTERS)
+DEFAULT_LIMITS = Limits()
 
 
 def _now() -> str | None:
@@ -66,16 +76,17 @@ def alert(a: Alert) -> Encoded:
     return ALERTS, key, sort, orjson.dumps(doc)
 
 
-def decision(d: Decision) -> Encoded:
+def decision(d: Decision, limits: Limits = DEFAULT_LIMITS) -> Encoded:
+    text = limits.free_text  # operator names and reasons come from commands
     doc = {
         "id": d.record_id,
         "breaker": d.breaker,
         "key": d.key,
         "state": d.state,
         "previous_state": d.previous_state,
-        "reason": d.reason,
+        "reason": clip(d.reason, text),
         "action": d.action,
-        "figures": d.figures,
+        "figures": {k: clip(v, text) if type(v) is str else v for k, v in d.figures.items()},
         "at": iso(d.at_ms),
         "emitted_at": _now(),
     }
@@ -83,47 +94,97 @@ def decision(d: Decision) -> Encoded:
     return BREAKERS, d.key, sort, orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
 
 
-def dead_letter(dl: DeadLetter) -> Encoded:
+def dead_letter(dl: DeadLetter, limits: Limits = DEFAULT_LIMITS) -> Encoded:
     raw = dl.raw
-    try:
-        raw_text: str = raw.decode("utf-8")
-        encoding = "utf-8"
-    except UnicodeDecodeError:
-        import base64
-
-        raw_text = base64.b64encode(raw).decode("ascii")
-        encoding = "base64"
+    raw_text, encoding, truncated = excerpt(raw, limits.dead_letter_raw)
+    text = limits.free_text
     doc = {
         "id": _dead_letter_id(dl),
         "stream": dl.stream,
-        "source": dl.source,
+        "source": dl.source and clip(dl.source, limits.id),
         "reason": dl.reason,
-        "error": dl.error,
-        "value": dl.value,
+        "error": clip(dl.error, text),
+        "value": dl.value and clip(dl.value, text),
         "raw": raw_text,
         "raw_encoding": encoding,
+        "raw_truncated": truncated or dl.raw_size is not None,
+        "raw_size": len(raw) if dl.raw_size is None else dl.raw_size,
+        "raw_sha256": dl.raw_sha256 or hashlib.sha256(raw).hexdigest(),
         "origin": dl.origin,
         "received_at": iso(dl.received_ms),
         "at": _now(),
     }
-    key = dl.source or dl.reason
+    key = doc["source"] or dl.reason
     return DEAD_LETTERS, key, f"{dl.seq:015d}\x00{dl.reason}", orjson.dumps(doc)
 
 
-def _dead_letter_id(dl: DeadLetter) -> str:
-    from state.records import stable_id
+def oversize(record: Encoded, limits: Limits, error: str) -> Encoded:
+    """The bounded dead letter that replaces an output record Kafka would refuse."""
+    topic, key, sort_key, value = record
+    raw_text, encoding, truncated = excerpt(value, limits.dead_letter_raw)
+    digest = hashlib.sha256(value).hexdigest()
+    record_id = _record_id(value)
+    doc = {
+        # the replaced record's id keeps this one stable when a restart writes it again
+        "id": stable_id("dead", errors.OUTPUT_TOO_LARGE, topic, record_id or digest),
+        "stream": None,
+        "source": None,
+        "reason": errors.OUTPUT_TOO_LARGE,
+        "error": clip(error, limits.free_text),
+        "value": None,
+        "record_topic": topic,
+        "record_key": clip(key, limits.id),
+        "record_id": record_id,
+        "raw": raw_text,
+        "raw_encoding": encoding,
+        "raw_truncated": truncated,
+        "raw_size": len(value),
+        "raw_sha256": digest,
+        "origin": {},
+        "received_at": None,
+        "at": _now(),
+    }
+    return DEAD_LETTERS, errors.OUTPUT_TOO_LARGE, sort_key, orjson.dumps(doc)
 
+
+def _record_id(value: bytes) -> str | None:
+    """The `id` of an encoded record (every output has one), if it is there to read."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    rid = doc.get("id") if type(doc) is dict else None
+    return rid if type(rid) is str and len(rid) <= 64 else None
+
+
+def is_replacement(record: Encoded) -> bool:
+    """Whether an encoded record is the `oversize` dead letter standing in for another."""
+    return record[0] == DEAD_LETTERS and record[1] == errors.OUTPUT_TOO_LARGE
+
+
+def _dead_letter_id(dl: DeadLetter) -> str:
     origin = orjson.dumps(dl.origin, option=orjson.OPT_SORT_KEYS).decode()
     return stable_id("dead", dl.reason, origin, dl.seq)
 
 
-def encode(item: object) -> Encoded:
+def encode(item: object, limits: Limits = DEFAULT_LIMITS) -> Encoded:
+    """One output record, never over `limits.output_record` (value) or `limits.id` (key)."""
     if isinstance(item, Correction):
-        return correction(item)
-    if isinstance(item, Alert):
-        return alert(item)
-    if isinstance(item, Decision):
-        return decision(item)
-    if isinstance(item, DeadLetter):
-        return dead_letter(item)
-    raise TypeError(f"not an output record: {type(item).__name__}")
+        record = correction(item)
+    elif isinstance(item, Alert):
+        record = alert(item)
+    elif isinstance(item, Decision):
+        record = decision(item, limits)
+    elif isinstance(item, DeadLetter):
+        record = dead_letter(item, limits)
+    else:
+        raise TypeError(f"not an output record: {type(item).__name__}")
+    key, value = record[1], record[3]
+    if len(value) > limits.output_record or over(key, limits.id):
+        return oversize(
+            record,
+            limits,
+            f"{record[0]} record of {len(value)} bytes (key of {len(key)} characters) exceeds "
+            f"limits.output_record ({limits.output_record}) or limits.id ({limits.id})",
+        )
+    return record

@@ -28,6 +28,7 @@ from bytewax.outputs import Sink
 
 from connectors.metrics import (
     CUSTOMER_HOLDS,
+    OUTPUT_REPLACED,
     PENDING_TRACKING,
     PROCESSING_LAG,
     SNAPSHOT_DURATION,
@@ -39,7 +40,7 @@ from connectors.metrics import (
 )
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
-from dataflows.encode import Encoded, encode
+from dataflows.encode import Encoded, encode, is_replacement
 from dataflows.router import (
     CUSTOMERS_KEY,
     HEALTH_KEY,
@@ -330,7 +331,17 @@ def build_flow(
         op.map("health_out", health, _value),
     )
     # records travel as one list per batch: Bytewax's cost is per item, not per record
-    encoded = op.map("encode", records, _count_and_encode)
+    limits = settings.limits
+
+    def count_and_encode(kv: tuple[str, list[Any]]) -> list[Encoded]:
+        count_records(kv[1])
+        out = [encode(r, limits) for r in kv[1]]
+        replaced = sum(map(is_replacement, out))
+        if replaced:
+            OUTPUT_REPLACED.labels("encode").inc(replaced)
+        return out
+
+    encoded = op.map("encode", records, count_and_encode)
     op.output("output", encoded, sink)
     if view_sink is not None:
         view = op.merge(
@@ -340,11 +351,6 @@ def build_flow(
         )
         op.output("redis_view", view, view_sink)
     return flow
-
-
-def _count_and_encode(kv: tuple[str, list[Any]]) -> list[Encoded]:
-    count_records(kv[1])
-    return [encode(r) for r in kv[1]]
 
 
 def _value(kv: tuple[str, Any]) -> Any:

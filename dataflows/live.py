@@ -274,6 +274,7 @@ def run_live(
         kafka.output_topics.model_dump(),
         config=client,
         flush_timeout=kafka.flush_timeout / 1000,
+        limits=settings.limits,
     )
     view_sink = RedisViewSink(settings.redis) if settings.redis.url else None
     flow = build_flow(

@@ -18,6 +18,7 @@ import zlib
 from schemas.commands import CONTROL, Command, CommandParser, is_control
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
+from schemas.limits import kept, too_large
 from schemas.normalize import Normalizer
 from state.health import HealthBatch
 
@@ -53,6 +54,7 @@ class Router:
         self._shards = settings.pipeline.shards
         self._index = index_shards(settings)
         self._settings = settings
+        self._limits = settings.limits
         self._channel_of = {name: s.channel for name, s in settings.sources.items()}
 
     def route(
@@ -79,9 +81,12 @@ class Router:
         dead: list[DeadLetter] = []
         commands: list[Command] = []  # the customer desk's, via order shard 0
         normalize = self._normalize
+        lim = self._limits
         for i, (seq, raw, origin) in enumerate(lines):
             line_stream = stream if streams is None else streams[i]
-            if line_stream == CONTROL or (line_stream is None and is_control(raw)):
+            if len(raw) > lim.input_record:  # any stream, commands too: never parsed
+                r = too_large(raw, lim.input_record, lim.dead_letter_raw, origin, line_stream, seq)
+            elif line_stream == CONTROL or (line_stream is None and is_control(raw)):
                 r = self._command(raw, origin, seq, line_stream)
                 if isinstance(r, Command):
                     if raise_clock and r.received_ms > clock:
@@ -109,7 +114,9 @@ class Router:
                 if r.tracking_no is not None and r.tracking_valid:
                     index[stable_shard(r.tracking_no, nindex)].append(r)
             elif r.tracking_no is not None:
-                r.raw, r.origin = raw, origin  # kept while the scan waits for its order
+                # kept while the scan waits for its order: what its dead letter would embed
+                r.raw, r.raw_size, r.raw_sha256 = kept(raw, lim.dead_letter_raw)
+                r.origin = origin
                 index[stable_shard(r.tracking_no, nindex)].append(r)
         health.clock_ms = max(health.clock_ms, clock)
         out: list[Message] = [

@@ -127,7 +127,57 @@ class Retention(_Strict):
     idle_order: DurationMs = 60 * 86_400_000
     pending_tracking: DurationMs = 7 * 86_400_000
     pending_tracking_max: int = Field(200_000, ge=1)
+    pending_tracking_max_bytes: int = Field(128 * 1_048_576, ge=1)  # per index shard
     seen_events_per_order: int = Field(64, ge=4)
+
+
+RECORD_OVERHEAD = 512
+"""Bytes a Kafka record adds to its key and value (record and batch headers), with room."""
+
+
+class Limits(_Strict):
+    """Every size bound, in bytes: no input, id or text makes a record Kafka refuses.
+
+    An input record over `input_record` is dead-lettered `too_large` (a prefix, its size
+    and SHA-256); an id over `id` (order, tracking, customer, event id, carrier, channel)
+    is dead-lettered before it reaches state, Redis or a metric; free text (operator
+    names, reasons, error sentences) is cut at `free_text`; a dead letter embeds at most
+    `dead_letter_raw` bytes of its input; an output record over `output_record` is
+    replaced by a dead letter `output_too_large`.
+    """
+
+    input_record: int = Field(524_288, ge=1024)
+    id: int = Field(256, ge=32)
+    free_text: int = Field(1024, ge=64)
+    dead_letter_raw: int = Field(16_384, ge=256)
+    output_record: int = Field(524_288, ge=8192)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Limits:
+        pairs = [
+            ("id", "free_text"),
+            ("free_text", "dead_letter_raw"),
+            ("id", "input_record"),
+            ("dead_letter_raw", "output_record"),
+        ]
+        for small, large in pairs:
+            if getattr(self, small) > getattr(self, large):
+                raise ValueError(
+                    f"limits.{small} ({getattr(self, small)}) is larger than "
+                    f"limits.{large} ({getattr(self, large)})"
+                )
+        # a dead letter holds its raw prefix, an error, a value, a source and an origin
+        need = self.dead_letter_raw + 4 * self.free_text + RECORD_OVERHEAD
+        if need > self.output_record:
+            raise ValueError(
+                f"limits.output_record ({self.output_record}) cannot hold a dead letter: "
+                f"limits.dead_letter_raw + 4 x limits.free_text + {RECORD_OVERHEAD} = {need}"
+            )
+        return self
+
+    def record_max(self) -> int:
+        """The largest record (key, value, headers) the pipeline may hand Kafka."""
+        return self.output_record + self.id + RECORD_OVERHEAD
 
 
 class Pipeline(_Strict):
@@ -590,6 +640,7 @@ class Settings(BaseSettings):
     thresholds: Thresholds = Thresholds()
     breakers: Breakers = Breakers()
     retention: Retention = Retention()
+    limits: Limits = Limits()
     pipeline: Pipeline = Pipeline()
     kafka: Kafka = Kafka()
     recovery: Recovery = Recovery()
@@ -627,6 +678,18 @@ class Settings(BaseSettings):
         for name in self.gateway.sources:
             if name not in self.sources:
                 raise ValueError(f"gateway.sources.{name}: not a source of the registry")
+        kafka_max = self.kafka.message_max_bytes()
+        if self.limits.record_max() > kafka_max:
+            raise ValueError(
+                f"limits.output_record ({self.limits.output_record}) + limits.id + "
+                f"{RECORD_OVERHEAD} exceeds kafka.client message.max.bytes ({kafka_max}): "
+                "the producer would refuse the largest record"
+            )
+        if self.retention.pending_tracking_max_bytes < self.limits.dead_letter_raw + 1024:
+            raise ValueError(
+                "retention.pending_tracking_max_bytes is smaller than limits.dead_letter_raw "
+                "+ 1024: one scan (the prefix its dead letter embeds) could not wait for its order"
+            )
         return self
 
     def order_threshold(self, name: str, channel: str | None, carrier: str | None) -> int:

@@ -6,13 +6,17 @@ a closed, documented set; the human half is the dead letter's `error` sentence.
 
 from __future__ import annotations
 
+TOO_LARGE = "too_large"
+"""The record is larger than `limits.input_record`: its dead letter carries a prefix,
+the size and a SHA-256 of the bytes, never the whole record."""
 NOT_JSON = "not_json"
 """The message bytes are not JSON (or not UTF-8)."""
 NOT_OBJECT = "not_object"
 """The message is JSON but not an object (an array, a string, a number...)."""
 BAD_ENVELOPE = "bad_envelope"
 """An envelope field is missing or of the wrong type: `source`, `stream`,
-`received_at` (when no fallback ingestion time is known), `event_id`, `payload`."""
+`received_at` (when no fallback ingestion time is known), `event_id` (also one longer
+than `limits.id`), `payload`."""
 UNKNOWN_SOURCE = "unknown_source"
 """`source` names no entry of the source registry (ops/sources.yaml)."""
 STREAM_MISMATCH = "stream_mismatch"
@@ -21,9 +25,10 @@ MISSING_ORDER_ID = "missing_order_id"
 """The payload carries neither an order id nor a tracking number."""
 INVALID_ORDER_ID = "invalid_order_id"
 """An order id that is not a global id (channel code + yyyymmdd + sequence) or a
-`REF-<global id>-<nn>` refund id; ids are case-sensitive."""
+`REF-<global id>-<nn>` refund id, or longer than `limits.id`; ids are case-sensitive."""
 INVALID_FIELD = "invalid_field"
-"""A tracking number, carrier, channel or customer id of the wrong JSON type."""
+"""A tracking number, carrier, channel or customer id of the wrong JSON type, or
+longer than `limits.id` bytes."""
 UNPARSEABLE_TIME = "unparseable_time"
 """An event time (or the envelope's `received_at`) that is not in the source's format."""
 UNMAPPED_STATUS = "unmapped_status"
@@ -37,6 +42,7 @@ INTERNAL_ERROR = "internal_error"
 """A bug in the normalizer: it never raises, so the exception becomes a dead letter."""
 
 REASONS: tuple[str, ...] = (
+    TOO_LARGE,
     NOT_JSON,
     NOT_OBJECT,
     BAD_ENVELOPE,
@@ -54,9 +60,10 @@ REASONS: tuple[str, ...] = (
 """Every reason a dead letter may carry, in the order the normalizer checks them."""
 
 # ---------------------------------------------------------------- operator commands
-# The control stream (`schemas.commands`) also uses NOT_JSON, NOT_OBJECT,
-# BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME and INVALID_FIELD as above
-# (INVALID_FIELD also for an implausible customer id or operator name).
+# A record of any stream over `limits.input_record` is TOO_LARGE before either parser
+# sees it (`dataflows.router`). The control stream (`schemas.commands`) also uses
+# NOT_JSON, NOT_OBJECT, BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME and INVALID_FIELD
+# as above (INVALID_FIELD also for an implausible customer id or operator name).
 UNKNOWN_COMMAND = "unknown_command"
 """A control envelope whose `payload.command` is not `hold_release` or `breaker_force`."""
 UNKNOWN_BREAKER = "unknown_breaker"
@@ -93,3 +100,9 @@ COMMAND_REASONS: tuple[str, ...] = (
     INTERNAL_ERROR,
 )
 """Every reason a dead letter of the control stream may carry, in the order they are checked."""
+
+# ---------------------------------------------------------------- outputs
+OUTPUT_TOO_LARGE = "output_too_large"
+"""An output record (a correction, alert or decision) over `limits.output_record`, or one
+the broker refused as too large or invalid: in its place goes a dead letter with the
+record's topic, key, size, SHA-256 and a prefix. Never an input reason."""

@@ -49,6 +49,8 @@ class Event:
     seq: int = 0  # position in the input, for deterministic ordering
     raw: bytes | None = None  # kept only while a scan waits for its order (dead letter if none)
     origin: dict[str, object] | None = None
+    raw_size: int | None = None  # when `raw` is only the prefix a dead letter embeds: the size
+    raw_sha256: str | None = None  # ... and SHA-256 of the whole record
 
 
 @dataclass(slots=True)
@@ -64,3 +66,5 @@ class DeadLetter:
     value: str | None = None  # the offending value (e.g. the unmapped status)
     received_ms: int | None = None
     seq: int = 0
+    raw_size: int | None = None  # when `raw` is only a prefix: the whole record's size
+    raw_sha256: str | None = None  # ... and its SHA-256 (hex)

@@ -24,6 +24,7 @@ from schemas import errors
 from schemas.config import FieldPaths, Settings, SourceSpec, StatusField, Stream
 from schemas.event import DeadLetter, Event, Telemetry
 from schemas.ids import IdRules
+from schemas.limits import clip, over, too_large
 from schemas.statuses import SHIPPED_BAND, conditional
 from schemas.timeparse import TimeParseError, parse_rfc3339, parser_for
 
@@ -187,6 +188,8 @@ class Normalizer:
 
     def __init__(self, settings: Settings) -> None:
         self._ids = IdRules.from_settings(settings)
+        self._limits = settings.limits
+        self._id_max = settings.limits.id
         self._refund_order = dict(settings.refund_order)
         self._refund_default = settings.refund_order_default
         self._sources = {name: self._compile(name, spec) for name, spec in settings.sources.items()}
@@ -277,6 +280,10 @@ class Normalizer:
         files, whose envelopes name it); `fallback_received_ms` times envelopes
         without `received_at` (the Kafka timestamp); `origin` travels into dead letters.
         """
+        lim = self._limits
+        if len(raw) > lim.input_record:  # before parsing: never held, parsed or copied whole
+            known = stream if stream in _STREAMS else None
+            return too_large(raw, lim.input_record, lim.dead_letter_raw, origin, known, seq)
         try:
             return self._normalize(raw, origin, stream, seq, fallback_received_ms)
         except Exception as e:  # a bug, not bad input: still never crash the pipeline
@@ -356,6 +363,8 @@ class Normalizer:
                 if type(event_id) is not int:
                     raise _Bad(errors.BAD_ENVELOPE, "envelope `event_id` not a string", event_id)
                 event_id = str(event_id)
+            if event_id is not None and over(event_id, self._id_max):
+                raise _Bad(errors.BAD_ENVELOPE, self._too_long("envelope `event_id`"), event_id)
             return self._event(src, payload, raw, event_id or None, received_ms, seq)
         except _Bad as bad:
             return DeadLetter(
@@ -405,6 +414,8 @@ class Normalizer:
                 continue
             if type(v) is not str:
                 raise _Bad(errors.INVALID_ORDER_ID, f"order id {label} is {_kind_of(v)}", v)
+            if over(v, self._id_max):
+                raise _Bad(errors.INVALID_ORDER_ID, self._too_long(f"order id {label}"), v)
             ref = self._ids.parse_order_id(v)
             if ref is None:
                 if not v.strip():
@@ -518,9 +529,17 @@ class Normalizer:
         )
 
     # ------------------------------------------------------------ helpers (per event)
-    @staticmethod
-    def _text_field(payload: dict[str, Any], paths: Paths, what: str) -> tuple[str | None, bool]:
-        """The first non-blank string (or integer) at the paths, and whether any path exists."""
+    def _too_long(self, what: str) -> str:
+        return f"{what} is longer than limits.id ({self._id_max} bytes)"
+
+    def _text_field(
+        self, payload: dict[str, Any], paths: Paths, what: str
+    ) -> tuple[str | None, bool]:
+        """The first non-blank string (or integer) at the paths, and whether any path exists.
+
+        An id longer than `limits.id` is bad input: it would become a state key, a Redis
+        key or document, a label.
+        """
         seen = False
         for label, path in paths:
             v = payload.get(path, _MISSING) if type(path) is str else _get(payload, path)
@@ -529,6 +548,8 @@ class Normalizer:
             seen = True
             if type(v) is str:
                 v = v.strip()
+                if over(v, self._id_max):
+                    raise _Bad(errors.INVALID_FIELD, self._too_long(f"{what} {label}"), v)
                 if v:
                     return v, True
             elif type(v) is int:
@@ -565,6 +586,7 @@ class Normalizer:
         operation = _get(payload, paths.operation)
         if type(operation) is not str:
             raise bad("operation must be a string", operation)
+        operation = clip(operation, self._id_max)  # free text, but it keys breaker figures
         latency = _get(payload, paths.latency_ms)
         if type(latency) not in (int, float) or not math.isfinite(latency) or latency < 0:
             raise bad("latency_ms must be a non-negative number", latency)
@@ -576,14 +598,17 @@ class Normalizer:
             error = None
         elif error is not None and type(error) is not str:
             raise bad("error must be a string or null", error)
+        else:
+            error = error and clip(error, self._limits.free_text)
         return Telemetry(carrier, operation, float(latency), ok, error)
 
-    @staticmethod
-    def _event_id(src: _Source, payload: dict[str, Any], raw: bytes) -> str:
+    def _event_id(self, src: _Source, payload: dict[str, Any], raw: bytes) -> str:
         """The provider's own id if configured, else a hash of source + canonical payload."""
-        for _, path in src.event_id:
+        for label, path in src.event_id:
             v = _get(payload, path)
             if type(v) is str and v:
+                if over(v, self._id_max):
+                    raise _Bad(errors.INVALID_FIELD, self._too_long(f"event id {label}"), v)
                 return v
             if type(v) is int:
                 return str(v)

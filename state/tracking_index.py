@@ -2,7 +2,9 @@
 
 One index shard per slice of tracking numbers. Order-side events register the
 numbers they carry; a scan whose number no order holds yet waits here (bounded
-by `retention.pending_tracking` and `pending_tracking_max`) and is released right
+by `retention.pending_tracking`, and per shard by `pending_tracking_max` scans and
+`pending_tracking_max_bytes` of them; a scan keeps only the prefix of its raw bytes
+that its dead letter would embed) and is released right
 behind the event that registers the number. Expired or overflowing scans become
 dead letters: kept until an order claims them, never silently dropped.
 
@@ -25,17 +27,33 @@ Released = tuple[tuple[int, int, int], Event]
 
 
 class TrackingIndex:
+    EVENT_BYTES = 512
+    """What a waiting scan costs besides its raw bytes (the Event, its strings, the queue)."""
+
     def __init__(self, settings: Settings) -> None:
         r = settings.retention
         self._rotate_every = max(1, r.idle_order // 2)
         self._pending_for = r.pending_tracking
         self._pending_max = r.pending_tracking_max
+        self._pending_max_bytes = r.pending_tracking_max_bytes
         self.current: dict[str, str] = {}
         self.previous: dict[str, str] = {}
         self.rotated_at = 0
         self.pending: dict[str, list[Event]] = {}
         self.pending_queue: deque[tuple[int, str]] = deque()
         self.pending_count = 0
+        self.pending_bytes = 0
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A snapshot from before the byte bound resumes with it at its default."""
+        self.__dict__.update(state)
+        if "pending_bytes" not in state:
+            self._pending_max_bytes = Settings().retention.pending_tracking_max_bytes
+            waiting = [e for w in self.pending.values() for e in w]
+            for e in waiting:  # Events pickled before they had these slots
+                if not hasattr(e, "raw_size"):
+                    e.raw_size = e.raw_sha256 = None
+            self.pending_bytes = sum(map(self._size, waiting))
 
     def lookup(self, tracking_no: str) -> str | None:
         oid = self.current.get(tracking_no)
@@ -62,6 +80,7 @@ class TrackingIndex:
                 if waiting:
                     self.pending_count -= len(waiting)
                     for w in waiting:
+                        self.pending_bytes -= self._size(w)
                         w.order_id = ev.order_id
                         w.raw = w.origin = None
                         released.append(((ev.seq, 1, w.seq), w))
@@ -80,8 +99,14 @@ class TrackingIndex:
         self.pending.setdefault(t, []).append(ev)
         self.pending_queue.append((ev.received_ms, t))
         self.pending_count += 1
-        while self.pending_count > self._pending_max:
+        self.pending_bytes += self._size(ev)
+        while self.pending_count > self._pending_max or (
+            self.pending_bytes > self._pending_max_bytes and self.pending_count
+        ):
             self._drop_oldest("pending_overflow", dead)
+
+    def _size(self, ev: Event) -> int:
+        return self.EVENT_BYTES + (len(ev.raw) if ev.raw is not None else 0)
 
     def _expire(self, now: int, dead: list[DeadLetter]) -> None:
         q = self.pending_queue
@@ -97,6 +122,7 @@ class TrackingIndex:
         if not waiting:
             del self.pending[t]
         self.pending_count -= 1
+        self.pending_bytes -= self._size(ev)
         why = (
             "no order claimed this tracking number within the retention period"
             if reason == "unmatched_tracking"
@@ -113,6 +139,8 @@ class TrackingIndex:
                 value=t,
                 received_ms=ev.received_ms,
                 seq=ev.seq,
+                raw_size=ev.raw_size,
+                raw_sha256=ev.raw_sha256,
             )
         )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
 import uuid
 
+import orjson
 import pytest
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -204,3 +206,28 @@ def test_sink_refuses_incomplete_topic_map_and_weaker_guarantees():
         KafkaOutputSink("127.0.0.1:1", names, config={"acks": 1})
     with pytest.raises(ValueError, match="idempotence"):
         KafkaOutputSink("127.0.0.1:1", names, config={"enable.idempotence": False})
+
+
+def test_sink_replaces_a_record_kafka_refuses_as_too_large_and_goes_on(broker):
+    """Issue 11 finding 1: one record the producer refuses (message.max.bytes) failed the
+    run at every restart. It becomes a bounded dead letter; its batch is delivered."""
+    names = fresh_topics(broker.bootstrap)
+    config = {"message.max.bytes": 100_000}
+    part = KafkaOutputSink(broker.bootstrap, names, config=config, flush_timeout=10).build(
+        "output", 0, 1
+    )
+    batch = records(20)
+    huge = ("corrected", "order-x", "huge", b'{"x": "' + b"y" * 200_000 + b'"}')
+    part.write_batch([[*batch[:10], huge, *batch[10:]]])
+    part.write_batch([records(4)])  # and the next batch too
+    part.close()
+    assert (part.delivered, part.failed, part.replaced) == (25, 0, 1)
+    got = consume(broker.bootstrap, list(names.values()), expected=25)
+    dead = [orjson.loads(v) for t, _p, _k, v in got if t == names["dead_letters"]]
+    replaced = [d for d in dead if d.get("reason") == "output_too_large"]
+    assert len(replaced) == 1
+    r = replaced[0]
+    assert (r["record_topic"], r["record_key"], r["raw_size"]) == ("corrected", "order-x", 200_009)
+    assert r["raw_sha256"] == hashlib.sha256(huge[3]).hexdigest()
+    assert "too large" in r["error"].lower()
+    assert max(len(v) for *_, v in got) < 100_000
