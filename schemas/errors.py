@@ -26,6 +26,10 @@ INVALID_FIELD = "invalid_field"
 """A tracking number, carrier, channel or customer id of the wrong JSON type."""
 UNPARSEABLE_TIME = "unparseable_time"
 """An event time (or the envelope's `received_at`) that is not in the source's format."""
+IMPLAUSIBLE_TIME = "implausible_time"
+"""The envelope's `received_at` runs ahead of the ingestion clock by more than
+`pipeline.max_clock_ahead` (live: the wall clock; replay: the recording's own clock,
+see `dataflows.sequencer`). Dead-lettered so that it moves no clock."""
 UNMAPPED_STATUS = "unmapped_status"
 """A status value the source's map does not know (feeds the UNMAPPED_STATUS alert)."""
 MISSING_STATUS = "missing_status"
@@ -46,6 +50,7 @@ REASONS: tuple[str, ...] = (
     INVALID_ORDER_ID,
     INVALID_FIELD,
     UNPARSEABLE_TIME,
+    IMPLAUSIBLE_TIME,
     UNMAPPED_STATUS,
     MISSING_STATUS,
     INVALID_TELEMETRY,
@@ -55,7 +60,8 @@ REASONS: tuple[str, ...] = (
 
 # ---------------------------------------------------------------- operator commands
 # The control stream (`schemas.commands`) also uses NOT_JSON, NOT_OBJECT,
-# BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME and INVALID_FIELD as above.
+# BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME, IMPLAUSIBLE_TIME and INVALID_FIELD
+# as above.
 UNKNOWN_COMMAND = "unknown_command"
 """A control envelope whose `payload.command` is not `hold_release` or `breaker_force`."""
 UNKNOWN_BREAKER = "unknown_breaker"
@@ -75,6 +81,7 @@ COMMAND_REASONS: tuple[str, ...] = (
     STREAM_MISMATCH,
     UNKNOWN_SOURCE,
     UNPARSEABLE_TIME,
+    IMPLAUSIBLE_TIME,
     UNKNOWN_COMMAND,
     MISSING_OPERATOR,
     INVALID_FIELD,

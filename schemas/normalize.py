@@ -25,7 +25,12 @@ from schemas.config import FieldPaths, Settings, SourceSpec, StatusField, Stream
 from schemas.event import DeadLetter, Event, Telemetry
 from schemas.ids import IdRules
 from schemas.statuses import SHIPPED_BAND, conditional
-from schemas.timeparse import TimeParseError, parse_rfc3339, parser_for
+from schemas.timeparse import (
+    TimeParseError,
+    implausible_received,
+    parse_rfc3339,
+    parser_for,
+)
 
 __all__ = ["Normalizer"]
 
@@ -270,15 +275,17 @@ class Normalizer:
         stream: str | None = None,
         seq: int = 0,
         fallback_received_ms: int | None = None,
+        not_after: int | None = None,
     ) -> Event | DeadLetter:
         """One envelope to an Event, or a DeadLetter saying why not. Never raises.
 
         `stream` is the stream of the topic the bytes came from (None for replay
         files, whose envelopes name it); `fallback_received_ms` times envelopes
         without `received_at` (the Kafka timestamp); `origin` travels into dead letters.
+        `not_after`: the latest plausible `received_at` (`errors.IMPLAUSIBLE_TIME`).
         """
         try:
-            return self._normalize(raw, origin, stream, seq, fallback_received_ms)
+            return self._normalize(raw, origin, stream, seq, fallback_received_ms, not_after)
         except Exception as e:  # a bug, not bad input: still never crash the pipeline
             return DeadLetter(
                 reason=errors.INTERNAL_ERROR,
@@ -296,6 +303,7 @@ class Normalizer:
         stream: str | None,
         seq: int,
         fallback_received_ms: int | None,
+        not_after: int | None,
     ) -> Event | DeadLetter:
         known_stream = stream if stream in _STREAMS else None
         source: str | None = None
@@ -346,6 +354,10 @@ class Normalizer:
                     ) from None
             elif received_ms is None:
                 raise _Bad(errors.BAD_ENVELOPE, "envelope `received_at` missing")
+            ahead = implausible_received(received_ms, not_after)
+            if ahead is not None:
+                received_ms = None  # the dead letter moves no clock either
+                raise _Bad(errors.IMPLAUSIBLE_TIME, ahead, received_at)
             payload = env.get("payload", _MISSING)
             if type(payload) is not dict:
                 raise _Bad(
