@@ -24,8 +24,10 @@ downstream to 2099. Each released line carries the latest `received_at` it may h
 Live, the reference is the wall clock. In a recording (replay, or Kafka read to its
 end) it is the recording's own clock: a line more than the tolerance ahead of its
 partition's running maximum is held until the partition's next dated line says
-whether the recording followed it (a quiet gap) or came back (the line was ahead:
-implausible). A line still held when its partition ends is taken, and a
+whether the recording followed it (a quiet gap) or came back to where it was, within
+the tolerance (the line was ahead: implausible). A next line far behind both is the
+late one, and the held line is taken. A line still held when its partition ends is
+taken, and a
 partition's first dated line starts its clock. The verdict
 depends on the partition's lines only, never on batch cuts or workers.
 """
@@ -122,7 +124,8 @@ class Sequencer:
                 return
             first = p.held[0][1]
             assert first is not None
-            if received + self.tolerance < first:  # the recording came back: it was ahead
+            tol = self.tolerance
+            if p.clock - tol <= received < first - tol:  # back where it was: the line was ahead
                 self._push(part, p.held[0][0], p.clock, received + self.tolerance)
                 del p.held[0]
             self._take_held(p, part)

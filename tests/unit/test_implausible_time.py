@@ -108,6 +108,19 @@ def test_a_gap_in_a_recording_is_not_a_jump_ahead(tmp_path: Path):
     assert not summary.dead_letters
 
 
+def test_a_late_record_after_a_gap_does_not_condemn_the_record_before_it(tmp_path: Path):
+    """After a gap comes a record two days late: the late one is out of place, not the gap."""
+    lines = [
+        call(T0, True),
+        call(T0 + timedelta(minutes=10), True),
+        call(T0 - timedelta(days=2), True),
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    summary = run_replay(SETTINGS, [src], tmp_path / "out", show_progress=False)
+    assert not summary.dead_letters
+
+
 # ------------------------------------------------------------------ the pure checks
 def raw(doc: dict[str, object]) -> bytes:
     return orjson.dumps(doc)
