@@ -35,6 +35,8 @@ class RawBatch:
     steps downstream know how many positions make the ingestion clock.
     `caught_up`: a live partition at its end; `final`: the partition ends here.
     `streams`: each line's partition, on the merged stream (`dataflows.sequencer`).
+    `limits`: each line's latest plausible `received_at` there (a later one is
+    dead-lettered `implausible_time`).
     """
 
     part: str
@@ -45,6 +47,7 @@ class RawBatch:
     caught_up: bool = False
     final: bool = False
     streams: list[str] | None = None
+    limits: list[int] | None = None
 
 
 def received_at_text(line: bytes) -> bytes:

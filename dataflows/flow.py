@@ -81,14 +81,25 @@ def _pickled(obj: object, recovery: bool, step: str) -> bytes | None:
 
 
 class _SequencerLogic(StatefulBatchLogic):
-    def __init__(self, resume: bytes | None, recovery: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        resume: bytes | None,
+        recovery: bool,
+        wall_clock: Callable[[], int] | None,
+    ) -> None:
         self._recovery = recovery
-        self.sequencer: Sequencer = pickle.loads(resume).resume() if resume else Sequencer()
+        self._wall_clock = wall_clock
+        tolerance = settings.pipeline.max_clock_ahead
+        self.sequencer: Sequencer = (
+            pickle.loads(resume).resume(tolerance) if resume else Sequencer(tolerance)
+        )
 
     def on_batch(self, values: list[RawBatch]) -> tuple[Iterable[RawBatch], bool]:
         out: list[RawBatch] = []
+        now = self._wall_clock() if self._wall_clock is not None else None
         for batch in values:
-            out.extend(self.sequencer.add(batch))
+            out.extend(self.sequencer.add(batch, now))
         return out, False
 
     def on_eof(self) -> tuple[Iterable[RawBatch], bool]:
@@ -270,11 +281,15 @@ def build_flow(
     stream_of: Callable[[str], str | None] | None = None,
     recovery: bool = False,
     view_sink: Sink[ViewUpdate] | None = None,
+    wall_clock: Callable[[], int] | None = None,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
     `recovery`: whether the run keeps Bytewax recovery snapshots (live runs do).
     `view_sink`: where the Redis order view's updates go (none: they are not even built).
+    `wall_clock`: epoch ms now, live: no input's `received_at` may run ahead of it by
+    more than `pipeline.max_clock_ahead`; without it (a recording) the input's own
+    clock bounds it (`dataflows.sequencer`).
     """
     router = Router(settings)
     stream_for = cache(stream_of) if stream_of else None
@@ -284,7 +299,7 @@ def build_flow(
         if stream_for is not None and batch.streams is not None:
             streams = [stream_for(p) for p in batch.streams]
         return router.route(
-            batch.part, batch.n, batch.lines, None, batch.clock, batch.parts, streams
+            batch.part, batch.n, batch.lines, None, batch.clock, batch.parts, streams, batch.limits
         )
 
     flow = Dataflow(flow_id)
@@ -292,7 +307,7 @@ def build_flow(
     merged = op.stateful_batch(
         "sequencer",
         op.map("to_sequencer", raw, lambda b: (SEQUENCER_KEY, b)),
-        lambda r: _SequencerLogic(r, recovery),
+        lambda r: _SequencerLogic(settings, r, recovery, wall_clock),
     )
     spread = op.redistribute("spread", op.map("sequenced", merged, _value))
     routed = op.flat_map("route", spread, route)

@@ -107,10 +107,11 @@ LAYOUT_FILE = "orderguard-layout.json"
 barriers wait for every shard, so another layout would orphan the state and stall."""
 
 
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 """Bumped when the dataflow's stateful steps change shape (2: the input sequencer;
 3: two more times per order, for the stage durations; 4: forced breakers, and
-operator commands in the order shards' barrier)."""
+operator commands in the order shards' barrier; 5: the sequencer's plausible-time
+limits)."""
 
 
 def _layout(settings: Settings) -> dict[str, int]:
@@ -209,6 +210,11 @@ def wait_for_setup(
     _check_layout(settings)
 
 
+def _wall_clock_ms() -> int:
+    """Live, nothing can have been received after now: the bound of every `received_at`."""
+    return int(time.time() * 1000)
+
+
 def run_live(
     settings: Settings,
     *,
@@ -278,7 +284,13 @@ def run_live(
     )
     view_sink = RedisViewSink(settings.redis) if settings.redis.url else None
     flow = build_flow(
-        settings, source, sink, stream_of=stream_of_part, recovery=True, view_sink=view_sink
+        settings,
+        source,
+        sink,
+        stream_of=stream_of_part,
+        recovery=True,
+        view_sink=view_sink,
+        wall_clock=_wall_clock_ms,
     )
     metrics = settings.metrics
     if metrics.port:

@@ -66,12 +66,14 @@ class Router:
         clock: int = 0,
         parts: int = 1,
         streams: list[str | None] | None = None,
+        limits: list[int] | None = None,
     ) -> list[Message]:
         """Messages for every shard; `clock`/`parts` as in `connectors.replay.RawBatch`.
 
         `streams`: each line's stream, when the lines come from several (the merged
         stream of `dataflows.sequencer`); else `stream` is every line's. A batch
         with a clock keeps it; without one (0) the lines' own times make it.
+        `limits`: each line's latest plausible `received_at` (the sequencer's).
         """
         raise_clock = not clock
         shards, nindex = self._shards, self._index
@@ -84,10 +86,11 @@ class Router:
         lim = self._limits
         for i, (seq, raw, origin) in enumerate(lines):
             line_stream = stream if streams is None else streams[i]
+            not_after = None if limits is None else limits[i]
             if len(raw) > lim.input_record:  # any stream, commands too: never parsed
                 r = too_large(raw, lim.input_record, lim.dead_letter_raw, origin, line_stream, seq)
             elif line_stream == CONTROL or (line_stream is None and is_control(raw)):
-                r = self._command(raw, origin, seq, line_stream)
+                r = self._command(raw, origin, seq, line_stream, not_after)
                 if isinstance(r, Command):
                     if raise_clock and r.received_ms > clock:
                         clock = r.received_ms
@@ -97,7 +100,7 @@ class Router:
                         health.add_command(r)
                     continue
             else:
-                r = normalize(raw, origin=origin, stream=line_stream, seq=seq)
+                r = normalize(raw, origin=origin, stream=line_stream, seq=seq, not_after=not_after)
             if isinstance(r, DeadLetter):
                 health.add_dead_letter(r, self._channel_of.get(r.source or ""))
                 dead.append(r)

@@ -34,7 +34,7 @@ import orjson
 from schemas import errors
 from schemas.config import Settings
 from schemas.event import DeadLetter
-from schemas.timeparse import TimeParseError, parse_rfc3339
+from schemas.timeparse import TimeParseError, implausible_received, parse_rfc3339
 
 CONTROL = "control"
 """The control stream's name: its Kafka partitions are `control:<n>`."""
@@ -186,16 +186,21 @@ class CommandParser:
         origin: dict[str, object] | None = None,
         seq: int = 0,
         stream: str | None = CONTROL,
+        not_after: int | None = None,
     ) -> Command | DeadLetter:
         """One control envelope to a Command, or a DeadLetter saying why not. Never raises.
 
         `stream`: the stream of the topic the bytes came from (None for replay files,
-        whose envelopes name it).
+        whose envelopes name it). `not_after`: the latest plausible `received_at`.
         """
         received_ms: int | None = None
         try:
             env = self._envelope(raw, stream)
-            received_ms = self._received(env)
+            at = self._received(env)
+            ahead = implausible_received(at, not_after)
+            if ahead is not None:  # a laptop's clock a day ahead must move no breaker
+                raise _Bad(errors.IMPLAUSIBLE_TIME, ahead, env["received_at"])
+            received_ms = at
             signer = self._verify(env)
             command = self._command(env, received_ms, seq)
             command.signer, command.raw, command.origin = signer, raw, dict(origin or {})

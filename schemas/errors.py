@@ -31,6 +31,10 @@ INVALID_FIELD = "invalid_field"
 longer than `limits.id` bytes."""
 UNPARSEABLE_TIME = "unparseable_time"
 """An event time (or the envelope's `received_at`) that is not in the source's format."""
+IMPLAUSIBLE_TIME = "implausible_time"
+"""The envelope's `received_at` runs ahead of the ingestion clock by more than
+`pipeline.max_clock_ahead` (live: the wall clock; replay: the recording's own clock,
+see `dataflows.sequencer`). Dead-lettered so that it moves no clock."""
 UNMAPPED_STATUS = "unmapped_status"
 """A status value the source's map does not know (feeds the UNMAPPED_STATUS alert)."""
 MISSING_STATUS = "missing_status"
@@ -52,6 +56,7 @@ REASONS: tuple[str, ...] = (
     INVALID_ORDER_ID,
     INVALID_FIELD,
     UNPARSEABLE_TIME,
+    IMPLAUSIBLE_TIME,
     UNMAPPED_STATUS,
     MISSING_STATUS,
     INVALID_TELEMETRY,
@@ -62,8 +67,9 @@ REASONS: tuple[str, ...] = (
 # ---------------------------------------------------------------- operator commands
 # A record of any stream over `limits.input_record` is TOO_LARGE before either parser
 # sees it (`dataflows.router`). The control stream (`schemas.commands`) also uses
-# NOT_JSON, NOT_OBJECT, BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME and INVALID_FIELD
-# as above (INVALID_FIELD also for an implausible customer id or operator name).
+# NOT_JSON, NOT_OBJECT, BAD_ENVELOPE, STREAM_MISMATCH, UNPARSEABLE_TIME, IMPLAUSIBLE_TIME
+# and INVALID_FIELD as above (INVALID_FIELD also for an implausible customer id or
+# operator name).
 UNKNOWN_COMMAND = "unknown_command"
 """A control envelope whose `payload.command` is not `hold_release` or `breaker_force`."""
 UNKNOWN_BREAKER = "unknown_breaker"
@@ -91,6 +97,7 @@ COMMAND_REASONS: tuple[str, ...] = (
     UNKNOWN_SOURCE,
     UNPARSEABLE_TIME,
     UNAUTHENTICATED_COMMAND,
+    IMPLAUSIBLE_TIME,
     UNKNOWN_COMMAND,
     MISSING_OPERATOR,
     INVALID_FIELD,

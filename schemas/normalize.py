@@ -26,7 +26,12 @@ from schemas.event import DeadLetter, Event, Telemetry
 from schemas.ids import IdRules
 from schemas.limits import clip, over, too_large
 from schemas.statuses import SHIPPED_BAND, conditional
-from schemas.timeparse import TimeParseError, parse_rfc3339, parser_for
+from schemas.timeparse import (
+    TimeParseError,
+    implausible_received,
+    parse_rfc3339,
+    parser_for,
+)
 
 __all__ = ["Normalizer"]
 
@@ -273,19 +278,21 @@ class Normalizer:
         stream: str | None = None,
         seq: int = 0,
         fallback_received_ms: int | None = None,
+        not_after: int | None = None,
     ) -> Event | DeadLetter:
         """One envelope to an Event, or a DeadLetter saying why not. Never raises.
 
         `stream` is the stream of the topic the bytes came from (None for replay
         files, whose envelopes name it); `fallback_received_ms` times envelopes
         without `received_at` (the Kafka timestamp); `origin` travels into dead letters.
+        `not_after`: the latest plausible `received_at` (`errors.IMPLAUSIBLE_TIME`).
         """
         lim = self._limits
         if len(raw) > lim.input_record:  # before parsing: never held, parsed or copied whole
             known = stream if stream in _STREAMS else None
             return too_large(raw, lim.input_record, lim.dead_letter_raw, origin, known, seq)
         try:
-            return self._normalize(raw, origin, stream, seq, fallback_received_ms)
+            return self._normalize(raw, origin, stream, seq, fallback_received_ms, not_after)
         except Exception as e:  # a bug, not bad input: still never crash the pipeline
             return DeadLetter(
                 reason=errors.INTERNAL_ERROR,
@@ -303,6 +310,7 @@ class Normalizer:
         stream: str | None,
         seq: int,
         fallback_received_ms: int | None,
+        not_after: int | None,
     ) -> Event | DeadLetter:
         known_stream = stream if stream in _STREAMS else None
         source: str | None = None
@@ -353,6 +361,10 @@ class Normalizer:
                     ) from None
             elif received_ms is None:
                 raise _Bad(errors.BAD_ENVELOPE, "envelope `received_at` missing")
+            ahead = implausible_received(received_ms, not_after)
+            if ahead is not None:
+                received_ms = None  # the dead letter moves no clock either
+                raise _Bad(errors.IMPLAUSIBLE_TIME, ahead, received_at)
             payload = env.get("payload", _MISSING)
             if type(payload) is not dict:
                 raise _Bad(

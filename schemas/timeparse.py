@@ -308,3 +308,15 @@ def iso(ms: int | None) -> str | None:
         prefix = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
         _SECONDS[sec] = prefix
     return f"{prefix}{milli:03d}Z"
+
+
+def implausible_received(received_ms: int, not_after: int | None) -> str | None:
+    """Why a `received_at` is implausible, or None: after `not_after`, the latest the
+    ingestion clock allows (`pipeline.max_clock_ahead` ahead of it). Such a time is an
+    input error, not a clock: taken, it would carry every deadline and breaker with it."""
+    if not_after is None or received_ms <= not_after:
+        return None
+    return (
+        f"envelope received_at is {(received_ms - not_after) / 1000:g} s after {iso(not_after)}, "
+        "the latest the ingestion clock allows: too far ahead of the ingestion clock"
+    )

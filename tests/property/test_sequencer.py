@@ -11,6 +11,9 @@ from connectors.replay import RawBatch
 from dataflows.sequencer import Sequencer
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
+TOLERANCE = 300_000  # pipeline.max_clock_ahead
+SPIKE = -1  # a line stamped far ahead of its partition (2099), then one on time
+GAP = 10 * 86_400_000  # ten quiet days: the next lines follow it
 
 
 def line(part: str, offset: int, ms: int | None) -> tuple[int, bytes, dict[str, object]]:
@@ -31,9 +34,8 @@ def line(part: str, offset: int, ms: int | None) -> tuple[int, bytes, dict[str, 
 
 
 # partitions: lists of received_at steps (None: a line without a readable received_at)
-partitions = st.lists(
-    st.lists(st.one_of(st.none(), st.integers(0, 5_000)), max_size=25), min_size=1, max_size=4
-)
+steps = st.one_of(st.none(), st.integers(0, 5_000), st.just(SPIKE), st.just(GAP))
+partitions = st.lists(st.lists(steps, max_size=25), min_size=1, max_size=4)
 
 
 def batches_of(parts: list[list[int | None]], cuts: st.DataObject) -> list[list[RawBatch]]:
@@ -42,10 +44,15 @@ def batches_of(parts: list[list[int | None]], cuts: st.DataObject) -> list[list[
     for i, steps in enumerate(parts):
         name = f"p{i}"
         ms, lines = T0, []
-        for off, step in enumerate(steps):
+        for step in steps:
+            if step == SPIKE:
+                if all(b"received_at" not in raw for _, raw, _ in lines):
+                    lines.append(line(name, len(lines), ms))  # the first starts its clock
+                lines.append(line(name, len(lines), ms + 73 * 365 * 86_400_000))
+                step = 0  # the recording's clock comes back: the spike was ahead
             if step is not None:
                 ms += step
-            lines.append(line(name, off, None if step is None else ms))
+            lines.append(line(name, len(lines), None if step is None else ms))
         sizes = cuts.draw(st.lists(st.integers(1, 6), min_size=len(lines) + 1))
         chunks, k = [], 0
         for size in sizes:
@@ -63,8 +70,8 @@ def batches_of(parts: list[list[int | None]], cuts: st.DataObject) -> list[list[
     return out
 
 
-def run(per_part: list[list[RawBatch]], order: list[int]) -> tuple[list[bytes], int]:
-    seq = Sequencer()
+def run(per_part: list[list[RawBatch]], order: list[int]) -> tuple[list[bytes], int, list[int]]:
+    seq = Sequencer(TOLERANCE)
     queues = [list(b) for b in per_part]
     out: list[RawBatch] = []
     for i in order:
@@ -78,7 +85,9 @@ def run(per_part: list[list[RawBatch]], order: list[int]) -> tuple[list[bytes], 
     assert [b.n for b in out] == list(range(len(out)))
     lines = [ln for b in out for ln in b.lines]
     assert [s for s, _, _ in lines] == list(range(len(lines)))
-    return [raw for _, raw, _ in lines], max((b.clock for b in out), default=0)
+    limits = [x for b in out for x in b.limits or ()]
+    assert len(limits) == len(lines)
+    return [raw for _, raw, _ in lines], max((b.clock for b in out), default=0), limits
 
 
 @settings(max_examples=200, deadline=None)
@@ -88,15 +97,17 @@ def test_any_batching_and_interleaving_gives_the_same_merged_order(parts, data):
     b = batches_of(parts, data)
     order_a = data.draw(st.lists(st.integers(0, 3), max_size=80))
     order_b = data.draw(st.lists(st.integers(0, 3), max_size=80))
-    merged_a, clock_a = run(a, order_a)
-    merged_b, clock_b = run(b, order_b)
+    merged_a, clock_a, limits_a = run(a, order_a)
+    merged_b, clock_b, limits_b = run(b, order_b)
     assert merged_a == merged_b
     assert clock_a == clock_b
-    assert len(merged_a) == sum(len(p) for p in parts)  # nothing lost, nothing twice
+    assert limits_a == limits_b  # the same lines judged implausible, whatever the cuts
+    assert clock_a < T0 + 25 * (5_000 + GAP)  # no spike moved the clock
+    assert len(merged_a) == sum(len(b.lines) for p in a for b in p)  # nothing lost
 
 
 def test_a_partition_not_heard_from_holds_everything_back():
-    seq = Sequencer()
+    seq = Sequencer(TOLERANCE)
     assert seq.add(RawBatch("a", 0, [line("a", 0, T0)], parts=2)) == []
     [out] = seq.add(RawBatch("b", 0, [line("b", 0, T0 + 5)], parts=2))
     assert out.lines == [] and out.clock == T0  # a may still send another line at T0
@@ -106,7 +117,7 @@ def test_a_partition_not_heard_from_holds_everything_back():
 
 
 def test_a_caught_up_partition_does_not_hold_the_others_back():
-    seq = Sequencer()
+    seq = Sequencer(TOLERANCE)
     seq.add(RawBatch("a", 0, [], clock=T0 + 60_000, parts=2, caught_up=True))
     [out] = seq.add(RawBatch("b", 0, [line("b", 0, T0), line("b", 1, T0 + 1)], parts=2))
     assert [o["offset"] for _, _, o in out.lines] == [0]  # b's own last line may have a twin
@@ -114,18 +125,18 @@ def test_a_caught_up_partition_does_not_hold_the_others_back():
 
 
 def test_unreadable_lines_keep_their_place_in_their_partition():
-    seq = Sequencer()
+    seq = Sequencer(TOLERANCE)
     batch = RawBatch("a", 0, [line("a", 0, T0), line("a", 1, None), line("a", 2, T0 + 1)])
     out = seq.add(batch) + seq.flush()
     assert [o["offset"] for b in out for _, _, o in b.lines] == [0, 1, 2]
 
 
 def test_a_partition_ended_in_an_earlier_run_blocks_again_when_it_delivers():
-    seq = Sequencer()
+    seq = Sequencer(TOLERANCE)
     seq.add(RawBatch("a", 0, [line("a", 0, T0)], parts=2, final=True))
     seq.add(RawBatch("b", 0, [line("b", 0, T0 + 1)], parts=2, final=True))
     assert seq.held() == 0
-    seq = pickle.loads(pickle.dumps(seq)).resume()  # the next run: b delivers first
+    seq = pickle.loads(pickle.dumps(seq)).resume(TOLERANCE)  # the next run: b delivers first
     b = RawBatch("b", 1, [line("b", 1, T0 + 100), line("b", 2, T0 + 150)], parts=2)
     assert seq.add(b) == []  # a has not spoken in this run: it may be behind
     [out] = seq.add(RawBatch("a", 1, [line("a", 1, T0 + 50), line("a", 2, T0 + 200)], parts=2))

@@ -747,6 +747,14 @@ DEAD_CASES: list[Any] = [
         "received_at",
     ),
     (
+        "received_at ahead of the ingestion clock",
+        envelope("sf", BASE["sf"], received_at="2099-01-01T00:00:00Z"),
+        {"not_after": 1_772_409_600_000},
+        errors.IMPLAUSIBLE_TIME,
+        "2099-01-01T00:00:00Z",
+        "ahead of the ingestion clock",
+    ),
+    (
         "received_at naive",
         envelope("sf", BASE["sf"], received_at="2026-01-27 05:31:22"),
         {},
