@@ -48,8 +48,6 @@ RECORD_FRAMING = 64
 """What librdkafka adds to key + value when it checks `message.max.bytes` (at most 36 B)."""
 RESERVED_FILES = 64
 """Open files a process needs besides its connections: Kafka, Redis, metrics, listener."""
-CLIENT_ABORTED = 499
-"""nginx's "client closed request": counted, never sent (nobody is there to read it)."""
 
 
 class GatewayError(RuntimeError):
@@ -184,7 +182,8 @@ class Gateway:
         except ConnectionError:
             # Not ours to fix: a provider's timeout or a network cut. Nobody reads the answer.
             log.debug("webhook for %s: the client left before its body", route.endpoint.name)
-            refused = Rejected(CLIENT_ABORTED, "client_aborted", "the client disconnected")
+            # 499, nginx's "client closed request": counted, never sent (nobody would read it)
+            refused = Rejected(499, "client_aborted", "the client disconnected")
             return self._refuse(route, refused)
         verdict = route.endpoint.admit(request.headers, body, int(self.clock() * 1000))
         if isinstance(verdict, Rejected):
@@ -240,13 +239,6 @@ class Gateway:
         )
 
 
-_HTTP_ERRORS = {
-    400: ("bad_request", "not a valid HTTP/1.1 request (a line too long, or malformed)"),
-    504: ("timeout", "the request took too long"),
-}
-_INTERNAL = ("internal_error", "try again later")
-
-
 class _Connection(RequestHandler):
     """aiohttp's connection handler, with JSON answers for what its HTTP parser refuses.
 
@@ -267,14 +259,16 @@ class _Connection(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        if status >= 500 and status != 504:
-            self.log_exception("error handling a request", exc_info=exc)
-        else:  # the type only: the message quotes the request's bytes
-            log.debug("refused %s from %s: %s", status, request.remote, type(exc).__name__)
         if request.writer.output_size > 0:
             raise ConnectionError("the answer had begun: no other answer can be sent")
-        reason, detail = _HTTP_ERRORS.get(status, _INTERNAL)
-        response = _json(status, {"error": reason, "detail": detail})
+        if status == 400:  # the client's: only the type, its message quotes the request
+            log.debug("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
+            detail = "not a valid HTTP/1.1 request (a line over 8190 bytes, or malformed)"
+            response = _json(400, {"error": "bad_request", "detail": detail})
+        else:  # a handler raised: ours to fix, the provider's to retry (never a 500)
+            self.log_exception("error handling a request", exc_info=exc)
+            body = {"error": "internal_error", "detail": "try again later"}
+            response = _json(503, body, {"Retry-After": "5"})
         response.force_close()
         return response
 
