@@ -6,9 +6,10 @@ was not stored. What a request must pass is `schemas.webhooks`; redeliveries are
 recognized by `connectors.delivery_ledger`. `GET /healthz` says the process is up,
 `GET /readyz` that a broker answers, `GET /openapi.json` describes all of it.
 Every answer is JSON, the HTTP layer's own refusals included; nothing a request causes
-is a 500. The server protects itself: `_Connection` times out a request head (and an
-idle keep-alive) and answers malformed HTTP without quoting it, `_Server` caps the
-connections of a process.
+is a 500. The server protects itself: a request head (or the next one on a kept-alive
+connection) must arrive within `gateway.idle_timeout` and its body within
+`body_timeout`, `_Connection` answers malformed HTTP without quoting it, and `_Server`
+caps the connections of a process.
 """
 
 from __future__ import annotations
@@ -248,7 +249,10 @@ class _Connection(RequestHandler):
     """
 
     def idle(self) -> bool:
-        """No request in progress: waiting for a request head (or for a slow one to end)."""
+        """No request in progress: waiting for a request head (or for a slow one to end).
+
+        aiohttp's own idle test (its keep-alive timer closes a connection only then).
+        """
         waiter = self._waiter
         return waiter is not None and not waiter.done()
 
