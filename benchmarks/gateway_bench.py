@@ -107,12 +107,11 @@ def pool(settings, orders: int = POOL_ORDERS, seed: int = 17) -> Path:
     from sim import generate
 
     DATA.mkdir(exist_ok=True)
-    path = DATA / f"gateway-pool-{orders}-{seed}.tsv"
+    path = DATA / f"gateway-pool-v2-{orders}-{seed}.tsv"
     if path.exists():
         return path
     t = time.perf_counter()
     eps = endpoints(settings)
-    id_headers = {n: h.delivery_id.header for n, h in settings.gateway.sources.items()}
     seen: set[tuple[str, str]] = set()
     n = dropped = 0
     now = time.time()
@@ -126,10 +125,6 @@ def pool(settings, orders: int = POOL_ORDERS, seed: int = 17) -> Path:
             body = orjson.dumps(env["payload"])
             headers = CIMultiDict(sign(ep.auth, ep.secret, body, now))
             headers["Content-Type"] = "application/json"
-            hid = ""
-            if id_headers[name]:
-                hid = f"{name}-{seed}-{n}"
-                headers[id_headers[name]] = hid
             verdict = ep.admit(headers, body, int(now * 1000))
             if not isinstance(verdict, Accepted):
                 raise RuntimeError(f"{name}: the gateway's own admit refuses it: {verdict}")
@@ -139,7 +134,7 @@ def pool(settings, orders: int = POOL_ORDERS, seed: int = 17) -> Path:
             seen.add((name, verdict.delivery_id))
             if b"\t" in body or b"\n" in body:
                 raise ValueError(f"{name}: a tab or newline in the body")
-            f.write(b"%s\t%s\t%s\n" % (name.encode(), hid.encode(), body))
+            f.write(b"%s\t%s\n" % (name.encode(), body))
             n += 1
     tmp.rename(path)
     print(
@@ -155,19 +150,16 @@ def request_lines(settings, pool_path: Path, start: int, count: int) -> list[byt
     from schemas.webhooks import endpoints
 
     eps = endpoints(settings)
-    id_headers = {n: h.delivery_id.header for n, h in settings.gateway.sources.items()}
     now = time.time()
     out = []
     with pool_path.open("rb") as f:
         for line in islice(f, start, start + count):
-            name, hid, body = line.rstrip(b"\n").split(b"\t", 2)
+            name, body = line.rstrip(b"\n").split(b"\t", 1)
             source = name.decode()
             ep = eps[source]
             parts = [b"/webhooks/" + name, body]
             for h, v in sign(ep.auth, ep.secret, body, now).items():
                 parts += [h.encode(), v.encode()]
-            if hid:
-                parts += [id_headers[source].encode(), hid]  # type: ignore[union-attr]
             out.append(b"\t".join(parts))
     return out
 

@@ -5,7 +5,11 @@
 was not stored. What a request must pass is `schemas.webhooks`; redeliveries are
 recognized by `connectors.delivery_ledger`. `GET /healthz` says the process is up,
 `GET /readyz` that a broker answers, `GET /openapi.json` describes all of it.
-Every answer is JSON; nothing a request causes is a 500.
+Every answer is JSON, the HTTP layer's own refusals included; nothing a request causes
+is a 500. The server protects itself: a request head (or the next one on a kept-alive
+connection) must arrive within `gateway.idle_timeout` and its body within
+`body_timeout`, `_Connection` answers malformed HTTP without quoting it, and `_Server`
+caps the connections of a process.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import resource
 import signal
 import sys
 import time
@@ -24,6 +29,7 @@ from typing import Any
 import orjson
 import uvloop
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import start_http_server
 
 from connectors import gateway_metrics as m
@@ -39,6 +45,10 @@ log = logging.getLogger("orderguard.gateway")
 UNKNOWN = "unknown"
 PENDING_MARGIN_MS = 5_000
 """A claim outlives the produce deadline by this much, then a retry may take it over."""
+RECORD_FRAMING = 64
+"""What librdkafka adds to key + value when it checks `message.max.bytes` (at most 36 B)."""
+RESERVED_FILES = 64
+"""Open files a process needs besides its connections: Kafka, Redis, metrics, listener."""
 
 
 class GatewayError(RuntimeError):
@@ -101,6 +111,8 @@ class Gateway:
             )
         self.pending_ms = gw.produce_timeout + PENDING_MARGIN_MS
         self.max_body = gw.max_body
+        self.max_record = settings.kafka.message_max_bytes()
+        self.body_timeout = gw.body_timeout / 1000
         self._openapi = orjson.dumps(openapi(settings))
 
     def app(self) -> web.Application:
@@ -155,20 +167,37 @@ class Gateway:
         return response
 
     async def _handle(self, route: _Route, request: web.Request) -> web.Response:
-        wait = route.bucket.take(time.monotonic())
-        if wait:
-            refused = Rejected(429, "rate_limited", "too many requests for this source")
-            return self._refuse(route, refused, {"Retry-After": str(math.ceil(wait))})
         size = request.content_length
         if size is not None and size > self.max_body:
             return self._too_large(route)
         try:
-            body = await request.read()
+            async with asyncio.timeout(self.body_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._too_large(route)
+        except TimeoutError:
+            detail = f"the body did not arrive within {self.body_timeout:g}s"
+            response = self._refuse(route, Rejected(408, "body_timeout", detail))
+            response.force_close()
+            return response
+        except ConnectionError:
+            # Not ours to fix: a provider's timeout or a network cut. Nobody reads the answer.
+            log.debug("webhook for %s: the client left before its body", route.endpoint.name)
+            # 499, nginx's "client closed request": counted, never sent (nobody would read it)
+            refused = Rejected(499, "client_aborted", "the client disconnected")
+            return self._refuse(route, refused)
         verdict = route.endpoint.admit(request.headers, body, int(self.clock() * 1000))
         if isinstance(verdict, Rejected):
             return self._refuse(route, verdict)
+        # After the signature: requests anyone can forge never use up a provider's bucket.
+        wait = route.bucket.take(time.monotonic())
+        if wait:
+            refused = Rejected(429, "rate_limited", "too many requests for this source")
+            return self._refuse(route, refused, {"Retry-After": str(math.ceil(wait))})
+        if len(verdict.envelope) + len(verdict.key or b"") + RECORD_FRAMING > self.max_record:
+            # Permanent: a retry would be refused again, so never the retryable 503.
+            detail = "with its envelope and id the body exceeds what Kafka accepts"
+            return self._refuse(route, Rejected(413, "too_large", detail))
         return await self._store(route, verdict)
 
     async def _store(self, route: _Route, accepted: Accepted) -> web.Response:
@@ -211,6 +240,120 @@ class Gateway:
         )
 
 
+class _Connection(RequestHandler):
+    """aiohttp's connection handler, with JSON answers for what its HTTP parser refuses.
+
+    aiohttp answers those in plain text quoting the offending bytes (which can be a
+    signature header) and logs them as errors: here a client's malformed request is
+    a debug line and a JSON 400 that quotes nothing; only a bug is logged as an error.
+    """
+
+    def idle(self) -> bool:
+        """No request in progress: waiting for a request head (or for a slow one to end).
+
+        aiohttp's own idle test (its keep-alive timer closes a connection only then).
+        """
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer had begun: no other answer can be sent")
+        if status == 400:  # the client's: only the type, its message quotes the request
+            log.debug("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
+            detail = "not a valid HTTP/1.1 request (a line over 8190 bytes, or malformed)"
+            response = _json(400, {"error": "bad_request", "detail": detail})
+        else:  # a handler raised: ours to fix, the provider's to retry (never a 500)
+            self.log_exception("error handling a request", exc_info=exc)
+            body = {"error": "internal_error", "detail": "try again later"}
+            response = _json(503, body, {"Retry-After": "5"})
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's server, making `_Connection`s, at most `cap` of them open at once.
+
+    Over the cap, the longest-open idle connection (no request in progress: an idle
+    keep-alive, a client that sent nothing or only part of a head) is closed to make
+    room, so sockets held open by anyone cannot lock providers out; the newcomer is
+    closed only when every connection is busy with a request (each bounded by
+    `body_timeout` and `produce_timeout`). Capping below the open-file limit keeps
+    accept() from failing, which would refuse everyone alike.
+    """
+
+    def __init__(self, cap: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cap = cap
+        self._open: dict[_Connection, None] = {}  # in the order they were opened
+
+    def __call__(self) -> _Connection:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        assert isinstance(handler, _Connection)
+        self._open[handler] = None
+        if len(self._open) <= self.cap:
+            return
+        oldest = next((c for c in self._open if c is not handler and c.idle()), handler)
+        del self._open[oldest]
+        m.CONNECTIONS_SHED.labels("idle" if oldest is not handler else "busy").inc()
+        oldest.force_close()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self._open.pop(handler, None)  # type: ignore[call-overload]
+        super().connection_lost(handler, exc)
+
+
+class _Runner(web.AppRunner):
+    """`web.AppRunner` serving its application with a `_Server`."""
+
+    def __init__(
+        self, app: web.Application, cap: int, shutdown_timeout: float, **handler: Any
+    ) -> None:
+        super().__init__(app, shutdown_timeout=shutdown_timeout, **handler)
+        self._cap = cap
+        self._handler_kwargs = handler
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()  # the application started and frozen
+        return _Server(
+            self._cap,
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **self._handler_kwargs,
+        )
+
+
+def _connection_cap(wanted: int) -> int:
+    """`wanted`, raising the open-file limit for it if need be, else what the limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + RESERVED_FILES
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    cap = max(1, soft - RESERVED_FILES)
+    log.warning(
+        "gateway.max_connections %d: the open-file limit is %d (ulimit -n), so at most %d "
+        "connections are kept open",
+        wanted,
+        soft,
+        cap,
+    )
+    return cap
+
+
 async def _watch_kafka(producer: AckedProducer, stop: asyncio.Event, every: float = 10.0) -> None:
     """Keep `orderguard_gateway_kafka_ready` current even when nobody asks /readyz."""
     while not stop.is_set():
@@ -241,7 +384,15 @@ async def _serve(settings: Settings, process_index: int, processes: int) -> None
         log.warning("no redis.url: redeliveries are produced again (at least once)")
     gateway = Gateway(settings, producer, ledger, share=1 / processes)
     grace = gw.produce_timeout / 1000
-    runner = web.AppRunner(gateway.app(), access_log=None, shutdown_timeout=grace)
+    runner = _Runner(
+        gateway.app(),
+        _connection_cap(gw.max_connections),
+        access_log=None,
+        shutdown_timeout=grace,
+        # aiohttp's keep-alive clock runs from a connection's opening or last answer until
+        # a complete request head: one bound for idle and for slow-header connections.
+        keepalive_timeout=gw.idle_timeout / 1000,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, gw.host, gw.port, reuse_port=processes > 1, backlog=2048)

@@ -10,13 +10,15 @@ from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "orderguard_gateway_requests_total",
-    "Webhook requests answered, by source and HTTP status code.",
+    "Webhook requests answered, by source and HTTP status code (499: the client "
+    "disconnected before its answer, nginx's convention; nothing was sent).",
     ["source", "code"],
 )
 REJECTED = Counter(
     "orderguard_gateway_rejected_total",
     "Webhook requests refused, by source and reason (unsigned, bad_signature, "
-    "stale_timestamp, too_large, not_json, rate_limited, kafka_unavailable, ...).",
+    "stale_timestamp, too_large, not_json, rate_limited, kafka_unavailable, body_timeout, "
+    "client_aborted, ...); internal_error alone is a bug.",
     ["source", "reason"],
 )
 DUPLICATES = Counter(
@@ -44,4 +46,10 @@ DURATION = Histogram(
 KAFKA_READY = Gauge(
     "orderguard_gateway_kafka_ready",
     "1 while the last readiness check reached a Kafka broker (GET /readyz).",
+)
+CONNECTIONS_SHED = Counter(
+    "orderguard_gateway_connections_shed_total",
+    "Connections closed because the process had gateway.max_connections open: the oldest "
+    "idle one to make room (idle), or the newcomer when every one was busy (busy).",
+    ["reason"],
 )

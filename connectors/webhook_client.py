@@ -179,9 +179,6 @@ class WebhookSender:
         """Post until answered 2xx, as a provider would; retries are counted."""
         body = orjson.dumps(env.get("payload"))
         headers = {"Content-Type": "application/json"}
-        id_header = hook.source.delivery_id.header
-        if id_header is not None and env.get("event_id") is not None:
-            headers[id_header] = str(env["event_id"])
         wait = BACKOFF_FIRST
         while True:
             signed = {**headers, **sign(hook.source.auth, hook.secret, body, self._clock())}

@@ -219,6 +219,10 @@ _CLIENT_OWNED = {
 
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's default `message.max.bytes` (the producer refuses larger records)."""
+ENVELOPE_RESERVE = 16_384
+"""Bytes the gateway's envelope and record add to a body, allowed for when `gateway.max_body`
+is checked against `message.max.bytes`: the envelope's fields, a delivery id, the record
+key and librdkafka's framing. A record larger still (a giant id or key) is answered 413."""
 
 CONTROL_PARTITIONS = 1
 """Partitions `run` creates the control topic with (operator commands)."""
@@ -388,13 +392,25 @@ class WebhookAuth(_Strict):
 
 
 class DeliveryIdSpec(_Strict):
-    """Where a provider puts the id its retries repeat: a header, else a dotted body path.
+    """Where a provider puts the id its retries repeat: a dotted path in the body.
 
-    With neither (or neither present in a request), a hash of the body stands in.
+    Only the body is signed (no scheme covers a header), so an id is never taken from
+    a header: a forger could re-send a captured body under new ids and make
+    duplicates. With no path (or nothing there in a request), a hash of the body stands in.
     """
 
-    header: HeaderName | None = None
     body: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_header(cls, data: object) -> object:
+        if isinstance(data, dict) and "header" in data:
+            raise ValueError(
+                "header: no signature covers a header, so an id taken from one could be "
+                "forged; give the id's path in the signed body (body: ...), or nothing "
+                "for a body hash"
+            )
+        return data
 
 
 class RateLimit(_Strict):
@@ -443,9 +459,17 @@ class Gateway(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     metrics_port: int = Field(9474, ge=0, le=65535)  # process k serves on port + k; 0: none
-    max_body: int = Field(1_048_576, ge=1, le=64 * 1_048_576)  # bytes
+    max_body: int = Field(507_904, ge=1, le=64 * 1_048_576)  # bytes
     produce_timeout: DurationMs = Field(5_000, ge=100)
     idempotency_timeout: DurationMs = Field(250, ge=1)
+    idle_timeout: DurationMs = Field(30_000, ge=100)
+    """A connection must send a complete request head within this of opening or of its
+    last answer (idle keep-alive and slow headers alike), else it is closed."""
+    body_timeout: DurationMs = Field(30_000, ge=100)
+    """A body not received in full within this of its request head: 408, connection closed."""
+    max_connections: int = Field(1024, ge=1, le=1_000_000)
+    """Per process; over it, the longest-open connection without a request in progress is
+    closed to make room (the newest is refused only if every one is busy)."""
     rate_limit: RateLimit = RateLimit()
     sources: dict[str, WebhookSource] = {}
 
@@ -693,6 +717,24 @@ class Settings(BaseSettings):
             raise ValueError(
                 "retention.pending_tracking_max_bytes is smaller than limits.dead_letter_raw "
                 "+ 1024: one scan (the prefix its dead letter embeds) could not wait for its order"
+            )
+        if self.gateway.sources and (
+            self.gateway.max_body + ENVELOPE_RESERVE > self.kafka.message_max_bytes()
+        ):
+            raise ValueError(
+                f"gateway.max_body ({self.gateway.max_body}) plus {ENVELOPE_RESERVE} bytes of "
+                f"envelope exceeds kafka.client message.max.bytes "
+                f"({self.kafka.message_max_bytes()}): a body that size could never be stored; "
+                f"lower gateway.max_body or raise message.max.bytes (and the broker's limit)"
+            )
+        if self.gateway.sources and (
+            self.gateway.max_body + ENVELOPE_RESERVE > self.limits.input_record
+        ):
+            raise ValueError(
+                f"gateway.max_body ({self.gateway.max_body}) plus {ENVELOPE_RESERVE} bytes of "
+                f"envelope exceeds limits.input_record ({self.limits.input_record}): the "
+                "gateway would store (202) a webhook the pipeline dead-letters as too_large; "
+                "lower gateway.max_body or raise limits.input_record"
             )
         return self
 

@@ -54,7 +54,12 @@ def openapi(settings: Settings) -> dict[str, Any]:
         "description": (
             "202 only after Kafka acknowledged the envelope "
             "{stream, source, received_at, event_id?, payload}; a redelivery of a stored "
-            "delivery is 200 and produces nothing."
+            "delivery is 200 and produces nothing. The signature is checked before the "
+            "source's rate limit, so unsigned requests never use it up. A connection that "
+            f"sends no complete request head within {gw.idle_timeout / 1000:g} s of opening "
+            "or of its last answer is closed, as are the longest-idle ones when the process "
+            f"has {gw.max_connections} open. Every answer, the HTTP layer's own included, "
+            "is JSON {error, detail} that never quotes a header."
         ),
         "operationId": "postWebhook",
         "parameters": [
@@ -74,11 +79,24 @@ def openapi(settings: Settings) -> dict[str, Any]:
         "responses": {
             "200": _answer("a redelivery of a stored webhook: nothing produced", _STATUS),
             "202": _answer("stored: Kafka acknowledged the envelope", _STATUS),
-            "400": _answer("the body is not JSON", _ERROR),
+            "400": _answer(
+                "the body is not JSON (not_json), or the request is not valid HTTP/1.1: "
+                "a line or header over 8190 bytes, or malformed (bad_request)",
+                _ERROR,
+            ),
             "401": _answer("unsigned, wrongly signed or stale (timestamp)", _ERROR),
             "404": _answer("no such source", _ERROR),
+            "408": _answer(
+                f"the body did not arrive within {gw.body_timeout / 1000:g} s (body_timeout); "
+                "the connection is closed",
+                _ERROR,
+            ),
             "409": _answer("the same delivery is being stored right now", _ERROR, retry=True),
-            "413": _answer("the body is too large", _ERROR),
+            "413": _answer(
+                f"the body is over {gw.max_body} bytes, or with its envelope and id would "
+                "exceed what Kafka accepts: permanent, do not retry",
+                _ERROR,
+            ),
             "415": _answer("the body is not application/json", _ERROR),
             "429": _answer("rate limit of the source", _ERROR, retry=True),
             "503": _answer("not stored (Kafka unavailable, no secret configured)", _ERROR, True),

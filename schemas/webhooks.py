@@ -67,7 +67,6 @@ class WebhookEndpoint:
         self.auth = hook.auth
         self.secret = hook.secret.get_secret_value().encode() if hook.secret else None
         self.retry_horizon_ms = hook.retry_horizon
-        self._id_header = hook.delivery_id.header
         self._id_path = _compile_path(hook.delivery_id.body) if hook.delivery_id.body else None
         self._keys = keys
         self._prefix = b'{"stream":%s,"source":%s' % (
@@ -93,7 +92,7 @@ class WebhookEndpoint:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as e:
             return Rejected(400, "not_json", f"the body is not JSON: {e.msg} at byte {e.pos}")
-        given = self._given_id(headers, payload)
+        given = self._given_id(payload)
         received_at = iso(now_ms) or ""
         envelope = [self._prefix, b',"received_at":"', received_at.encode(), b'"']
         if given is None:
@@ -108,13 +107,8 @@ class WebhookEndpoint:
         key = self._keys.for_payload(self.name, payload)
         return Accepted(self.stream, key, delivery_id, b"".join(envelope))
 
-    def _given_id(self, headers: Mapping[str, str], payload: Any) -> str | None:
-        """The provider's own id for the delivery, if it sent one where the config says."""
-        if self._id_header is not None:
-            given = (headers.get(self._id_header) or "").strip()
-            if given:
-                # Bytes that are not UTF-8 reach us as surrogates, which JSON cannot hold.
-                return given.encode("utf-8", "backslashreplace").decode("utf-8")
+    def _given_id(self, payload: Any) -> str | None:
+        """The provider's own id for the delivery, if its signed body has one where configured."""
         if self._id_path is not None and isinstance(payload, dict):
             return _text(_get(payload, self._id_path))
         return None

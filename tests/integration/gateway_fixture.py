@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -93,9 +94,13 @@ def _free(port: int) -> bool:
 class GatewayProcess(Service):
     """`orderguard gateway [--processes N]` in its own process group, output collected."""
 
-    def __init__(self, env: dict[str, str], processes: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str], processes: int = 1, open_files: int | None = None
+    ) -> None:
         self.env = env
         self.processes = processes
+        self.open_files = open_files
+        """`ulimit -n` of the gateway's process (None: inherited)."""
         self.settings: Settings = settings_of(env)
         gw = self.settings.gateway
         self.url = f"http://{gw.host}:{gw.port}"
@@ -124,6 +129,7 @@ class GatewayProcess(Service):
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=None if self.open_files is None else self._limit_open_files,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -134,6 +140,10 @@ class GatewayProcess(Service):
                 raise RuntimeError(f"the gateway did not start:\n{self.output}")
             time.sleep(0.05)
         return self
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from schemas.config import (
+    DEFAULT_CONFIG,
+    ENVELOPE_RESERVE,
+    ConfigError,
+    Gateway,
+    Settings,
+    load_settings,
+)
 from tests.helpers import ROOT, settings_of
 
 SECRET = "whsec_Zq9!-gateway-never-print-me"
@@ -29,11 +36,19 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def config_file(tmp_path: Path, gateway: dict[str, Any]) -> Path:
-    """The shipped configuration with another `gateway:` section (sources stay shared)."""
+def config_file(
+    tmp_path: Path,
+    gateway: dict[str, Any],
+    kafka: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+) -> Path:
+    """The shipped configuration with another `gateway:` section (sources stay shared)
+    and `kafka` and `limits` keys replaced."""
     data = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
     data["sources"] = str(DEFAULT_CONFIG.parent / data["sources"])
     data["gateway"] = gateway
+    data["kafka"] = {**data["kafka"], **(kafka or {})}
+    data["limits"] = {**data.get("limits", {}), **(limits or {})}
     path = tmp_path / "orderguard.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path
@@ -79,10 +94,9 @@ def test_shipped_signature_settings() -> None:
     assert sources["stripe"].auth.scheme == "timestamped"
     assert sources["stripe"].auth.tolerance == 300_000
     assert sources["stripe"].delivery_id.body == "id"
-    assert sources["wechatpay"].delivery_id.header == "X-Delivery-Id"
+    assert sources["wechatpay"].delivery_id.body == "id"
     assert sources["dhl"].auth.prefix == "sha256="
     assert sources["aftership"].auth.encoding == "base64"
-    assert sources["aftership"].delivery_id.header is None
     assert sources["aftership"].delivery_id.body is None
 
 
@@ -207,11 +221,48 @@ def test_bad_header_names_are_refused_naming_the_key(tmp_path: Path, header: str
     assert "gateway.sources.sf.auth.header" in text
 
 
-def test_bad_delivery_id_header_name_is_refused(tmp_path: Path) -> None:
+def test_a_delivery_id_header_is_refused_no_signature_covers_it(tmp_path: Path) -> None:
     gateway = shipped_gateway()
-    gateway["sources"]["wechatpay"]["delivery_id"] = {"header": "X Delivery Id"}
+    gateway["sources"]["wechatpay"]["delivery_id"] = {"header": "X-Delivery-Id"}
     text = refusal(config_file(tmp_path, gateway))
-    assert "gateway.sources.wechatpay.delivery_id.header" in text
+    assert "gateway.sources.wechatpay.delivery_id" in text
+    assert "no signature covers a header" in text
+
+
+def test_the_shipped_max_body_fits_kafkas_limit_with_its_envelope() -> None:
+    assert SHIPPED.gateway.max_body + ENVELOPE_RESERVE <= SHIPPED.kafka.message_max_bytes()
+    assert Gateway().max_body == SHIPPED.gateway.max_body
+
+
+@pytest.mark.parametrize(
+    ("max_body", "client"),
+    [(1_048_576, {}), (990_000, {}), (60_000, {"message.max.bytes": "70000"})],
+)
+def test_a_max_body_kafka_could_refuse_is_a_config_error_naming_both_keys(
+    tmp_path: Path, max_body: int, client: dict[str, str]
+) -> None:
+    gateway = {**shipped_gateway(), "max_body": max_body}
+    # the pipeline's own records made small enough for the smaller message.max.bytes
+    limits = {"output_record": 40_000}
+    text = refusal(config_file(tmp_path, gateway, kafka={"client": client}, limits=limits))
+    assert "gateway.max_body" in text and "message.max.bytes" in text
+
+
+def test_a_max_body_the_pipeline_would_dead_letter_is_a_config_error_naming_both_keys(
+    tmp_path: Path,
+) -> None:
+    gateway = {**shipped_gateway(), "max_body": 600_000}
+    text = refusal(config_file(tmp_path, gateway))
+    assert "gateway.max_body" in text and "limits.input_record" in text
+    assert SHIPPED.gateway.max_body + ENVELOPE_RESERVE <= SHIPPED.limits.input_record
+
+
+def test_the_connection_bounds_have_defaults_and_refuse_nonsense(tmp_path: Path) -> None:
+    gw = SHIPPED.gateway
+    assert (gw.idle_timeout, gw.body_timeout, gw.max_connections) == (30_000, 30_000, 1024)
+    for key, value in (("idle_timeout", "0s"), ("body_timeout", "10ms"), ("max_connections", 0)):
+        text = refusal(config_file(tmp_path, {**shipped_gateway(), key: value}))
+        assert f"gateway.{key}" in text
 
 
 @pytest.mark.parametrize("tolerance", ["999ms", "0s", "0.5s", "0"])
