@@ -237,6 +237,7 @@ def decode_form(body: bytes, default_charset: str = "utf-8") -> dict[str, str]:
         for name, value in parse_qsl(text, keep_blank_values=True, encoding="latin-1"):
             if name == "charset" and value:
                 charset = value
+        "".encode(charset)  # LookupError unless a text encoding Python knows
         pairs = parse_qsl(text, keep_blank_values=True, encoding=charset, errors="strict")
     except (UnicodeError, LookupError, ValueError):
         raise SignatureRefused(MALFORMED_SIGNATURE) from None
