@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from schemas.config import WebhookAuth
 from schemas.provider_signatures import (
     VERIFIERS,
     AlipayKey,
@@ -60,6 +61,8 @@ from schemas.signatures import (
     REASONS,
     STALE_TIMESTAMP,
     UNSIGNED,
+    sign,
+    verify,
 )
 
 NOW = 1_772_438_400.0  # 2026-03-02T08:00:00Z
@@ -668,3 +671,26 @@ def test_refusals_never_quote_a_key_or_signature() -> None:
         verify_wechatpay_v3(body, headers, WECHAT, NOW)
     assert str(refused.value) == BAD_SIGNATURE
     assert headers["Wechatpay-Signature"] not in repr(refused.value)
+
+
+# --- the existing timestamped scheme against Stripe's own SDK (offline) ---------------
+
+STRIPE_SECRET = "whsec_test-secret-0123456789"
+STRIPE = WebhookAuth(scheme="timestamped", header="Stripe-Signature", tolerance="300s")
+
+
+@FEW
+@given(payload=st.text(min_size=1, max_size=200))
+def test_stripe_sdk_accepts_our_signer_and_we_accept_its(payload: str) -> None:
+    stripe = pytest.importorskip("stripe")
+    body = payload.encode()
+    ours = sign(STRIPE, STRIPE_SECRET.encode(), body, NOW)["Stripe-Signature"]
+    assert stripe.WebhookSignature.verify_header(body, ours, STRIPE_SECRET)
+    theirs = stripe.WebhookSignature.generate_signature_header(
+        payload, STRIPE_SECRET, timestamp=int(NOW)
+    )
+    assert theirs == ours
+    headers = CIMultiDict({"Stripe-Signature": theirs})
+    assert verify(STRIPE, STRIPE_SECRET.encode(), headers, body, NOW) is None
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.WebhookSignature.verify_header(body + b"x", ours, STRIPE_SECRET)
