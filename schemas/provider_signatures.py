@@ -160,7 +160,7 @@ def verify_wechatpay_v3(
     if key is None:
         raise SignatureRefused(BAD_SIGNATURE)
     _rsa_verify(key, signature, _wechat_message(stamp, nonce, body))
-    if abs(now_s - int(stamp)) > keys.tolerance_s:
+    if abs(now_s - int(stamp)) >= keys.tolerance_s:  # as WeChat Pay's Go SDK: 300 s is stale
         raise SignatureRefused(STALE_TIMESTAMP)
     try:
         notification = orjson.loads(body)

@@ -204,14 +204,14 @@ def test_wechatpay_refuses_unknown_serial_wrong_key_and_tampered_body() -> None:
     _refused(BAD_SIGNATURE, verify_wechatpay_v3, tampered, _wechat(body), WECHAT, NOW)
 
 
-@pytest.mark.parametrize("offset", [-301, 301, -3600, 86_400])
+@pytest.mark.parametrize("offset", [-300, 300, -3600, 86_400])
 def test_wechatpay_refuses_timestamps_beyond_five_minutes_both_ways(offset: int) -> None:
     body = _wechat_body()
     headers = _wechat(body, at=NOW + offset)
     _refused(STALE_TIMESTAMP, verify_wechatpay_v3, body, headers, WECHAT, NOW)
 
 
-@pytest.mark.parametrize("offset", [-300, 0, 300])
+@pytest.mark.parametrize("offset", [-299, 0, 299])
 def test_wechatpay_accepts_timestamps_within_five_minutes(offset: int) -> None:
     body = _wechat_body()
     assert verify_wechatpay_v3(body, _wechat(body, at=NOW + offset), WECHAT, NOW)
@@ -580,7 +580,7 @@ def test_sf_digest_is_base64_md5_of_java_urlencoded_data_stamp_checkword() -> No
     body = _sf_body(msg, "12312334453453")
     text = msg + "12312334453453" + CHECKWORD.decode()
     expected = base64.b64encode(hashlib.md5(quote_plus(text).encode()).digest()).decode()
-    assert decode_form(body)["msgDigest"] == expected
+    assert decode_form(body)["msgDigest"] == expected == "IIKJtuLVzoFTu4kHI8M8vA=="  # SF's example
     assert verify_digest_md5(body, CIMultiDict(), SF, NOW) is None
 
 
