@@ -17,7 +17,6 @@ secrets are compared with `hmac.compare_digest`.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import zlib
@@ -56,7 +55,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 def _b64(value: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error included
         raise SignatureRefused(MALFORMED_SIGNATURE) from None
 
 
@@ -111,7 +110,7 @@ def verify_hmac_url_body(
 ) -> None:
     """Hex HMAC-SHA256 of `url|body` in the `Authorization` header (no timestamp)."""
     given = _header(headers, key.header).lower()
-    if not hmac.compare_digest(_url_body_mac(key, body).encode(), given.encode()):
+    if not hmac.compare_digest(_url_body_mac(key, body).encode(), given.encode("utf-8", "replace")):
         raise SignatureRefused(BAD_SIGNATURE)
 
 
@@ -173,11 +172,11 @@ def verify_wechatpay_v3(
             resource.get("associated_data", "").encode(),
         )
         notification["resource"] = orjson.loads(plain)
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, binascii.Error):
-        raise SignatureRefused(MALFORMED_SIGNATURE) from None
     except InvalidTag:
         raise SignatureRefused(BAD_SIGNATURE) from None
-    if not isinstance(notification, dict):
+    except (ValueError, KeyError, TypeError, AttributeError):  # JSON, base64, nonce length
+        raise SignatureRefused(MALFORMED_SIGNATURE) from None
+    if not isinstance(notification["resource"], dict):
         raise SignatureRefused(MALFORMED_SIGNATURE)
     return notification
 
@@ -446,14 +445,14 @@ def _digest_md5(key: DigestKey, body: bytes, headers: Mapping[str, str]) -> tupl
             fields = decode_form(body, key.form_charset)
         return fields.get(name[6:], "").encode(key.form_charset)
 
-    data = b"".join(place(part) for part in key.parts)
-    if key.urlencode:
-        try:
+    try:
+        data = b"".join(place(part) for part in key.parts)
+        if key.urlencode:
             data = _java_urlencode(data.decode(key.form_charset), key.form_charset).encode()
-        except UnicodeDecodeError:
-            raise SignatureRefused(MALFORMED_SIGNATURE) from None
-    expected = base64.b64encode(hashlib.md5(data).digest())
-    return expected, place(key.digest).decode(key.form_charset, "replace").strip()
+        given = place(key.digest).decode(key.form_charset).strip()
+    except UnicodeError:
+        raise SignatureRefused(MALFORMED_SIGNATURE) from None
+    return base64.b64encode(hashlib.md5(data).digest()), given
 
 
 def verify_digest_md5(

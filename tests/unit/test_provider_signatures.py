@@ -246,6 +246,18 @@ def test_wechatpay_signed_body_without_resource_is_malformed() -> None:
     _refused(MALFORMED_SIGNATURE, verify_wechatpay_v3, body, _wechat(body), WECHAT, NOW)
 
 
+def test_wechatpay_refuses_unusable_resources_even_when_signed() -> None:
+    resource = encrypt_wechatpay_resource(TRANSACTION, API_V3_KEY, nonce="fdasflkja484")
+    for broken in (
+        {**resource, "nonce": ""},  # AES-GCM takes no empty nonce
+        {**resource, "ciphertext": "%%%"},
+        {**resource, "algorithm": "AEAD_SM4_GCM"},
+        encrypt_wechatpay_resource(["not", "an", "object"], API_V3_KEY, nonce="n0n0n0n0n0n0"),
+    ):
+        body = orjson.dumps({"id": "EV-1", "resource": broken})
+        _refused(MALFORMED_SIGNATURE, verify_wechatpay_v3, body, _wechat(body), WECHAT, NOW)
+
+
 def test_wechatpay_platform_key_loads_from_public_key_or_certificate_pem() -> None:
     assert load_public_key(_pem(KEY_A)).public_numbers() == KEY_A.public_key().public_numbers()
     cert = _certificate(KEY_A, "wechatpay platform", KEY_A, "wechatpay platform", ca=False)
@@ -619,6 +631,12 @@ def test_digest_refuses_wrong_key_tampered_data_and_missing_digest() -> None:
     _refused(BAD_SIGNATURE, verify_digest_md5, tampered, CIMultiDict(), SF, NOW)
     unsigned = urlencode({"msgData": "{}", "timestamp": "1"}).encode()
     _refused(UNSIGNED, verify_digest_md5, unsigned, CIMultiDict(), SF, NOW)
+
+
+def test_digest_in_a_charset_that_cannot_hold_the_header_is_malformed() -> None:
+    ascii_only = DigestKey(secret=b"k", digest="header:digest", form_charset="ascii")
+    headers = CIMultiDict({"digest": "é"})
+    _refused(MALFORMED_SIGNATURE, verify_digest_md5, b"{}", headers, ascii_only, NOW)
 
 
 def test_digest_rule_names_only_known_places() -> None:
