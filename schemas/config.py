@@ -545,7 +545,7 @@ class CarrierSpec(_Strict):
 # ---------------------------------------------------------------- the source registry
 Stream = Literal["orders", "payments", "tracking"]
 Kind = Literal["channel", "oms", "wms", "gateway", "carrier", "telemetry"]
-TimeFormat = Literal["rfc3339", "naive", "epoch_s", "epoch_ms"]
+TimeFormat = Literal["rfc3339", "naive", "iso8601", "epoch_s", "epoch_ms"]
 
 
 def _check_claim(value: str | None) -> str | None:
