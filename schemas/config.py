@@ -565,7 +565,7 @@ class Refinement(_Strict):
     """A second field that sharpens a code: DHL `transit` + text "OUT_FOR_DELIVERY"."""
 
     path: str
-    match: Regex  # searched case-insensitively
+    match: Regex  # searched case-insensitively; a non-string value as JSON (true, 3)
     status: Claim
     when: list[str] = []  # only for these raw codes (empty: any)
 

@@ -272,6 +272,7 @@ def _stripe(ctx: Ctx, o: Order, t: int, what: str) -> Built:
             "id": "ch_" + _pid(o, 24, 4),
             "amount": o.amount,
             "amount_refunded": o.amount,
+            "refunded": True,  # the whole charge
             "currency": o.currency.lower(),
             "payment_intent": pi,
             "metadata": meta,

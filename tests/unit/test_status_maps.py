@@ -75,6 +75,24 @@ def test_stripe_charge_events_map_and_a_dispute_claims_nothing() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("refunded", "claims"),
+    [(True, ("REFUNDED",)), (False, ()), (None, ("REFUNDED",))],
+    ids=["full", "partial", "unsaid"],
+)
+def test_stripe_charge_refunded_is_refunded_only_when_the_charge_says_fully(
+    refunded: bool | None, claims: tuple[str, ...]
+) -> None:
+    # Stripe sends charge.refunded for partial refunds too; `data.object.refunded` is true
+    # only once the whole charge is refunded (like Shopify's partially_refunded: nothing).
+    obj = {"id": "ch_1", "amount": 8900, "amount_refunded": 2000, "currency": "eur"}
+    obj["metadata"] = {"order_id": "WEB2026020900007"}
+    if refunded is not None:
+        obj["refunded"] = refunded
+    body = {"id": "evt_7", "type": "charge.refunded", "created": T0, "data": {"object": obj}}
+    assert normalize("stripe", "payments", body, 0).claims == claims
+
+
 def pdd(order_status: int, refund_status: int, at: int) -> Event:
     body = {
         "order_sn": "PDD2026020900456",
