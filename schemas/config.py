@@ -545,7 +545,7 @@ class CarrierSpec(_Strict):
 # ---------------------------------------------------------------- the source registry
 Stream = Literal["orders", "payments", "tracking"]
 Kind = Literal["channel", "oms", "wms", "gateway", "carrier", "telemetry"]
-TimeFormat = Literal["rfc3339", "naive", "epoch_s", "epoch_ms"]
+TimeFormat = Literal["rfc3339", "naive", "iso8601", "epoch_s", "epoch_ms"]
 
 
 def _check_claim(value: str | None) -> str | None:
@@ -565,7 +565,7 @@ class Refinement(_Strict):
     """A second field that sharpens a code: DHL `transit` + text "OUT_FOR_DELIVERY"."""
 
     path: str
-    match: Regex  # searched case-insensitively
+    match: Regex  # searched case-insensitively; a non-string value as JSON (true, 3)
     status: Claim
     when: list[str] = []  # only for these raw codes (empty: any)
 

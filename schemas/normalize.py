@@ -473,7 +473,9 @@ class Normalizer:
             claim = e.refund_claim if refund else e.claim
             for r in e.refine:
                 t = _get(payload, r.path)
-                if type(t) is str and r.search(t) is not None:
+                if t is _MISSING or t is None:
+                    continue
+                if r.search(t if type(t) is str else _text(t)) is not None:  # true -> "true"
                     claim = r.refund_claim if refund else r.claim
                     break
             if claim is not None:

@@ -1,12 +1,13 @@
 """Every time format the sources send, to UTC epoch milliseconds.
 
 Formats: RFC 3339 with an offset or `Z` (the offset is applied, never cut off),
-naive `YYYY-MM-DD HH:MM:SS` in a configured zone, epoch seconds, epoch
-milliseconds. The parser runs once or twice per event, so it works from caches:
-an RFC 3339 string is split into its minute ("2026-01-27T02:00") and its tail
-(":02.000Z"), a naive one into its local hour and ":MM:SS"; each part is
-validated and converted once, then looked up. Fractions below a millisecond
-are truncated.
+naive `YYYY-MM-DD HH:MM:SS` in a configured zone, ISO 8601 whose offset is
+optional (with one: RFC 3339; without: naive in the configured zone; a date
+alone: the start of that day there), epoch seconds, epoch milliseconds. The
+parser runs once or twice per event, so it works from caches: an RFC 3339
+string is split into its minute ("2026-01-27T02:00") and its tail (":02.000Z"),
+a naive one into its local hour and ":MM:SS"; each part is validated and
+converted once, then looked up. Fractions below a millisecond are truncated.
 
 Naive local times that a daylight-saving change makes ambiguous or impossible
 resolve deterministically with PEP 495 `fold=0`: a repeated time is the first
@@ -45,6 +46,7 @@ _MINUTE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}
 _RFC_TAIL = re.compile(r":([0-9]{2})(?:\.([0-9]+))?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))\Z")
 _HOUR = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2})\Z")
 _NAIVE_TAIL = re.compile(r":([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?\Z")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _NUMBER = re.compile(r"([0-9]{1,20})(?:\.([0-9]{1,20}))?\Z")
 
 
@@ -239,6 +241,43 @@ def parse_naive(s: str, zone: str) -> int:
     return _naive_for(zone)(s)
 
 
+# ------------------------------------------------------------------ ISO 8601, offset optional
+def _iso8601_parser(zone_name: str) -> Callable[[str], int]:
+    """RFC 3339 first (the common case costs what it did); then the local forms.
+
+    A date alone is read as the start of that day: the earliest instant the fact can
+    be true, so it never lands ahead of the ingestion clock or after a later scan.
+    """
+    naive = _naive_for(zone_name)
+
+    def parse(s: str) -> int:
+        if type(s) is not str:
+            raise TimeParseError(f"expected an ISO 8601 string, got {_show(s)}")
+        try:
+            return parse_rfc3339(s)
+        except TimeParseError:
+            pass
+        try:
+            return naive(s + "T00:00:00" if _DATE.match(s) else s)
+        except TimeParseError as e:
+            raise TimeParseError(
+                f"{_show(s)} is not an ISO 8601 time (with an offset; local to {zone_name}, "
+                f"like 2021-01-14T00:52:00; or a date, like 2026-12-06): {e}"
+            ) from None
+
+    return parse
+
+
+_iso8601_parsers: dict[str, Callable[[str], int]] = {}
+
+
+def _iso8601_for(zone: str) -> Callable[[str], int]:
+    parser = _iso8601_parsers.get(zone)
+    if parser is None:
+        parser = _iso8601_parsers[zone] = _iso8601_parser(zone)
+    return parser
+
+
 # ------------------------------------------------------------------ epoch numbers
 def _epoch(value: object, scale: int, unit: str) -> int:
     t = type(value)
@@ -281,6 +320,8 @@ def parser_for(fmt: str, zone: str = "UTC") -> Callable[[object], int]:
         return parse_rfc3339  # type: ignore[return-value]
     if fmt == "naive":
         return _naive_for(zone)  # type: ignore[return-value]
+    if fmt == "iso8601":
+        return _iso8601_for(zone)  # type: ignore[return-value]
     if fmt == "epoch_s":
         return parse_epoch_s  # type: ignore[return-value]
     if fmt == "epoch_ms":
@@ -289,7 +330,7 @@ def parser_for(fmt: str, zone: str = "UTC") -> Callable[[object], int]:
 
 
 def parse_time(value: object, fmt: str, zone: str = "UTC") -> int:
-    """Parse one value in a configured format: rfc3339, naive, epoch_s or epoch_ms."""
+    """Parse one value in a configured format: rfc3339, naive, iso8601, epoch_s or epoch_ms."""
     return parser_for(fmt, zone)(value)
 
 

@@ -42,8 +42,8 @@ _PDD = {
     "paid": (1, 1),
     "shipped": (2, 1),
     "completed": (3, 1),
-    "refund_requested": (1, 2),
-    "refunded": (1, 3),
+    "refund_requested": (1, 3),  # refunding
+    "refunded": (1, 4),  # refund succeeded
 }
 _LOGISTICS_ID = {"sf": 44, "zto": 115, "yto": 85, "jt": 384}
 _DOUYIN = {"created": 1, "paid": 105, "preparing": 2, "shipped": 3, "completed": 5, "cancelled": 4}
@@ -272,6 +272,7 @@ def _stripe(ctx: Ctx, o: Order, t: int, what: str) -> Built:
             "id": "ch_" + _pid(o, 24, 4),
             "amount": o.amount,
             "amount_refunded": o.amount,
+            "refunded": True,  # the whole charge
             "currency": o.currency.lower(),
             "payment_intent": pi,
             "metadata": meta,
@@ -323,9 +324,9 @@ _YTO = {
 }
 _JT = {
     "pickup": "快件揽收",
-    "arrive": "入仓扫描",
-    "depart": "出仓扫描",
-    "ofd": "派件扫描",
+    "arrive": "到件扫描",
+    "depart": "发件扫描",
+    "ofd": "出仓扫描",
     "delivered": "快件签收",
 }
 _DHL = {

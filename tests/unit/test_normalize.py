@@ -356,8 +356,10 @@ def test_pinduoduo() -> None:
     assert (ev.order_id, ev.channel) == ("PDD2026012700456", "pinduoduo")
     assert (ev.tracking_no, ev.carrier, ev.tracking_valid) == ("751234567890123", "zto", True)
     assert ev.event_ms == utc_ms(2026, 1, 27, 8, 14, 0)
-    assert of("pinduoduo", refund_status=3).claims == ("LABEL_CREATED", "REFUNDED")
-    assert of("pinduoduo", refund_status=4).claims == ("LABEL_CREATED", "REFUND_CLOSED")
+    # providers.md: 2 after-sale in progress, 3 refunding, 4 refund succeeded
+    assert of("pinduoduo", refund_status=2).claims == ("LABEL_CREATED", "REFUND_REQUESTED")
+    assert of("pinduoduo", refund_status=3).claims == ("LABEL_CREATED", "REFUND_REQUESTED")
+    assert of("pinduoduo", refund_status=4).claims == ("LABEL_CREATED", "REFUNDED")
 
 
 def test_pinduoduo_optional_refund_status_and_empty_tracking() -> None:
@@ -620,6 +622,30 @@ def test_aftership() -> None:
     assert of("aftership", tag="Pending").claims == ()
 
 
+@pytest.mark.parametrize(
+    ("source", "path", "text", "expected"),
+    [
+        # AfterShip's checkpoint_time: with an offset, naive local, or a date alone
+        ("aftership", "checkpoint_time", "2021-01-14T00:52:00", utc_ms(2021, 1, 14, 0, 52)),
+        ("aftership", "checkpoint_time", "2026-12-06", utc_ms(2026, 12, 6)),
+        ("aftership", "checkpoint_time", "2026-12-05T10:00:00.1", utc_ms(2026, 12, 5, 10, ms=100)),
+        # DHL parcel services send naive local times beside offset ones
+        ("dhl", "status.timestamp", "2026-02-11T18:44:22", utc_ms(2026, 2, 11, 18, 44, 22)),
+        ("dhl", "status.timestamp", "2026-02-11T18:44:22+01:00", utc_ms(2026, 2, 11, 17, 44, 22)),
+        # naive sources take fractional seconds
+        ("sf", "acceptTime", "2026-12-05 10:00:00.123", utc_ms(2026, 12, 5, 2, ms=123)),
+    ],
+)
+def test_offset_less_and_date_only_times_are_local_to_the_source_and_kept(
+    source: str, path: str, text: str, expected: int
+) -> None:
+    body = payload(source)
+    set_path(body, path, text)
+    ev = event(envelope(source, body))
+    zone = SETTINGS.sources[source].zone
+    assert (ev.event_ms, ev.event_time_raw, ev.zone) == (expected, text, zone)
+
+
 def test_carrier_api_telemetry() -> None:
     ev = of("carrier_api", carrier="J&T", latency_ms=3200.5, ok=False, error="timeout")
     assert (ev.kind, ev.carrier, ev.order_id, ev.claims) == ("telemetry", "jt", None, ())
@@ -876,18 +902,26 @@ DEAD_CASES: list[Any] = [
         "out of range",
     ),
     (
-        "rfc without offset",
+        "rfc without offset",  # rfc3339 sources still require one (iso8601 ones do not)
+        envelope("oms", payload("oms", updated_at="2026-01-27T13:31:00")),
+        {},
+        errors.UNPARSEABLE_TIME,
+        "2026-01-27T13:31:00",
+        "offset",
+    ),
+    (
+        "bad iso time",
         envelope(
             "dhl",
             {
                 **BASE["dhl"],
-                "status": {**BASE["dhl"]["status"], "timestamp": "2026-02-11T18:44:22"},
+                "status": {**BASE["dhl"]["status"], "timestamp": "2026-02-11T18:44"},
             },
         ),
         {},
         errors.UNPARSEABLE_TIME,
-        "2026-02-11T18:44:22",
-        "offset",
+        "2026-02-11T18:44",
+        "ISO 8601",
     ),
     (
         "unmapped",

@@ -240,3 +240,63 @@ def test_parse_time_dispatches_on_the_configured_format() -> None:
 def test_unknown_format() -> None:
     with pytest.raises(TimeParseError, match="unknown time format 'iso'"):
         parser_for("iso")
+
+
+# ---------------------------------------------------------------- ISO 8601 (offset optional)
+@pytest.mark.parametrize(
+    ("text", "zone", "expected"),
+    [
+        # with an offset: exactly RFC 3339, whatever the configured zone
+        ("2026-02-11T18:44:22+01:00", "Asia/Shanghai", utc_ms(2026, 2, 11, 17, 44, 22)),
+        ("2026-01-15T14:02:00.250Z", "Europe/Berlin", utc_ms(2026, 1, 15, 14, 2, 0, ms=250)),
+        # without one (AfterShip's `2021-01-14T00:52:00`): local time in the configured zone
+        ("2021-01-14T00:52:00", "UTC", utc_ms(2021, 1, 14, 0, 52, 0)),
+        ("2021-01-14T00:52:00", "Asia/Shanghai", utc_ms(2021, 1, 13, 16, 52, 0)),
+        ("2026-12-05 10:00:00.123", "Asia/Shanghai", utc_ms(2026, 12, 5, 2, 0, 0, ms=123)),
+        ("2026-07-01T12:00:00.5", "Europe/Berlin", utc_ms(2026, 7, 1, 10, 0, 0, ms=500)),
+        # date only: the start of that day in the configured zone (never later than the fact)
+        ("2026-12-06", "UTC", utc_ms(2026, 12, 6)),
+        ("2026-12-06", "Asia/Shanghai", utc_ms(2026, 12, 5, 16, 0, 0)),
+        ("2026-03-29", "Europe/Berlin", utc_ms(2026, 3, 28, 23, 0, 0)),  # the day DST starts
+    ],
+)
+def test_iso8601(text: str, zone: str, expected: int) -> None:
+    parse = parser_for("iso8601", zone)
+    assert parse(text) == expected
+    assert parse(text) == expected  # cached
+    assert parse_time(text, "iso8601", zone) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "garbage",
+        "2026-12",
+        "2026-12-6",
+        "2026-02-30",
+        "2026-12-06T",
+        "2026-12-06 10:00",
+        "2026-12-06T25:00:00",
+        "2026-12-06T10:00:00+0800",
+        "06/12/2026",
+        "2026-12-06garbage",
+    ],
+)
+def test_iso8601_garbage(text: str) -> None:
+    with pytest.raises(TimeParseError, match=r"ISO 8601|out of range"):
+        parser_for("iso8601", "Asia/Shanghai")(text)
+
+
+@pytest.mark.parametrize("value", [None, 1769479200, 1.0])
+def test_iso8601_refuses_non_strings(value: object) -> None:
+    with pytest.raises(TimeParseError, match="expected an ISO 8601 string"):
+        parser_for("iso8601", "UTC")(value)
+
+
+def test_rfc3339_still_requires_an_offset() -> None:
+    # the strict format stays strict: offset-less times are accepted only where configured
+    with pytest.raises(TimeParseError):
+        parser_for("rfc3339", "Asia/Shanghai")("2021-01-14T00:52:00")
+    with pytest.raises(TimeParseError):
+        parser_for("rfc3339", "Asia/Shanghai")("2026-12-06")
