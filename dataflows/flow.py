@@ -80,13 +80,18 @@ def _pickled(obj: object, recovery: bool, step: str) -> bytes | None:
     return data
 
 
+def wall_clock_ms() -> int:
+    """Nothing can have been received after now: the bound of every `received_at`."""
+    return int(time.time() * 1000)
+
+
 class _SequencerLogic(StatefulBatchLogic):
     def __init__(
         self,
         settings: Settings,
         resume: bytes | None,
         recovery: bool,
-        wall_clock: Callable[[], int] | None,
+        wall_clock: Callable[[], int],
     ) -> None:
         self._recovery = recovery
         self._wall_clock = wall_clock
@@ -97,7 +102,7 @@ class _SequencerLogic(StatefulBatchLogic):
 
     def on_batch(self, values: list[RawBatch]) -> tuple[Iterable[RawBatch], bool]:
         out: list[RawBatch] = []
-        now = self._wall_clock() if self._wall_clock is not None else None
+        now = self._wall_clock()
         for batch in values:
             out.extend(self.sequencer.add(batch, now))
         return out, False
@@ -281,15 +286,14 @@ def build_flow(
     stream_of: Callable[[str], str | None] | None = None,
     recovery: bool = False,
     view_sink: Sink[ViewUpdate] | None = None,
-    wall_clock: Callable[[], int] | None = None,
+    wall_clock: Callable[[], int] = wall_clock_ms,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
     `recovery`: whether the run keeps Bytewax recovery snapshots (live runs do).
     `view_sink`: where the Redis order view's updates go (none: they are not even built).
-    `wall_clock`: epoch ms now, live: no input's `received_at` may run ahead of it by
-    more than `pipeline.max_clock_ahead`; without it (a recording) the input's own
-    clock bounds it (`dataflows.sequencer`).
+    `wall_clock`: epoch ms now: no input's `received_at` may run ahead of it by more than
+    `pipeline.max_clock_ahead`, live or recorded (`dataflows.sequencer`); tests inject one.
     """
     router = Router(settings)
     stream_for = cache(stream_of) if stream_of else None

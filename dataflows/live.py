@@ -210,11 +210,6 @@ def wait_for_setup(
     _check_layout(settings)
 
 
-def _wall_clock_ms() -> int:
-    """Live, nothing can have been received after now: the bound of every `received_at`."""
-    return int(time.time() * 1000)
-
-
 def run_live(
     settings: Settings,
     *,
@@ -290,7 +285,6 @@ def run_live(
         stream_of=stream_of_part,
         recovery=True,
         view_sink=view_sink,
-        wall_clock=_wall_clock_ms,
     )
     metrics = settings.metrics
     if metrics.port:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 from connectors.replay import PartsSink, Progress, ReplaySource, merge_parts
-from dataflows.flow import build_flow
+from dataflows.flow import build_flow, wall_clock_ms
 from schemas.config import Settings
 
 
@@ -74,8 +75,11 @@ def run_replay(
     batch_size: int | None = None,
     show_progress: bool | None = None,
     summarize: bool = True,
+    wall_clock: Callable[[], int] = wall_clock_ms,
 ) -> Summary:
-    """Replay `inputs` through the dataflow; write one JSONL file per output topic."""
+    """Replay `inputs` through the dataflow; write one JSONL file per output topic.
+
+    `wall_clock`: what "now" is for the `received_at` bound (tests pin it)."""
     from bytewax.testing import cluster_main, run_main
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,7 @@ def run_replay(
         shutil.rmtree(parts)
     progress = Progress(show=show_progress)
     source = ReplaySource(inputs, batch_size or settings.pipeline.batch_size, progress)
-    flow = build_flow(settings, source, PartsSink(parts))
+    flow = build_flow(settings, source, PartsSink(parts), wall_clock=wall_clock)
     started = time.perf_counter()
     if workers == 1:
         run_main(flow)

@@ -21,21 +21,18 @@ A `received_at` too far ahead of the ingestion clock (`pipeline.max_clock_ahead`
 moves nothing here: one record stamped 2099 would otherwise carry every clock
 downstream to 2099. Each released line carries the latest `received_at` it may have
 (`RawBatch.limits`); the normalizer dead-letters one beyond it `implausible_time`.
-Live, the reference is the wall clock. In a recording (replay, or Kafka read to its
-end) it is the recording's own clock: a line more than the tolerance ahead of its
-partition's running maximum is held until the partition's next dated line says
-whether the recording followed it (a quiet gap) or came back to where it was, within
-the tolerance (the line was ahead: implausible). A next line far behind both is the
-late one, and the held line is taken. A line still held when its partition ends is
-taken, and a
-partition's first dated line starts its clock. The verdict
-depends on the partition's lines only, never on batch cuts or workers.
+The reference is the wall clock, live and in a recording alike: nothing was received
+in the future. A recording's own lines cannot serve: "a quiet gap, then a record, then
+a late retry of an older one" (every Kafka partition has them) reads exactly like "a
+record stamped ahead", and a rule that took the one for the other dead-lettered valid
+records. For a recording the verdict therefore depends only on which of its
+`received_at` lie ahead of the moment it is replayed, never on batch cuts or workers.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from connectors.replay import RawBatch, received_at_text
 from schemas.timeparse import TimeParseError, parse_rfc3339
@@ -46,17 +43,11 @@ PART = "seq"
 _UNBOUNDED = 1 << 62
 
 
-_Line = tuple[int, bytes, dict[str, object]]
-
-
 @dataclass(slots=True)
 class _Part:
     clock: int = 0  # running max plausible received_at, or the source's clock (caught up)
     caught_up: bool = False
     ended: bool = False
-    # a recording's line ahead of `clock`, then the undated lines after it, awaiting
-    # the partition's next dated line: (line, received_ms)
-    held: list[tuple[_Line, int | None]] = field(default_factory=list)
 
 
 def _received_ms(raw: bytes) -> int | None:
@@ -86,67 +77,28 @@ class Sequencer:
         self.seq = 0
         self.clock = 0
 
-    def add(self, batch: RawBatch, now_ms: int | None = None) -> list[RawBatch]:
+    def add(self, batch: RawBatch, now_ms: int) -> list[RawBatch]:
         """Take one input batch; return the merged batch it allows (or none).
 
-        `now_ms`: the wall clock, live; None for a recording (its own clock bounds it).
+        `now_ms`: the wall clock; a `received_at` beyond it plus the tolerance moves nothing.
         """
         self.expected = max(self.expected, batch.parts)
         p = self.parts.get(batch.part)
         if p is None:
             p = self.parts[batch.part] = _Part()
         part = batch.part
-        if now_ms is None:
-            for line in batch.lines:
-                self._recorded(p, part, line)
-            if batch.final:
-                self._take_held(p, part)
-        else:
-            limit = now_ms + self.tolerance
-            push = heapq.heappush
-            for offset, raw, origin in batch.lines:
-                received = _received_ms(raw)
-                if received is not None and p.clock < received <= limit:
-                    p.clock = received
-                push(self.heap, (p.clock, part, offset, raw, origin, limit))
+        limit = now_ms + self.tolerance
+        push = heapq.heappush
+        for offset, raw, origin in batch.lines:
+            received = _received_ms(raw)
+            if received is not None and p.clock < received <= limit:
+                p.clock = received
+            push(self.heap, (p.clock, part, offset, raw, origin, limit))
         if batch.clock > p.clock:
             p.clock = batch.clock
         p.caught_up = batch.caught_up
         p.ended = batch.final  # a resumed partition that delivers again has not ended
         return self._release(final=False)
-
-    def _recorded(self, p: _Part, part: str, line: _Line) -> None:
-        """One line of a recording, judged by the lines around it (see the module doc)."""
-        received = _received_ms(line[1])
-        if p.held:
-            if received is None:
-                p.held.append((line, None))
-                return
-            first = p.held[0][1]
-            assert first is not None
-            tol = self.tolerance
-            if p.clock - tol <= received < first - tol:  # back where it was: the line was ahead
-                self._push(part, p.held[0][0], p.clock, received + self.tolerance)
-                del p.held[0]
-            self._take_held(p, part)
-        if received is not None and p.clock and received > p.clock + self.tolerance:
-            p.held.append((line, received))
-            return
-        if received is not None and received > p.clock:
-            p.clock = received
-        self._push(part, line, p.clock, p.clock + self.tolerance)
-
-    def _take_held(self, p: _Part, part: str) -> None:
-        """The held lines are plausible: the first one's time becomes the clock."""
-        for line, received in p.held:
-            if received is not None and received > p.clock:
-                p.clock = received
-            self._push(part, line, p.clock, p.clock + self.tolerance)
-        p.held.clear()
-
-    def _push(self, part: str, line: _Line, key: int, limit: int) -> None:
-        offset, raw, origin = line
-        heapq.heappush(self.heap, (key, part, offset, raw, origin, limit))
 
     def resume(self, tolerance_ms: int) -> Sequencer:
         """After a restart: no partition has ended or caught up until it says so again."""
@@ -157,8 +109,7 @@ class Sequencer:
 
     def flush(self) -> list[RawBatch]:
         """Every input has ended: release all that is held."""
-        for part, p in self.parts.items():
-            self._take_held(p, part)
+        for p in self.parts.values():
             p.ended = True
         return self._release(final=True)
 
@@ -192,4 +143,4 @@ class Sequencer:
         return [out]
 
     def held(self) -> int:
-        return len(self.heap) + sum(len(p.held) for p in self.parts.values())
+        return len(self.heap)

@@ -185,7 +185,7 @@ class Pipeline(_Strict):
     batch_size: int = Field(2000, ge=1)
     max_clock_ahead: DurationMs = Field(300_000, gt=0)
     """How far an input's `received_at` may run ahead of the ingestion clock (the wall
-    clock live, the recording's own in replay); beyond, it is dead-lettered
+    clock, live and in replay); beyond, it is dead-lettered
     `implausible_time` instead of moving every clock to a wrong future."""
 
 

@@ -33,8 +33,8 @@ UNPARSEABLE_TIME = "unparseable_time"
 """An event time (or the envelope's `received_at`) that is not in the source's format."""
 IMPLAUSIBLE_TIME = "implausible_time"
 """The envelope's `received_at` runs ahead of the ingestion clock by more than
-`pipeline.max_clock_ahead` (live: the wall clock; replay: the recording's own clock,
-see `dataflows.sequencer`). Dead-lettered so that it moves no clock."""
+`pipeline.max_clock_ahead` (the wall clock, live and in replay: see
+`dataflows.sequencer`). Dead-lettered so that it moves no clock."""
 UNMAPPED_STATUS = "unmapped_status"
 """A status value the source's map does not know (feeds the UNMAPPED_STATUS alert)."""
 MISSING_STATUS = "missing_status"

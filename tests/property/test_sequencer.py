@@ -14,6 +14,7 @@ T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 TOLERANCE = 300_000  # pipeline.max_clock_ahead
 SPIKE = -1  # a line stamped far ahead of its partition (2099), then one on time
 GAP = 10 * 86_400_000  # ten quiet days: the next lines follow it
+NOW = T0 + 30 * (5_000 + GAP)  # the wall clock: after every plausible line, before 2099
 
 
 def line(part: str, offset: int, ms: int | None) -> tuple[int, bytes, dict[str, object]]:
@@ -77,10 +78,10 @@ def run(per_part: list[list[RawBatch]], order: list[int]) -> tuple[list[bytes], 
     for i in order:
         q = queues[i % len(queues)]
         if q:
-            out += seq.add(q.pop(0))
+            out += seq.add(q.pop(0), NOW)
     for q in queues:  # whatever the drawn order left
         while q:
-            out += seq.add(q.pop(0))
+            out += seq.add(q.pop(0), NOW)
     out += seq.flush()
     assert [b.n for b in out] == list(range(len(out)))
     lines = [ln for b in out for ln in b.lines]
@@ -108,18 +109,18 @@ def test_any_batching_and_interleaving_gives_the_same_merged_order(parts, data):
 
 def test_a_partition_not_heard_from_holds_everything_back():
     seq = Sequencer(TOLERANCE)
-    assert seq.add(RawBatch("a", 0, [line("a", 0, T0)], parts=2)) == []
-    [out] = seq.add(RawBatch("b", 0, [line("b", 0, T0 + 5)], parts=2))
+    assert seq.add(RawBatch("a", 0, [line("a", 0, T0)], parts=2), NOW) == []
+    [out] = seq.add(RawBatch("b", 0, [line("b", 0, T0 + 5)], parts=2), NOW)
     assert out.lines == [] and out.clock == T0  # a may still send another line at T0
-    [out] = seq.add(RawBatch("a", 1, [line("a", 1, T0 + 10)], parts=2))
+    [out] = seq.add(RawBatch("a", 1, [line("a", 1, T0 + 10)], parts=2), NOW)
     assert [(o["part"], o["offset"]) for _, _, o in out.lines] == [("a", 0)]
     assert out.clock == T0 + 5  # the slowest partition's position; b may send T0+5 again
 
 
 def test_a_caught_up_partition_does_not_hold_the_others_back():
     seq = Sequencer(TOLERANCE)
-    seq.add(RawBatch("a", 0, [], clock=T0 + 60_000, parts=2, caught_up=True))
-    [out] = seq.add(RawBatch("b", 0, [line("b", 0, T0), line("b", 1, T0 + 1)], parts=2))
+    seq.add(RawBatch("a", 0, [], clock=T0 + 60_000, parts=2, caught_up=True), NOW)
+    [out] = seq.add(RawBatch("b", 0, [line("b", 0, T0), line("b", 1, T0 + 1)], parts=2), NOW)
     assert [o["offset"] for _, _, o in out.lines] == [0]  # b's own last line may have a twin
     assert out.clock == T0 + 1  # deadlines still wait for the slowest position
 
@@ -127,19 +128,19 @@ def test_a_caught_up_partition_does_not_hold_the_others_back():
 def test_unreadable_lines_keep_their_place_in_their_partition():
     seq = Sequencer(TOLERANCE)
     batch = RawBatch("a", 0, [line("a", 0, T0), line("a", 1, None), line("a", 2, T0 + 1)])
-    out = seq.add(batch) + seq.flush()
+    out = seq.add(batch, NOW) + seq.flush()
     assert [o["offset"] for b in out for _, _, o in b.lines] == [0, 1, 2]
 
 
 def test_a_partition_ended_in_an_earlier_run_blocks_again_when_it_delivers():
     seq = Sequencer(TOLERANCE)
-    seq.add(RawBatch("a", 0, [line("a", 0, T0)], parts=2, final=True))
-    seq.add(RawBatch("b", 0, [line("b", 0, T0 + 1)], parts=2, final=True))
+    seq.add(RawBatch("a", 0, [line("a", 0, T0)], parts=2, final=True), NOW)
+    seq.add(RawBatch("b", 0, [line("b", 0, T0 + 1)], parts=2, final=True), NOW)
     assert seq.held() == 0
     seq = pickle.loads(pickle.dumps(seq)).resume(TOLERANCE)  # the next run: b delivers first
     b = RawBatch("b", 1, [line("b", 1, T0 + 100), line("b", 2, T0 + 150)], parts=2)
-    assert seq.add(b) == []  # a has not spoken in this run: it may be behind
-    [out] = seq.add(RawBatch("a", 1, [line("a", 1, T0 + 50), line("a", 2, T0 + 200)], parts=2))
+    assert seq.add(b, NOW) == []  # a has not spoken in this run: it may be behind
+    [out] = seq.add(RawBatch("a", 1, [line("a", 1, T0 + 50), line("a", 2, T0 + 200)], parts=2), NOW)
     assert [(o["part"], o["offset"]) for _, _, o in out.lines] == [("a", 1), ("b", 1)]
     [out] = seq.flush()
     assert [(o["part"], o["offset"]) for _, _, o in out.lines] == [("b", 2), ("a", 2)]
