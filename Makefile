@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-replay bench-kafka bench-view bench-gateway clean
+.PHONY: demo test test-py312 lint bench bench-replay bench-kafka bench-view bench-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,33 @@ tools:
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: $(STAMP) tools
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory test-py312
 	$(BIN)/python -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Python 3.11 and 3.12 are both supported: the unit tests also run under a 3.12 interpreter
+# when the machine has one (on PATH, or pyenv's), in a venv of its own; none -> skipped.
+# Each candidate must run: a pyenv shim on PATH fails when 3.12 is not pyenv's selected version.
+PY312 ?= $(shell for p in $$(command -v python3.12) \
+	$(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12); do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
+	&& { echo "$$p"; break; }; done)
+VENV312 := .venv312
+
+$(VENV312)/.installed: pyproject.toml
+	$(PY312) -m venv $(VENV312)
+	$(VENV312)/bin/pip install --quiet --upgrade pip
+	$(VENV312)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+ifeq ($(PY312),)
+test-py312:
+	@echo "no Python 3.12 interpreter (python3.12 on PATH or under pyenv): 3.12 unit tests skipped"
+else
+test-py312: $(VENV312)/.installed tools
+	@echo "unit tests under $$($(VENV312)/bin/python --version) ($(PY312))"
+	$(VENV312)/bin/python -m pytest tests/unit
+endif
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -69,4 +94,4 @@ bench-gateway: $(STAMP)
 	$(BIN)/python -m benchmarks.gateway_bench
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV312) out .pytest_cache .ruff_cache .hypothesis
