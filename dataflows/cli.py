@@ -32,6 +32,9 @@ config_option = click.option(
 
 
 @click.group()
+@click.version_option(
+    package_name="orderguard", prog_name="orderguard", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """orderguard: a streaming guardian for e-commerce order fulfillment."""
 
@@ -417,17 +420,18 @@ def _replay_demo(settings: Settings, orders: int, seed: int, incidents: tuple[st
     from sim import generate, write_jsonl
 
     click.echo(f"incidents: {', '.join(incidents) or 'none'}")
-    work = Path(tempfile.mkdtemp(prefix="orderguard-demo-"))
-    day = work / "day.jsonl"
-    start = datetime(2026, 3, 2, tzinfo=UTC)
-    n = write_jsonl(
-        day,
-        generate(orders=orders, seed=seed, start=start, hours=24, incidents=frozenset(incidents)),
-    )
-    click.echo(f"simulated {orders:,} orders, {n:,} events -> {day}")
-    summary = run_replay(settings, [day], work / "out")
+    # A throwaway: `orderguard simulate --out` and `orderguard replay --out` keep files.
+    with tempfile.TemporaryDirectory(prefix="orderguard-demo-") as tmp:
+        work = Path(tmp)
+        day = work / "day.jsonl"
+        start = datetime(2026, 3, 2, tzinfo=UTC)
+        events = generate(
+            orders=orders, seed=seed, start=start, hours=24, incidents=frozenset(incidents)
+        )
+        n = write_jsonl(day, events)
+        click.echo(f"simulated {orders:,} orders in a day, {n:,} events; replaying them")
+        summary = run_replay(settings, [day], work / "out")
     click.echo(summary.render())
-    click.echo(f"outputs in {work / 'out'}/")
 
 
 def _operator_options(f: Any) -> Any:

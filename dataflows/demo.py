@@ -218,12 +218,13 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         start = now - timedelta(hours=opts.history_hours)
         hours = opts.history_hours + 24  # yesterday as a backlog, then a day in real time
         orders = round(opts.orders_per_day * hours / 24)
+        backlog = round(opts.orders_per_day * opts.history_hours / 24)
         out.write(
             f"broker {broker.bootstrap} (Tansu, memory) · "
             f"redis {redis.display_url if redis else 'none'} · "
             f"work dir {work}\nincidents: {', '.join(opts.incidents) or 'none'}\n"
-            f"simulating {orders:,} orders from {start:%Y-%m-%d %H:%M} UTC: "
-            f"{opts.history_hours:g} h of backlog, then real time\n"
+            f"simulating {opts.orders_per_day:,} orders a day: {opts.history_hours:g} h of "
+            f"backlog ({backlog:,} orders) from {start:%Y-%m-%d %H:%M} UTC, then real time\n"
         )
         out.flush()
         envelopes = generate(
@@ -360,12 +361,7 @@ def _body(tally: OutputTally, st: PipelineStatus) -> str:
         s = tally.summary
         s.events_in = int(st.read)
         s.seconds = 0.0
-        text = s.render().split("\n", 1)[1]  # the first line (replay timing) does not apply
-        if s.statuses:
-            text += "\ncorrected statuses:\n" + "\n".join(
-                f"  {k:<28}{v:>8,}" for k, v in s.statuses.most_common()
-            )
-    return text
+        return s.render().split("\n", 1)[1]  # the first line (replay timing) does not apply
 
 
 @contextmanager

@@ -62,6 +62,8 @@ def test_demo_runs_live_and_reports_what_the_guard_raised():
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
     broker, pid = _started(out)
+    # the header's number is the --orders the user gave, and says what it is
+    assert "simulating 3,000 orders a day: 6 h of backlog (750 orders)" in out, out
     # the backlog went through the pipeline, read from Kafka, into the output topics
     read = re.findall(r"pipeline read ([\d,]+)", out)
     assert read and int(read[-1].replace(",", "")) > 1000, out
@@ -223,3 +225,12 @@ def test_gateway_carries_live_webhooks_into_corrections_and_ctrl_c_stops_it_all(
     assert not _port_open(broker) and not _port_open(f"127.0.0.1:{gateway_port}")
     if not redis_url.group(1).startswith("redis://127.0.0.1:6379"):  # one the demo started
         assert not _port_open(redis_url.group(1).split("//")[1].split("/")[0])
+
+
+def test_replay_demo_shows_corrected_statuses_and_removes_its_work_directory(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    r = run_cli("demo", "--replay", "--orders", "300", env=env, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "corrected statuses:" in r.stdout
+    assert _count(r.stdout, "  DELIVERED") > 0
+    assert list(tmp_path.iterdir()) == []  # the simulated day and the outputs are gone
