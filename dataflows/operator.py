@@ -110,7 +110,7 @@ def publish(settings: Settings, command: Command, value: bytes) -> None:
     topic = kafka.control_topic
     ensure_topics(
         kafka.bootstrap_servers,
-        {topic: kafka.partitions},
+        {topic: kafka.topic_partitions()[topic]},  # as `run` creates it
         timeout=CONNECT_TIMEOUT,
         config=client,
     )
