@@ -447,7 +447,7 @@ def _operator_options(f: Any) -> Any:
 def _send_command(config_path: Path | None, payload: dict[str, Any]) -> None:
     """Validate as the pipeline will, produce to the control topic, wait for the ack."""
     from connectors.broker import BrokerError
-    from dataflows.operator import CommandRefused, PublishError, prepare, publish
+    from dataflows.operator import CommandRefused, PublishError, prepare, publish, what_follows
 
     settings = _settings(config_path)
     try:
@@ -463,10 +463,7 @@ def _send_command(config_path: Path | None, payload: dict[str, Any]) -> None:
         f"sent command {command.command_id}: {command.breaker} {command.key} -> {command.state} "
         f"by {command.operator} to {kafka.control_topic} at {kafka.bootstrap_servers}"
     )
-    click.echo(
-        f"the decision appears on {kafka.output_topics.breakers} (key {command.key!r}) "
-        "once the pipeline has applied it"
-    )
+    click.echo(what_follows(command, kafka.output_topics.breakers))
 
 
 def _who(operator: str | None) -> str:
