@@ -232,9 +232,8 @@ def run_live(
     Process 0 (or a single process) warns when the input partitions do not spread
     evenly over all workers (bytewax#556, see `dataflows.cluster`).
     """
-    from bytewax.errors import BytewaxRuntimeError
     from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
+    from bytewax.testing import cluster_main
 
     from dataflows.cluster import check_process_id, warn_if_unbalanced
 
@@ -287,22 +286,20 @@ def run_live(
         backup_interval=timedelta(milliseconds=settings.recovery.backup_interval),
     )
     try:
+        # cluster_main even for one worker in one process (cli_main would take run_main):
+        # its main thread notices the signal and the workers stop on a shared flag, while
+        # run_main's worker stops by panicking, and Rust prints the panic on stderr.
         with stop_signals_interrupt():
-            cli_main(
+            cluster_main(
                 flow,
-                workers_per_process=workers,
-                process_id=process_id,
-                addresses=addresses,
+                addresses,
+                process_id or 0,
                 epoch_interval=timedelta(milliseconds=settings.recovery.snapshot_interval),
                 recovery_config=recovery,
+                worker_count_per_proc=workers,
             )
     except KeyboardInterrupt:
         raise Stopped() from None
-    except BytewaxRuntimeError as e:
-        # Bytewax reports a signal it noticed as a runtime error ("signal received").
-        if isinstance(e.__cause__, KeyboardInterrupt) or "signal received" in str(e):
-            raise Stopped() from None
-        raise
     delivered = sum(p.delivered for p in sink.partitions)
     return LiveResult(created, initialized, delivered)
 
