@@ -448,8 +448,10 @@ def _send_command(config_path: Path | None, payload: dict[str, Any]) -> None:
     """Validate as the pipeline will, produce to the control topic, wait for the ack."""
     from connectors.broker import BrokerError
     from dataflows.operator import CommandRefused, PublishError, prepare, publish, what_follows
+    from dataflows.stack import BROKER_VAR, resolve
 
-    settings = _settings(config_path)
+    stack = resolve(config_path)
+    settings = _settings(stack.config)
     try:
         command, value = prepare(settings, payload)
     except CommandRefused as e:
@@ -457,11 +459,13 @@ def _send_command(config_path: Path | None, payload: dict[str, Any]) -> None:
     try:
         publish(settings, command, value)
     except (BrokerError, PublishError) as e:
-        raise click.ClickException(str(e)) from None
+        hint = stack.hint(BROKER_VAR, "kafka.bootstrap_servers")
+        raise click.ClickException(f"{e} {hint}") from None
     kafka = settings.kafka
     click.echo(
         f"sent command {command.command_id}: {command.breaker} {command.key} -> {command.state} "
-        f"by {command.operator} to {kafka.control_topic} at {kafka.bootstrap_servers}"
+        f"by {command.operator} to {kafka.control_topic} at {kafka.bootstrap_servers}, "
+        f"{stack.describe()}"
     )
     click.echo(what_follows(command, kafka.output_topics.breakers))
 
@@ -525,23 +529,29 @@ def breaker_force(
 @config_option
 def lookup(order_id: str, as_json: bool, config_path: Path | None) -> None:
     """Show ORDER_ID as the Redis order view holds it: status, alerts, timeline."""
+    from connectors.redis_server import _redacted
     from dataflows.lookup import ViewUnreachable, read_order, render
+    from dataflows.stack import REDIS_VAR, resolve
 
-    view_cfg = _settings(config_path).redis
+    stack = resolve(config_path)
+    view_cfg = _settings(stack.config).redis
+    hint = stack.hint(REDIS_VAR, "redis.url")
     if view_cfg.url is None:
-        raise click.ClickException(
-            "no order view is configured: set redis.url (or ORDERGUARD__REDIS__URL)"
-        )
+        raise click.ClickException(f"no order view is configured {hint}")
     order_id = order_id.strip()  # ids are case-sensitive; surrounding whitespace is noise
     try:
         view = read_order(view_cfg, order_id)
     except ViewUnreachable as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(f"{e} {hint}") from None
+    where = f"{_redacted(view_cfg.url)}, keys {view_cfg.key_prefix}*, {stack.describe()}"
     if view is None:
         raise click.ClickException(
-            f"order {order_id} is not in the view (unknown id, or past its retention)"
+            f"order {order_id} is not in the view at {where} (unknown id, or past its retention)"
         )
-    click.echo(view.as_json().decode() if as_json else render(view))
+    if as_json:
+        click.echo(view.as_json().decode())
+    else:
+        click.echo(f"{render(view)}\n\nfrom the order view at {where}")
 
 
 @main.group()

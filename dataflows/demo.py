@@ -1,7 +1,8 @@
 """`orderguard demo`: the whole system on one machine, live, in one command.
 
-An embedded Kafka-compatible broker (Tansu, memory storage), a Redis (REDIS_URL, the
-machine's, or one started here), the simulator producing yesterday's traffic as a
+An embedded Kafka-compatible broker (Tansu, memory storage), a Redis (redis.url, the
+machine's, or one started here; the demo's keys under a prefix of its own, removed at
+stop), the simulator producing yesterday's traffic as a
 backlog and then today's in real time, and `orderguard run` as a child process, as
 it runs in production. The summary comes from what a downstream consumer sees: the
 output topics, and the pipeline's own metrics endpoint.
@@ -9,12 +10,14 @@ output topics, and the pipeline's own metrics endpoint.
 Stopping (Ctrl-C, SIGTERM, `--duration`) goes in dependency order: the producer, then
 (with `--gateway`) the webhook sender and the gateway, then the pipeline (SIGINT: it
 stops at an epoch boundary), then the consumer, Redis and the broker. Nothing is
-left running. `--gateway` is in `dataflows/demo_gateway.py`.
+left running. `--gateway` is in `dataflows/demo_gateway.py`. While it runs, the demo
+publishes its connection settings for the operator commands (`dataflows/stack.py`).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,7 +27,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.broker import EmbeddedBroker, ensure_topics, free_port
 from connectors.kafka_envelopes import ProduceProgress, produce_envelopes
 from connectors.processes import spawn_logged, stop_group, stop_signals_interrupt
-from connectors.redis_server import LocalRedis, RedisUnavailable
+from connectors.redis_server import LocalRedis, RedisUnavailable, delete_prefixed
 from connectors.webhook_client import WebhookSender, WebhookStats
 from dataflows.demo_gateway import (
     DemoGateway,
@@ -47,6 +50,7 @@ from dataflows.demo_gateway import (
     webhook_status,
 )
 from dataflows.replay import Summary
+from dataflows.stack import BROKER_VAR, PREFIX_VAR, REDIS_VAR, published
 from schemas.config import Settings, load_settings
 from sim import generate
 
@@ -126,6 +130,8 @@ class OutputTally:
             [TopicPartition(t, p, OFFSET_BEGINNING) for t, n in parts.items() for p in range(n)]
         )
         self.summary = Summary()
+        self.last_order = "ORDER_ID"
+        """The order corrected last: one to try `orderguard lookup` on."""
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-tally", daemon=True)
@@ -147,6 +153,8 @@ class OutputTally:
                 with self.lock:
                     counts[name] = counts.get(name, 0) + 1
                     self.summary.observe(name, msg.value())
+                    if name == "corrected" and msg.key():
+                        self.last_order = msg.key().decode()
         self._consumer.close()
 
     def stop(self) -> None:
@@ -195,20 +203,36 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
     """Run until Ctrl-C, SIGTERM or `opts.duration`; return the exit code (0: stopped)."""
     work = Path(tempfile.mkdtemp(prefix="orderguard-demo-"))
     screen = Screen(out)
-    with EmbeddedBroker() as broker, _redis(out) as redis:
+    configured = load_settings(config).redis
+    removed: list[int] = []
+    with (
+        EmbeddedBroker() as broker,
+        _redis(out, configured.url) as redis,
+        ExitStack() as at_stop,  # before Redis and the broker stop, in reverse order
+    ):
         metrics_port = free_port()
         overrides = {
-            "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            BROKER_VAR: broker.bootstrap,
             "ORDERGUARD__RECOVERY__DIR": str(work / "recovery"),
             "ORDERGUARD__METRICS__HOST": "127.0.0.1",
             "ORDERGUARD__METRICS__PORT": str(metrics_port),
         }
-        env = {**os.environ, **overrides}
         if redis is not None:
-            env["REDIS_URL"] = redis.url
-            env["ORDERGUARD__REDIS__URL"] = redis.url  # the pipeline keeps its order view there
+            # The pipeline keeps its order view there, under a prefix of this run's own:
+            # apart from a deployment's keys (and an earlier demo's), deleted at stop.
+            overrides[REDIS_VAR] = redis.url
+            overrides[PREFIX_VAR] = f"{configured.key_prefix}demo-{secrets.token_hex(4)}:"
+        env = {**os.environ, **overrides}
         os.environ.update(overrides)  # this process reads the same configuration
         settings = load_settings(config)
+        if redis is not None:  # never the configured prefix: only this run's own
+            view = settings.redis
+            at_stop.callback(
+                lambda: removed.append(
+                    delete_prefixed(view.url or "", view.key_prefix, view.client_options())
+                )
+            )
+        at_stop.enter_context(published(env, config))
         kafka = settings.kafka
         ensure_topics(
             kafka.bootstrap_servers, kafka.topic_partitions(), config=kafka.client_config()
@@ -219,10 +243,9 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         hours = opts.history_hours + 24  # yesterday as a backlog, then a day in real time
         orders = round(opts.orders_per_day * hours / 24)
         backlog = round(opts.orders_per_day * opts.history_hours / 24)
+        where = _where(broker.bootstrap, redis, settings)
         out.write(
-            f"broker {broker.bootstrap} (Tansu, memory) · "
-            f"redis {redis.display_url if redis else 'none'} · "
-            f"work dir {work}\nincidents: {', '.join(opts.incidents) or 'none'}\n"
+            f"{where} · work dir {work}\nincidents: {', '.join(opts.incidents) or 'none'}\n"
             f"simulating {opts.orders_per_day:,} orders a day: {opts.history_hours:g} h of "
             f"backlog ({backlog:,} orders) from {start:%Y-%m-%d %H:%M} UTC, then real time\n"
         )
@@ -303,7 +326,8 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
                         rate = (st.read - last.read) / (t - last_at) if last.answered else 0.0
                         last, last_at = st, t
                     screen.show(
-                        f"orderguard demo · {time.monotonic() - started:,.0f} s · Ctrl-C stops",
+                        f"orderguard demo · {time.monotonic() - started:,.0f} s · Ctrl-C stops"
+                        f"\n{where}\n{operator_hint(tally.last_order)}",
                         _status_line(produced, last, rate, sender.stats if sender else None),
                         _body(tally, last),
                     )
@@ -338,7 +362,23 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
     if code == 0:
         gateway = ", the gateway" if opts.gateway else ""
         out.write(f"stopped: the pipeline, the broker{gateway} and any Redis started here\n")
+    if removed:
+        out.write(f"removed the demo's {removed[0]:,} Redis keys ({settings.redis.key_prefix}*)\n")
     return code
+
+
+def operator_hint(order_id: str) -> str:
+    """The operator commands find the running demo by themselves (`dataflows/stack.py`)."""
+    return (
+        f"in another terminal: orderguard lookup {order_id} · "
+        "orderguard breaker force carrier jt OPEN · orderguard hold release CUSTOMER_ID"
+    )
+
+
+def _where(bootstrap: str, redis: LocalRedis | None, settings: Settings) -> str:
+    """Where the demo's data is: its broker, and its Redis with its key prefix."""
+    view = f"redis {redis.display_url} keys {settings.redis.key_prefix}*" if redis else "no redis"
+    return f"broker {bootstrap} (Tansu, memory) · {view}"
 
 
 def _status_line(
@@ -365,9 +405,9 @@ def _body(tally: OutputTally, st: PipelineStatus) -> str:
 
 
 @contextmanager
-def _redis(out: TextIO) -> Iterator[LocalRedis | None]:
+def _redis(out: TextIO, url: str | None) -> Iterator[LocalRedis | None]:
     """A Redis for the pipeline (None when there is none: the demo runs on, and says so)."""
-    local = LocalRedis()
+    local = LocalRedis(url)
     try:
         local.start()
     except RedisUnavailable as e:

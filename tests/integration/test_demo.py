@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -234,3 +236,68 @@ def test_replay_demo_shows_corrected_statuses_and_removes_its_work_directory(tmp
     assert "corrected statuses:" in r.stdout
     assert _count(r.stdout, "  DELIVERED") > 0
     assert list(tmp_path.iterdir()) == []  # the simulated day and the outputs are gone
+
+
+def _clean_env(home: Path) -> dict[str, str]:
+    """A new operator's shell: no ORDERGUARD__ variables, no REDIS_URL, a home of its own."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+def _prefixed(db: Redis, pattern: str) -> list[bytes]:
+    return list(db.scan_iter(match=pattern, count=1000))
+
+
+def test_operator_commands_find_the_running_demo_whose_redis_keys_go_at_stop(tmp_path):
+    """The README's next three commands, typed in a clean shell against a running demo."""
+    db0 = Redis.from_url("redis://127.0.0.1:6379/0")
+    sentinel = f"og:order:SENTINEL-{uuid.uuid4().hex}"  # a deployment's key, db 0, prefix og:
+    db0.set(sentinel, b"production", ex=900)
+    env = _clean_env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
+         "--incident", "carrier_api_outage"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen = _read_until(proc, "pipeline read", 120)
+        m = re.search(r"redis (\S+) keys (\S+)\*", seen)
+        assert m, seen
+        url, prefix = m.groups()
+        assert url == "redis://127.0.0.1:6379/0" and prefix.startswith("og:demo-"), seen
+        published = tmp_path / ".cache" / "orderguard" / "demo.json"
+        assert published.stat().st_mode & 0o777 == 0o600
+        deadline = time.monotonic() + 120
+        while not (db0.exists(f"{prefix}breaker:carrier") and _prefixed(db0, f"{prefix}order:*")):
+            assert proc.poll() is None and time.monotonic() < deadline, seen
+            time.sleep(1)
+        key = next(k.decode() for k in _prefixed(db0, f"{prefix}order:*") if b":timeline" not in k)
+        order_id = key.removeprefix(f"{prefix}order:")
+
+        found = run_cli("lookup", order_id, env=env)
+        assert found.returncode == 0, found.stderr
+        assert order_id in found.stdout and "the demo started" in found.stdout
+        assert f"keys {prefix}*" in found.stdout
+        production = db0.get(f"og:order:{order_id}")  # an earlier demo's, if any: kept as is
+        forced = run_cli("breaker", "force", "carrier", "jt", "OPEN", "--operator", "t", env=env)
+        assert forced.returncode == 0, forced.stderr
+        assert "the demo started" in forced.stdout and "wanted" not in forced.stderr
+        released = run_cli("hold", "release", "C10036", "--operator", "t", env=env)
+        assert released.returncode == 0, released.stderr
+        assert "not on hold emits nothing" in released.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, seen + rest
+    assert f"Redis keys ({prefix}*)" in rest
+    assert not published.exists()
+    assert _prefixed(db0, f"{prefix}*") == []  # orders, timelines, breaker hashes: all gone
+    assert db0.get(sentinel) == b"production"
+    assert db0.get(f"og:order:{order_id}") == production
+    db0.delete(sentinel)
+
+    # the demo gone, the commands say which setting names a deployment
+    gone = run_cli("lookup", order_id, env=env)
+    assert gone.returncode == 1 and "ORDERGUARD__REDIS__URL" in gone.stderr, gone.stderr
+    nobody = run_cli("breaker", "force", "carrier", "jt", "AUTO", "--operator", "t", env=env)
+    assert nobody.returncode == 1, nobody.stderr
+    assert "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS" in nobody.stderr, nobody.stderr
