@@ -181,27 +181,84 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-class Screen:
-    """A redrawn block on a terminal; a line every few refreshes otherwise (logs, CI)."""
+class Output:
+    """The demo's output: a terminal, a file, or a pipe whose reader may go away.
 
-    def __init__(self, out: TextIO, every: int = 5) -> None:
+    `make demo 2>&1 | tee demo.log` and Ctrl-C: the terminal's SIGINT ends tee too, and
+    every later write fails (EPIPE). The demo still has to stop everything, remove its
+    work directory and say so: what is left to say goes to the terminal when there is
+    one, else to stderr (ignored if that is the same dead pipe), and `closed` tells the
+    demo to stop on its own when nobody reads any more (`orderguard demo | head`).
+    """
+
+    def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
+        self.closed = False
+
+    def write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            if self.closed:
+                return
+            self.closed = True
+            self._silence()
+            self.out = _fallback()
+            self.write(text)
+
+    def _silence(self) -> None:
+        """Point the dead pipe's descriptor at /dev/null: the buffered rest is dropped
+        there at exit, instead of an 'Exception ignored ... BrokenPipeError'."""
+        try:
+            fd = self.out.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError):
+            return
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+def _fallback() -> TextIO:
+    try:
+        return open("/dev/tty", "w")  # kept open: the process ends soon after
+    except OSError:
+        return sys.stderr
+
+
+class Screen:
+    """A redrawn block on a terminal; otherwise (a pipe, a log, CI) the same sections at a
+    lower rate: the whole block every `every_block` refreshes, the status line every `every`."""
+
+    def __init__(self, out: Output, every: int = 5, every_block: int = 15) -> None:
+        self.out = out
         self._every = every
+        self._every_block = every_block
         self._n = 0
 
     def show(self, header: str, status: str, body: str) -> None:
         self._n += 1
-        if self.tty:
+        if self.out.tty:
             self.out.write("\x1b[H\x1b[J" + header + "\n" + status + "\n\n" + body + "\n")
+        elif self._n % self._every_block == 1:
+            self.out.write("\n" + header + "\n" + status + "\n\n" + body + "\n")
         elif self._n % self._every == 1:
             self.out.write(status + "\n")
-        self.out.flush()
 
 
 def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -> int:
-    """Run until Ctrl-C, SIGTERM or `opts.duration`; return the exit code (0: stopped)."""
+    """Run until Ctrl-C, SIGTERM, `opts.duration` or the end of the output's reader;
+    return the exit code (0: stopped). The work directory is kept only for a failure's logs."""
     work = Path(tempfile.mkdtemp(prefix="orderguard-demo-"))
+    try:
+        return _run_demo(config, opts, Output(out), work)
+    except BaseException:  # stopped or failed while starting: nothing to look at in it
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -> int:
     screen = Screen(out)
     configured = load_settings(config).redis
     removed: list[int] = []
@@ -249,7 +306,6 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
             f"simulating {opts.orders_per_day:,} orders a day: {opts.history_hours:g} h of "
             f"backlog ({backlog:,} orders) from {start:%Y-%m-%d %H:%M} UTC, then real time\n"
         )
-        out.flush()
         envelopes = generate(
             orders=orders,
             seed=opts.seed,
@@ -299,7 +355,6 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
                 return 1
             sender = gw.sender(settings).start()
             out.write(describe(gw) + f", from {now:%Y-%m-%d %H:%M:%S} UTC\n")
-        out.flush()
         producer = threading.Thread(target=produce, name="demo-producer", daemon=True)
         producer.start()
         tally = OutputTally(settings).start()
@@ -310,7 +365,9 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         rate = 0.0
         try:
             with stop_signals_interrupt():
-                while opts.duration is None or time.monotonic() - started < opts.duration:
+                while not out.closed and (
+                    opts.duration is None or time.monotonic() - started < opts.duration
+                ):
                     time.sleep(opts.refresh)
                     if pipeline.poll() is not None:
                         raise PipelineDied(f"the pipeline exited with status {pipeline.returncode}")
@@ -405,7 +462,7 @@ def _body(tally: OutputTally, st: PipelineStatus) -> str:
 
 
 @contextmanager
-def _redis(out: TextIO, url: str | None) -> Iterator[LocalRedis | None]:
+def _redis(out: Output, url: str | None) -> Iterator[LocalRedis | None]:
     """A Redis for the pipeline (None when there is none: the demo runs on, and says so)."""
     local = LocalRedis(url)
     try:

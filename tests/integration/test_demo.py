@@ -301,3 +301,50 @@ def test_operator_commands_find_the_running_demo_whose_redis_keys_go_at_stop(tmp
     nobody = run_cli("breaker", "force", "carrier", "jt", "AUTO", "--operator", "t", env=env)
     assert nobody.returncode == 1, nobody.stderr
     assert "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS" in nobody.stderr, nobody.stderr
+
+
+SECTIONS = ("corrections", "breaker changes:", "corrected statuses:")  # jt trips in the backlog
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("reader", ["reading", "gone"])
+def test_piped_demo_stops_with_its_summary_and_leaves_no_work_directory(tmp_path, sig, reader):
+    """`make demo 2>&1 | tee demo.log`: piped output carries the screen's sections; on
+    Ctrl-C (tee dies with it: `gone`) or SIGTERM the summary still comes (to stderr when
+    the pipe's reader is gone and there is no terminal) and the work directory goes."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**_clean_env(tmp_path), "TMPDIR": str(tmp)}
+    err = (tmp_path / "stderr").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
+         "--incident", "carrier_api_outage"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+        start_new_session=True,  # no controlling terminal, as under CI
+    )  # fmt: skip
+    try:
+        seen = _read_until(proc, "corrected statuses:", 180)  # a whole screen, piped
+        assert all(s in seen for s in SECTIONS), seen
+        _, pid = _started(seen)
+        if reader == "gone":
+            assert proc.stdout is not None
+            proc.stdout.close()
+        proc.send_signal(sig)
+        proc.wait(timeout=90)
+        rest = "" if reader == "gone" else proc.stdout.read()
+    finally:
+        if proc.poll() is None:  # failed early: stop it as a user would, so nothing is left
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    err.seek(0)
+    final = rest if reader == "reading" else err.read()
+    assert proc.returncode == 0, final
+    assert "stopped: the pipeline, the broker" in final, final
+    assert all(s in final for s in SECTIONS), final
+    assert "Traceback" not in final and "BrokenPipe" not in final, final
+    assert list(tmp.iterdir()) == []  # the work directory is gone
+    assert not _alive(pid)
