@@ -16,18 +16,19 @@ demo: $(STAMP)
 	$(BIN)/orderguard demo
 
 # promtool and prometheus for the ops tests: Debian's `prometheus` package, installed once
-# if missing. A policy-rc.d that denies service starts (unless one exists) keeps apt from
+# if missing; `chromium` (headless) for the operator page's browser test, likewise. A policy-rc.d that denies service starts (unless one exists) keeps apt from
 # starting the packaged Prometheus on :9090; the tests start their own on free ports.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: tools
 tools:
-	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
-	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
+	  || ! command -v chromium >/dev/null; then \
+	  echo "installing Debian's prometheus (promtool, prometheus) and chromium packages"; \
 	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
 	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
 	    $(SUDO) chmod 755 /usr/sbin/policy-rc.d; guard=1; fi; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; rc=$$?; \
+	    apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null; rc=$$?; \
 	  if [ -n "$$guard" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
 	fi
 

@@ -49,6 +49,7 @@ from dataflows.demo_gateway import (
     wait_ready,
     webhook_status,
 )
+from dataflows.page import PageServer
 from dataflows.replay import Summary
 from dataflows.stack import BROKER_VAR, PREFIX_VAR, REDIS_VAR, published
 from schemas.config import Settings, load_settings
@@ -342,7 +343,11 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
         if opts.gateway:
             gw = start_gateway(settings, config, env, work / "gateway.log")
         pipeline = _start_pipeline(config, env, pipeline_log)
-        out.write(f"pipeline pid {pipeline.pid}, metrics http://127.0.0.1:{metrics_port}/metrics\n")
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        page = PageServer(metrics_url, settings.redis, "127.0.0.1", free_port()).start()
+        at_stop.callback(page.stop)
+        where += f" · operator page {page.url}"
+        out.write(f"pipeline pid {pipeline.pid}, metrics {metrics_url}\noperator page {page.url}\n")
         if gw is not None:
             try:
                 wait_ready(gw)
@@ -377,7 +382,7 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
                         raise PipelineDied(
                             f"the gateway exited with status {gw.proc.returncode}", gw.log
                         )
-                    st = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+                    st = scrape(metrics_url)
                     t = time.monotonic()
                     if st.answered:
                         rate = (st.read - last.read) / (t - last_at) if last.answered else 0.0

@@ -348,3 +348,66 @@ def test_piped_demo_stops_with_its_summary_and_leaves_no_work_directory(tmp_path
     assert "Traceback" not in final and "BrokenPipe" not in final, final
     assert list(tmp.iterdir()) == []  # the work directory is gone
     assert not _alive(pid)
+
+
+def _chromium(profile: Path, *args: str) -> str:
+    """Debian's chromium, headless: the page as a browser renders it, scripts run."""
+    r = subprocess.run(
+        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _number(dom: str, element: str) -> int:
+    m = re.search(rf'id="{element}">([\d,]+)<', dom)
+    assert m, dom
+    return int(m.group(1).replace(",", ""))
+
+
+def test_operator_page_shows_live_numbers_and_looks_up_an_order_in_chromium(tmp_path):
+    env = _clean_env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
+         "--incident", "carrier_api_outage"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen = _read_until(proc, "pipeline read", 120)
+        page = re.search(r"operator page (http://\S+/)", seen)
+        prefix = re.search(r"keys (og:demo-\w+:)\*", seen)
+        assert page and prefix, seen
+        url = page.group(1)
+        deadline = time.monotonic() + 120
+        while True:  # the page reads the pipeline's metrics: wait for the backlog's outcome
+            with urllib.request.urlopen(url + "api/state", timeout=5) as r:
+                state = orjson.loads(r.read())
+            if state.get("corrections") and state.get("breakers"):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, (seen, state)
+            time.sleep(1)
+        profile = tmp_path / "chromium"
+        dom = _chromium(profile, "--dump-dom", url)
+        assert _number(dom, "corrections") >= state["corrections"] > 0  # live, not a template
+        assert _number(dom, "events_in") > 0
+        assert re.search(r"<td>carrier</td><td>jt</td><td class=\"\w+\">", dom), dom
+        db0 = Redis.from_url("redis://127.0.0.1:6379/0")
+        key = next(
+            k.decode() for k in _prefixed(db0, f"{prefix.group(1)}order:*") if b":timeline" not in k
+        )
+        order_id = key.removeprefix(f"{prefix.group(1)}order:")
+        looked = _chromium(profile, "--dump-dom", f"{url}?order={order_id}")
+        assert 'id="order-facts"' in looked and f"<td>{order_id}</td>" in looked, looked
+        shot = tmp_path / "page.png"
+        _chromium(profile, f"--screenshot={shot}", "--window-size=1280,900", url)
+        png = shot.read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a rendered page, not blank
+        artifacts = os.environ.get("ORDERGUARD_TEST_ARTIFACTS")
+        if artifacts:  # CI keeps the screenshot for a person to look at
+            Path(artifacts, "operator-page.png").write_bytes(png)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, rest
