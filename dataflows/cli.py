@@ -193,6 +193,7 @@ def run(
     from connectors.metrics import MetricsPortInUse
     from dataflows.cluster import check_process_id, parse_addresses
     from dataflows.live import RecoveryDirError, Stopped, run_live, setup_live
+    from dataflows.page import PageError
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
@@ -250,7 +251,7 @@ def run(
             process_id=process_id,
             addresses=peers,
         )
-    except (BrokerError, RecoveryDirError, MissingTopicError, MetricsPortInUse) as e:
+    except (BrokerError, RecoveryDirError, MissingTopicError, MetricsPortInUse, PageError) as e:
         raise click.ClickException(str(e)) from None
     except Stopped:
         click.echo(f"stopped; the next run resumes from the last snapshot in {rdir}")

@@ -281,6 +281,16 @@ def run_live(
     metrics = settings.metrics
     if metrics.port:
         serve(metrics.host, metrics.port + (process_id or 0))
+    page = settings.page
+    if page.port:
+        from dataflows.page import PageError, PageServer
+
+        if not metrics.port:
+            raise PageError("page.port needs metrics.port: the page reads the metrics endpoint")
+
+        k = process_id or 0
+        here = f"http://{metrics.host}:{metrics.port + k}/metrics"
+        PageServer(here, settings.redis, page.host, page.port + k).start()
     recovery = RecoveryConfig(
         settings.recovery.dir,
         backup_interval=timedelta(milliseconds=settings.recovery.backup_interval),

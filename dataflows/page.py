@@ -89,6 +89,10 @@ def make_app(metrics_url: str, view: RedisView) -> web.Application:
     return app
 
 
+class PageError(RuntimeError):
+    """The page cannot be served (its port is taken, or there are no metrics to read)."""
+
+
 class PageServer:
     """The page on host:port, in a daemon thread with its own event loop."""
 
@@ -104,7 +108,7 @@ class PageServer:
         threading.Thread(target=self._run, name="operator-page", daemon=True).start()
         self._started.wait(10)
         if self._error:
-            raise OSError(f"cannot serve the operator page on {self.url}: {self._error[0]}")
+            raise PageError(f"cannot serve the operator page on {self.url}: {self._error[0]}")
         return self
 
     def _run(self) -> None:

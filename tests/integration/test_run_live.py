@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -255,3 +256,36 @@ def test_a_stopped_run_prints_no_rust_panic(broker, tmp_path, sig):
     assert proc.returncode == 130, err
     assert "stopped; the next run resumes" in out
     assert "panicked" not in err and "run.rs" not in err and "Traceback" not in err, err
+
+
+def test_run_serves_the_operator_page_when_page_port_is_set(broker, tmp_path):
+    env = live_env(broker.bootstrap, tmp_path / "recovery")
+    env["ORDERGUARD__METRICS__PORT"] = str(free_port())
+    page = free_port()
+    env["ORDERGUARD__PAGE__PORT"] = str(page)
+    ok(orderguard(env, "simulate", "--orders", "50", "--to-kafka"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "run"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        state: dict = {}
+        while not state.get("corrections"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"the page never showed corrections: {state}"
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{page}/api/state", timeout=2) as r:
+                    state = orjson.loads(r.read())
+            except OSError:
+                continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{page}/", timeout=2) as r:
+            assert b'id="corrections"' in r.read()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
