@@ -175,8 +175,9 @@ def test_gateway_carries_live_webhooks_into_corrections_and_ctrl_c_stops_it_all(
     deadline = time.monotonic() + 120  # for the path's first evidence
     try:
         gw = re.search(r"gateway pid (\d+), (http://\S+) \(metrics (\S+)\)", seen)
-        redis_url = re.search(r"redis (redis://\S+)", seen)
+        redis_url = re.search(r"redis (redis://\S+) keys (\S+)\*", seen)
         assert gw and redis_url, seen
+        prefix = redis_url.group(2)  # the demo's own (og:demo-<random>:)
         broker, pid = _started(seen)
         live_from = _live_from_ms(seen)
         redis = Redis.from_url(redis_url.group(1))
@@ -192,7 +193,7 @@ def test_gateway_carries_live_webhooks_into_corrections_and_ctrl_c_stops_it_all(
                 if received >= live_from and key:
                     via_gateway[env["source"], received] = key.decode()
             for order_id in set(via_gateway.values()) - set(event_ids.values()):
-                for member in redis.zrange(f"og:order:{order_id}:timeline", 0, -1):
+                for member in redis.zrange(f"{prefix}order:{order_id}:timeline", 0, -1):
                     event = orjson.loads(member)
                     at = (event["source"], parse_rfc3339(event["received_at"]))
                     if via_gateway.get(at) == order_id:  # the gateway's own stamp: this run's
