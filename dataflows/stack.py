@@ -29,7 +29,7 @@ PUBLISHED = (BROKER_VAR, REDIS_VAR, PREFIX_VAR)
 
 
 def demo_file() -> Path:
-    """$XDG_RUNTIME_DIR/orderguard/demo.json, else ~/.cache/orderguard/demo.json."""
+    """$XDG_RUNTIME_DIR, else ${XDG_CACHE_HOME:-~/.cache}, then orderguard/demo.json."""
     base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_CACHE_HOME")
     return Path(base or Path.home() / ".cache") / "orderguard" / "demo.json"
 
