@@ -547,7 +547,7 @@ def lookup(order_id: str, as_json: bool, config_path: Path | None) -> None:
     where = f"{_redacted(view_cfg.url)}, keys {view_cfg.key_prefix}*, {stack.describe()}"
     if view is None:
         raise click.ClickException(
-            f"order {order_id} is not in the view at {where} (unknown id, or past its retention)"
+            f"order {order_id} is not in the view (unknown id, or past its retention): {where}"
         )
     if as_json:
         click.echo(view.as_json().decode())
