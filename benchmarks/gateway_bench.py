@@ -2,8 +2,8 @@
 
     python -m benchmarks.gateway_bench [--quick] [--rounds N] [--rates R ...] [--seconds S]
 
-Starts the embedded Tansu broker and uses a local Redis (`LocalRedis`: REDIS_URL, else
-:6379, else a throwaway redis-server), then, per round, 1 process then `--processes 2`:
+Starts the embedded Tansu broker and uses a local Redis (`LocalRedis`: the one on
+127.0.0.1:6379, else a throwaway redis-server), then, per round, 1 process then `--processes 2`:
 
 - at R/s   wrk offers a fixed rate R (default 5,000/s, the target, and 3,000/s: each
            wrk thread keeps a schedule of send times and waits for the next slot in its

@@ -9,7 +9,7 @@ produces it once to input topics on the embedded Tansu broker, then runs
 A/B/A/B so that drift on a shared machine hits both modes alike:
 
 - off   no `redis.url`: the view's updates are not even built
-- on    the view written to a local Redis (`LocalRedis`: REDIS_URL, else :6379, else
+- on    the view written to a local Redis (`LocalRedis`: 127.0.0.1:6379, else
         a throwaway redis-server), under a key prefix of its own per run
 
 Each run gets fresh output and control topics and a fresh recovery dir. Per mode, the

@@ -1,4 +1,4 @@
-"""A Redis to talk to: the one at REDIS_URL, else one on 127.0.0.1:6379, else our own.
+"""A Redis to talk to: the configured one (redis.url), else 127.0.0.1:6379, else our own.
 
 The demo and the tests need a real Redis but must not depend on how the machine was
 set up: when nothing answers, a throwaway `redis-server` (no persistence, loopback
@@ -7,7 +7,6 @@ only, its own process group) is started on a free port and stopped afterwards.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -47,13 +46,13 @@ def _redacted(url: str) -> str:
 class LocalRedis(Service):
     """A Redis URL for the duration of a `with` block, started here only when needed.
 
-    `url`: REDIS_URL if set (it must answer: a configured Redis that is down is an
-    error, not a reason to start another), else the machine's default, else a
+    `url`: the configured one if given (it must answer: a configured Redis that is down
+    is an error, not a reason to start another), else the machine's default, else a
     `redis-server` of our own. `started` says whether we started it.
     """
 
     def __init__(self, url: str | None = None, startup_timeout: float = 10.0) -> None:
-        self._wanted = url if url is not None else os.environ.get("REDIS_URL")
+        self._wanted = url
         self.startup_timeout = startup_timeout
         self.url = ""
         self.started = False
@@ -67,7 +66,8 @@ class LocalRedis(Service):
         if self._wanted:
             if not _answers(self._wanted):
                 raise RedisUnavailable(
-                    f"Redis at REDIS_URL={_redacted(self._wanted)} does not answer"
+                    f"Redis at redis.url={_redacted(self._wanted)} does not answer "
+                    "(ORDERGUARD__REDIS__URL or the configuration file)"
                 )
             self.url = self._wanted
             return self
@@ -78,7 +78,7 @@ class LocalRedis(Service):
         if binary is None:
             raise RedisUnavailable(
                 "no Redis answers at 127.0.0.1:6379 and redis-server is not installed "
-                "(set REDIS_URL, or install Debian's redis-server)"
+                "(set ORDERGUARD__REDIS__URL, or install Debian's redis-server)"
             )
         port = free_port()
         self._proc = subprocess.Popen(
@@ -113,3 +113,22 @@ class LocalRedis(Service):
         proc, self._proc = self._proc, None
         if proc is not None:
             stop_group(proc)
+
+
+def delete_prefixed(url: str, prefix: str, options: dict[str, object]) -> int:
+    """Delete every key starting with `prefix` (SCAN, then UNLINK in batches); the count."""
+    pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "*"
+    client = redis.Redis.from_url(url, **options)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                deleted += client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += client.unlink(*batch)
+    finally:
+        client.close()
+    return deleted

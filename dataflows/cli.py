@@ -32,6 +32,9 @@ config_option = click.option(
 
 
 @click.group()
+@click.version_option(
+    package_name="orderguard", prog_name="orderguard", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """orderguard: a streaming guardian for e-commerce order fulfillment."""
 
@@ -190,6 +193,7 @@ def run(
     from connectors.metrics import MetricsPortInUse
     from dataflows.cluster import check_process_id, parse_addresses
     from dataflows.live import RecoveryDirError, Stopped, run_live, setup_live
+    from dataflows.page import PageError
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
@@ -247,7 +251,7 @@ def run(
             process_id=process_id,
             addresses=peers,
         )
-    except (BrokerError, RecoveryDirError, MissingTopicError, MetricsPortInUse) as e:
+    except (BrokerError, RecoveryDirError, MissingTopicError, MetricsPortInUse, PageError) as e:
         raise click.ClickException(str(e)) from None
     except Stopped:
         click.echo(f"stopped; the next run resumes from the last snapshot in {rdir}")
@@ -417,17 +421,18 @@ def _replay_demo(settings: Settings, orders: int, seed: int, incidents: tuple[st
     from sim import generate, write_jsonl
 
     click.echo(f"incidents: {', '.join(incidents) or 'none'}")
-    work = Path(tempfile.mkdtemp(prefix="orderguard-demo-"))
-    day = work / "day.jsonl"
-    start = datetime(2026, 3, 2, tzinfo=UTC)
-    n = write_jsonl(
-        day,
-        generate(orders=orders, seed=seed, start=start, hours=24, incidents=frozenset(incidents)),
-    )
-    click.echo(f"simulated {orders:,} orders, {n:,} events -> {day}")
-    summary = run_replay(settings, [day], work / "out")
+    # A throwaway: `orderguard simulate --out` and `orderguard replay --out` keep files.
+    with tempfile.TemporaryDirectory(prefix="orderguard-demo-") as tmp:
+        work = Path(tmp)
+        day = work / "day.jsonl"
+        start = datetime(2026, 3, 2, tzinfo=UTC)
+        events = generate(
+            orders=orders, seed=seed, start=start, hours=24, incidents=frozenset(incidents)
+        )
+        n = write_jsonl(day, events)
+        click.echo(f"simulated {orders:,} orders in a day, {n:,} events; replaying them")
+        summary = run_replay(settings, [day], work / "out")
     click.echo(summary.render())
-    click.echo(f"outputs in {work / 'out'}/")
 
 
 def _operator_options(f: Any) -> Any:
@@ -443,9 +448,11 @@ def _operator_options(f: Any) -> Any:
 def _send_command(config_path: Path | None, payload: dict[str, Any]) -> None:
     """Validate as the pipeline will, produce to the control topic, wait for the ack."""
     from connectors.broker import BrokerError
-    from dataflows.operator import CommandRefused, PublishError, prepare, publish
+    from dataflows.operator import CommandRefused, PublishError, prepare, publish, what_follows
+    from dataflows.stack import BROKER_VAR, resolve
 
-    settings = _settings(config_path)
+    stack = resolve(config_path)
+    settings = _settings(stack.config)
     try:
         command, value = prepare(settings, payload)
     except CommandRefused as e:
@@ -453,16 +460,15 @@ def _send_command(config_path: Path | None, payload: dict[str, Any]) -> None:
     try:
         publish(settings, command, value)
     except (BrokerError, PublishError) as e:
-        raise click.ClickException(str(e)) from None
+        hint = stack.hint(BROKER_VAR, "kafka.bootstrap_servers")
+        raise click.ClickException(f"{e} {hint}") from None
     kafka = settings.kafka
     click.echo(
         f"sent command {command.command_id}: {command.breaker} {command.key} -> {command.state} "
-        f"by {command.operator} to {kafka.control_topic} at {kafka.bootstrap_servers}"
+        f"by {command.operator} to {kafka.control_topic} at {kafka.bootstrap_servers}, "
+        f"{stack.describe()}"
     )
-    click.echo(
-        f"the decision appears on {kafka.output_topics.breakers} (key {command.key!r}) "
-        "once the pipeline has applied it"
-    )
+    click.echo(what_follows(command, kafka.output_topics.breakers))
 
 
 def _who(operator: str | None) -> str:
@@ -524,23 +530,29 @@ def breaker_force(
 @config_option
 def lookup(order_id: str, as_json: bool, config_path: Path | None) -> None:
     """Show ORDER_ID as the Redis order view holds it: status, alerts, timeline."""
+    from connectors.redis_server import _redacted
     from dataflows.lookup import ViewUnreachable, read_order, render
+    from dataflows.stack import REDIS_VAR, resolve
 
-    view_cfg = _settings(config_path).redis
+    stack = resolve(config_path)
+    view_cfg = _settings(stack.config).redis
+    hint = stack.hint(REDIS_VAR, "redis.url")
     if view_cfg.url is None:
-        raise click.ClickException(
-            "no order view is configured: set redis.url (or ORDERGUARD__REDIS__URL)"
-        )
+        raise click.ClickException(f"no order view is configured {hint}")
     order_id = order_id.strip()  # ids are case-sensitive; surrounding whitespace is noise
     try:
         view = read_order(view_cfg, order_id)
     except ViewUnreachable as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(f"{e} {hint}") from None
+    where = f"{_redacted(view_cfg.url)}, keys {view_cfg.key_prefix}*, {stack.describe()}"
     if view is None:
         raise click.ClickException(
-            f"order {order_id} is not in the view (unknown id, or past its retention)"
+            f"order {order_id} is not in the view (unknown id, or past its retention): {where}"
         )
-    click.echo(view.as_json().decode() if as_json else render(view))
+    if as_json:
+        click.echo(view.as_json().decode())
+    else:
+        click.echo(f"{render(view)}\n\nfrom the order view at {where}")
 
 
 @main.group()

@@ -1,7 +1,8 @@
 """`orderguard demo`: the whole system on one machine, live, in one command.
 
-An embedded Kafka-compatible broker (Tansu, memory storage), a Redis (REDIS_URL, the
-machine's, or one started here), the simulator producing yesterday's traffic as a
+An embedded Kafka-compatible broker (Tansu, memory storage), a Redis (redis.url, the
+machine's, or one started here; the demo's keys under a prefix of its own, removed at
+stop), the simulator producing yesterday's traffic as a
 backlog and then today's in real time, and `orderguard run` as a child process, as
 it runs in production. The summary comes from what a downstream consumer sees: the
 output topics, and the pipeline's own metrics endpoint.
@@ -9,7 +10,8 @@ output topics, and the pipeline's own metrics endpoint.
 Stopping (Ctrl-C, SIGTERM, `--duration`) goes in dependency order: the producer, then
 (with `--gateway`) the webhook sender and the gateway, then the pipeline (SIGINT: it
 stops at an epoch boundary), then the consumer, Redis and the broker. Nothing is
-left running. `--gateway` is in `dataflows/demo_gateway.py`.
+left running. `--gateway` is in `dataflows/demo_gateway.py`. While it runs, the demo
+publishes its connection settings for the operator commands (`dataflows/stack.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.broker import EmbeddedBroker, ensure_topics, free_port
 from connectors.kafka_envelopes import ProduceProgress, produce_envelopes
 from connectors.processes import spawn_logged, stop_group, stop_signals_interrupt
-from connectors.redis_server import LocalRedis, RedisUnavailable
+from connectors.redis_server import LocalRedis, RedisUnavailable, delete_prefixed
 from connectors.webhook_client import WebhookSender, WebhookStats
 from dataflows.demo_gateway import (
     DemoGateway,
@@ -47,7 +49,9 @@ from dataflows.demo_gateway import (
     wait_ready,
     webhook_status,
 )
+from dataflows.page import PageServer
 from dataflows.replay import Summary
+from dataflows.stack import BROKER_VAR, CONTROL_KEY_VAR, PREFIX_VAR, REDIS_VAR, published
 from schemas.config import Settings, load_settings
 from sim import generate
 
@@ -127,6 +131,8 @@ class OutputTally:
             [TopicPartition(t, p, OFFSET_BEGINNING) for t, n in parts.items() for p in range(n)]
         )
         self.summary = Summary()
+        self.last_order = "ORDER_ID"
+        """The order corrected last: one to try `orderguard lookup` on."""
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-tally", daemon=True)
@@ -148,6 +154,8 @@ class OutputTally:
                 with self.lock:
                     counts[name] = counts.get(name, 0) + 1
                     self.summary.observe(name, msg.value())
+                    if name == "corrected" and msg.key():
+                        self.last_order = msg.key().decode()
         self._consumer.close()
 
     def stop(self) -> None:
@@ -155,12 +163,10 @@ class OutputTally:
         self._thread.join(10)
 
 
-CONTROL_KEY_VAR = "ORDERGUARD__CONTROL__KEYS__DEMO"
-
-
 def _control_key(work: Path) -> Path:
     """A random control key for this run, in a file only this user reads: the pipeline
-    gets it through the environment, an operator's shell from the file (never printed)."""
+    gets it through the environment, the operator commands from the published settings
+    (`dataflows.stack`, also 0600); it is never printed."""
     path = work / "control.key"
     path.touch(mode=0o600)
     path.write_text(secrets.token_hex(32), encoding="ascii")
@@ -186,44 +192,117 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-class Screen:
-    """A redrawn block on a terminal; a line every few refreshes otherwise (logs, CI)."""
+class Output:
+    """The demo's output: a terminal, a file, or a pipe whose reader may go away.
 
-    def __init__(self, out: TextIO, every: int = 5) -> None:
+    `make demo 2>&1 | tee demo.log` and Ctrl-C: the terminal's SIGINT ends tee too, and
+    every later write fails (EPIPE). The demo still has to stop everything, remove its
+    work directory and say so: what is left to say goes to the terminal when there is
+    one, else to stderr (ignored if that is the same dead pipe), and `closed` tells the
+    demo to stop on its own when nobody reads any more (`orderguard demo | head`).
+    """
+
+    def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
+        self.closed = False
+
+    def write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            if self.closed:
+                return
+            self.closed = True
+            self._silence()
+            self.out = _fallback()
+            self.write(text)
+
+    def _silence(self) -> None:
+        """Point the dead pipe's descriptor at /dev/null: the buffered rest is dropped
+        there at exit, instead of an 'Exception ignored ... BrokenPipeError'."""
+        try:
+            fd = self.out.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError):
+            return
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+def _fallback() -> TextIO:
+    try:
+        return open("/dev/tty", "w")  # kept open: the process ends soon after
+    except OSError:
+        return sys.stderr
+
+
+class Screen:
+    """A redrawn block on a terminal; otherwise (a pipe, a log, CI) the same sections at a
+    lower rate: the whole block every `every_block` refreshes, the status line every `every`."""
+
+    def __init__(self, out: Output, every: int = 5, every_block: int = 15) -> None:
+        self.out = out
         self._every = every
+        self._every_block = every_block
         self._n = 0
 
     def show(self, header: str, status: str, body: str) -> None:
         self._n += 1
-        if self.tty:
+        if self.out.tty:
             self.out.write("\x1b[H\x1b[J" + header + "\n" + status + "\n\n" + body + "\n")
+        elif self._n % self._every_block == 1:
+            self.out.write("\n" + header + "\n" + status + "\n\n" + body + "\n")
         elif self._n % self._every == 1:
             self.out.write(status + "\n")
-        self.out.flush()
 
 
 def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -> int:
-    """Run until Ctrl-C, SIGTERM or `opts.duration`; return the exit code (0: stopped)."""
+    """Run until Ctrl-C, SIGTERM, `opts.duration` or the end of the output's reader;
+    return the exit code (0: stopped). The work directory is kept only for a failure's logs."""
     work = Path(tempfile.mkdtemp(prefix="orderguard-demo-"))
+    try:
+        return _run_demo(config, opts, Output(out), work)
+    except BaseException:  # stopped or failed while starting: nothing to look at in it
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -> int:
     screen = Screen(out)
-    with EmbeddedBroker() as broker, _redis(out) as redis:
+    configured = load_settings(config).redis
+    removed: list[int] = []
+    with (
+        EmbeddedBroker() as broker,
+        _redis(out, configured.url) as redis,
+        ExitStack() as at_stop,  # before Redis and the broker stop, in reverse order
+    ):
         metrics_port = free_port()
         key_file = _control_key(work)
         overrides = {
-            "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            BROKER_VAR: broker.bootstrap,
             "ORDERGUARD__RECOVERY__DIR": str(work / "recovery"),
             "ORDERGUARD__METRICS__HOST": "127.0.0.1",
             "ORDERGUARD__METRICS__PORT": str(metrics_port),
             CONTROL_KEY_VAR: key_file.read_text(encoding="ascii"),
         }
-        env = {**os.environ, **overrides}
         if redis is not None:
-            env["REDIS_URL"] = redis.url
-            env["ORDERGUARD__REDIS__URL"] = redis.url  # the pipeline keeps its order view there
+            # The pipeline keeps its order view there, under a prefix of this run's own:
+            # apart from a deployment's keys (and an earlier demo's), deleted at stop.
+            overrides[REDIS_VAR] = redis.url
+            overrides[PREFIX_VAR] = f"{configured.key_prefix}demo-{secrets.token_hex(4)}:"
+        env = {**os.environ, **overrides}
         os.environ.update(overrides)  # this process reads the same configuration
         settings = load_settings(config)
+        if redis is not None:  # never the configured prefix: only this run's own
+            view = settings.redis
+            at_stop.callback(
+                lambda: removed.append(
+                    delete_prefixed(view.url or "", view.key_prefix, view.client_options())
+                )
+            )
+        at_stop.enter_context(published(env, config))
         kafka = settings.kafka
         ensure_topics(
             kafka.bootstrap_servers, kafka.topic_partitions(), config=kafka.client_config()
@@ -233,16 +312,13 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         start = now - timedelta(hours=opts.history_hours)
         hours = opts.history_hours + 24  # yesterday as a backlog, then a day in real time
         orders = round(opts.orders_per_day * hours / 24)
+        backlog = round(opts.orders_per_day * opts.history_hours / 24)
+        where = _where(broker.bootstrap, redis, settings)
         out.write(
-            f"broker {broker.bootstrap} (Tansu, memory) · "
-            f"redis {redis.display_url if redis else 'none'} · "
-            f"work dir {work}\nincidents: {', '.join(opts.incidents) or 'none'}\n"
-            f"simulating {orders:,} orders from {start:%Y-%m-%d %H:%M} UTC: "
-            f"{opts.history_hours:g} h of backlog, then real time\n"
-            f"operator commands: ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap} "
-            f"{CONTROL_KEY_VAR}=$(cat {key_file}) orderguard breaker force carrier jt OPEN\n"
+            f"{where} · work dir {work}\nincidents: {', '.join(opts.incidents) or 'none'}\n"
+            f"simulating {opts.orders_per_day:,} orders a day: {opts.history_hours:g} h of "
+            f"backlog ({backlog:,} orders) from {start:%Y-%m-%d %H:%M} UTC, then real time\n"
         )
-        out.flush()
         envelopes = generate(
             orders=orders,
             seed=opts.seed,
@@ -279,7 +355,11 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         if opts.gateway:
             gw = start_gateway(settings, config, env, work / "gateway.log")
         pipeline = _start_pipeline(config, env, pipeline_log)
-        out.write(f"pipeline pid {pipeline.pid}, metrics http://127.0.0.1:{metrics_port}/metrics\n")
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        page = PageServer(metrics_url, settings.redis, "127.0.0.1", free_port()).start()
+        at_stop.callback(page.stop)
+        where += f" · operator page {page.url}"
+        out.write(f"pipeline pid {pipeline.pid}, metrics {metrics_url}\noperator page {page.url}\n")
         if gw is not None:
             try:
                 wait_ready(gw)
@@ -292,7 +372,6 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
                 return 1
             sender = gw.sender(settings).start()
             out.write(describe(gw) + f", from {now:%Y-%m-%d %H:%M:%S} UTC\n")
-        out.flush()
         producer = threading.Thread(target=produce, name="demo-producer", daemon=True)
         producer.start()
         tally = OutputTally(settings).start()
@@ -303,7 +382,9 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
         rate = 0.0
         try:
             with stop_signals_interrupt():
-                while opts.duration is None or time.monotonic() - started < opts.duration:
+                while not out.closed and (
+                    opts.duration is None or time.monotonic() - started < opts.duration
+                ):
                     time.sleep(opts.refresh)
                     if pipeline.poll() is not None:
                         raise PipelineDied(f"the pipeline exited with status {pipeline.returncode}")
@@ -313,13 +394,14 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
                         raise PipelineDied(
                             f"the gateway exited with status {gw.proc.returncode}", gw.log
                         )
-                    st = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+                    st = scrape(metrics_url)
                     t = time.monotonic()
                     if st.answered:
                         rate = (st.read - last.read) / (t - last_at) if last.answered else 0.0
                         last, last_at = st, t
                     screen.show(
-                        f"orderguard demo · {time.monotonic() - started:,.0f} s · Ctrl-C stops",
+                        f"orderguard demo · {time.monotonic() - started:,.0f} s · Ctrl-C stops"
+                        f"\n{where}\n{operator_hint(tally.last_order)}",
                         _status_line(produced, last, rate, sender.stats if sender else None),
                         _body(tally, last),
                     )
@@ -354,7 +436,23 @@ def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -
     if code == 0:
         gateway = ", the gateway" if opts.gateway else ""
         out.write(f"stopped: the pipeline, the broker{gateway} and any Redis started here\n")
+    if removed:
+        out.write(f"removed the demo's {removed[0]:,} Redis keys ({settings.redis.key_prefix}*)\n")
     return code
+
+
+def operator_hint(order_id: str) -> str:
+    """The operator commands find the running demo by themselves (`dataflows/stack.py`)."""
+    return (
+        f"in another terminal: orderguard lookup {order_id} · "
+        "orderguard breaker force carrier jt OPEN · orderguard hold release CUSTOMER_ID"
+    )
+
+
+def _where(bootstrap: str, redis: LocalRedis | None, settings: Settings) -> str:
+    """Where the demo's data is: its broker, and its Redis with its key prefix."""
+    view = f"redis {redis.display_url} keys {settings.redis.key_prefix}*" if redis else "no redis"
+    return f"broker {bootstrap} (Tansu, memory) · {view}"
 
 
 def _status_line(
@@ -377,18 +475,13 @@ def _body(tally: OutputTally, st: PipelineStatus) -> str:
         s = tally.summary
         s.events_in = int(st.read)
         s.seconds = 0.0
-        text = s.render().split("\n", 1)[1]  # the first line (replay timing) does not apply
-        if s.statuses:
-            text += "\ncorrected statuses:\n" + "\n".join(
-                f"  {k:<28}{v:>8,}" for k, v in s.statuses.most_common()
-            )
-    return text
+        return s.render().split("\n", 1)[1]  # the first line (replay timing) does not apply
 
 
 @contextmanager
-def _redis(out: TextIO) -> Iterator[LocalRedis | None]:
+def _redis(out: Output, url: str | None) -> Iterator[LocalRedis | None]:
     """A Redis for the pipeline (None when there is none: the demo runs on, and says so)."""
-    local = LocalRedis()
+    local = LocalRedis(url)
     try:
         local.start()
     except RedisUnavailable as e:

@@ -73,12 +73,10 @@ def start_gateway(
     port, metrics = free_port(), free_port()
     # The simulator's delivery ids repeat from run to run (same seed): in a Redis that
     # outlives the run (the machine's), the delivery ledger of an earlier run would
-    # answer them "duplicate" and they would never reach Kafka. Each run's gateway
-    # keeps its ledger under a prefix of its own (the keys expire with retry_horizon).
-    prefix = f"{settings.redis.key_prefix}demo-{secrets.token_hex(4)}:"
+    # answer them "duplicate" and they would never reach Kafka. The gateway keeps its
+    # ledger under the demo's key prefix (`env`), this run's own.
     child = {
         **env,
-        "ORDERGUARD__REDIS__KEY_PREFIX": prefix,
         "ORDERGUARD__GATEWAY__HOST": "127.0.0.1",
         "ORDERGUARD__GATEWAY__PORT": str(port),
         "ORDERGUARD__GATEWAY__METRICS_PORT": str(metrics),

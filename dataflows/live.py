@@ -233,9 +233,8 @@ def run_live(
     Process 0 (or a single process) warns when the input partitions do not spread
     evenly over all workers (bytewax#556, see `dataflows.cluster`).
     """
-    from bytewax.errors import BytewaxRuntimeError
     from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
+    from bytewax.testing import cluster_main
 
     from dataflows.cluster import check_process_id, warn_if_unbalanced
 
@@ -289,27 +288,35 @@ def run_live(
     metrics = settings.metrics
     if metrics.port:
         serve(metrics.host, metrics.port + (process_id or 0))
+    page = settings.page
+    if page.port:
+        from dataflows.page import PageError, PageServer
+
+        if not metrics.port:
+            raise PageError("page.port needs metrics.port: the page reads the metrics endpoint")
+
+        k = process_id or 0
+        here = f"http://{metrics.host}:{metrics.port + k}/metrics"
+        PageServer(here, settings.redis, page.host, page.port + k).start()
     recovery = RecoveryConfig(
         settings.recovery.dir,
         backup_interval=timedelta(milliseconds=settings.recovery.backup_interval),
     )
     try:
+        # cluster_main even for one worker in one process (cli_main would take run_main):
+        # its main thread notices the signal and the workers stop on a shared flag, while
+        # run_main's worker stops by panicking, and Rust prints the panic on stderr.
         with stop_signals_interrupt():
-            cli_main(
+            cluster_main(
                 flow,
-                workers_per_process=workers,
-                process_id=process_id,
-                addresses=addresses,
+                addresses,
+                process_id or 0,
                 epoch_interval=timedelta(milliseconds=settings.recovery.snapshot_interval),
                 recovery_config=recovery,
+                worker_count_per_proc=workers,
             )
     except KeyboardInterrupt:
         raise Stopped() from None
-    except BytewaxRuntimeError as e:
-        # Bytewax reports a signal it noticed as a runtime error ("signal received").
-        if isinstance(e.__cause__, KeyboardInterrupt) or "signal received" in str(e):
-            raise Stopped() from None
-        raise
     delivered = sum(p.delivered for p in sink.partitions)
     return LiveResult(created, initialized, delivered)
 

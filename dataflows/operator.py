@@ -118,6 +118,25 @@ def prepare(settings: Settings, payload: dict[str, Any]) -> tuple[Command, bytes
     return parsed, value
 
 
+def what_follows(command: Command, breakers_topic: str) -> str:
+    """What the operator will see, as the pipeline decides (README, Operator commands).
+
+    Only a change is a decision: the pipeline knows whether there is one, the CLI does not.
+    """
+    where = f"on {breakers_topic} (key {command.key!r}) once the pipeline has applied it"
+    if command.breaker == "customer" and command.state == "RELEASED":
+        return (
+            f"if {command.key} is on hold, the release appears {where}; "
+            "releasing a customer not on hold emits nothing"
+        )
+    if command.state == "AUTO":
+        return (
+            f"if the breaker was forced, the return to its rules appears {where}; "
+            "AUTO on a breaker not forced emits nothing"
+        )
+    return f"the decision appears {where}; a command that changes nothing (a repeat) emits nothing"
+
+
 def message_key(command: Command) -> bytes:
     """One subject's commands share a partition, so they keep their order."""
     if command.breaker == "customer":
@@ -139,7 +158,7 @@ def publish(settings: Settings, command: Command, value: bytes) -> None:
     topic = kafka.control_topic
     ensure_topics(
         kafka.bootstrap_servers,
-        {topic: kafka.partitions},
+        {topic: kafka.topic_partitions()[topic]},  # as `run` creates it
         timeout=CONNECT_TIMEOUT,
         config=client,
     )

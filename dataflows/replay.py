@@ -63,6 +63,9 @@ class Summary:
         if self.breaker_changes:
             lines.append("breaker changes:")
             lines += [f"  {k:<40}{v:>6,}" for k, v in sorted(self.breaker_changes.items())]
+        if self.statuses:
+            lines.append("corrected statuses:")
+            lines += [f"  {k:<28}{v:>8,}" for k, v in self.statuses.most_common()]
         return "\n".join(lines)
 
 

@@ -325,6 +325,17 @@ class Metrics(_Strict):
     port: int = Field(9464, ge=0, le=65535)
 
 
+class Page(_Strict):
+    """The read-only operator page of `orderguard run` (`dataflows/page.py`).
+
+    Off by default (port 0): it reads this process's metrics endpoint, so it needs
+    `metrics.port`; process k of a cluster serves on `port + k`, showing its own share.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+
+
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -673,6 +684,7 @@ class Settings(BaseSettings):
     kafka: Kafka = Kafka()
     recovery: Recovery = Recovery()
     metrics: Metrics = Metrics()
+    page: Page = Page()
     redis: RedisView = RedisView()
     gateway: Gateway = Gateway()
     control: Control = Control()

@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -62,6 +64,8 @@ def test_demo_runs_live_and_reports_what_the_guard_raised():
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
     broker, pid = _started(out)
+    # the header's number is the --orders the user gave, and says what it is
+    assert "simulating 3,000 orders a day: 6 h of backlog (750 orders)" in out, out
     # the backlog went through the pipeline, read from Kafka, into the output topics
     read = re.findall(r"pipeline read ([\d,]+)", out)
     assert read and int(read[-1].replace(",", "")) > 1000, out
@@ -171,8 +175,9 @@ def test_gateway_carries_live_webhooks_into_corrections_and_ctrl_c_stops_it_all(
     deadline = time.monotonic() + 120  # for the path's first evidence
     try:
         gw = re.search(r"gateway pid (\d+), (http://\S+) \(metrics (\S+)\)", seen)
-        redis_url = re.search(r"redis (redis://\S+)", seen)
+        redis_url = re.search(r"redis (redis://\S+) keys (\S+)\*", seen)
         assert gw and redis_url, seen
+        prefix = redis_url.group(2)  # the demo's own (og:demo-<random>:)
         broker, pid = _started(seen)
         live_from = _live_from_ms(seen)
         redis = Redis.from_url(redis_url.group(1))
@@ -188,7 +193,7 @@ def test_gateway_carries_live_webhooks_into_corrections_and_ctrl_c_stops_it_all(
                 if received >= live_from and key:
                     via_gateway[env["source"], received] = key.decode()
             for order_id in set(via_gateway.values()) - set(event_ids.values()):
-                for member in redis.zrange(f"og:order:{order_id}:timeline", 0, -1):
+                for member in redis.zrange(f"{prefix}order:{order_id}:timeline", 0, -1):
                     event = orjson.loads(member)
                     at = (event["source"], parse_rfc3339(event["received_at"]))
                     if via_gateway.get(at) == order_id:  # the gateway's own stamp: this run's
@@ -223,3 +228,187 @@ def test_gateway_carries_live_webhooks_into_corrections_and_ctrl_c_stops_it_all(
     assert not _port_open(broker) and not _port_open(f"127.0.0.1:{gateway_port}")
     if not redis_url.group(1).startswith("redis://127.0.0.1:6379"):  # one the demo started
         assert not _port_open(redis_url.group(1).split("//")[1].split("/")[0])
+
+
+def test_replay_demo_shows_corrected_statuses_and_removes_its_work_directory(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    r = run_cli("demo", "--replay", "--orders", "300", env=env, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "corrected statuses:" in r.stdout
+    assert _count(r.stdout, "  DELIVERED") > 0
+    assert list(tmp_path.iterdir()) == []  # the simulated day and the outputs are gone
+
+
+def _clean_env(home: Path) -> dict[str, str]:
+    """A new operator's shell: no ORDERGUARD__ variables, no REDIS_URL, a home of its own."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+def _prefixed(db: Redis, pattern: str) -> list[bytes]:
+    return list(db.scan_iter(match=pattern, count=1000))
+
+
+def test_operator_commands_find_the_running_demo_whose_redis_keys_go_at_stop(tmp_path):
+    """The README's next three commands, typed in a clean shell against a running demo."""
+    db0 = Redis.from_url("redis://127.0.0.1:6379/0")
+    sentinel = f"og:order:SENTINEL-{uuid.uuid4().hex}"  # a deployment's key, db 0, prefix og:
+    db0.set(sentinel, b"production", ex=900)
+    env = _clean_env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
+         "--incident", "carrier_api_outage"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen = _read_until(proc, "pipeline read", 120)
+        m = re.search(r"redis (\S+) keys (\S+)\*", seen)
+        assert m, seen
+        url, prefix = m.groups()
+        assert url == "redis://127.0.0.1:6379/0" and prefix.startswith("og:demo-"), seen
+        published = tmp_path / ".cache" / "orderguard" / "demo.json"
+        assert published.stat().st_mode & 0o777 == 0o600
+        deadline = time.monotonic() + 120
+        while not (db0.exists(f"{prefix}breaker:carrier") and _prefixed(db0, f"{prefix}order:*")):
+            assert proc.poll() is None and time.monotonic() < deadline, seen
+            time.sleep(1)
+        key = next(k.decode() for k in _prefixed(db0, f"{prefix}order:*") if b":timeline" not in k)
+        order_id = key.removeprefix(f"{prefix}order:")
+
+        found = run_cli("lookup", order_id, env=env)
+        assert found.returncode == 0, found.stderr
+        assert order_id in found.stdout and "the demo started" in found.stdout
+        assert f"keys {prefix}*" in found.stdout
+        production = db0.get(f"og:order:{order_id}")  # an earlier demo's, if any: kept as is
+        forced = run_cli("breaker", "force", "carrier", "jt", "OPEN", "--operator", "t", env=env)
+        assert forced.returncode == 0, forced.stderr
+        assert "the demo started" in forced.stdout and "wanted" not in forced.stderr
+        released = run_cli("hold", "release", "C10036", "--operator", "t", env=env)
+        assert released.returncode == 0, released.stderr
+        assert "not on hold emits nothing" in released.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, seen + rest
+    assert f"Redis keys ({prefix}*)" in rest
+    assert not published.exists()
+    assert _prefixed(db0, f"{prefix}*") == []  # orders, timelines, breaker hashes: all gone
+    assert db0.get(sentinel) == b"production"
+    assert db0.get(f"og:order:{order_id}") == production
+    db0.delete(sentinel)
+
+    # the demo gone, the commands say which setting names a deployment
+    gone = run_cli("lookup", order_id, env=env)
+    assert gone.returncode == 1 and "ORDERGUARD__REDIS__URL" in gone.stderr, gone.stderr
+    nobody = run_cli("breaker", "force", "carrier", "jt", "AUTO", "--operator", "t", env=env)
+    assert nobody.returncode == 1, nobody.stderr
+    assert "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS" in nobody.stderr, nobody.stderr
+
+
+SECTIONS = ("corrections", "breaker changes:", "corrected statuses:")  # jt trips in the backlog
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("reader", ["reading", "gone"])
+def test_piped_demo_stops_with_its_summary_and_leaves_no_work_directory(tmp_path, sig, reader):
+    """`make demo 2>&1 | tee demo.log`: piped output carries the screen's sections; on
+    Ctrl-C (tee dies with it: `gone`) or SIGTERM the summary still comes (to stderr when
+    the pipe's reader is gone and there is no terminal) and the work directory goes."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**_clean_env(tmp_path), "TMPDIR": str(tmp)}
+    err = (tmp_path / "stderr").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
+         "--incident", "carrier_api_outage"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+        start_new_session=True,  # no controlling terminal, as under CI
+    )  # fmt: skip
+    try:
+        seen = _read_until(proc, "corrected statuses:", 180)  # a whole screen, piped
+        assert all(s in seen for s in SECTIONS), seen
+        _, pid = _started(seen)
+        if reader == "gone":
+            assert proc.stdout is not None
+            proc.stdout.close()
+        proc.send_signal(sig)
+        proc.wait(timeout=90)
+        rest = "" if reader == "gone" else proc.stdout.read()
+    finally:
+        if proc.poll() is None:  # failed early: stop it as a user would, so nothing is left
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    err.seek(0)
+    final = rest if reader == "reading" else err.read()
+    assert proc.returncode == 0, final
+    assert "stopped: the pipeline, the broker" in final, final
+    assert all(s in final for s in SECTIONS), final
+    assert "Traceback" not in final and "BrokenPipe" not in final, final
+    assert list(tmp.iterdir()) == []  # the work directory is gone
+    assert not _alive(pid)
+
+
+def _chromium(profile: Path, *args: str) -> str:
+    """Debian's chromium, headless: the page as a browser renders it, scripts run."""
+    r = subprocess.run(
+        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _number(dom: str, element: str) -> int:
+    m = re.search(rf'id="{element}">([\d,]+)<', dom)
+    assert m, dom
+    return int(m.group(1).replace(",", ""))
+
+
+def test_operator_page_shows_live_numbers_and_looks_up_an_order_in_chromium(tmp_path):
+    env = _clean_env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
+         "--incident", "carrier_api_outage"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen = _read_until(proc, "pipeline read", 120)
+        page = re.search(r"operator page (http://\S+/)", seen)
+        prefix = re.search(r"keys (og:demo-\w+:)\*", seen)
+        assert page and prefix, seen
+        url = page.group(1)
+        deadline = time.monotonic() + 120
+        while True:  # the page reads the pipeline's metrics: wait for the backlog's outcome
+            with urllib.request.urlopen(url + "api/state", timeout=5) as r:
+                state = orjson.loads(r.read())
+            if state.get("corrections") and state.get("breakers"):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, (seen, state)
+            time.sleep(1)
+        profile = tmp_path / "chromium"
+        dom = _chromium(profile, "--dump-dom", url)
+        assert _number(dom, "corrections") >= state["corrections"] > 0  # live, not a template
+        assert _number(dom, "events_in") > 0
+        assert re.search(r"<td>carrier</td><td>jt</td><td class=\"\w+\">", dom), dom
+        db0 = Redis.from_url("redis://127.0.0.1:6379/0")
+        key = next(
+            k.decode() for k in _prefixed(db0, f"{prefix.group(1)}order:*") if b":timeline" not in k
+        )
+        order_id = key.removeprefix(f"{prefix.group(1)}order:")
+        looked = _chromium(profile, "--dump-dom", f"{url}?order={order_id}")
+        assert 'id="order-facts"' in looked and f"<td>{order_id}</td>" in looked, looked
+        shot = tmp_path / "page.png"
+        _chromium(profile, f"--screenshot={shot}", "--window-size=1280,900", url)
+        png = shot.read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a rendered page, not blank
+        artifacts = os.environ.get("ORDERGUARD_TEST_ARTIFACTS")
+        if artifacts:  # CI keeps the screenshot for a person to look at
+            Path(artifacts, "operator-page.png").write_bytes(png)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, rest

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import orjson
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from connectors.broker import free_port
 from schemas.commands import sign
+from tests.helpers import settings_of
 from tests.integration.test_run_live import live_env, ok, orderguard, read_topic
 
 ORDERS = 400
@@ -181,3 +183,21 @@ def test_a_command_to_a_broker_that_does_not_answer_fails_in_one_line(tmp_path):
     assert proc.returncode == 1
     err = proc.stderr.strip()
     assert address in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_a_command_before_any_run_creates_the_control_topic_as_run_would(broker, tmp_path):
+    """One source of truth for the control topic's size: `run` and the commands agree."""
+    env = live_env(broker.bootstrap, tmp_path / "recovery")
+    control = env["ORDERGUARD__KAFKA__CONTROL_TOPIC"]
+    wanted = settings_of(env).kafka.topic_partitions()[control]
+    first = orderguard(env, "hold", "release", "C1", "--operator", "bob")
+    # C1 is on no hold: the pipeline emits nothing for it, and the command does not promise it
+    assert "releasing a customer not on hold emits nothing" in ok(first), first.stdout
+    meta = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10)
+    assert len(meta.topics[control].partitions) == wanted
+    # the run creates the rest and finds the control topic as it wants it; so does a command
+    ok(orderguard(env, "run", "--exit-when-caught-up"))
+    again = orderguard(env, "breaker", "force", "carrier", "jt", "OPEN", "--operator", "bob")
+    ok(again)
+    for proc in (first, again):
+        assert "partitions, wanted" not in proc.stderr + proc.stdout, proc.stderr

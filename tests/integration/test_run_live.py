@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 import orjson
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -24,7 +26,7 @@ from connectors.broker import free_port
 from schemas.config import load_settings
 from schemas.keys import MessageKeys
 from sim import generate
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 ORDERS = 50
 DAY_1, DAY_2 = "2026-03-02T00:00:00Z", "2026-04-02T00:00:00Z"  # ids carry the CN date
@@ -223,3 +225,67 @@ def test_continuous_run_stops_on_sigterm_and_the_next_run_resumes(broker, tmp_pa
     before = distinct_ids()
     assert "recovery resumed from" in ok(orderguard(env, "run", "--exit-when-caught-up"))
     assert distinct_ids() == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_run_prints_no_rust_panic(broker, tmp_path, sig):
+    """Ctrl-C (SIGINT) or SIGTERM mid-run: the clean line, exit 130, nothing from Rust."""
+    env = live_env(broker.bootstrap, tmp_path / "recovery")
+    corrected = env["ORDERGUARD__KAFKA__OUTPUT_TOPICS__CORRECTED"]
+    ok(orderguard(env, "simulate", "--orders", "50", "--to-kafka"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "run"],
+        env={**env, "RUST_BACKTRACE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not read_topic(broker.bootstrap, corrected):  # the dataflow is running
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the live run never corrected an order"
+            time.sleep(0.5)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "stopped; the next run resumes" in out
+    assert "panicked" not in err and "run.rs" not in err and "Traceback" not in err, err
+
+
+def test_run_serves_the_operator_page_when_page_port_is_set(broker, tmp_path):
+    env = live_env(broker.bootstrap, tmp_path / "recovery")
+    env["ORDERGUARD__METRICS__PORT"] = str(free_port())
+    page = free_port()
+    env["ORDERGUARD__PAGE__PORT"] = str(page)
+    ok(orderguard(env, "simulate", "--orders", "50", "--to-kafka"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "run"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        state: dict = {}
+        while not state.get("corrections"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"the page never showed corrections: {state}"
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{page}/api/state", timeout=2) as r:
+                    state = orjson.loads(r.read())
+            except OSError:
+                continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{page}/", timeout=2) as r:
+            assert b'id="corrections"' in r.read()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
