@@ -299,7 +299,8 @@ def test_operator_commands_find_the_running_demo_whose_redis_keys_go_at_stop(tmp
     # the demo gone, the commands say which setting names a deployment
     gone = run_cli("lookup", order_id, env=env)
     assert gone.returncode == 1 and "ORDERGUARD__REDIS__URL" in gone.stderr, gone.stderr
-    nobody = run_cli("breaker", "force", "carrier", "jt", "AUTO", "--operator", "t", env=env)
+    keyed = {**env, "ORDERGUARD__CONTROL__KEYS__ONCALL": "k" * 32}  # an operator's own key
+    nobody = run_cli("breaker", "force", "carrier", "jt", "AUTO", "--operator", "t", env=keyed)
     assert nobody.returncode == 1, nobody.stderr
     assert "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS" in nobody.stderr, nobody.stderr
 

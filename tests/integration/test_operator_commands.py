@@ -188,6 +188,7 @@ def test_a_command_to_a_broker_that_does_not_answer_fails_in_one_line(tmp_path):
 def test_a_command_before_any_run_creates_the_control_topic_as_run_would(broker, tmp_path):
     """One source of truth for the control topic's size: `run` and the commands agree."""
     env = live_env(broker.bootstrap, tmp_path / "recovery")
+    env["ORDERGUARD__CONTROL__KEYS__OPS"] = OPS_KEY
     control = env["ORDERGUARD__KAFKA__CONTROL_TOPIC"]
     wanted = settings_of(env).kafka.topic_partitions()[control]
     first = orderguard(env, "hold", "release", "C1", "--operator", "bob")
