@@ -258,6 +258,19 @@ class Screen:
             self.out.write(status + "\n")
 
 
+def demo_traffic(opts: DemoOptions, now: datetime) -> Iterator[dict]:
+    """The demo's envelopes: `opts.history_hours` of backlog before `now`, then a day."""
+    hours = opts.history_hours + 24
+    return generate(
+        orders=round(opts.orders_per_day * hours / 24),
+        seed=opts.seed,
+        start=now - timedelta(hours=opts.history_hours),
+        hours=hours,
+        incidents=frozenset(opts.incidents),
+        incident_hours=opts.history_hours,  # seen in the backlog, not a day from now
+    )
+
+
 def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -> int:
     """Run until Ctrl-C, SIGTERM, `opts.duration` or the end of the output's reader;
     return the exit code (0: stopped). The work directory is kept only for a failure's logs."""
@@ -310,8 +323,6 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
 
         now = datetime.now(UTC).replace(microsecond=0)
         start = now - timedelta(hours=opts.history_hours)
-        hours = opts.history_hours + 24  # yesterday as a backlog, then a day in real time
-        orders = round(opts.orders_per_day * hours / 24)
         backlog = round(opts.orders_per_day * opts.history_hours / 24)
         where = _where(broker.bootstrap, redis, settings)
         out.write(
@@ -319,14 +330,7 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
             f"simulating {opts.orders_per_day:,} orders a day: {opts.history_hours:g} h of "
             f"backlog ({backlog:,} orders) from {start:%Y-%m-%d %H:%M} UTC, then real time\n"
         )
-        envelopes = generate(
-            orders=orders,
-            seed=opts.seed,
-            start=start,
-            hours=hours,
-            incidents=frozenset(opts.incidents),
-            incident_hours=opts.history_hours,  # seen in the backlog, not a day from now
-        )
+        envelopes = demo_traffic(opts, now)
         produced = ProduceProgress()
         stop = threading.Event()
         producer_error: list[str] = []
