@@ -64,6 +64,8 @@ class DemoOptions:
     orders_per_day: int = 20_000
     seed: int = 7
     incidents: tuple[str, ...] = ()
+    showcase: bool = False
+    """Add `sim.showcase`'s orders: every alert type and a customer hold in minutes 0-4."""
     history_hours: float = 24.0
     duration: float | None = None
     """Seconds to run live after start-up (None: until Ctrl-C)."""
@@ -268,6 +270,7 @@ def demo_traffic(opts: DemoOptions, now: datetime) -> Iterator[dict]:
         hours=hours,
         incidents=frozenset(opts.incidents),
         incident_hours=opts.history_hours,  # seen in the backlog, not a day from now
+        showcase_at=now if opts.showcase else None,
     )
 
 

@@ -40,7 +40,7 @@ NOW = datetime(2026, 3, 2, 9, 30, 17, tzinfo=UTC)
 
 
 def test_first_five_live_minutes_show_every_alert_type_and_a_customer_hold(tmp_path):
-    opts = DemoOptions(incidents=DEMO_INCIDENTS)  # what `orderguard demo` runs by default
+    opts = DemoOptions(incidents=DEMO_INCIDENTS, showcase=True)  # `orderguard demo`'s default
     cut = NOW + timedelta(minutes=5)
     cut_ms = int(cut.timestamp() * 1000)
     live_ms = int(NOW.timestamp() * 1000)
