@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -135,6 +136,8 @@ class OutputTally:
         self.summary = Summary()
         self.last_order = "ORDER_ID"
         """The order corrected last: one to try `orderguard lookup` on."""
+        self.held = "CUSTOMER_ID"
+        """The customer put on hold last, while still on hold: one to `hold release`."""
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-tally", daemon=True)
@@ -158,7 +161,18 @@ class OutputTally:
                     self.summary.observe(name, msg.value())
                     if name == "corrected" and msg.key():
                         self.last_order = msg.key().decode()
+                    elif name == "breakers":
+                        self._customer(orjson.loads(msg.value()))
         self._consumer.close()
+
+    def _customer(self, decision: dict) -> None:
+        """Follow customer holds: the screen names one on hold, for `hold release`."""
+        if decision["breaker"] != "customer":
+            return
+        if decision["state"] == "HOLD":
+            self.held = decision["key"]
+        elif decision["key"] == self.held:
+            self.held = "CUSTOMER_ID"
 
     def stop(self) -> None:
         self._stop.set()
@@ -408,7 +422,7 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
                         last, last_at = st, t
                     screen.show(
                         f"orderguard demo · {time.monotonic() - started:,.0f} s · Ctrl-C stops"
-                        f"\n{where}\n{operator_hint(tally.last_order)}",
+                        f"\n{where}\n{operator_hint(tally.last_order, tally.held)}",
                         _status_line(produced, last, rate, sender.stats if sender else None),
                         _body(tally, last),
                     )
@@ -448,11 +462,11 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
     return code
 
 
-def operator_hint(order_id: str) -> str:
+def operator_hint(order_id: str, customer_id: str = "CUSTOMER_ID") -> str:
     """The operator commands find the running demo by themselves (`dataflows/stack.py`)."""
     return (
         f"in another terminal: orderguard lookup {order_id} · "
-        "orderguard breaker force carrier jt OPEN · orderguard hold release CUSTOMER_ID"
+        f"orderguard breaker force carrier jt OPEN · orderguard hold release {customer_id}"
     )
 
 
