@@ -434,8 +434,9 @@ def test_default_demo_puts_a_customer_on_hold_live_that_the_operator_releases(tm
     try:
         seen = ""
         held = None
-        while held is None and proc.poll() is None:  # about 2 min into real time
-            seen += _read_until(proc, "hold release", 420)
+        deadline = time.monotonic() + 420  # about 2 min into real time, piped: every 30 s
+        while held is None and proc.poll() is None and time.monotonic() < deadline:
+            seen += _read_until(proc, "hold release", deadline - time.monotonic())
             held = re.search(r"hold release (C\d+)", seen)
         assert held, seen
         released = run_cli("hold", "release", held.group(1), "--operator", "t", env=env)
