@@ -52,7 +52,7 @@ def _without(evs: list[Ev], kind: str, *args: object) -> list[Ev]:
     return [e for e in evs if not (e[2] == kind and e[3] in args)]
 
 
-# Each script: (does this order fit, what to do with its life placed at t0 = 0, given L).
+# Each script: (does this order fit, how to place and bend its life given real time's start).
 Script = tuple[Callable[[Order], bool], Callable[[Order, list[Ev], int], list[Ev]]]
 
 
