@@ -378,6 +378,7 @@ def demo(
     from sim import INCIDENTS
 
     settings = _settings(config_path)  # a bad configuration fails before anything starts
+    showcase = not normal and not incidents  # the default demo shows every alert type early
     if normal:
         incidents = ()
     elif not incidents:
@@ -401,6 +402,7 @@ def demo(
         orders_per_day=orders or 20_000,
         seed=seed,
         incidents=incidents,
+        showcase=showcase,
         history_hours=history,
         duration=duration,
         gateway=via_gateway,

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -64,6 +65,8 @@ class DemoOptions:
     orders_per_day: int = 20_000
     seed: int = 7
     incidents: tuple[str, ...] = ()
+    showcase: bool = False
+    """Add `sim.showcase`'s orders: every alert type and a customer hold in minutes 0-4."""
     history_hours: float = 24.0
     duration: float | None = None
     """Seconds to run live after start-up (None: until Ctrl-C)."""
@@ -133,6 +136,8 @@ class OutputTally:
         self.summary = Summary()
         self.last_order = "ORDER_ID"
         """The order corrected last: one to try `orderguard lookup` on."""
+        self.held = "CUSTOMER_ID"
+        """The customer put on hold last, while still on hold: one to `hold release`."""
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-tally", daemon=True)
@@ -156,7 +161,18 @@ class OutputTally:
                     self.summary.observe(name, msg.value())
                     if name == "corrected" and msg.key():
                         self.last_order = msg.key().decode()
+                    elif name == "breakers":
+                        self._customer(orjson.loads(msg.value()))
         self._consumer.close()
+
+    def _customer(self, decision: dict) -> None:
+        """Follow customer holds: the screen names one on hold, for `hold release`."""
+        if decision["breaker"] != "customer":
+            return
+        if decision["state"] == "HOLD":
+            self.held = decision["key"]
+        elif decision["key"] == self.held:
+            self.held = "CUSTOMER_ID"
 
     def stop(self) -> None:
         self._stop.set()
@@ -258,6 +274,20 @@ class Screen:
             self.out.write(status + "\n")
 
 
+def demo_traffic(opts: DemoOptions, now: datetime) -> Iterator[dict]:
+    """The demo's envelopes: `opts.history_hours` of backlog before `now`, then a day."""
+    hours = opts.history_hours + 24
+    return generate(
+        orders=round(opts.orders_per_day * hours / 24),
+        seed=opts.seed,
+        start=now - timedelta(hours=opts.history_hours),
+        hours=hours,
+        incidents=frozenset(opts.incidents),
+        incident_hours=opts.history_hours,  # seen in the backlog, not a day from now
+        showcase_at=now if opts.showcase else None,
+    )
+
+
 def run_demo(config: Path | None, opts: DemoOptions, out: TextIO = sys.stdout) -> int:
     """Run until Ctrl-C, SIGTERM, `opts.duration` or the end of the output's reader;
     return the exit code (0: stopped). The work directory is kept only for a failure's logs."""
@@ -310,8 +340,6 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
 
         now = datetime.now(UTC).replace(microsecond=0)
         start = now - timedelta(hours=opts.history_hours)
-        hours = opts.history_hours + 24  # yesterday as a backlog, then a day in real time
-        orders = round(opts.orders_per_day * hours / 24)
         backlog = round(opts.orders_per_day * opts.history_hours / 24)
         where = _where(broker.bootstrap, redis, settings)
         out.write(
@@ -319,14 +347,7 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
             f"simulating {opts.orders_per_day:,} orders a day: {opts.history_hours:g} h of "
             f"backlog ({backlog:,} orders) from {start:%Y-%m-%d %H:%M} UTC, then real time\n"
         )
-        envelopes = generate(
-            orders=orders,
-            seed=opts.seed,
-            start=start,
-            hours=hours,
-            incidents=frozenset(opts.incidents),
-            incident_hours=opts.history_hours,  # seen in the backlog, not a day from now
-        )
+        envelopes = demo_traffic(opts, now)
         produced = ProduceProgress()
         stop = threading.Event()
         producer_error: list[str] = []
@@ -401,7 +422,7 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
                         last, last_at = st, t
                     screen.show(
                         f"orderguard demo · {time.monotonic() - started:,.0f} s · Ctrl-C stops"
-                        f"\n{where}\n{operator_hint(tally.last_order)}",
+                        f"\n{where}\n{operator_hint(tally.last_order, tally.held)}",
                         _status_line(produced, last, rate, sender.stats if sender else None),
                         _body(tally, last),
                     )
@@ -441,11 +462,11 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
     return code
 
 
-def operator_hint(order_id: str) -> str:
+def operator_hint(order_id: str, customer_id: str = "CUSTOMER_ID") -> str:
     """The operator commands find the running demo by themselves (`dataflows/stack.py`)."""
     return (
         f"in another terminal: orderguard lookup {order_id} · "
-        "orderguard breaker force carrier jt OPEN · orderguard hold release CUSTOMER_ID"
+        f"orderguard breaker force carrier jt OPEN · orderguard hold release {customer_id}"
     )
 
 

@@ -26,6 +26,7 @@ from sim.ids import mix, salt, unit
 from sim.lives import Ev, build_life
 from sim.model import Order
 from sim.payloads import BUILD, Ctx
+from sim.showcase import scripted
 
 _S_START = salt("order-starts")
 _S_OPEN = salt("open-orders")
@@ -80,6 +81,7 @@ def generate(
     incidents: frozenset[str] = frozenset(),
     open_share: float = 0.0,
     incident_hours: float | None = None,
+    showcase_at: datetime | None = None,
 ) -> Iterator[dict]:
     """Envelopes sorted by received_at (ties in generation order), deterministic in the seed.
 
@@ -89,7 +91,8 @@ def generate(
     event was due (so the cut itself never makes an order look stuck before the end).
     A malformed line (channel_error_storm) is `{"__raw__": text, "received_at": ...}`.
     Incident windows are placed within the first `incident_hours` (default: all of
-    the period), e.g. in the backlog part of a live demo.
+    the period), e.g. in the backlog part of a live demo. `showcase_at` adds the
+    scripted orders of `sim.showcase`, whose alerts fall due in the minutes after it.
     """
     on = inc.names(incidents)
     if orders < 0 or hours <= 0 or not 0.0 <= open_share <= 1.0:
@@ -103,7 +106,8 @@ def generate(
     collecting = gc.isenabled()
     gc.disable()  # millions of long-lived tuples: the cyclic collector would rescan them all
     try:
-        entries = _plan_entries(plan, orders, start_ms, end_ms, open_share)
+        showcase = None if showcase_at is None else to_ms(showcase_at)
+        entries = _plan_entries(plan, orders, start_ms, end_ms, open_share, showcase)
     finally:
         if collecting:
             gc.enable()
@@ -111,7 +115,12 @@ def generate(
 
 
 def _plan_entries(
-    plan: inc.Plan, orders: int, start_ms: int, end_ms: int, open_share: float
+    plan: inc.Plan,
+    orders: int,
+    start_ms: int,
+    end_ms: int,
+    open_share: float,
+    showcase: int | None = None,
 ) -> list[inc.Entry]:
     seed = plan.seed
     curve = DayCurve(start_ms, end_ms)
@@ -145,6 +154,11 @@ def _plan_entries(
         ]
         seq += len(life)
         placed.append(o)
+    if showcase is not None:
+        for o, life in scripted(seed, showcase, len(starts), customers):
+            entries += [(r, seq + i, t, k, o, a) for i, (r, t, k, a) in enumerate(life)]
+            seq += len(life)
+            placed.append(o)
     _assign_ids(placed)
     entries = inc.add_global(plan, entries, seq)
     # Appended in seq order, so a stable sort on received_at alone is (received_at, seq):

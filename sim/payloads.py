@@ -8,7 +8,7 @@ webhook rebuilt from the same event is byte-identical, as the real retries are.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sim import catalog
 from sim.clock import HOUR, cn_date, cn_naive, utc_ms, utc_s, with_offset
@@ -263,8 +263,12 @@ def _alipay(ctx: Ctx, o: Order, t: int, what: str) -> Built:
 def _stripe(ctx: Ctx, o: Order, t: int, what: str) -> Built:
     pi = "pi_" + _pid(o, 24, 1)
     meta = {"order_id": o.oid}
-    if what == "success":
-        evt, kind = "evt_" + _pid(o, 24, 2), "payment_intent.succeeded"
+    if what in ("success", "failed"):
+        evt, kind = (
+            ("evt_" + _pid(o, 24, 2), "payment_intent.succeeded")
+            if what == "success"
+            else ("evt_" + _pid(o, 24, 5), "payment_intent.payment_failed")
+        )
         obj: dict = {"id": pi, "amount": o.amount, "currency": o.currency.lower(), "metadata": meta}
     else:
         evt, kind = "evt_" + _pid(o, 24, 3), "charge.refunded"
@@ -336,6 +340,8 @@ _DHL = {
     "depart": ("transit", "DEPARTED_FACILITY", "Departed Facility"),
     "ofd": ("transit", "OUT_FOR_DELIVERY", "Out For Delivery"),
     "delivered": ("delivered", "DELIVERED", "Delivered"),
+    "exception": ("failure", "DELIVERY_ATTEMPT_FAILED", "Recipient not at home"),
+    "return": ("transit", "RETURN", "Returned to shipper"),
 }
 _AFTERSHIP = {
     "info": ("InfoReceived", "InfoReceived_001"),
@@ -434,6 +440,16 @@ def carrier_api(ctx: Ctx, o: Order | None, t: int, arg: tuple[str, str, int]) ->
     return "carrier_api", p, None
 
 
+def renamed(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
+    """A channel update from a producer that renamed the tracking field (SCHEMA_DRIFT)."""
+    return channel(replace(ctx, rename_from=t), o, t, stage)
+
+
+def skewed(ctx: Ctx, o: Order, t: int, arg: tuple[str, int]) -> Built:
+    """A yto scan stamped as if UTC were China time (CLOCK_SKEW)."""
+    return scan(replace(ctx, yto_skew_from=t), o, t, arg)
+
+
 BUILD: dict[str, Callable[[Ctx, Order, int, object], Built]] = {
     "ch": channel,
     "oms": oms,
@@ -441,4 +457,6 @@ BUILD: dict[str, Callable[[Ctx, Order, int, object], Built]] = {
     "pay": payment,
     "scan": scan,
     "api": carrier_api,
+    "renamed": renamed,
+    "skewed": skewed,
 }

@@ -413,3 +413,41 @@ def test_operator_page_shows_live_numbers_and_looks_up_an_order_in_chromium(tmp_
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, rest
+
+
+ALERT_TYPES = (
+    "PAYMENT_NOT_REFLECTED", "PAID_AFTER_CLOSE", "SHIPMENT_DELAYED", "PICKUP_MISSING",
+    "TRACKING_STALLED", "DELIVERY_NOT_REFLECTED", "DUPLICATE_SHIPMENT_RISK",
+    "POST_DELIVERY_ANOMALY", "DELIVERY_EXCEPTION", "STATUS_REGRESSION", "REFUND_STUCK",
+    "UNMAPPED_STATUS", "SCHEMA_DRIFT", "CLOCK_SKEW", "PAYMENT_SUCCESS_RATE_LOW",
+)  # fmt: skip
+
+
+def test_default_demo_puts_a_customer_on_hold_live_that_the_operator_releases(tmp_path):
+    """The default demo (its incidents, a day of backlog): within minutes of real time the
+    screen names a customer on hold; `hold release` typed in a clean shell releases it,
+    and by then every alert type has shown."""
+    env = _clean_env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen = ""
+        held = None
+        deadline = time.monotonic() + 420  # about 2 min into real time, piped: every 30 s
+        while held is None and proc.poll() is None and time.monotonic() < deadline:
+            seen += _read_until(proc, "hold release", deadline - time.monotonic())
+            held = re.search(r"hold release (C\d+)", seen)
+        assert held, seen
+        released = run_cli("hold", "release", held.group(1), "--operator", "t", env=env)
+        assert released.returncode == 0, released.stderr
+        seen += _read_until(proc, "customers -> RELEASED", 300)
+        assert "customers -> RELEASED" in seen, seen
+        seen += _read_until(proc, "PAYMENT_SUCCESS_RATE_LOW", 120)  # the next whole screen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, seen + rest
+    table = rest.split("alerts by type (firing / resolved):", 1)[-1]
+    assert [t for t in ALERT_TYPES if not re.search(rf"^  {t}\s+[1-9]", table, re.M)] == [], rest
