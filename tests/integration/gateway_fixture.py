@@ -297,3 +297,8 @@ def stripe_body(event_id: str, order_id: str, amount: int = 1999) -> bytes:
         b'"description": "caf\xc3\xa9 \\u00e9",\n "metadata": {"order_id": "%s"}}}}\n'
         % (event_id.encode(), int(time.time()), amount, order_id.encode())
     )
+
+
+def run_id() -> str:
+    """A fresh suffix for one test's ids, so that redeliveries of another test never match."""
+    return uuid.uuid4().hex[:10]

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from tests.integration.gateway_fixture import (
     post_all,
     post_async,
     records,
+    run_id,
     signed,
     stripe_body,
 )
@@ -61,19 +61,6 @@ MAX_BODY = 4096
 PRODUCE_TIMEOUT = "2s"
 DEGRADED = "orderguard_gateway_idempotency_degraded_total"
 REQUESTS = "orderguard_gateway_requests_total"
-
-
-def _run() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(free_port()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +102,7 @@ def until_settled(url: str, hook: Webhook, tries: int = 20) -> Answer:
 # ------------------------------------------------------------------ 1. where webhooks land
 def test_signed_webhooks_land_on_their_topic_keyed_by_order_else_tracking_number(gw, broker):
     """Both signature schemes; the envelope wraps the provider's bytes as they came."""
-    run = _run()
+    run = run_id()
     s = gw.settings
     cases: dict[str, tuple[bytes, str, bytes]] = {
         # source: (body, topic, key)
@@ -177,7 +164,7 @@ def test_signed_webhooks_land_on_their_topic_keyed_by_order_else_tracking_number
 # ------------------------------------------------------------------ 2. refusals
 def test_refused_requests_get_their_status_and_reason_and_produce_nothing(gw, broker):
     """A provider (or an attacker) learns why; Kafka never sees a refused body."""
-    run = _run()
+    run = run_id()
     s = gw.settings
     mark = f"refused-{run}"
 
@@ -211,7 +198,7 @@ def test_refused_requests_get_their_status_and_reason_and_produce_nothing(gw, br
 # ------------------------------------------------------------------ 3. redelivery
 def test_a_redelivery_is_acknowledged_as_duplicate_and_stored_once(gw, broker):
     """Providers redeliver what they think was lost; the pipeline must see it once."""
-    run = _run()
+    run = run_id()
     first = stripe(gw, f"evt_{run}", f"TB-{run}")
     assert post(gw.url, first).status == 202
     # Stripe re-signs a retry (a new timestamp): the event id, not the header, tells.
@@ -232,7 +219,7 @@ def test_a_redelivery_is_acknowledged_as_duplicate_and_stored_once(gw, broker):
 # ------------------------------------------------------------------ 6. concurrent copies
 def test_concurrent_copies_of_one_delivery_produce_one_record_and_no_5xx(gw, broker):
     """Copies racing each other: one claim wins, the rest are told duplicate or retry."""
-    run = _run()
+    run = run_id()
     copies = [stripe(gw, f"evt_{run}", f"TB-{run}", now=time.time() + i % 3) for i in range(20)]
     answers = post_all(gw.url, copies, concurrency=20)
     codes = Counter(a.status for a in answers)
@@ -252,7 +239,7 @@ def test_without_redis_webhooks_are_still_taken_and_dedupe_returns_with_it(
     gw, broker, private_redis
 ):
     """Redis is an optimisation of at-least-once: never a reason to refuse a webhook."""
-    run = _run()
+    run = run_id()
     degraded_before = metrics(gw.metrics_port).get(DEGRADED, 0.0)
     private_redis.stop()
     try:
@@ -268,7 +255,7 @@ def test_without_redis_webhooks_are_still_taken_and_dedupe_returns_with_it(
     seen: list[int] = []
 
     def dedupes_again() -> bool:
-        fresh = stripe(gw, f"evt_{run}_{_run()}", f"TB-{run}")
+        fresh = stripe(gw, f"evt_{run}_{run_id()}", f"TB-{run}")
         seen.append(post(gw.url, fresh).status)
         seen.append(until_settled(gw.url, fresh).status)
         assert all(code in (200, 202) for code in seen), seen  # never a 5xx
@@ -325,7 +312,7 @@ def check_nothing_acknowledged_missing(
 
 def test_a_broker_cut_off_gets_503_and_nothing_acknowledged_is_lost(outage):
     """Cut: every request 503 with Retry-After, /readyz 503; restored: all 2xx'd are stored."""
-    o, g, run = outage, outage.gateway, _run()
+    o, g, run = outage, outage.gateway, run_id()
     assert get(g.url, "/readyz").status == 200
     before = [f"evt_{run}_a{i}" for i in range(5)]
     sent = list(zip(before, post_all(g.url, [stripe(g, e) for e in before]), strict=True))
@@ -353,7 +340,7 @@ def test_a_broker_cut_off_gets_503_and_nothing_acknowledged_is_lost(outage):
 
 def test_a_frozen_broker_gets_503_and_nothing_acknowledged_is_lost(outage):
     """SIGSTOP: connections stay open but nothing answers; past the deadline, 503."""
-    o, g, run = outage, outage.gateway, _run()
+    o, g, run = outage, outage.gateway, run_id()
     before = [f"evt_{run}_a{i}" for i in range(5)]
     sent = list(zip(before, post_all(g.url, [stripe(g, e) for e in before]), strict=True))
     assert [a.status for _, a in sent] == [202] * 5
@@ -408,7 +395,7 @@ def gone(pid: int) -> bool:
 
 def test_two_processes_share_the_port_and_store_each_delivery_once(pair, broker):
     """SO_REUSEPORT: one address, both processes serve, one shared ledger dedupes."""
-    run = _run()
+    run = run_id()
     ids = [f"evt_{run}_{i}" for i in range(200)]
     answers = post_all(pair.url, [stripe(pair, e, f"TB-{i}") for i, e in enumerate(ids)])
     assert Counter(a.status for a in answers) == {202: 200}
@@ -426,7 +413,7 @@ def test_sigterm_in_flight_stops_both_processes_and_loses_nothing_acknowledged(p
     assert pair.proc is not None
     kids = children(pair.proc.pid)
     assert len(kids) == 2, kids
-    run = _run()
+    run = run_id()
     ids = [f"evt_{run}_{i}" for i in range(400)]
     answers: dict[str, Answer] = {}
     in_flight_at_signal: list[str] = []

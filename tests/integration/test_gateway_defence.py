@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import socket
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -26,6 +25,7 @@ from tests.integration.gateway_fixture import (
     gateway_env,
     post_all,
     records,
+    run_id,
     signed,
     stripe_body,
 )
@@ -35,19 +35,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 WECHAT_SECRET = "wechatpay-test-secret"
-
-
-def _run() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(free_port()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _env(broker: EmbeddedBroker, redis: PrivateRedis, **overrides: str) -> dict[str, str]:
@@ -130,7 +117,7 @@ def head(source: str, length: int, extra: str = "") -> bytes:
 def test_idle_connections_do_not_starve_signed_webhooks(broker, private_redis):
     """300 idle sockets against a process allowed 256 open files: webhooks are still served."""
     env = _env(broker, private_redis)
-    run = _run()
+    run = run_id()
     with GatewayProcess(env, open_files=256) as g:
         idle = []
         try:
@@ -172,7 +159,7 @@ def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed(broker, p
 # ------------------------------------------------------------------ finding 4: unsigned floods
 def test_an_unsigned_flood_does_not_make_genuine_webhooks_429(gw, broker):
     """sf's bucket holds 20: 200 unsigned posts, then 10 signed ones, all 202."""
-    run = _run()
+    run = run_id()
     flood = [Webhook("sf", b"{}", {"Content-Type": "application/json"}) for _ in range(200)]
     answers = post_all(gw.url, flood, concurrency=20)
     assert Counter(a.status for a in answers) == {401: 200}
@@ -212,7 +199,7 @@ def test_a_client_that_disconnects_mid_body_is_counted_client_aborted_not_an_err
 # ---------------------------------------------------------- finding 8: bodies near Kafka's limit
 def test_the_default_max_body_is_stored_and_a_larger_body_is_413_not_503(gw, broker):
     """The default `max_body` is stored; 999,950 B (the finding's 503s) is 413 at once."""
-    run = _run()
+    run = run_id()
     limit = gw.settings.gateway.max_body
 
     def body(size: int, n: int) -> bytes:
@@ -234,7 +221,7 @@ def test_an_envelope_kafka_would_refuse_is_413_not_503(broker, private_redis):
         LIMITS__OUTPUT_RECORD="40000",  # the pipeline's records must fit 50,000 too
         GATEWAY__MAX_BODY="30000",
     )
-    run = _run()
+    run = run_id()
     with GatewayProcess(env) as g:
         # The id (stored again as the envelope's event_id) is most of the body.
         body = b'{"id": "evt_%s_%s"}' % (run.encode(), b"x" * 29_000)
@@ -244,7 +231,7 @@ def test_an_envelope_kafka_would_refuse_is_413_not_503(broker, private_redis):
 
 # ------------------------------------------------------------------ finding 9: unsigned ids
 def test_new_delivery_id_headers_on_a_signed_body_do_not_make_duplicates(gw, broker):
-    run = _run()
+    run = run_id()
     body = (
         b'{"id": "EV-%s", "event_type": "TRANSACTION.SUCCESS", "resource_type": '
         b'"encrypt-resource", "summary": "ok", "out_trade_no": "WX-%s"}'
