@@ -244,6 +244,15 @@ def _clean_env(home: Path) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
 
 
+def _small_demo(env: dict[str, str]) -> subprocess.Popen[str]:
+    """A short live demo (2 h of backlog, a carrier outage) in the given shell, read by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
+         "--incident", "carrier_api_outage"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
 def _prefixed(db: Redis, pattern: str) -> list[bytes]:
     return list(db.scan_iter(match=pattern, count=1000))
 
@@ -254,11 +263,7 @@ def test_operator_commands_find_the_running_demo_whose_redis_keys_go_at_stop(tmp
     sentinel = f"og:order:SENTINEL-{uuid.uuid4().hex}"  # a deployment's key, db 0, prefix og:
     db0.set(sentinel, b"production", ex=900)
     env = _clean_env(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
-         "--incident", "carrier_api_outage"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    proc = _small_demo(env)
     try:
         seen = _read_until(proc, "pipeline read", 120)
         m = re.search(r"redis (\S+) keys (\S+)\*", seen)
@@ -371,11 +376,7 @@ def _number(dom: str, element: str) -> int:
 
 def test_operator_page_shows_live_numbers_and_looks_up_an_order_in_chromium(tmp_path):
     env = _clean_env(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dataflows.cli", "demo", "--orders", "2000", "--history", "2",
-         "--incident", "carrier_api_outage"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    proc = _small_demo(env)
     try:
         seen = _read_until(proc, "pipeline read", 120)
         page = re.search(r"operator page (http://\S+/)", seen)
