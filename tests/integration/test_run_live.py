@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -188,29 +189,31 @@ def test_simulate_needs_exactly_one_destination(tmp_path):
     assert out.read_bytes().count(b"\n") > 5
 
 
-def test_continuous_run_stops_on_sigterm_and_the_next_run_resumes(broker, tmp_path):
-    """The real live mode: runs until told to stop; SIGTERM (what an orchestrator sends)
-    stops it cleanly, and a resumed run adds no new distinct corrections for what was done."""
-    env = live_env(broker.bootstrap, tmp_path / "recovery")
-    corrected = env["ORDERGUARD__KAFKA__OUTPUT_TOPICS__CORRECTED"]
-    ok(orderguard(env, "simulate", "--orders", str(ORDERS), "--to-kafka"))
-    day_1 = simulated_order_ids(DAY_1)
+def _stopped_live_run(
+    env: dict[str, str],
+    ready: Callable[[], bool],
+    never: str,
+    sig: signal.Signals,
+    settle: float = 0.0,
+) -> tuple[str, str]:
+    """`orderguard run` until `ready()` (+ `settle` s), then `sig`: it must stop cleanly
+    (exit 130, the resume line); its stdout and stderr."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dataflows.cli", "run"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=ROOT,
     )
     try:
         deadline = time.monotonic() + 60
-        while not day_1 <= set(corrections_per_order(broker.bootstrap, corrected)):
+        while not ready():
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "live run never corrected every order"
+            assert time.monotonic() < deadline, never
             time.sleep(0.5)
-        time.sleep(2.5)  # past a snapshot (1 s) of the state that produced them
-        proc.send_signal(signal.SIGTERM)
+        time.sleep(settle)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -218,6 +221,23 @@ def test_continuous_run_stops_on_sigterm_and_the_next_run_resumes(broker, tmp_pa
             proc.wait()
     assert proc.returncode == 130, err
     assert "stopped; the next run resumes" in out
+    return out, err
+
+
+def test_continuous_run_stops_on_sigterm_and_the_next_run_resumes(broker, tmp_path):
+    """The real live mode: runs until told to stop; SIGTERM (what an orchestrator sends)
+    stops it cleanly, and a resumed run adds no new distinct corrections for what was done."""
+    env = live_env(broker.bootstrap, tmp_path / "recovery")
+    corrected = env["ORDERGUARD__KAFKA__OUTPUT_TOPICS__CORRECTED"]
+    ok(orderguard(env, "simulate", "--orders", str(ORDERS), "--to-kafka"))
+    day_1 = simulated_order_ids(DAY_1)
+    _stopped_live_run(
+        env,
+        lambda: day_1 <= set(corrections_per_order(broker.bootstrap, corrected)),
+        "live run never corrected every order",
+        signal.SIGTERM,
+        settle=2.5,  # past a snapshot (1 s) of the state that produced them
+    )
 
     def distinct_ids() -> set[str]:
         return {orjson.loads(v)["id"] for _, v in read_topic(broker.bootstrap, corrected)}
@@ -233,28 +253,12 @@ def test_a_stopped_run_prints_no_rust_panic(broker, tmp_path, sig):
     env = live_env(broker.bootstrap, tmp_path / "recovery")
     corrected = env["ORDERGUARD__KAFKA__OUTPUT_TOPICS__CORRECTED"]
     ok(orderguard(env, "simulate", "--orders", "50", "--to-kafka"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dataflows.cli", "run"],
-        env={**env, "RUST_BACKTRACE": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+    _, err = _stopped_live_run(
+        {**env, "RUST_BACKTRACE": "1"},
+        lambda: bool(read_topic(broker.bootstrap, corrected)),  # the dataflow is running
+        "the live run never corrected an order",
+        sig,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not read_topic(broker.bootstrap, corrected):  # the dataflow is running
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the live run never corrected an order"
-            time.sleep(0.5)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
-    assert "stopped; the next run resumes" in out
     assert "panicked" not in err and "run.rs" not in err and "Traceback" not in err, err
 
 
