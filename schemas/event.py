@@ -51,6 +51,13 @@ class Event:
     origin: dict[str, object] | None = None
     raw_size: int | None = None  # when `raw` is only the prefix a dead letter embeds: the size
     raw_sha256: str | None = None  # ... and SHA-256 of the whole record
+    ref: str | None = None
+    """`<namespace>:<id>` naming the order when `order_id` is not known yet: a channel's
+    own id (`taobao:3456789012345678`) or another reference (`stripe_pi:pi_3Mt…`). The
+    reference index (state.reference_index) resolves it through `links`, bounded."""
+    links: tuple[str, ...] = ()
+    """`<namespace>:<id>` references this event ties to its `order_id` (the OMS's
+    `channel` + `platform_order_id`; a Stripe PaymentIntent id), for later events' `ref`."""
 
 
 @dataclass(slots=True)
