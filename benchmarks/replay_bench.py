@@ -88,12 +88,12 @@ class Core:
         from dataflows.router import Router, index_shards
         from state.customers import CustomerDesk
         from state.health import HealthState
+        from state.reference_index import ReferenceIndex
         from state.shard import OrderShard
-        from state.tracking_index import TrackingIndex
 
         self.router = Router(settings)
         self.shards = [OrderShard(settings) for _ in range(settings.pipeline.shards)]
-        self.index = [TrackingIndex(settings) for _ in range(index_shards(settings))]
+        self.index = [ReferenceIndex(settings) for _ in range(index_shards(settings))]
         self.health = HealthState(settings)
         self.desk = CustomerDesk(settings)
         self.n_shards = settings.pipeline.shards
@@ -111,8 +111,8 @@ class Core:
         for key, msg in msgs:
             k0 = key[0]
             if k0 == "i":
-                _part, _n, _i, clock, _parts, items = msg
-                rel, dead = self.index[int(key[1:])].process(items, clock)
+                _part, _n, me, clock, _parts, items = msg
+                rel, dead = self.index[me].process(items, clock, self._owns(me))
                 for kv in rel:
                     released[stable_shard(kv[1].order_id, self.n_shards)].append(kv)
                 self._emit(dead)
@@ -132,6 +132,12 @@ class Core:
                 (signals if kind == "signal" else records).append(rec)
             self._emit(records)
         self._emit(self.desk.process(signals, clock))
+
+    def _owns(self, me: int):
+        from dataflows.router import stable_shard
+
+        n = len(self.index)
+        return lambda key: stable_shard(key, n) == me
 
     def _emit(self, records: list) -> None:
         from dataflows.encode import encode

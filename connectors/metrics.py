@@ -110,8 +110,12 @@ PROCESSING_LAG = Gauge(
 )
 PENDING_TRACKING = Gauge(
     "orderguard_pending_tracking",
-    "Carrier scans held for a tracking number no order holds yet, by index shard.",
+    "Events held for a tracking number or reference no order holds yet, by index shard.",
     ["shard"],
+)
+REFERENCE_CONFLICTS = Counter(
+    "orderguard_reference_conflicts_total",
+    "Links refused because their reference already belonged to another order.",
 )
 SNAPSHOT_DURATION = Histogram(
     "orderguard_snapshot_duration_seconds",

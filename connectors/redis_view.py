@@ -43,13 +43,23 @@ STILL_AWAY_EVERY = 60.0
 """Seconds between log lines while Redis stays away (one when it goes, one when it returns)."""
 
 Key = tuple[str, ...]
-"""("order", id) | ("timeline", id) | ("breaker", kind, key) | ("hold", customer id)."""
+"""("order", id) | ("alias", ref) | ("timeline", id) | ("breaker", kind, key) | ("hold", id)."""
+
+CLAIM_REF = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+"""A reference's alias: set or refreshed by the order holding it, never moved to another
+(the first link wins, as in `state.reference_index`); it expires with its order."""
 
 
 class ViewBuffer:
     """Pending writes, one entry per Redis key, oldest first; thread-safe, no I/O.
 
-    Values: an order's `(doc, ttl)` (doc None: delete it and its timeline), a timeline's
+    Values: an order's `(doc, ttl)` (doc None: delete it and its timeline), an alias's
+    `(order id, ttl)`, a timeline's
     `({member: score}, ttl)` (capped at the newest `timeline_max`), a breaker's doc, a
     hold's `(doc or None, ttl)` (None: released, delete it).
     """
@@ -71,6 +81,8 @@ class ViewBuffer:
             for oid, doc, ttl in update.orders:
                 self._put(("order", oid), (doc, ttl))
                 ttls[oid] = ttl
+            for ref, oid, ttl in update.aliases:
+                self._put(("alias", ref), (oid, ttl))
             for oid in update.forgotten:  # both keys go; a pending timeline need not be written
                 self._put(("order", oid), (None, 0))
                 self._entries.pop(("timeline", oid), None)
@@ -138,6 +150,9 @@ def commands(pipe: Any, prefix: str, timeline_max: int, key: Key, value: Any) ->
             pipe.delete(name, f"{name}:timeline")
         else:
             pipe.set(name, doc, px=ttl)
+    elif kind == "alias":
+        oid, ttl = value
+        pipe.eval(CLAIM_REF, 1, f"{prefix}ref:{key[1]}", oid, ttl)
     elif kind == "timeline":
         members, ttl = value
         name = f"{prefix}order:{key[1]}:timeline"

@@ -531,7 +531,11 @@ def breaker_force(
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for machines.")
 @config_option
 def lookup(order_id: str, as_json: bool, config_path: Path | None) -> None:
-    """Show ORDER_ID as the Redis order view holds it: status, alerts, timeline."""
+    """Show the order ORDER_ID as the Redis order view holds it: status, alerts, timeline.
+
+    ORDER_ID is any id the order is known by: its OMS id, a channel's or payment's
+    reference with its namespace (taobao:3456789012345678), or a tracking number.
+    """
     from connectors.redis_server import _redacted
     from dataflows.lookup import ViewUnreachable, read_order, render
     from dataflows.stack import REDIS_VAR, resolve

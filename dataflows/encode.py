@@ -48,6 +48,7 @@ def correction(c: Correction) -> Encoded:
         "evidence": c.evidence,
         "event_time": iso(c.event_ms),
         "version": c.version,
+        "ids": c.ids,
         "emitted_at": _now(),
     }
     return CORRECTED, c.order_id, f"{c.order_id}\x00{c.version:010d}", orjson.dumps(doc)
@@ -65,6 +66,7 @@ def alert(a: Alert) -> Encoded:
         "severity": a.severity,
         "state": a.state,
         **a.subject,
+        **({"ids": a.ids} if "order_id" in a.subject else {}),
         "message": a.message,
         "details": details,
         "first_seen": iso(a.first_seen_ms),

@@ -1,7 +1,7 @@
 """The orderguard dataflow: one graph for replay and for Kafka, sources and sinks injected.
 
     input -> sequencer -> route -+-> orders (shards) --+--> customers ----+
-                                 +-> tracking index ---+                  +--> encode -> sink
+                                 +-> reference index --+                  +--> encode -> sink
                                  +-> health --------------------------------+
                                  +-> dead letters ----------------------------+
 
@@ -14,6 +14,7 @@ a test fails if one changes.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ from connectors.metrics import (
     OUTPUT_REPLACED,
     PENDING_TRACKING,
     PROCESSING_LAG,
+    REFERENCE_CONFLICTS,
     SNAPSHOT_DURATION,
     count_health_batch,
     count_records,
@@ -56,14 +58,16 @@ from schemas.event import Event
 from state.clock import Frontier
 from state.customers import CustomerDesk
 from state.health import HealthBatch, HealthState
+from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
-from state.tracking_index import TrackingIndex
 from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
 
 SEQUENCER_KEY = "sequencer"
+log = logging.getLogger("orderguard.flow")
 
 STEP_IDS = ("input", "sequencer", "tracking_index", "orders", "customers", "health", "output")
-"""The steps that hold state or position; renaming one orphans its recovery data."""
+"""The steps that hold state or position; renaming one orphans its recovery data
+(`tracking_index` is the reference index, under the step's first name)."""
 
 
 def _pickled(obj: object, recovery: bool, step: str) -> bytes | None:
@@ -118,8 +122,9 @@ class _IndexLogic(StatefulBatchLogic):
     def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
         self._recovery = recovery
         self._shards = settings.pipeline.shards
+        self._nindex = index_shards(settings)
         self.index, self.frontier, self.barrier = (
-            pickle.loads(resume) if resume else (TrackingIndex(settings), Frontier(), Barrier(1))
+            pickle.loads(resume) if resume else (ReferenceIndex(settings), Frontier(), Barrier(1))
         )
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
@@ -134,8 +139,24 @@ class _IndexLogic(StatefulBatchLogic):
     def _process(
         self, part: str, n: int, me: int, clock: int, parts: int, items: list[Event]
     ) -> list[Any]:
-        released, dead = self.index.process(items, self.frontier.update(part, clock, parts))
+        nindex = self._nindex
+        conflicts = self.index.conflicts
+        released, dead = self.index.process(
+            items,
+            self.frontier.update(part, clock, parts),
+            lambda key: stable_shard(key, nindex) == me,
+        )
         PENDING_TRACKING.labels(index_key(me)).set(self.index.pending_count)
+        if self.index.conflicts > conflicts:
+            refused = self.index.conflicts - conflicts
+            REFERENCE_CONFLICTS.inc(refused)
+            log.warning(
+                "reference index %s: %d link(s) refused: the reference already belongs to "
+                "another order (the first link wins; %d so far)",
+                index_key(me),
+                refused,
+                self.index.conflicts,
+            )
         per_shard: list[list[Any]] = [[] for _ in range(self._shards)]
         for key, ev in released:
             per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))

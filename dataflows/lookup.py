@@ -1,7 +1,10 @@
-"""`orderguard lookup ORDER_ID`: one order as the Redis view holds it, for a person or a machine.
+"""`orderguard lookup ID`: one order as the Redis view holds it, for a person or a machine.
 
-One pipelined round trip (GET the order, ZRANGE its timeline); the keys are those of
-`state.view`. Formatting is pure, so it is tested without Redis.
+ID is any id the order is known by: its canonical (OMS) id, a namespaced reference
+(`taobao:3456…`, `tracking:SF…`) or a bare tracking number. One pipelined round trip
+(GET the order, ZRANGE its timeline, GET the aliases the id may be), and a second one
+when the id was an alias; the keys are those of `state.view`. Formatting is pure, so
+it is tested without Redis.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 import orjson
 
 from schemas.config import RedisView
+from state.reference_index import TRACKING
 
 
 class ViewUnreachable(RuntimeError):
@@ -29,8 +33,13 @@ class OrderLookup:
         return orjson.dumps({**self.order, "timeline": self.timeline}, option=orjson.OPT_INDENT_2)
 
 
-def read_order(cfg: RedisView, order_id: str) -> OrderLookup | None:
-    """The order's view, or None when the view does not hold it."""
+def aliases(name: str) -> list[str]:
+    """The references `name` may be, most specific first: itself, else a tracking number."""
+    return [name] if ":" in name else [name, TRACKING + name]
+
+
+def read_order(cfg: RedisView, name: str) -> OrderLookup | None:
+    """The view of the order known by `name`, or None when the view holds none."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -38,13 +47,22 @@ def read_order(cfg: RedisView, order_id: str) -> OrderLookup | None:
     from connectors.redis_server import _redacted
 
     assert cfg.url is not None
-    key = f"{cfg.key_prefix}order:{order_id}"
+    prefix = cfg.key_prefix
     client = redis.Redis.from_url(cfg.url, retry=Retry(NoBackoff(), 0), **cfg.client_options())
-    try:
+
+    def read(order_id: str, refs: list[str]) -> list:
         pipe = client.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.zrange(f"{key}:timeline", 0, -1)
-        doc, members = pipe.execute()
+        pipe.get(f"{prefix}order:{order_id}")
+        pipe.zrange(f"{prefix}order:{order_id}:timeline", 0, -1)
+        for ref in refs:
+            pipe.get(f"{prefix}ref:{ref}")
+        return pipe.execute()
+
+    try:
+        doc, members, *found = read(name, aliases(name))
+        order_id = next((oid for oid in found if oid is not None), None)
+        if doc is None and order_id is not None:
+            doc, members = read(order_id.decode(), [])
     except (redis.RedisError, OSError) as e:
         raise ViewUnreachable(f"cannot read the order view at {_redacted(cfg.url)}: {e}") from None
     finally:
@@ -62,6 +80,7 @@ def _when(iso: str | None) -> str:
 def render(view: OrderLookup) -> str:
     """A readable table: the order's facts, its open alerts, then its timeline."""
     o = view.order
+    ids = o.get("ids") or ()
     status = o["status"]
     if o.get("standard_status") and o["standard_status"] != status:
         status += f" (standard: {o['standard_status']})"
@@ -74,6 +93,7 @@ def render(view: OrderLookup) -> str:
         ("channel", o.get("channel") or "-"),
         ("carrier", o.get("carrier") or "-"),
         ("tracking numbers", ", ".join(o.get("tracking_numbers") or ()) or "-"),
+        ("known as", ", ".join(i for i in ids if not i.startswith(TRACKING)) or "-"),
         ("version", str(o.get("version", "-"))),
         ("last event (UTC)", _when(o.get("last_event_at"))),
         ("updated (UTC)", _when(o.get("updated_at"))),

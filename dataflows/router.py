@@ -1,6 +1,6 @@
 """The stateless first step: normalize a batch of raw lines and address the pieces.
 
-Every order shard and every tracking-index shard gets exactly one message per
+Every order shard and every reference-index shard gets exactly one message per
 input batch, even an empty one: it carries the batch's ingestion clock (so
 deadlines fire in quiet shards too) and lets the downstream barriers know the
 batch is complete.
@@ -21,6 +21,7 @@ from schemas.event import DeadLetter, Event
 from schemas.limits import kept, too_large
 from schemas.normalize import Normalizer
 from state.health import HealthBatch
+from state.reference_index import registered_keys, wait_key
 
 Message = tuple[str, object]
 
@@ -38,7 +39,7 @@ CUSTOMERS_KEY = "customers"
 
 
 def index_shards(settings: Settings) -> int:
-    """Tracking-index shards: a quarter of the order shards (lookups are cheap)."""
+    """Reference-index shards: a quarter of the order shards (lookups are cheap)."""
     return max(1, settings.pipeline.shards // 4)
 
 
@@ -114,13 +115,17 @@ class Router:
                 continue
             if r.order_id is not None:
                 direct[stable_shard(r.order_id, shards)].append(r)
-                if r.tracking_no is not None and r.tracking_valid:
-                    index[stable_shard(r.tracking_no, nindex)].append(r)
-            elif r.tracking_no is not None:
-                # kept while the scan waits for its order: what its dead letter would embed
+                keys = registered_keys(r)
+                if keys:  # to the index shard of each reference it registers, once a shard
+                    for i in sorted({stable_shard(k, nindex) for k in keys}):
+                        index[i].append(r)
+                continue
+            key = wait_key(r)
+            if key is not None:
+                # kept while it waits for its order: what its dead letter would embed
                 r.raw, r.raw_size, r.raw_sha256 = kept(raw, lim.dead_letter_raw)
                 r.origin = origin
-                index[stable_shard(r.tracking_no, nindex)].append(r)
+                index[stable_shard(key, nindex)].append(r)
         health.clock_ms = max(health.clock_ms, clock)
         out: list[Message] = [
             (shard_key(i), ("direct", part, n, i, clock, parts, evs, [] if i else commands))

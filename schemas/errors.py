@@ -64,6 +64,21 @@ REASONS: tuple[str, ...] = (
 )
 """Every reason a dead letter may carry, in the order the normalizer checks them."""
 
+# ---------------------------------------------------------------- the reference index
+# Events that name their order only by a tracking number or another reference wait in
+# the reference index (`state.reference_index`) until an order claims it, bounded by
+# `retention.pending_tracking` (time), `pending_tracking_max` and `_max_bytes` (a shard).
+UNMATCHED_TRACKING = "unmatched_tracking"
+"""A scan naming only a tracking number no order registered within the retention period."""
+UNLINKED_REFERENCE = "unlinked_reference"
+"""An event naming its order only by a reference (`taobao:3456…`, a payment reference) that
+no event linked to an order (the OMS's `channel` + `platform_order_id`, ...) in time."""
+PENDING_OVERFLOW = "pending_overflow"
+"""More events waited in one index shard than its bounds allow: the oldest was let go."""
+
+INDEX_REASONS: tuple[str, ...] = (UNMATCHED_TRACKING, UNLINKED_REFERENCE, PENDING_OVERFLOW)
+"""Every reason a dead letter of the reference index may carry."""
+
 # ---------------------------------------------------------------- operator commands
 # A record of any stream over `limits.input_record` is TOO_LARGE before either parser
 # sees it (`dataflows.router`). The control stream (`schemas.commands`) also uses

@@ -24,6 +24,7 @@ from operator import attrgetter
 
 from schemas.event import Event
 from schemas.statuses import RANK, conditional
+from state.reference_index import TRACKING
 
 TIER: dict[str, int] = {"gateway": 4, "carrier": 4, "wms": 3, "channel": 2, "oms": 1}
 """Precedence: payment gateway over channel over OMS; carrier over WMS over channel over OMS."""
@@ -85,6 +86,7 @@ class Order:
         "customer",
         "flags",
         "main",
+        "refs",
         "reported",
         "seen",
         "side",
@@ -102,6 +104,8 @@ class Order:
         self.side_tier = 0
         self.reported: str | None = None  # OMS's latest, canonicalized
         self.tracking: str | tuple[str, ...] | None = None
+        # other ids it is known by (`taobao:3456…`): one string, a tuple, or None (most)
+        self.refs: str | tuple[str, ...] | None = None
         self.carrier: str | None = None
         self.channel: str | None = None
         self.customer: str | None = None
@@ -118,6 +122,16 @@ class Order:
             return ()
         return (t,) if isinstance(t, str) else t
 
+    def known_refs(self) -> tuple[str, ...]:
+        r = self.refs
+        if r is None:
+            return ()
+        return (r,) if isinstance(r, str) else r
+
+    def ids(self) -> list[str]:
+        """Every id the order is known by but its canonical one, sorted: for output records."""
+        return sorted((*self.known_refs(), *(TRACKING + t for t in self.tracking_numbers())))
+
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in Order.__slots__)
 
@@ -131,7 +145,7 @@ class Order:
 # its times array) one by one cost ~10 us an order. Columns are ~5x cheaper: every
 # field but the times as one tuple per order, all times as one packed bytes string.
 _ROW_FIELDS = (
-    "alerts", "carrier", "channel", "customer", "flags", "main", "reported",
+    "alerts", "carrier", "channel", "customer", "flags", "main", "refs", "reported",
     "seen", "side", "side_tier", "status", "tracking", "version",
 )  # fmt: skip
 assert set(_ROW_FIELDS) | {"t"} == set(Order.__slots__), "a new Order field must be packed"
@@ -157,7 +171,7 @@ def unpack_orders(packed: PackedOrders) -> dict[str, Order]:
     for oid, row in zip(ids, rows, strict=True):
         o = new(Order)
         (
-            o.alerts, o.carrier, o.channel, o.customer, o.flags, o.main, o.reported,
+            o.alerts, o.carrier, o.channel, o.customer, o.flags, o.main, o.refs, o.reported,
             o.seen, o.side, o.side_tier, o.status, o.tracking, o.version,
         ) = row  # fmt: skip
         t = array("q")
@@ -166,6 +180,20 @@ def unpack_orders(packed: PackedOrders) -> dict[str, Order]:
         at += _TIMES_BYTES
         out[oid] = o
     return out
+
+
+MAX_REFS = 8
+"""References an order remembers for its `ids` (a channel id, payment references): a
+bound, so a source that links hundreds cannot grow one order past the memory budget."""
+
+
+def remember_refs(o: Order, refs: tuple[str, ...]) -> None:
+    """Add the references an event knew the order by (its `ref`, its `links`)."""
+    have = o.known_refs()
+    new = tuple(dict.fromkeys(r for r in refs if r not in have))
+    if new and len(have) < MAX_REFS:
+        known = (*have, *new)[:MAX_REFS]
+        o.refs = known[0] if len(known) == 1 else known
 
 
 def derive(o: Order) -> str | None:

@@ -49,6 +49,8 @@ class Correction:
     evidence: list[dict[str, str]]
     event_ms: int
     version: int
+    ids: list[str] = field(default_factory=list)
+    """The other ids the order is known by, `<namespace>:<id>` sorted (`Order.ids`)."""
 
     @property
     def record_id(self) -> str:
@@ -67,6 +69,7 @@ class Alert:
     at_ms: int
     details: dict[str, object] = field(default_factory=dict)
     discriminator: str = ""  # what tells apart two source alerts of one type (the value, the key)
+    ids: list[str] = field(default_factory=list)  # an order alert's: as Correction.ids
 
     @property
     def severity(self) -> str:

@@ -37,6 +37,7 @@ from state.evidence import (
     judge_report,
     lock_tracking,
     pack_orders,
+    remember_refs,
     resolve_claim,
     unpack_orders,
 )
@@ -74,7 +75,7 @@ def seen_before(seen: bytes, digest: bytes) -> bool:
 
 
 class OrderShard:
-    """Orders keyed by global id, with a timer wheel on the ingestion clock."""
+    """Orders keyed by canonical (OMS) id, with a timer wheel on the ingestion clock."""
 
     def __init__(self, settings: Settings) -> None:
         self.orders: dict[str, Order] = {}
@@ -175,6 +176,8 @@ class OrderShard:
             o.customer = ev.customer_id
         if ev.carrier is not None and (o.carrier is None or kind in ("carrier", "wms")):
             o.carrier = ev.carrier
+        if ev.links or ev.ref is not None:
+            remember_refs(o, ev.links if ev.ref is None else (ev.ref, *ev.links))
 
         shipment = False
         lock = None
@@ -259,6 +262,7 @@ class OrderShard:
             evidence=[evidence],
             event_ms=ev.event_ms,
             version=o.version,
+            ids=o.ids(),
         )
 
     # ------------------------------------------------------------------ alerts, deadlines
@@ -347,6 +351,7 @@ class OrderShard:
             first_seen_ms=first_seen,
             at_ms=now,
             details=details,
+            ids=o.ids(),
         )
 
     def _signal(self, kind: str, oid: str, o: Order, now: int) -> CustomerSignal:

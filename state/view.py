@@ -6,18 +6,25 @@ Redis writer is `connectors.redis_view`, the reader `orderguard lookup`.
 - `og:order:{order_id}` (string, JSON): `order_id`, `status` (derived), `standard_status`,
   `reported_status` (the OMS's latest), `mismatch`, `open_alerts` (list of `{type,
   severity, since, first_seen}`: since when the condition held, when the alert fired),
-  `customer_id`, `channel`, `carrier`, `tracking_numbers`, `version` (the last
-  correction's), `last_event_at` (ingestion time of its last event), `updated_at` (the
-  ingestion clock when written). Times are UTC RFC 3339 with milliseconds.
+  `customer_id`, `channel`, `carrier`, `tracking_numbers`, `ids` (the other ids it is
+  known by, `<namespace>:<id>` sorted, tracking numbers as `tracking:<no>`), `version`
+  (the last correction's), `last_event_at` (ingestion time of its last event),
+  `updated_at` (the ingestion clock when written). Times are UTC RFC 3339 with
+  milliseconds. `order_id` is the canonical (OMS) id.
+- `og:ref:{namespace}:{id}` (string): the canonical order id of each of an order's
+  `ids`, so `orderguard lookup` finds it by any of them; written with the order's
+  document and the same time to live. The first order to claim a reference keeps it
+  (as in the reference index): another's write does not move it.
 - `og:order:{order_id}:timeline` (sorted set): score = event time (epoch ms), member =
   compact JSON with sorted keys of one normalized event: `event_time`, `received_at`,
   `stream`, `source`, `kind`, `raw_status`, `claims`, `event_id`, and `tracking_no` /
-  `refund_id` when it has one. The newest `redis.timeline_max` are kept.
-- Both expire when the pipeline forgets the order: `retention.terminal_order` after its
+  `refund_id` / `ref` when it has one. The newest `redis.timeline_max` are kept.
+- All three expire when the pipeline forgets the order: `retention.terminal_order` after its
   last event once its status is terminal, else `retention.idle_order` (on the ingestion
   clock, rounded up to the hour as the state is). An order that changes and leaves state
   in the same batch (the clock jumped, e.g. catching up a backlog) is deleted at once,
-  so the view never shows an older state of an order the pipeline forgot.
+  so the view never shows an older state of an order the pipeline forgot (its `ref:`
+  keys then expire on their own, pointing at no document meanwhile).
 - `og:breaker:channel`, `og:breaker:carrier` (hashes): channel or carrier key -> JSON
   `{state, action, since, reason}` of its last decision: "is channel X open?" is one HGET.
 - `og:hold:{customer_id}` (string, JSON `{since, reason, orders, expires_at}`): present
@@ -53,6 +60,8 @@ BreakerDoc = tuple[str, str, bytes]
 """(breaker kind: channel | carrier, its key, JSON document)."""
 HoldDoc = tuple[str, bytes | None, int]
 """(customer id, JSON document or None when released, time to live in ms or 0: none)."""
+Alias = tuple[str, str, int]
+"""(`<namespace>:<id>`, the canonical order id, time to live in ms)."""
 
 BREAKER_KINDS = ("channel", "carrier")
 
@@ -62,13 +71,21 @@ class ViewUpdate:
     """What one batch changes in the view; later updates of a key replace earlier ones."""
 
     orders: list[OrderDoc] = field(default_factory=list)
+    aliases: list[Alias] = field(default_factory=list)  # the `ids` of orders in `orders`
     timeline: list[TimelineEntry] = field(default_factory=list)  # only of orders in `orders`
     forgotten: list[str] = field(default_factory=list)  # orders that left state: delete
     breakers: list[BreakerDoc] = field(default_factory=list)
     holds: list[HoldDoc] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.timeline or self.forgotten or self.breakers or self.holds)
+        return bool(
+            self.orders
+            or self.aliases
+            or self.timeline
+            or self.forgotten
+            or self.breakers
+            or self.holds
+        )
 
 
 def order_doc(order_id: str, o: Order, clock: int) -> bytes:
@@ -89,6 +106,7 @@ def order_doc(order_id: str, o: Order, clock: int) -> bytes:
         "channel": o.channel,
         "carrier": o.carrier,
         "tracking_numbers": list(o.tracking_numbers()),
+        "ids": o.ids(),
         "version": o.version,
         "last_event_at": iso(o.t[LAST_AT]),
         "updated_at": iso(clock),
@@ -120,6 +138,8 @@ def timeline_member(ev: Event) -> bytes:
         doc["tracking_no"] = ev.tracking_no
     if ev.refund_id is not None:
         doc["refund_id"] = ev.refund_id
+    if ev.ref is not None:
+        doc["ref"] = ev.ref
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
@@ -165,7 +185,9 @@ def orders_update(
             update.forgotten.append(oid)
             continue
         held.add(oid)
-        update.orders.append((oid, order_doc(oid, o, clock), order_ttl(o, clock, settings)))
+        ttl = order_ttl(o, clock, settings)
+        update.orders.append((oid, order_doc(oid, o, clock), ttl))
+        update.aliases.extend((ref, oid, ttl) for ref in o.ids())
     for ev in events:
         oid = ev.order_id
         if oid is not None and oid in held:

@@ -20,7 +20,7 @@ from schemas.event import DeadLetter
 from schemas.limits import clip, excerpt, over
 from schemas.normalize import Normalizer
 from state.records import Alert, Decision
-from state.tracking_index import TrackingIndex
+from state.reference_index import ReferenceIndex
 from tests.helpers import T0, ev
 
 SETTINGS = load_settings()
@@ -227,7 +227,7 @@ def _scan(tracking: str, at: int, size: int):
 
 def test_pending_scans_are_bounded_in_bytes_as_well_as_count():
     settings = Settings(retention={"pending_tracking_max_bytes": 3_000_000})
-    idx = TrackingIndex(settings)
+    idx = ReferenceIndex(settings)
     scans = [_scan(f"75123456789012{i}", T0 + i, 1_000_000) for i in range(4)]
     _, dead = idx.process(scans, T0 + 4)
     assert [(d.reason, d.value) for d in dead] == [
@@ -236,20 +236,6 @@ def test_pending_scans_are_bounded_in_bytes_as_well_as_count():
     ]
     assert idx.pending_count == 2
     assert 2_000_000 < idx.pending_bytes <= 3_000_000
-
-
-def test_an_index_snapshot_from_before_the_byte_bound_resumes_with_it():
-    idx = TrackingIndex(Settings())
-    idx.process([_scan("751234567890123", T0, 1000)], T0)
-    state = dict(idx.__dict__)
-    del state["pending_bytes"], state["_pending_max_bytes"]
-    [[waiting]] = state["pending"].values()
-    del waiting.raw_size, waiting.raw_sha256  # an Event pickled before these slots existed
-    old = TrackingIndex.__new__(TrackingIndex)
-    old.__setstate__(state)
-    assert old.pending_bytes == idx.pending_bytes
-    assert waiting.raw_size is None and waiting.raw_sha256 is None
-    assert old._pending_max_bytes == Settings().retention.pending_tracking_max_bytes
 
 
 def test_a_waiting_scan_keeps_only_the_prefix_its_dead_letter_embeds():
@@ -265,7 +251,7 @@ def test_a_waiting_scan_keeps_only_the_prefix_its_dead_letter_embeds():
     out = Router(SETTINGS).route("tracking", 0, [(1, raw, ORIGIN)], "tracking")
     [waiting] = [e for key, msg in out if key.startswith("i") for e in msg[5]]  # type: ignore[index]
     assert waiting.raw is not None and len(waiting.raw) <= LIMITS.dead_letter_raw
-    idx = TrackingIndex(SETTINGS)
+    idx = ReferenceIndex(SETTINGS)
     idx.process([waiting], waiting.received_ms)
     assert idx.pending_bytes <= LIMITS.dead_letter_raw + idx.EVENT_BYTES
     _, [dl] = idx.process([], waiting.received_ms + SETTINGS.retention.pending_tracking)

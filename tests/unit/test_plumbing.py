@@ -1,11 +1,11 @@
-"""Timer wheel, batch barrier and tracking index: the pieces that make sharding deterministic."""
+"""Timer wheel, batch barrier and reference index: the pieces that make sharding deterministic."""
 
 from __future__ import annotations
 
 from dataflows.barrier import Barrier
 from schemas.config import Settings
+from state.reference_index import ReferenceIndex, tracking_key
 from state.timers import TimerWheel
-from state.tracking_index import TrackingIndex
 from tests.helpers import HOUR, T0, ev
 
 
@@ -71,7 +71,7 @@ def _registration(order_id: str, tracking: str, at: int):
 
 
 def test_index_resolves_scans_for_registered_numbers():
-    idx = TrackingIndex(Settings())
+    idx = ReferenceIndex(Settings())
     reg = _registration("PDD2026030200001", "751234567890123", T0)
     scan = _scan("751234567890123", T0 + HOUR)
     released, dead = idx.process([reg, scan], T0 + HOUR)
@@ -82,7 +82,7 @@ def test_index_resolves_scans_for_registered_numbers():
 
 
 def test_index_holds_an_early_scan_and_releases_it_behind_the_registration():
-    idx = TrackingIndex(Settings())
+    idx = ReferenceIndex(Settings())
     scan = _scan("751234567890123", T0)
     assert idx.process([scan], T0) == ([], [])
     reg = _registration("PDD2026030200001", "751234567890123", T0 + HOUR)
@@ -96,7 +96,7 @@ def test_index_holds_an_early_scan_and_releases_it_behind_the_registration():
 
 def test_index_dead_letters_scans_no_order_claims_within_retention():
     settings = Settings(retention={"pending_tracking": "7d"})
-    idx = TrackingIndex(settings)
+    idx = ReferenceIndex(settings)
     idx.process([_scan("751234567890123", T0)], T0)
     _, dead = idx.process([], T0 + 7 * 24 * HOUR - 1)
     assert dead == []
@@ -107,7 +107,7 @@ def test_index_dead_letters_scans_no_order_claims_within_retention():
 
 
 def test_index_bounds_pending_scans():
-    idx = TrackingIndex(Settings(retention={"pending_tracking_max": 2}))
+    idx = ReferenceIndex(Settings(retention={"pending_tracking_max": 2}))
     _, dead = idx.process([_scan(f"75123456789012{i}", T0 + i) for i in range(3)], T0 + 3)
     assert [(d.reason, d.value) for d in dead] == [("pending_overflow", "751234567890120")]
     assert idx.pending_count == 2
@@ -115,11 +115,11 @@ def test_index_bounds_pending_scans():
 
 def test_index_forgets_registrations_nobody_used_for_a_whole_retention_period():
     settings = Settings(retention={"idle_order": "2d"})
-    idx = TrackingIndex(settings)
+    idx = ReferenceIndex(settings)
     idx.process([_registration("TB2026030200001", "SF123456789012", T0)], T0)
     idx.process([_scan("SF000000000000", T0 + 24 * HOUR)], T0 + 24 * HOUR)  # rotation 1
-    assert idx.lookup("SF123456789012") == "TB2026030200001"  # promoted back
+    assert idx.lookup(tracking_key("SF123456789012")) == "TB2026030200001"  # promoted back
     idx.process([_scan("SF000000000001", T0 + 48 * HOUR)], T0 + 48 * HOUR)  # rotation 2
     idx.process([_scan("SF000000000002", T0 + 72 * HOUR)], T0 + 72 * HOUR)  # rotation 3
     idx.process([_scan("SF000000000003", T0 + 96 * HOUR)], T0 + 96 * HOUR)  # rotation 4
-    assert idx.lookup("SF123456789012") is None
+    assert idx.lookup(tracking_key("SF123456789012")) is None

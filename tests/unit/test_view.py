@@ -51,10 +51,13 @@ def test_order_doc_holds_status_report_mismatch_and_who(settings):
     update = batch(
         settings,
         shard,
-        oms(OID, "PENDING_PAYMENT", T0, customer_id="C7", channel="taobao"),
+        oms(
+            OID, "PENDING_PAYMENT", T0, customer_id="C7", channel="taobao",
+            links=("taobao:3456789012345678",),
+        ),
         pay(OID, T0 + MIN),
         label(OID, "SF123456789012", T0 + HOUR),
-    )
+    )  # fmt: skip
     doc = docs(update)[OID]
     assert doc == {
         "order_id": OID,
@@ -67,10 +70,16 @@ def test_order_doc_holds_status_report_mismatch_and_who(settings):
         "channel": "taobao",
         "carrier": "sf",
         "tracking_numbers": ["SF123456789012"],
+        "ids": ["taobao:3456789012345678", "tracking:SF123456789012"],
         "version": 3,
         "last_event_at": iso(T0 + HOUR),
         "updated_at": iso(T0 + HOUR),
     }
+    ttl = ttls(update)[OID]  # each id aliases the order, for as long as its document lives
+    assert sorted(update.aliases) == [
+        ("taobao:3456789012345678", OID, ttl),
+        ("tracking:SF123456789012", OID, ttl),
+    ]
     update = batch(settings, shard, oms(OID, "LABEL_CREATED", T0 + HOUR + MIN))
     assert docs(update)[OID]["mismatch"] is False
 

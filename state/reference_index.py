@@ -1,0 +1,202 @@
+"""Reference -> order: events that name their order by another id than the canonical one.
+
+An order's canonical id is its OMS id (README "Identity"). Other ids reach it here:
+
+- tracking numbers (`tracking:<no>`), registered by order-side events that carry a
+  valid one; a later registration of the same number wins (carriers reuse numbers);
+- namespaced references (`taobao:3456…`, `stripe_pi:pi_…`), registered by the events
+  that tie them to their order (`Event.links`: the OMS's channel order id, a payment
+  intent). The first link wins: a link that would re-point a reference already held
+  by another order is refused and counted (`conflicts`), since the first order may
+  already have consumed events by it and moving them is not possible.
+
+One index shard per slice of references (`owns`). An event without an order id is
+resolved by its `ref`, else its tracking number; one whose reference nobody has
+linked yet waits here (bounded by `retention.pending_tracking`, and per shard by
+`pending_tracking_max` events and `pending_tracking_max_bytes` of them: the bounds of
+every waiting reference; an event keeps only the prefix of its raw bytes that its
+dead letter would embed) and is released right behind the event that registers the
+reference. Expired or overflowing ones become dead letters (`unmatched_tracking` for
+scans, `unlinked_reference` for the others, `pending_overflow`): never silently dropped.
+
+Registrations live in two generations (`current`, `previous`) rotated every half
+retention period, so entries no one used for a whole period fall away without a
+timestamp per entry.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import orjson
+
+from schemas import errors
+from schemas.config import Settings
+from schemas.event import DeadLetter, Event
+
+Released = tuple[tuple[int, int, int], Event]
+"""(ordering key, event): the key places a released event right behind its registration."""
+
+TRACKING = "tracking:"
+"""The namespace of tracking numbers, in the index and in output records' `ids`."""
+
+
+def tracking_key(number: str) -> str:
+    return TRACKING + number
+
+
+def wait_key(ev: Event) -> str | None:
+    """What an event without an order id is resolved by: its `ref`, else its tracking number."""
+    if ev.ref is not None:
+        return ev.ref
+    return None if ev.tracking_no is None else tracking_key(ev.tracking_no)
+
+
+def registered_keys(ev: Event) -> tuple[str, ...]:
+    """The references an event with an order id ties to it: its valid tracking number, links."""
+    if ev.tracking_no is not None and ev.tracking_valid:
+        return (tracking_key(ev.tracking_no), *ev.links)
+    return ev.links
+
+
+def _everything(_key: str) -> bool:
+    return True
+
+
+class ReferenceIndex:
+    EVENT_BYTES = 512
+    """What a waiting event costs besides its raw bytes (the Event, its strings, the queue)."""
+
+    def __init__(self, settings: Settings) -> None:
+        r = settings.retention
+        self._rotate_every = max(1, r.idle_order // 2)
+        self._pending_for = r.pending_tracking
+        self._pending_max = r.pending_tracking_max
+        self._pending_max_bytes = r.pending_tracking_max_bytes
+        self.current: dict[str, str] = {}
+        self.previous: dict[str, str] = {}
+        self.rotated_at = 0
+        self.pending: dict[str, list[Event]] = {}
+        self.pending_queue: deque[tuple[int, str]] = deque()
+        self.pending_count = 0
+        self.pending_bytes = 0
+        self.conflicts = 0
+        """Links refused because their reference already belonged to another order."""
+
+    def lookup(self, key: str) -> str | None:
+        oid = self.current.get(key)
+        if oid is None:
+            oid = self.previous.get(key)
+            if oid is not None:
+                self.current[key] = oid
+        return oid
+
+    def process(
+        self, items: list[Event], clock: int, owns: Callable[[str], bool] = _everything
+    ) -> tuple[list[Released], list[DeadLetter]]:
+        """Items in input order: registrations (with order id) and waiting events (without).
+
+        `owns(key)`: whether this shard holds `key`; a registration is sent to the shard
+        of each of its references and registers only this shard's.
+        """
+        released: list[Released] = []
+        dead: list[DeadLetter] = []
+        for ev in items:
+            now = min(ev.received_ms, clock)  # never past the consumed ingestion clock
+            self._expire(now, dead)
+            self._maybe_rotate(now)
+            oid = ev.order_id
+            if oid is not None:
+                for key in registered_keys(ev):
+                    if owns(key):
+                        self._register(key, oid, released, ev.seq)
+                continue
+            key = wait_key(ev)
+            assert key is not None
+            found = self.lookup(key)
+            if found is not None:
+                ev.order_id = found
+                released.append(((ev.seq, 0, ev.seq), ev))
+            else:
+                self._hold(key, ev, dead)
+        self._expire(clock, dead)
+        return released, dead
+
+    def _register(self, key: str, oid: str, released: list[Released], seq: int) -> None:
+        held = self.lookup(key)
+        if held != oid:
+            if held is not None and not key.startswith(TRACKING):
+                self.conflicts += 1  # FIRST LINK WINS
+                return
+            self.current[key] = oid
+        waiting = self.pending.pop(key, None)
+        if waiting:
+            self.pending_count -= len(waiting)
+            for w in waiting:
+                self.pending_bytes -= self._size(w)
+                w.order_id = oid
+                w.raw = w.origin = None
+                released.append(((seq, 1, w.seq), w))
+
+    def _hold(self, key: str, ev: Event, dead: list[DeadLetter]) -> None:
+        self.pending.setdefault(key, []).append(ev)
+        self.pending_queue.append((ev.received_ms, key))
+        self.pending_count += 1
+        self.pending_bytes += self._size(ev)
+        while self.pending_count > self._pending_max or (
+            self.pending_bytes > self._pending_max_bytes and self.pending_count
+        ):
+            self._drop_oldest(errors.PENDING_OVERFLOW, dead)
+
+    def _size(self, ev: Event) -> int:
+        return self.EVENT_BYTES + (len(ev.raw) if ev.raw is not None else 0)
+
+    def _expire(self, now: int, dead: list[DeadLetter]) -> None:
+        q = self.pending_queue
+        while q and q[0][0] + self._pending_for <= now:
+            self._drop_oldest(None, dead)
+
+    def _drop_oldest(self, overflow: str | None, dead: list[DeadLetter]) -> None:
+        received, key = self.pending_queue.popleft()
+        waiting = self.pending.get(key)
+        if not waiting or waiting[0].received_ms != received:
+            return  # already released
+        ev = waiting.pop(0)
+        if not waiting:
+            del self.pending[key]
+        self.pending_count -= 1
+        self.pending_bytes -= self._size(ev)
+        scan = key.startswith(TRACKING)
+        value = key.removeprefix(TRACKING) if scan else key
+        if overflow is not None:
+            reason, why = overflow, "too many events waiting for an order; the oldest was let go"
+        elif scan:
+            reason = errors.UNMATCHED_TRACKING
+            why = "no order claimed this tracking number within the retention period"
+        else:
+            reason = errors.UNLINKED_REFERENCE
+            why = "no order was linked to this reference within the retention period"
+        dead.append(
+            DeadLetter(
+                reason=reason,
+                error=f"{ev.source} {'scan' if scan else 'event'} for {value}: {why}",
+                raw=ev.raw if ev.raw is not None else orjson.dumps({"event_id": ev.event_id}),
+                origin=ev.origin or {},
+                stream=ev.stream,
+                source=ev.source,
+                value=value,
+                received_ms=ev.received_ms,
+                seq=ev.seq,
+                raw_size=ev.raw_size,
+                raw_sha256=ev.raw_sha256,
+            )
+        )
+
+    def _maybe_rotate(self, now: int) -> None:
+        if not self.rotated_at:
+            self.rotated_at = now
+        elif now - self.rotated_at >= self._rotate_every:
+            self.previous = self.current
+            self.current = {}
+            self.rotated_at = now
