@@ -82,7 +82,9 @@ class ViewBuffer:
                 self._put(("order", oid), (doc, ttl))
                 ttls[oid] = ttl
             for ref, oid, ttl in update.aliases:
-                self._put(("alias", ref), (oid, ttl))
+                pending = self._entries.get(("alias", ref))
+                if pending is None or pending[0] == oid:  # a first claim is not replaced
+                    self._put(("alias", ref), (oid, ttl))
             for oid in update.forgotten:  # both keys go; a pending timeline need not be written
                 self._put(("order", oid), (None, 0))
                 self._entries.pop(("timeline", oid), None)

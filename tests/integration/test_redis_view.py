@@ -167,6 +167,13 @@ def test_the_view_says_what_the_output_topics_say_and_lookup_shows_it(broker, tm
         as_json = orjson.loads(ok(orderguard(env, "lookup", oid, "--json")))
         assert {k: v for k, v in as_json.items() if k != "timeline"} == views[oid]
         assert len(as_json["timeline"]) == client.zcard(f"{prefix}order:{oid}:timeline")
+        # and by any id it is known by: here a tracking number, bare and namespaced
+        shipped = next(o for o, v in views.items() if v["tracking_numbers"])
+        number = views[shipped]["tracking_numbers"][0]
+        assert f"tracking:{number}" in views[shipped]["ids"]
+        for name in (number, f"tracking:{number}"):
+            found = orjson.loads(ok(orderguard(env, "lookup", name, "--json")))
+            assert found["order_id"] == shipped, name
         print(f"\nlookup took {took * 1000:.0f} ms wall clock (subprocess) and {held} holds")
     finally:
         client.close()
@@ -195,3 +202,47 @@ def test_lookup_says_clearly_what_is_wrong(tmp_path, redis_url):
     env["ORDERGUARD__REDIS__URL"] = "http://127.0.0.1:6379"
     bad = orderguard(env, "lookup", "TB2026030299999")
     assert bad.returncode == 1 and "redis.url" in bad.stderr and "redis://" in bad.stderr
+
+
+def test_lookup_finds_an_order_by_a_channel_reference_and_a_tracking_number(tmp_path, redis_url):
+    """The view's writer against a real Redis: every id of an order aliases it, first claim wins."""
+    from connectors.redis_view import ViewBuffer, ViewWriter
+    from schemas.config import Settings
+    from state.shard import OrderShard
+    from state.view import first_deliveries, orders_update
+    from tests.helpers import T0, label, oms
+
+    env = view_env("127.0.0.1:1", tmp_path, redis_url)
+    prefix = env["ORDERGUARD__REDIS__KEY_PREFIX"]
+    settings = settings_of(env)
+    shard_settings = Settings(carriers={"sf": {"pattern": "^SF[0-9]{12}$"}})
+    oid, other, tid = "TB2026030200001", "TB2026030200002", "taobao:3456789012345678"
+    shard = OrderShard(shard_settings)
+    events = [
+        oms(oid, "PAID", T0, channel="taobao", links=(tid,)),
+        label(oid, "SF123456789012", T0 + 60_000),
+        oms(other, "PAID", T0 + 120_000, channel="taobao", links=(tid,)),  # a conflicting link
+    ]
+    fresh = first_deliveries(events, shard.orders)
+    records = [r for kind, r in shard.process(events, T0 + 120_000) if kind != "signal"]
+    update = orders_update(shard_settings, shard, fresh, records)
+    writer = ViewWriter(settings.redis, ViewBuffer(1000, 50)).start()
+    writer.buffer.add(update)
+    writer.notify()
+    writer.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.get(f"{prefix}ref:{tid}") == oid.encode()  # the first claim kept
+        assert 0 < client.pttl(f"{prefix}ref:{tid}") <= client.pttl(f"{prefix}order:{oid}")
+        for name in (oid, tid, "SF123456789012", "tracking:SF123456789012"):
+            found = orjson.loads(ok(orderguard(env, "lookup", name, "--json")))
+            assert found["order_id"] == oid, name
+            assert found["ids"] == [tid, "tracking:SF123456789012"], name
+            assert len(found["timeline"]) == 2, name
+        table = ok(orderguard(env, "lookup", tid))
+        assert table.splitlines()[0].split() == ["order", oid]
+        missing = orderguard(env, "lookup", "douyin:3456789012345678")  # another namespace
+        assert missing.returncode == 1 and "not in the view" in missing.stderr
+    finally:
+        client.close()
+        drop_keys(redis_url, prefix)

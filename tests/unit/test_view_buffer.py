@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.redis_view import ViewBuffer, commands
+from connectors.redis_view import CLAIM_REF, ViewBuffer, commands
 from state.view import ViewUpdate
 
 
@@ -128,6 +128,7 @@ def test_each_entry_becomes_idempotent_commands_under_the_prefix():
     commands(pipe, "og:", 50, ("hold", "C1"), (b"held", 500))
     commands(pipe, "og:", 50, ("hold", "C2"), (None, 0))
     commands(pipe, "og:", 50, ("hold", "C3"), (b"held", 0))
+    commands(pipe, "og:", 50, ("alias", "taobao:34567"), ("A", 1000))
     assert pipe.calls == [
         ("set", ("og:order:A", b"doc"), {"px": 1000}),
         ("delete", ("og:order:B", "og:order:B:timeline"), {}),
@@ -138,4 +139,16 @@ def test_each_entry_becomes_idempotent_commands_under_the_prefix():
         ("set", ("og:hold:C1", b"held"), {"px": 500}),
         ("delete", ("og:hold:C2",), {}),
         ("set", ("og:hold:C3", b"held"), {"px": None}),
+        ("eval", (CLAIM_REF, 1, "og:ref:taobao:34567", "A", 1000), {}),
     ]
+
+
+def test_a_pending_alias_is_not_handed_to_another_order():
+    """The first link wins in the index; the view's buffer keeps the first claim as well."""
+    buffer = ViewBuffer(max_keys=100, timeline_max=10)
+    buffer.add(ViewUpdate(aliases=[("taobao:1", "A", 1000), ("taobao:1", "B", 2000)]))
+    buffer.add(ViewUpdate(aliases=[("taobao:1", "A", 3000), ("tracking:SF1", "B", 2000)]))
+    assert drain(buffer) == {
+        ("alias", "taobao:1"): ("A", 3000),
+        ("alias", "tracking:SF1"): ("B", 2000),
+    }

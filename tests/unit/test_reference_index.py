@@ -1,0 +1,212 @@
+"""The reference index and its routing: an order is found by any id it is known by.
+
+Events that name an order only by a channel's or a payment's id (`Event.ref`) wait for
+the event that links that id to the order (`Event.links`), exactly like carrier scans
+wait for a tracking number's registration.
+"""
+
+from __future__ import annotations
+
+from schemas import errors
+from schemas.config import Settings
+from schemas.event import DeadLetter, Event
+from state.reference_index import ReferenceIndex, registered_keys, tracking_key, wait_key
+from tests.helpers import HOUR, MIN, T0, ev
+
+OID = "TB2026030200001"
+OTHER = "TB2026030200002"
+TID = "taobao:3456789012345678"
+
+
+def _link(order_id: str, at: int, *links: str, tracking: str | None = None) -> Event:
+    """The OMS event that ties the channel's id (and maybe a tracking number) to the order."""
+    kw: dict[str, object] = {"channel": "taobao", "links": links}
+    if tracking is not None:
+        kw.update(tracking_no=tracking, tracking_valid=True)
+    return ev("oms", "oms", order_id, "PAID", at=at, **kw)
+
+
+def _by_ref(ref: str, at: int, status: str = "PAID") -> Event:
+    """A channel event that names its order only by the channel's own id."""
+    return ev(
+        "taobao", "channel", None, status, at=at, ref=ref,
+        raw=b'{"tid": 1}', origin={"file": "f", "line": 7},
+    )  # fmt: skip
+
+
+def test_an_event_by_a_linked_reference_goes_to_its_order_at_once():
+    idx = ReferenceIndex(Settings())
+    link = _link(OID, T0, TID)
+    later = _by_ref(TID, T0 + MIN)
+    released, dead = idx.process([link, later], T0 + MIN)
+    assert [(key, e.order_id) for key, e in released] == [((later.seq, 0, later.seq), OID)]
+    assert dead == [] and idx.pending_count == 0
+
+
+def test_events_before_their_link_wait_and_follow_it_in_input_order():
+    idx = ReferenceIndex(Settings())
+    first, second = _by_ref(TID, T0), _by_ref(TID, T0 + MIN, "SHIPPED")
+    assert idx.process([first, second], T0 + MIN) == ([], [])
+    assert idx.pending_count == 2
+    link = _link(OID, T0 + HOUR, TID)
+    released, dead = idx.process([link], T0 + HOUR)
+    assert [(key, e.order_id) for key, e in released] == [
+        ((link.seq, 1, first.seq), OID),
+        ((link.seq, 1, second.seq), OID),
+    ]
+    assert dead == [] and idx.pending_count == 0 and idx.pending_bytes == 0
+    assert all(e.raw is None and e.origin is None for _, e in released)  # kept only while waiting
+
+
+def test_a_reference_nobody_links_in_time_is_dead_lettered_unlinked_reference():
+    idx = ReferenceIndex(Settings(retention={"pending_tracking": "2d"}))
+    idx.process([_by_ref(TID, T0)], T0)
+    assert idx.process([], T0 + 48 * HOUR - 1) == ([], [])
+    _, dead = idx.process([], T0 + 48 * HOUR)
+    assert [(d.reason, d.value, d.source, d.raw, d.origin) for d in dead] == [
+        (errors.UNLINKED_REFERENCE, TID, "taobao", b'{"tid": 1}', {"file": "f", "line": 7})
+    ]
+    assert isinstance(dead[0], DeadLetter) and TID in dead[0].error
+    # the link arriving after the bound finds nothing to release
+    released, _ = idx.process([_link(OID, T0 + 49 * HOUR, TID)], T0 + 49 * HOUR)
+    assert released == []
+
+
+def test_waiting_references_and_scans_share_the_count_bound():
+    idx = ReferenceIndex(Settings(retention={"pending_tracking_max": 2}))
+    scan = ev("sf", "carrier", None, "PICKED_UP", at=T0, tracking_no="SF1", tracking_valid=True)
+    items = [scan, _by_ref(TID, T0 + 1), _by_ref("douyin:3456789012345678", T0 + 2)]
+    _, dead = idx.process(items, T0 + 2)
+    assert [(d.reason, d.value) for d in dead] == [(errors.PENDING_OVERFLOW, "SF1")]
+    assert idx.pending_count == 2
+
+
+def test_the_same_id_in_two_namespaces_is_two_orders():
+    idx = ReferenceIndex(Settings())
+    idx.process([_link(OID, T0, "taobao:12345"), _link(OTHER, T0, "douyin:12345")], T0)
+    assert (idx.lookup("taobao:12345"), idx.lookup("douyin:12345")) == (OID, OTHER)
+    assert idx.lookup("shopify:12345") is None
+
+
+def test_a_link_that_would_move_a_reference_to_another_order_is_refused_and_counted():
+    idx = ReferenceIndex(Settings())
+    idx.process([_link(OID, T0, TID)], T0)
+    idx.process([_link(OTHER, T0 + MIN, TID)], T0 + MIN)
+    assert idx.lookup(TID) == OID and idx.conflicts == 1
+    later = _by_ref(TID, T0 + 2 * MIN)
+    released, _ = idx.process([later], T0 + 2 * MIN)
+    assert [e.order_id for _, e in released] == [OID]
+    idx.process([_link(OID, T0 + 3 * MIN, TID)], T0 + 3 * MIN)  # the holder again: no conflict
+    assert idx.conflicts == 1
+
+
+def test_a_reused_tracking_number_moves_to_the_newer_order():
+    """Carriers recycle numbers: unlike links, the latest registration of a number wins."""
+    idx = ReferenceIndex(Settings())
+    idx.process([_link(OID, T0, tracking="SF123456789012")], T0)
+    idx.process([_link(OTHER, T0 + HOUR, tracking="SF123456789012")], T0 + HOUR)
+    assert idx.lookup(tracking_key("SF123456789012")) == OTHER and idx.conflicts == 0
+
+
+def test_links_nobody_used_for_a_whole_retention_period_fall_away():
+    idx = ReferenceIndex(Settings(retention={"idle_order": "2d"}))
+    idx.process([_link(OID, T0, TID)], T0)
+    for day in range(1, 5):  # a rotation a day (half of idle_order)
+        idx.process([_by_ref(f"taobao:{day}", T0 + day * 24 * HOUR)], T0 + day * 24 * HOUR)
+        if day == 1:
+            assert idx.lookup(TID) == OID  # still there, promoted back to current
+    assert idx.lookup(TID) is None
+    # a link forgotten this way may be claimed again without a conflict
+    idx.process([_link(OTHER, T0 + 5 * 24 * HOUR, TID)], T0 + 5 * 24 * HOUR)
+    assert idx.lookup(TID) == OTHER and idx.conflicts == 0
+
+
+def test_a_registration_registers_only_the_references_its_shard_owns():
+    idx = ReferenceIndex(Settings())
+    link = _link(OID, T0, TID, "stripe_pi:pi_3Mt", tracking="SF123456789012")
+    idx.process([link], T0, owns=lambda key: key.startswith("taobao:"))
+    assert idx.current == {TID: OID}
+
+
+def test_what_an_event_registers_and_what_it_waits_by():
+    link = _link(OID, T0, TID, tracking="SF123456789012")
+    assert registered_keys(link) == ("tracking:SF123456789012", TID)
+    invalid = ev("oms", "oms", OID, "PAID", at=T0, tracking_no="x", tracking_valid=False)
+    assert registered_keys(invalid) == ()  # an invalid number names nothing
+    scan = ev("sf", "carrier", None, "PICKED_UP", at=T0, tracking_no="SF1", tracking_valid=True)
+    assert wait_key(scan) == "tracking:SF1"
+    scan.ref = "sf_order:ORD-1"  # a scan with the merchant's reference goes by it
+    assert wait_key(scan) == "sf_order:ORD-1"
+    assert wait_key(ev("x", "channel", None, "PAID", at=T0)) is None
+
+
+# ---------------------------------------------------------------- routing
+class _Prepared:
+    """A normalizer that hands back prepared events: the router's side of the contract."""
+
+    def __init__(self, events: dict[bytes, Event]) -> None:
+        self._events = events
+
+    def normalize(self, raw: bytes, **_: object) -> Event:
+        return self._events[raw]
+
+
+def _route(settings: Settings, *events: Event) -> dict[str, object]:
+    from dataflows.router import Router
+
+    prepared = {f"line{i}".encode(): e for i, e in enumerate(events)}
+    lines = [(e.seq, raw, {"line": i}) for i, (raw, e) in enumerate(prepared.items())]
+    return dict(Router(settings, _Prepared(prepared)).route("p", 0, lines, "orders"))
+
+
+def _index_items(out: dict[str, object], i: int) -> list[Event]:
+    from dataflows.router import index_key
+
+    return out[index_key(i)][5]  # type: ignore[index]
+
+
+def _direct(settings: Settings, out: dict[str, object]) -> list[Event]:
+    """What went straight to the order shards."""
+    from dataflows.router import shard_key
+
+    keys = [shard_key(i) for i in range(settings.pipeline.shards)]
+    return [e for k in keys for e in out[k][6]]  # type: ignore[index]
+
+
+def test_an_event_by_reference_goes_to_the_index_shard_of_its_reference_only():
+    from dataflows.router import index_shards, stable_shard
+
+    settings = Settings(pipeline={"shards": 16})
+    n = index_shards(settings)
+    by_ref = _by_ref(TID, T0)
+    out = _route(settings, by_ref)
+    assert _direct(settings, out) == []
+    assert {i: _index_items(out, i) for i in range(n) if _index_items(out, i)} == {
+        stable_shard(TID, n): [by_ref]
+    }
+    assert by_ref.raw == b"line0" and by_ref.origin == {"line": 0}  # for its dead letter
+
+
+def test_a_registration_goes_to_its_order_and_to_the_index_shard_of_each_reference_once():
+    from dataflows.router import index_shards, stable_shard
+
+    settings = Settings(pipeline={"shards": 16})
+    n = index_shards(settings)
+    refs = [f"taobao:{i}" for i in range(40)]  # more references than index shards: some share
+    link = _link(OID, T0, *refs, tracking="SF123456789012")
+    out = _route(settings, link)
+    assert _direct(settings, out) == [link]
+    want = {stable_shard(k, n) for k in ("tracking:SF123456789012", *refs)}
+    assert {i for i in range(n) if _index_items(out, i)} == want
+    assert all(_index_items(out, i) in ([], [link]) for i in range(n))  # once a shard
+    assert link.raw is None  # a registration keeps no raw bytes
+
+
+def test_every_index_shard_gets_one_message_a_batch_even_an_empty_one():
+    from dataflows.router import index_key, index_shards
+
+    settings = Settings(pipeline={"shards": 16})
+    out = _route(settings, _by_ref(TID, T0), _link(OID, T0, TID))
+    assert [k for k in out if k.startswith("i")] == [
+        index_key(i) for i in range(index_shards(settings))
+    ]
