@@ -8,7 +8,7 @@ import pytest
 from dataflows.encode import encode
 from dataflows.lookup import OrderLookup, aliases, render
 from schemas.config import Settings
-from state.evidence import MAX_REFS, Order, pack_orders, unpack_orders
+from state.evidence import MAX_REFS, Order, pack_orders, remember_refs, unpack_orders
 from state.records import Alert, Correction
 from state.shard import OrderShard
 from state.view import order_doc, timeline_member
@@ -57,16 +57,19 @@ def test_an_order_remembers_each_reference_once_and_at_most_max_refs(settings):
     events += [ev("taobao", "channel", OID, "PENDING_PAYMENT", at=T0 + i, ref=TID) for i in (1, 2)]
     assert shard.orders.get(OID) is None
     shard.process(events, T0 + 2)
-    assert shard.orders[OID].refs == TID  # one reference: a bare string, no tuple
+    assert shard.orders[OID].refs == TID  # one reference: that string, nothing more
     many = tuple(f"shopify:{i}" for i in range(2 * MAX_REFS))
     shard.process([oms(OID, "PENDING_PAYMENT", T0 + 3, links=many)], T0 + 3)
     known = shard.orders[OID].known_refs()
     assert len(known) == MAX_REFS and known[0] == TID and len(set(known)) == MAX_REFS
+    o = Order()
+    remember_refs(o, ("shopify:a\x1fb", TID))  # one holding the separator is left out
+    assert o.known_refs() == (TID,)
 
 
 def test_known_references_survive_a_snapshot():
     o = Order()
-    o.refs = (TID, PI)
+    remember_refs(o, (TID, PI))
     o.tracking = "SF123456789012"
     [back] = unpack_orders(pack_orders({OID: o})).values()
     assert back.ids() == [PI, TID, "tracking:SF123456789012"]
