@@ -55,6 +55,7 @@ from dataflows.router import (
 from dataflows.sequencer import Sequencer
 from schemas.config import Settings
 from schemas.event import Event
+from schemas.normalize import Normalizer
 from state.clock import Frontier
 from state.customers import CustomerDesk
 from state.health import HealthBatch, HealthState
@@ -308,6 +309,7 @@ def build_flow(
     recovery: bool = False,
     view_sink: Sink[ViewUpdate] | None = None,
     wall_clock: Callable[[], int] = wall_clock_ms,
+    normalizer: Normalizer | None = None,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
@@ -315,8 +317,9 @@ def build_flow(
     `view_sink`: where the Redis order view's updates go (none: they are not even built).
     `wall_clock`: epoch ms now: no input's `received_at` may run ahead of it by more than
     `pipeline.max_clock_ahead`, live or recorded (`dataflows.sequencer`); tests inject one.
+    `normalizer`: the router's (`schemas.normalize.Normalizer` of `settings` by default).
     """
-    router = Router(settings)
+    router = Router(settings, normalizer)
     stream_for = cache(stream_of) if stream_of else None
 
     def route(batch: RawBatch) -> list[tuple[str, Any]]:
