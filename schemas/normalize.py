@@ -147,7 +147,6 @@ class _Source(NamedTuple):
     each: str | None  # the text, for messages
     steps: tuple[Path, ...] | None  # from one level to the next level's list
     element_id: Paths  # event-id paths read from an element (level > 0)
-    notice_id: Paths  # event-id paths read from the root
 
 
 class _Kind(NamedTuple):
@@ -396,7 +395,6 @@ class Normalizer:
             each=each,
             steps=None if each is None else tuple(_plain(t) for t in each_steps(each)),
             element_id=tuple((t, p) for t, p in event_id if type(p) is _Bound and p.level),
-            notice_id=tuple((t, p) for t, p in event_id if type(p) is not _Bound or not p.level),
         )
 
     # ------------------------------------------------------------ per event
@@ -584,7 +582,6 @@ class Normalizer:
             return self._event(src, scope, payload, raw, event_id, received_ms, seq)
         if not elements:
             raise _Bad(errors.NO_EVENTS, f"{src.each} holds no element: no events")
-        notice = None
         out: list[Event | DeadLetter] = []
         for pos, scope in elements:
             try:
@@ -593,11 +590,10 @@ class Normalizer:
                         errors.INVALID_FIELD, f"it is {_kind_of(scope)}, not an object", scope
                     )
                 eid = self._first_id(src.element_id, scope) if src.element_id else None
+                ev = self._event(src, scope, payload, raw, eid or "#", received_ms, seq)
                 if eid is None:
-                    if notice is None:
-                        notice = event_id or self._event_id(src, src.notice_id, scope, payload, raw)
-                    eid = f"{notice}#{pos}"
-                out.append(self._event(src, scope, payload, raw, eid, received_ms, seq))
+                    ev.event_id = self._element_hash(src, ev, scope[-1], raw, pos)
+                out.append(ev)
             except _Bad as bad:
                 out.append(
                     DeadLetter(
@@ -908,6 +904,20 @@ class Normalizer:
             body = bytes(raw)
         h = src.hasher.copy()
         h.update(body)
+        return "h:" + h.hexdigest()
+
+    @staticmethod
+    def _element_hash(src: _Source, ev: Event, element: object, raw: bytes, pos: str) -> str:
+        """An element's identity without an id of its own: its content and the ids it is
+        about, not its position or its notification, so the same checkpoint is the same
+        event in a redelivery, a reordered one, or a later push that repeats it (AfterShip
+        sends every checkpoint each time)."""
+        h = src.hasher.copy()
+        try:
+            about = (ev.order_id or ev.ref, ev.tracking_no, element)
+            h.update(orjson.dumps(about, option=orjson.OPT_SORT_KEYS))
+        except orjson.JSONEncodeError:  # deeper than orjson writes: the notification's bytes
+            h.update(bytes(raw) + pos.encode())
         return "h:" + h.hexdigest()
 
     def _keys_of(self, payload: dict[str, Any]) -> tuple[str, ...]:

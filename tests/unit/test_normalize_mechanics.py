@@ -8,6 +8,7 @@ that each mechanism is tested alone, on payloads whose every value the test chos
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -337,17 +338,29 @@ def test_a_bad_element_does_not_sink_its_siblings_and_its_dead_letter_names_it()
     assert bad.raw == junk.raw  # the whole notification, for a replay
 
 
-def test_elements_without_their_own_id_get_the_notification_identity_and_position() -> None:
-    body = push(*({k: v for k, v in route(i).items() if k != "id"} for i in (1, 2)))
-    evs = results("routes", body)
-    ids = [e.event_id for e in evs]  # type: ignore[union-attr]
-    assert ids[0].startswith("h:") and ids[0].endswith("#0") and ids[1].endswith("#1")
-    assert ids[0][:-2] == ids[1][:-2]
-    # the same notification again: the same ids (so a redelivery de-duplicates per event)
-    assert [e.event_id for e in results("routes", body)] == ids  # type: ignore[union-attr]
-    # the envelope's id is the notification identity when there is one
-    evs = results("routes", body, event_id="N-1")
-    assert [e.event_id for e in evs] == ["N-1#0", "N-1#1"]  # type: ignore[union-attr]
+def ids(source: str, body: Any, **kw: Any) -> list[str]:
+    out = []
+    for e in results(source, body, **kw):
+        assert isinstance(e, Event), e
+        out.append(e.event_id)
+    return out
+
+
+def test_an_element_without_an_id_of_its_own_is_identified_by_what_it_says() -> None:
+    no_id = [{k: v for k, v in route(i).items() if k != "id"} for i in (1, 2, 3)]
+    first = ids("routes", push(*no_id))
+    assert all(re.fullmatch(r"h:[0-9a-f]{16}", i) for i in first) and len(set(first)) == 3
+    # redelivered whole, under another delivery id, or reordered: the same events
+    assert ids("routes", push(*no_id), event_id="N-2") == first
+    assert ids("routes", push(*reversed(no_id))) == first[::-1]
+    # a later push that repeats the first two routes and adds one: only the new one is new
+    later = ids("routes", push(*no_id[:2], {**no_id[2], "opCode": "80"}))
+    assert later[:2] == first[:2] and later[2] not in first
+    # the same route about another parcel is another event
+    other = {**no_id[0], "mailno": "SF123456789013"}
+    assert ids("routes", push(other)) != first[:1]
+    # and a flat payload keeps its identity rule (the payload's hash, or the envelope's id)
+    assert ids("routes", no_id[0], event_id="N-3") == ["N-3"]
 
 
 def test_nested_wildcards_bind_the_shipment_to_each_of_its_events() -> None:
@@ -373,18 +386,22 @@ def test_nested_wildcards_bind_the_shipment_to_each_of_its_events() -> None:
     }
     evs = results("nested", body, event_id="D1")
     assert all(isinstance(e, Event) for e in evs)
-    got = [(e.event_id, e.tracking_no, e.order_id, e.claims, e.event_ms) for e in evs]  # type: ignore[union-attr]
+    got = [(e.tracking_no, e.order_id, e.claims, e.event_ms) for e in evs]  # type: ignore[union-attr]
     assert got == [
         (
-            "D1#0.0",
             "1234567890",
             "WEB2026020900007",
             ("IN_TRANSIT",),
             utc_ms(2026, 2, 11, 17, 44, 22),
         ),
-        ("D1#0.1", "1234567890", "WEB2026020900007", ("OUT_FOR_DELIVERY",), utc_ms(2026, 2, 12, 8)),
-        ("D1#1.0", "2234567890", None, ("DELIVERED",), utc_ms(2026, 2, 12, 23)),
+        ("1234567890", "WEB2026020900007", ("OUT_FOR_DELIVERY",), utc_ms(2026, 2, 12, 8)),
+        ("2234567890", None, ("DELIVERED",), utc_ms(2026, 2, 12, 23)),
     ]
+    # one event of another shipment that says the same: another event (the shipment's ids)
+    twin = {"timestamp": "2026-02-13", "statusCode": "delivered"}
+    body["shipments"][0]["events"].append(twin)
+    again = ids("nested", body)
+    assert len(set(again)) == 4
 
 
 def test_a_shipment_without_events_is_its_own_element() -> None:
@@ -393,7 +410,7 @@ def test_a_shipment_without_events_is_its_own_element() -> None:
     }
     (ev,) = results("nested", body, event_id="D2")
     assert isinstance(ev, Event)
-    assert (ev.event_id, ev.claims, ev.tracking_no) == ("D2#0", ("DELIVERED",), "1234567890")
+    assert (ev.claims, ev.tracking_no) == (("DELIVERED",), "1234567890")
 
 
 def test_fields_above_the_list_are_inherited_by_every_checkpoint() -> None:
@@ -409,20 +426,22 @@ def test_fields_above_the_list_are_inherited_by_every_checkpoint() -> None:
         },
     }
     evs = results("inherit", body)
-    got = [
-        (e.event_id, e.tracking_no, e.carrier, e.claims, e.event_ms, e.event_time_raw) for e in evs
-    ]  # type: ignore[union-attr]
+    got = [(e.tracking_no, e.carrier, e.claims, e.event_ms, e.event_time_raw) for e in evs]  # type: ignore[union-attr]
     assert got == [
         (
-            "AS-77#0",
             "1Z999AA10123456784",
             "ups",
             ("IN_TRANSIT",),
             utc_ms(2021, 1, 14, 0, 52),
             "2021-01-14T00:52:00",
         ),
-        ("AS-77#1", "1Z999AA10123456784", "ups", ("DELIVERED",), utc_ms(2021, 1, 15), "2021-01-15"),
+        ("1Z999AA10123456784", "ups", ("DELIVERED",), utc_ms(2021, 1, 15), "2021-01-15"),
     ]
+    # AfterShip resends every checkpoint: the next webhook's old checkpoints are the same events
+    first = [e.event_id for e in evs]  # type: ignore[union-attr]
+    body["event_id"] = "AS-78"
+    body["msg"]["checkpoints"].append({"checkpoint_time": "2021-01-16", "tag": "Delivered"})
+    assert ids("inherit", body)[:2] == first
 
 
 # ---------------------------------------------------------------- decode: JSON or XML text
