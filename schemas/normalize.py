@@ -123,6 +123,7 @@ class _Source(NamedTuple):
     channel: str | None
     carrier: str | None
     zone: str
+    zone_from: tuple[Path, dict[str, tuple[str, Callable[[object], int]]]] | None
     parse_time: Callable[[object], int]
     order_id: Paths
     tracking_no: Paths
@@ -365,6 +366,15 @@ class Normalizer:
             channel=spec.channel,
             carrier=spec.carrier,
             zone=spec.zone,
+            zone_from=None
+            if spec.zone_from is None or not spec.time_format
+            else (
+                _compile_path(spec.zone_from.path, each, split),
+                {
+                    sys.intern(v): (sys.intern(z), parser_for(spec.time_format, z))
+                    for v, z in spec.zone_from.map.items()
+                },
+            ),
             parse_time=parser_for(spec.time_format, spec.zone) if spec.time_format else _untimed,
             order_id=paths(fp.order_id),
             tracking_no=paths(fp.tracking_no),
@@ -849,15 +859,24 @@ class Normalizer:
 
     @staticmethod
     def _event_time(
-        src: _Source, payload: dict[str, Any], received_ms: int
+        src: _Source, payload: Any, received_ms: int
     ) -> tuple[int, str | None, str | None]:
-        """The first present event-time path, parsed; none present: the ingestion time."""
+        """The first present event-time path, parsed; none present: the ingestion time.
+
+        Offset-less times are read in the source's zone, or in the zone `zone_from` maps
+        this event's field value to."""
         for label, path in src.event_time:
             v = payload.get(path, _MISSING) if type(path) is str else _get(payload, path)
             if v is None or v is _MISSING or v == "":
                 continue
+            parse, zone = src.parse_time, src.zone
+            if src.zone_from is not None:
+                where = _get(payload, src.zone_from[0])
+                hit = src.zone_from[1].get(where.strip()) if type(where) is str else None
+                if hit is not None:
+                    zone, parse = hit
             try:
-                return src.parse_time(v), _text(v), src.zone
+                return parse(v), _text(v), zone
             except TimeParseError as e:
                 raise _Bad(errors.UNPARSEABLE_TIME, f"{label}: {e}", v) from None
         return received_ms, None, None
