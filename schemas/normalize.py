@@ -48,7 +48,7 @@ _EVENT_FIELDS = (
     *("stream", "source", "kind", "event_id", "received_ms", "event_ms", "event_time_raw"),
     *("zone", "order_id", "refund_id", "tracking_no", "tracking_valid", "carrier", "channel"),
     *("customer_id", "claims", "raw_status", "signal", "outcome", "drift_fields", "keys"),
-    *("telemetry", "seq", "raw", "origin", "raw_size", "raw_sha256", "ref", "links"),
+    *("telemetry", "seq"),
 )
 if tuple(f.name for f in dataclasses.fields(Event))[: len(_EVENT_FIELDS)] != _EVENT_FIELDS:
     raise ImportError(
@@ -757,11 +757,9 @@ class Normalizer:
         drift: tuple[str, ...] = ()
         if not tracking_seen and src.tracking_no and any(map(_shipped, claims)):
             drift = _DRIFT
-        links: tuple[str, ...] = ()
-        if src.links:
-            links = self._links(src, payload, channel)
+        links = self._links(src, payload, channel) if src.links else ()
 
-        return Event(  # positional: a third of the cost of keywords (see _EVENT_FIELDS)
+        ev = Event(  # positional: a third of the cost of keywords (see _EVENT_FIELDS)
             src.stream,
             src.name,
             src.kind,
@@ -785,13 +783,12 @@ class Normalizer:
             self._keys_of(root),
             None,
             seq,
-            None,
-            None,
-            None,
-            None,
-            ref,
-            links,
         )
+        if ref is not None:
+            ev.ref = ref
+        if links:
+            ev.links = links
+        return ev
 
     # ------------------------------------------------------------ helpers (per event)
     def _too_long(self, what: str) -> str:
