@@ -2,8 +2,10 @@
 
 An order's canonical id is its OMS id (README "Identity"). Other ids reach it here:
 
-- tracking numbers (`tracking:<no>`), registered by order-side events that carry a
-  valid one; a later registration of the same number wins (carriers reuse numbers);
+- tracking numbers, registered by order-side events that carry a valid one; a later
+  registration of the same number wins (carriers reuse numbers). Their key is the bare
+  number, the very string the order holds (no copy per order), since a reference always
+  has a `:`; a number with one is keyed `tracking:<no>`, as outputs name every number;
 - namespaced references (`taobao:3456…`, `stripe_pi:pi_…`), registered by the events
   that tie them to their order (`Event.links`: the OMS's channel order id, a payment
   intent). The first link wins: a link that would re-point a reference already held
@@ -39,16 +41,23 @@ Released = tuple[tuple[int, int, int], Event]
 """(ordering key, event): the key places a released event right behind its registration."""
 
 TRACKING = "tracking:"
-"""The namespace of tracking numbers, in the index and in output records' `ids`."""
+"""The namespace of tracking numbers in output records' `ids` (and of a `ref` naming one)."""
 
 
 def tracking_key(number: str) -> str:
-    return TRACKING + number
+    """A tracking number's key: the number itself unless it could be taken for a reference."""
+    return number if ":" not in number else TRACKING + number
+
+
+def is_tracking(key: str) -> bool:
+    return ":" not in key or key.startswith(TRACKING)
 
 
 def wait_key(ev: Event) -> str | None:
     """What an event without an order id is resolved by: its `ref`, else its tracking number."""
     if ev.ref is not None:
+        if ev.ref.startswith(TRACKING):  # a reference that is a tracking number
+            return tracking_key(ev.ref.removeprefix(TRACKING))
         return ev.ref
     return None if ev.tracking_no is None else tracking_key(ev.tracking_no)
 
@@ -126,7 +135,7 @@ class ReferenceIndex:
     def _register(self, key: str, oid: str, released: list[Released], seq: int) -> None:
         held = self.lookup(key)
         if held != oid:
-            if held is not None and not key.startswith(TRACKING):
+            if held is not None and not is_tracking(key):
                 self.conflicts += 1  # FIRST LINK WINS
                 return
             self.current[key] = oid
@@ -167,7 +176,7 @@ class ReferenceIndex:
             del self.pending[key]
         self.pending_count -= 1
         self.pending_bytes -= self._size(ev)
-        scan = key.startswith(TRACKING)
+        scan = is_tracking(key)
         value = key.removeprefix(TRACKING) if scan else key
         if overflow is not None:
             reason, why = overflow, "too many events waiting for an order; the oldest was let go"

@@ -130,14 +130,28 @@ def test_a_registration_registers_only_the_references_its_shard_owns():
 
 def test_what_an_event_registers_and_what_it_waits_by():
     link = _link(OID, T0, TID, tracking="SF123456789012")
-    assert registered_keys(link) == ("tracking:SF123456789012", TID)
+    # a tracking number is its own key (the order's string, no copy): references have a ':'
+    assert registered_keys(link) == ("SF123456789012", TID)
     invalid = ev("oms", "oms", OID, "PAID", at=T0, tracking_no="x", tracking_valid=False)
     assert registered_keys(invalid) == ()  # an invalid number names nothing
     scan = ev("sf", "carrier", None, "PICKED_UP", at=T0, tracking_no="SF1", tracking_valid=True)
-    assert wait_key(scan) == "tracking:SF1"
+    assert wait_key(scan) == "SF1"
+    scan.tracking_no = "taobao:1"  # a number that looks like a reference is not taken for one
+    assert wait_key(scan) == "tracking:taobao:1"
     scan.ref = "sf_order:ORD-1"  # a scan with the merchant's reference goes by it
     assert wait_key(scan) == "sf_order:ORD-1"
+    scan.ref = "tracking:SF1"  # a reference that is a tracking number goes by the number
+    assert wait_key(scan) == "SF1"
     assert wait_key(ev("x", "channel", None, "PAID", at=T0)) is None
+
+
+def test_a_scan_whose_number_looks_like_a_reference_is_not_resolved_by_it():
+    idx = ReferenceIndex(Settings(retention={"pending_tracking": "1d"}))
+    scan = ev("sf", "carrier", None, "PICKED_UP", at=T0, tracking_no=TID, tracking_valid=False)
+    released, _ = idx.process([_link(OID, T0, TID), scan], T0)
+    assert released == [] and idx.pending_count == 1
+    _, [dl] = idx.process([], T0 + 24 * HOUR)
+    assert (dl.reason, dl.value) == (errors.UNMATCHED_TRACKING, TID)
 
 
 # ---------------------------------------------------------------- routing
@@ -196,7 +210,7 @@ def test_a_registration_goes_to_its_order_and_to_the_index_shard_of_each_referen
     link = _link(OID, T0, *refs, tracking="SF123456789012")
     out = _route(settings, link)
     assert _direct(settings, out) == [link]
-    want = {stable_shard(k, n) for k in ("tracking:SF123456789012", *refs)}
+    want = {stable_shard(k, n) for k in ("SF123456789012", *refs)}
     assert {i for i in range(n) if _index_items(out, i)} == want
     assert all(_index_items(out, i) in ([], [link]) for i in range(n))  # once a shard
     assert link.raw is None  # a registration keeps no raw bytes
