@@ -20,6 +20,7 @@ import yaml
 from schemas import errors
 from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from schemas.event import DeadLetter, Event
+from schemas.keys import MessageKeys
 from schemas.normalize import Normalizer
 from tests.unit.test_normalize import RECEIVED_AT, RECEIVED_MS, utc_ms
 
@@ -689,6 +690,15 @@ def test_a_carriers_unreadable_order_ref_falls_back_to_the_tracking_number() -> 
         "t": "2026-01-27 10:00:00",
     }
     assert dead("strict", body, errors.INVALID_ORDER_ID).value == "ORD-77"
+
+
+def test_split_and_kind_sources_have_a_message_key() -> None:
+    keys = MessageKeys(SETTINGS)
+    assert keys.for_payload("routes", push(route(1), route(2))) == b"TB2026012700123"
+    assert keys.for_payload("routes", route(1, orderid=None)) == b"SF123456789012"  # flat form
+    tracking_push = {"code": 4, "data": {"tracking_no": "JT0001234567890"}}
+    assert keys.for_payload("pushes", tracking_push) == b"JT0001234567890"  # a kind's path
+    assert keys.for_payload("formjson", {"bizContent": "{}"}) is None  # still encoded
 
 
 def test_every_new_reason_is_exercised_here() -> None:
