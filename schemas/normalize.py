@@ -137,6 +137,7 @@ class _Source(NamedTuple):
     telemetry: _TelemetryPaths | None
     # identity (config `identity`, `links`)
     namespace: str | None  # of fields.order_id's non-global ids; None: oms (global ids only)
+    ref_channel: str | None  # the channel whose namespace that is, if it is one
     id_strip: Callable[..., str] | None  # re.sub of the suffix pattern
     id_match: Callable[[str], object] | None
     fallback: bool  # an invalid order id is ignored when a tracking number is there
@@ -391,6 +392,7 @@ class Normalizer:
                 *(_compile_path(getattr(tel, k)) for k in _TelemetryPaths._fields)
             ),
             namespace=None if ident.namespace == OMS else ident.namespace,
+            ref_channel=self._ids.resolve_channel(ident.namespace),
             id_strip=None
             if ident.strip is None
             else partial(re.compile(ident.strip).sub, "", count=1),
@@ -750,6 +752,8 @@ class Normalizer:
             if channel is None:
                 name, _ = self._text_field(payload, src.channel_paths, "channel")
                 channel = name and self._ids.resolve_channel(name)
+                if channel is None and ref is not None:  # a channel's own id names its channel
+                    channel = src.ref_channel
         customer_id = None
         if src.customer_id:
             customer_id, _ = self._text_field(payload, src.customer_id, "customer id")

@@ -642,6 +642,7 @@ def gw(ref: str) -> dict[str, Any]:
 
 
 def test_a_gateway_reference_loses_its_attempt_suffix() -> None:
+    assert one("gw", gw("3456789012345678")).channel == "taobao"  # the namespace's channel
     assert (
         one("gw", gw("TB2026012700123-2")).order_id,
         one("gw", gw("TB2026012700123-2")).ref,
