@@ -323,7 +323,7 @@ class Normalizer:
             refine,
         )
 
-    def _compile(self, name: str, spec: SourceSpec, kind: str = "") -> _Source:
+    def _compile(self, name: str, spec: SourceSpec) -> _Source:
         each = spec.each
         split = each is not None
 
@@ -355,7 +355,7 @@ class Normalizer:
                     frozenset(v for v in ks.when if "*" not in v),
                     _glob(ks.when),
                     None if ks.present is None else _compile_path(ks.present),
-                    self._compile(name, spec.resolve(k), k),
+                    self._compile(name, spec.resolve(k)),
                 )
                 for k, ks in spec.kinds.items()
             )
@@ -568,8 +568,10 @@ class Normalizer:
         for k in src.kinds or ():
             if text is not None and (text in k.values or (k.glob is not None and k.glob(text))):
                 return k.src
-            if k.present is not None and _get(payload, k.present) not in (None, _MISSING):
-                return k.src
+            if k.present is not None:
+                v = _get(payload, k.present)
+                if v is not None and v is not _MISSING:
+                    return k.src
         names = ", ".join(k.name for k in src.kinds or ())
         if text is None:
             raise _Bad(errors.UNMAPPED_STATUS, f"the payload is of none of the kinds {names}")
