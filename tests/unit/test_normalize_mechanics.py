@@ -93,6 +93,28 @@ SOURCES: dict[str, Any] = {
             }
         ],
     },
+    # AfterShip-like with a tracking that has no checkpoint yet: kinds pick the form
+    "tracker": {
+        "stream": "tracking",
+        "kind": "carrier",
+        "time_format": "iso8601",
+        "fields": {"tracking_no": ["msg.tracking_number"], "carrier": ["msg.slug"]},
+        "kinds": {
+            "checkpoints": {
+                "present": "msg.checkpoints.0",
+                "each": "msg.checkpoints[*]",
+                "fields": {"event_time": ["msg.checkpoints[*].checkpoint_time"]},
+                "statuses": [
+                    {"path": "msg.checkpoints[*].tag", "map": {"InTransit": "IN_TRANSIT"}}
+                ],
+            },
+            "tracking": {
+                "present": "msg.tag",
+                "fields": {"event_time": ["msg.updated_at"]},
+                "statuses": [{"path": "msg.tag", "map": {"InfoReceived": "LABEL_CREATED"}}],
+            },
+        },
+    },
     # J&T-like: a form whose bizContent holds JSON
     "formjson": {
         "stream": "tracking",
@@ -461,6 +483,17 @@ def test_offset_less_times_are_local_to_the_zone_the_checkpoints_country_maps_to
         (utc_ms(2026, 12, 6, 10), "UTC", "2026-12-06T10:00:00"),  # not in the map: the source's
         (utc_ms(2026, 12, 6, 15), "Asia/Shanghai", "2026-12-06T10:00:00-05:00"),  # offset wins
     ]
+
+
+def test_a_kind_by_the_lists_first_element_handles_a_notification_with_none_yet() -> None:
+    msg = {"tracking_number": "1Z999AA10123456784", "slug": "ups", "tag": "InfoReceived"}
+    msg |= {"updated_at": "2026-12-05T10:00:00+00:00", "checkpoints": []}
+    (ev,) = results("tracker", {"msg": msg})
+    assert isinstance(ev, Event) and ev.claims == ("LABEL_CREATED",)
+    cp = {"checkpoint_time": "2026-12-06T10:00:00+00:00", "tag": "InTransit"}
+    evs = results("tracker", {"msg": {**msg, "tag": "InTransit", "checkpoints": [cp, cp]}})
+    assert [e.claims for e in evs] == [("IN_TRANSIT",), ("IN_TRANSIT",)]  # type: ignore[union-attr]
+    assert evs[0].event_id == evs[1].event_id  # type: ignore[union-attr]  # one fact, twice
 
 
 # ---------------------------------------------------------------- decode: JSON or XML text
