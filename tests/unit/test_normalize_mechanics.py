@@ -17,6 +17,7 @@ import orjson
 import pytest
 import yaml
 
+from dataflows.router import Router
 from schemas import errors
 from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from schemas.event import DeadLetter, Event
@@ -724,6 +725,23 @@ def test_a_carriers_unreadable_order_ref_falls_back_to_the_tracking_number() -> 
         "t": "2026-01-27 10:00:00",
     }
     assert dead("strict", body, errors.INVALID_ORDER_ID).value == "ORD-77"
+
+
+def test_the_router_routes_every_element_and_dead_letters_the_bad_one() -> None:
+    raw = envelope("routes", push(route(1), route(2, "99"), route(3, orderid=None)))
+    out = Router(SETTINGS).route("tracking", 0, [(9, raw, ORIGIN)], "tracking")
+    direct = [e for key, msg in out if key[0] == "o" and key != "out" for e in msg[6]]  # type: ignore[index]
+    index = [e for key, msg in out if key.startswith("i") for e in msg[5]]  # type: ignore[index]
+    [dead_letters] = [msg for key, msg in out if key == "out"]
+    assert [e.event_id for e in direct] == ["R1"]  # the order id's shard
+    # R1 also registers its tracking number; R3 waits for an order that holds it, with the
+    # notification's bytes for its dead letter should none ever come
+    assert [(e.event_id, e.raw is not None) for e in index] == [("R1", False), ("R3", True)]
+    assert [(d.reason, d.origin["element"]) for d in dead_letters] == [
+        (errors.UNMAPPED_STATUS, "1")
+    ]  # type: ignore[union-attr]
+    health = next(msg for key, msg in out if key == "health")
+    assert health[0] == "tracking"
 
 
 def test_split_and_kind_sources_have_a_message_key() -> None:
