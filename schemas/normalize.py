@@ -155,6 +155,7 @@ class _Source(NamedTuple):
     each: str | None  # the text, for messages
     steps: tuple[Path, ...] | None  # from one level to the next level's list
     element_id: Paths  # event-id paths read from an element (level > 0)
+    flat: bool  # none of decode, kinds, each
 
 
 class _Kind(NamedTuple):
@@ -413,6 +414,7 @@ class Normalizer:
             each=each,
             steps=None if each is None else tuple(_plain(t) for t in each_steps(each)),
             element_id=tuple((t, p) for t, p in event_id if type(p) is _Bound and p.level),
+            flat=not spec.decode and not spec.kinds and each is None,
         )
 
     # ------------------------------------------------------------ per event
@@ -527,6 +529,8 @@ class Normalizer:
                 event_id = str(event_id)
             if event_id is not None and over(event_id, self._id_max):
                 raise _Bad(errors.BAD_ENVELOPE, self._too_long("envelope `event_id`"), event_id)
+            if src.flat:  # no decode, kinds or each: the common case, as cheap as before
+                return self._event(src, payload, payload, raw, event_id or None, received_ms, seq)
             if src.decode:
                 self._decode(src, payload)
             if src.kinds is not None:
@@ -878,13 +882,12 @@ class Normalizer:
             v = payload.get(path, _MISSING) if type(path) is str else _get(payload, path)
             if v is None or v is _MISSING or v == "":
                 continue
-            parse, zone = src.parse_time, src.zone
-            if src.zone_from is not None:
+            try:
+                if src.zone_from is None:
+                    return src.parse_time(v), _text(v), src.zone
                 where = _get(payload, src.zone_from[0])
                 hit = src.zone_from[1].get(where.strip()) if type(where) is str else None
-                if hit is not None:
-                    zone, parse = hit
-            try:
+                zone, parse = hit or (src.zone, src.parse_time)
                 return parse(v), _text(v), zone
             except TimeParseError as e:
                 raise _Bad(errors.UNPARSEABLE_TIME, f"{label}: {e}", v) from None
