@@ -6,6 +6,12 @@ outcome, refinements), so that one message costs a JSON parse and a handful of
 dict lookups: no regex compiles, no pydantic, few allocations. It never raises:
 every way input can be bad is a DeadLetter with a reason from `schemas.errors`,
 and a bug becomes one too (`internal_error`) rather than a crashed pipeline.
+
+Per envelope: `decode:` fields are decoded in place, `kinds:` picks the message
+kind's compiled source, and a source with `each:` gives a tuple, one Event or
+DeadLetter per element, each read through a scope (root, element, ...) that its
+`_Bound` paths index. Ids outside the OMS's format become `Event.ref` in the source's
+namespace (`identity:`), and `links:` the references an event ties to its order.
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ class _Source(NamedTuple):
     telemetry: _TelemetryPaths | None
     # identity (config `identity`, `links`)
     namespace: str | None  # of fields.order_id's non-global ids; None: oms (global ids only)
+    ref_channel: str | None  # the channel whose namespace that is, if it is one
     id_strip: Callable[..., str] | None  # re.sub of the suffix pattern
     id_match: Callable[[str], object] | None
     fallback: bool  # an invalid order id is ignored when a tracking number is there
@@ -148,6 +155,7 @@ class _Source(NamedTuple):
     each: str | None  # the text, for messages
     steps: tuple[Path, ...] | None  # from one level to the next level's list
     element_id: Paths  # event-id paths read from an element (level > 0)
+    flat: bool  # none of decode, kinds, each
 
 
 class _Kind(NamedTuple):
@@ -322,7 +330,7 @@ class Normalizer:
             refine,
         )
 
-    def _compile(self, name: str, spec: SourceSpec, kind: str = "") -> _Source:
+    def _compile(self, name: str, spec: SourceSpec) -> _Source:
         each = spec.each
         split = each is not None
 
@@ -354,7 +362,7 @@ class Normalizer:
                     frozenset(v for v in ks.when if "*" not in v),
                     _glob(ks.when),
                     None if ks.present is None else _compile_path(ks.present),
-                    self._compile(name, spec.resolve(k), k),
+                    self._compile(name, spec.resolve(k)),
                 )
                 for k, ks in spec.kinds.items()
             )
@@ -391,6 +399,7 @@ class Normalizer:
                 *(_compile_path(getattr(tel, k)) for k in _TelemetryPaths._fields)
             ),
             namespace=None if ident.namespace == OMS else ident.namespace,
+            ref_channel=self._ids.resolve_channel(ident.namespace),
             id_strip=None
             if ident.strip is None
             else partial(re.compile(ident.strip).sub, "", count=1),
@@ -405,6 +414,7 @@ class Normalizer:
             each=each,
             steps=None if each is None else tuple(_plain(t) for t in each_steps(each)),
             element_id=tuple((t, p) for t, p in event_id if type(p) is _Bound and p.level),
+            flat=not spec.decode and not spec.kinds and each is None,
         )
 
     # ------------------------------------------------------------ per event
@@ -519,6 +529,8 @@ class Normalizer:
                 event_id = str(event_id)
             if event_id is not None and over(event_id, self._id_max):
                 raise _Bad(errors.BAD_ENVELOPE, self._too_long("envelope `event_id`"), event_id)
+            if src.flat:  # no decode, kinds or each: the common case, as cheap as before
+                return self._event(src, payload, payload, raw, event_id or None, received_ms, seq)
             if src.decode:
                 self._decode(src, payload)
             if src.kinds is not None:
@@ -566,8 +578,10 @@ class Normalizer:
         for k in src.kinds or ():
             if text is not None and (text in k.values or (k.glob is not None and k.glob(text))):
                 return k.src
-            if k.present is not None and _get(payload, k.present) not in (None, _MISSING):
-                return k.src
+            if k.present is not None:
+                v = _get(payload, k.present)
+                if v is not None and v is not _MISSING:
+                    return k.src
         names = ", ".join(k.name for k in src.kinds or ())
         if text is None:
             raise _Bad(errors.UNMAPPED_STATUS, f"the payload is of none of the kinds {names}")
@@ -750,6 +764,8 @@ class Normalizer:
             if channel is None:
                 name, _ = self._text_field(payload, src.channel_paths, "channel")
                 channel = name and self._ids.resolve_channel(name)
+                if channel is None and ref is not None:  # a channel's own id names its channel
+                    channel = src.ref_channel
         customer_id = None
         if src.customer_id:
             customer_id, _ = self._text_field(payload, src.customer_id, "customer id")
@@ -866,13 +882,12 @@ class Normalizer:
             v = payload.get(path, _MISSING) if type(path) is str else _get(payload, path)
             if v is None or v is _MISSING or v == "":
                 continue
-            parse, zone = src.parse_time, src.zone
-            if src.zone_from is not None:
+            try:
+                if src.zone_from is None:
+                    return src.parse_time(v), _text(v), src.zone
                 where = _get(payload, src.zone_from[0])
                 hit = src.zone_from[1].get(where.strip()) if type(where) is str else None
-                if hit is not None:
-                    zone, parse = hit
-            try:
+                zone, parse = hit or (src.zone, src.parse_time)
                 return parse(v), _text(v), zone
             except TimeParseError as e:
                 raise _Bad(errors.UNPARSEABLE_TIME, f"{label}: {e}", v) from None
@@ -924,13 +939,21 @@ class Normalizer:
 
     @staticmethod
     def _element_hash(src: _Source, ev: Event, element: object, raw: bytes, pos: str) -> str:
-        """An element's identity without an id of its own: its content and the ids it is
-        about, not its position or its notification, so the same checkpoint is the same
-        event in a redelivery, a reordered one, or a later push that repeats it (AfterShip
-        sends every checkpoint each time)."""
+        """An element's identity without an id of its own: its content and what the event
+        says (ids, status, time: some may come from above the element), not its position
+        or its notification. So the same checkpoint is the same event in a redelivery, a
+        reordered one, or a later push that repeats it (AfterShip sends every checkpoint
+        each time), while an order-level status that changed makes a new event."""
         h = src.hasher.copy()
         try:
-            about = (ev.order_id or ev.ref, ev.tracking_no, element)
+            about = (
+                ev.order_id or ev.ref,
+                ev.tracking_no,
+                ev.raw_status,
+                ev.event_time_raw,
+                ev.claims,
+                element,
+            )
             h.update(orjson.dumps(about, option=orjson.OPT_SORT_KEYS))
         except orjson.JSONEncodeError:  # deeper than orjson writes: the notification's bytes
             h.update(bytes(raw) + pos.encode())

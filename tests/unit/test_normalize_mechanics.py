@@ -17,9 +17,11 @@ import orjson
 import pytest
 import yaml
 
+from dataflows.router import Router
 from schemas import errors
 from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from schemas.event import DeadLetter, Event
+from schemas.keys import MessageKeys
 from schemas.normalize import Normalizer
 from tests.unit.test_normalize import RECEIVED_AT, RECEIVED_MS, utc_ms
 
@@ -91,6 +93,45 @@ SOURCES: dict[str, Any] = {
                 "map": {"InTransit": "IN_TRANSIT", "Delivered": "DELIVERED"},
             }
         ],
+    },
+    # Shopify-like: one event per fulfillment, the order's own status read above them
+    "orderful": {
+        "stream": "orders",
+        "kind": "channel",
+        "channel": "shopify",
+        "time_format": "rfc3339",
+        "identity": {"namespace": "shopify"},
+        "each": "fulfillments[*]",
+        "fields": {
+            "order_id": ["id"],
+            "tracking_no": ["fulfillments[*].tracking_number"],
+            "event_time": ["updated_at"],
+        },
+        "statuses": [
+            {"path": "financial_status", "map": {"pending": "PENDING_PAYMENT", "paid": "PAID"}}
+        ],
+    },
+    # AfterShip-like with a tracking that has no checkpoint yet: kinds pick the form
+    "tracker": {
+        "stream": "tracking",
+        "kind": "carrier",
+        "time_format": "iso8601",
+        "fields": {"tracking_no": ["msg.tracking_number"], "carrier": ["msg.slug"]},
+        "kinds": {
+            "checkpoints": {
+                "present": "msg.checkpoints.0",
+                "each": "msg.checkpoints[*]",
+                "fields": {"event_time": ["msg.checkpoints[*].checkpoint_time"]},
+                "statuses": [
+                    {"path": "msg.checkpoints[*].tag", "map": {"InTransit": "IN_TRANSIT"}}
+                ],
+            },
+            "tracking": {
+                "present": "msg.tag",
+                "fields": {"event_time": ["msg.updated_at"]},
+                "statuses": [{"path": "msg.tag", "map": {"InfoReceived": "LABEL_CREATED"}}],
+            },
+        },
     },
     # J&T-like: a form whose bizContent holds JSON
     "formjson": {
@@ -364,6 +405,18 @@ def test_an_element_without_an_id_of_its_own_is_identified_by_what_it_says() -> 
     assert ids("routes", no_id[0], event_id="N-3") == ["N-3"]
 
 
+def test_what_an_element_event_reads_from_above_the_element_is_part_of_its_identity() -> None:
+    order = {"id": 5123456789012, "financial_status": "pending"}
+    order |= {"updated_at": "2026-01-15T12:00:00-05:00"}
+    order["fulfillments"] = [{"tracking_number": "1Z999AA10123456784"}]
+    (pending,) = ids("orderful", order)
+    # the order is paid (same second, same fulfillment): a new event all the same
+    paid = {**order, "financial_status": "paid"}
+    (after,) = ids("orderful", paid)
+    assert after != pending
+    assert ids("orderful", paid) == [after]
+
+
 def test_nested_wildcards_bind_the_shipment_to_each_of_its_events() -> None:
     body = {
         "shipments": [
@@ -460,6 +513,17 @@ def test_offset_less_times_are_local_to_the_zone_the_checkpoints_country_maps_to
         (utc_ms(2026, 12, 6, 10), "UTC", "2026-12-06T10:00:00"),  # not in the map: the source's
         (utc_ms(2026, 12, 6, 15), "Asia/Shanghai", "2026-12-06T10:00:00-05:00"),  # offset wins
     ]
+
+
+def test_a_kind_by_the_lists_first_element_handles_a_notification_with_none_yet() -> None:
+    msg = {"tracking_number": "1Z999AA10123456784", "slug": "ups", "tag": "InfoReceived"}
+    msg |= {"updated_at": "2026-12-05T10:00:00+00:00", "checkpoints": []}
+    (ev,) = results("tracker", {"msg": msg})
+    assert isinstance(ev, Event) and ev.claims == ("LABEL_CREATED",)
+    cp = {"checkpoint_time": "2026-12-06T10:00:00+00:00", "tag": "InTransit"}
+    evs = results("tracker", {"msg": {**msg, "tag": "InTransit", "checkpoints": [cp, cp]}})
+    assert [e.claims for e in evs] == [("IN_TRANSIT",), ("IN_TRANSIT",)]  # type: ignore[union-attr]
+    assert evs[0].event_id == evs[1].event_id  # type: ignore[union-attr]  # one fact, twice
 
 
 # ---------------------------------------------------------------- decode: JSON or XML text
@@ -641,6 +705,7 @@ def gw(ref: str) -> dict[str, Any]:
 
 
 def test_a_gateway_reference_loses_its_attempt_suffix() -> None:
+    assert one("gw", gw("3456789012345678")).channel == "taobao"  # the namespace's channel
     assert (
         one("gw", gw("TB2026012700123-2")).order_id,
         one("gw", gw("TB2026012700123-2")).ref,
@@ -689,6 +754,32 @@ def test_a_carriers_unreadable_order_ref_falls_back_to_the_tracking_number() -> 
         "t": "2026-01-27 10:00:00",
     }
     assert dead("strict", body, errors.INVALID_ORDER_ID).value == "ORD-77"
+
+
+def test_the_router_routes_every_element_and_dead_letters_the_bad_one() -> None:
+    raw = envelope("routes", push(route(1), route(2, "99"), route(3, orderid=None)))
+    out = Router(SETTINGS).route("tracking", 0, [(9, raw, ORIGIN)], "tracking")
+    direct = [e for key, msg in out if key[0] == "o" and key != "out" for e in msg[6]]  # type: ignore[index]
+    index = [e for key, msg in out if key.startswith("i") for e in msg[5]]  # type: ignore[index]
+    [dead_letters] = [msg for key, msg in out if key == "out"]
+    assert [e.event_id for e in direct] == ["R1"]  # the order id's shard
+    # R1 also registers its tracking number; R3 waits for an order that holds it, with the
+    # notification's bytes for its dead letter should none ever come
+    assert [(e.event_id, e.raw is not None) for e in index] == [("R1", False), ("R3", True)]
+    assert [(d.reason, d.origin["element"]) for d in dead_letters] == [
+        (errors.UNMAPPED_STATUS, "1")
+    ]  # type: ignore[union-attr]
+    health = next(msg for key, msg in out if key == "health")
+    assert health[0] == "tracking"
+
+
+def test_split_and_kind_sources_have_a_message_key() -> None:
+    keys = MessageKeys(SETTINGS)
+    assert keys.for_payload("routes", push(route(1), route(2))) == b"TB2026012700123"
+    assert keys.for_payload("routes", route(1, orderid=None)) == b"SF123456789012"  # flat form
+    tracking_push = {"code": 4, "data": {"tracking_no": "JT0001234567890"}}
+    assert keys.for_payload("pushes", tracking_push) == b"JT0001234567890"  # a kind's path
+    assert keys.for_payload("formjson", {"bizContent": "{}"}) is None  # still encoded
 
 
 def test_every_new_reason_is_exercised_here() -> None:
