@@ -246,3 +246,41 @@ def test_lookup_finds_an_order_by_a_channel_reference_and_a_tracking_number(tmp_
     finally:
         client.close()
         drop_keys(redis_url, prefix)
+
+
+def test_a_live_run_finds_an_order_by_its_channel_id_and_parcel(
+    broker, tmp_path, redis_url, monkeypatch
+):
+    """Kafka to lookup: envelopes naming one order by the channel's id, the OMS's and a
+    tracking number (the sources of tests/unit/test_identity_replay.py, added to the
+    shipped registry in a config of this test's own), then `orderguard lookup` by each."""
+    import shutil
+
+    import yaml
+
+    from schemas.config import DEFAULT_CONFIG, load_settings
+    from tests.unit.test_identity_replay import MAILNO, OID, OTHER_TID, SOURCES, TID, _lines
+
+    config = tmp_path / "orderguard.yaml"
+    shutil.copy(DEFAULT_CONFIG, config)
+    shipped = yaml.safe_load((DEFAULT_CONFIG.parent / "sources.yaml").read_text())
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({**shipped, **SOURCES}))
+    env = view_env(broker.bootstrap, tmp_path, redis_url)
+    prefix = env["ORDERGUARD__REDIS__KEY_PREFIX"]
+    for k, v in env.items():
+        if k.startswith("ORDERGUARD__"):
+            monkeypatch.setenv(k, v)
+    settings = load_settings(config)
+    ensure_topics(broker.bootstrap, settings.kafka.topic_partitions())
+    produce_envelopes(settings, _lines())
+    try:
+        ok(orderguard(env, "run", "--exit-when-caught-up", "--config", str(config)))
+        for name in (OID, f"taobao:{TID}", MAILNO, f"tracking:{MAILNO}"):
+            found = orjson.loads(ok(orderguard(env, "lookup", name, "--json")))
+            assert (found["order_id"], found["status"]) == (OID, "PICKED_UP"), name
+            assert found["ids"] == [f"taobao:{TID}", f"tracking:{MAILNO}"], name
+            assert {e["source"] for e in found["timeline"]} == {"shop", "pay", "erp", "parcel"}
+        unlinked = orderguard(env, "lookup", f"taobao:{OTHER_TID}")
+        assert unlinked.returncode == 1 and "not in the view" in unlinked.stderr
+    finally:
+        drop_keys(redis_url, prefix)
