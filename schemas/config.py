@@ -122,7 +122,12 @@ class Breakers(_Strict):
 
 
 class Retention(_Strict):
-    """Memory stays bounded: finished orders and unmatched scans leave state."""
+    """Memory stays bounded: finished orders and events nobody claims leave state.
+
+    `pending_tracking*` bound every event waiting in the reference index, a scan for a
+    tracking number or an event naming a channel's or payment's id (the keys keep the
+    name they had when only scans waited).
+    """
 
     terminal_order: DurationMs = 3 * 86_400_000
     idle_order: DurationMs = 60 * 86_400_000
