@@ -224,3 +224,14 @@ def test_every_index_shard_gets_one_message_a_batch_even_an_empty_one():
     assert [k for k in out if k.startswith("i")] == [
         index_key(i) for i in range(index_shards(settings))
     ]
+
+
+def test_an_order_whose_canonical_id_is_namespaced_is_found_by_its_tracking_number():
+    """Should a channel's id be an order's canonical one (no OMS), nothing here minds."""
+    idx = ReferenceIndex(Settings())
+    shop = "shopify:5123456789012"
+    reg = ev("shopify", "channel", shop, "LABEL_CREATED", at=T0, tracking_no="SF1",
+             tracking_valid=True)  # fmt: skip
+    scan = ev("aftership", "carrier", None, "IN_TRANSIT", at=T0 + 1, tracking_no="SF1")
+    released, _ = idx.process([reg, scan], T0 + 1)
+    assert [e.order_id for _, e in released] == [shop]
