@@ -88,39 +88,45 @@ class Router:
             line_stream = stream if streams is None else streams[i]
             not_after = None if limits is None else limits[i]
             if len(raw) > lim.input_record:  # any stream, commands too: never parsed
-                r = too_large(raw, lim.input_record, lim.dead_letter_raw, origin, line_stream, seq)
+                result = too_large(
+                    raw, lim.input_record, lim.dead_letter_raw, origin, line_stream, seq
+                )
             elif line_stream == CONTROL or (line_stream is None and is_control(raw)):
-                r = self._command(raw, origin, seq, line_stream, not_after)
-                if isinstance(r, Command):
-                    if raise_clock and r.received_ms > clock:
-                        clock = r.received_ms
-                    if r.breaker == "customer":
-                        commands.append(r)
+                result = self._command(raw, origin, seq, line_stream, not_after)
+                if isinstance(result, Command):
+                    if raise_clock and result.received_ms > clock:
+                        clock = result.received_ms
+                    if result.breaker == "customer":
+                        commands.append(result)
                     else:
-                        health.add_command(r)
+                        health.add_command(result)
                     continue
             else:
-                r = normalize(raw, origin=origin, stream=line_stream, seq=seq, not_after=not_after)
-            if isinstance(r, DeadLetter):
-                health.add_dead_letter(r, self._channel_of.get(r.source or ""))
-                dead.append(r)
-                if raise_clock and r.received_ms is not None and r.received_ms > clock:
+                result = normalize(
+                    raw, origin=origin, stream=line_stream, seq=seq, not_after=not_after
+                )
+            # a split notification (`each:`) gives a tuple: one result per element
+            for r in result if type(result) is tuple else (result,):
+                if isinstance(r, DeadLetter):
+                    health.add_dead_letter(r, self._channel_of.get(r.source or ""))
+                    dead.append(r)
+                    if raise_clock and r.received_ms is not None and r.received_ms > clock:
+                        clock = r.received_ms
+                    continue
+                if raise_clock and r.received_ms > clock:
                     clock = r.received_ms
-                continue
-            if raise_clock and r.received_ms > clock:
-                clock = r.received_ms
-            health.add_event(r)
-            if r.kind == "telemetry":
-                continue
-            if r.order_id is not None:
-                direct[stable_shard(r.order_id, shards)].append(r)
-                if r.tracking_no is not None and r.tracking_valid:
+                health.add_event(r)
+                if r.kind == "telemetry":
+                    continue
+                if r.order_id is not None:
+                    direct[stable_shard(r.order_id, shards)].append(r)
+                    if r.tracking_no is not None and r.tracking_valid:
+                        index[stable_shard(r.tracking_no, nindex)].append(r)
+                elif r.tracking_no is not None:
+                    # kept while the scan waits for its order: what its dead letter would embed
+                    r.raw, r.raw_size, r.raw_sha256 = kept(raw, lim.dead_letter_raw)
+                    r.origin = origin
                     index[stable_shard(r.tracking_no, nindex)].append(r)
-            elif r.tracking_no is not None:
-                # kept while the scan waits for its order: what its dead letter would embed
-                r.raw, r.raw_size, r.raw_sha256 = kept(raw, lim.dead_letter_raw)
-                r.origin = origin
-                index[stable_shard(r.tracking_no, nindex)].append(r)
         health.clock_ms = max(health.clock_ms, clock)
         out: list[Message] = [
             (shard_key(i), ("direct", part, n, i, clock, parts, evs, [] if i else commands))

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from schemas.paths import PathError, bind, each_steps
 from schemas.statuses import CLAIMABLE, conditional
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "ops" / "orderguard.yaml"
@@ -598,7 +599,7 @@ class StatusField(_Strict):
 
 
 class FieldPaths(_Strict):
-    """Dotted paths (first one present wins) to what the pipeline needs."""
+    """Paths (first one present wins) to what the pipeline needs (`schemas.paths`)."""
 
     order_id: list[str] = []
     tracking_no: list[str] = []
@@ -617,37 +618,134 @@ class TelemetryPaths(_Strict):
     error: str = "error"
 
 
-class SourceSpec(_Strict):
-    stream: Stream
-    kind: Kind
-    channel: str | None = None  # channel sources: which channel they are
-    carrier: str | None = None  # single-carrier tracking sources
-    time_format: TimeFormat
-    zone: str = "UTC"
+OMS = "oms"
+"""The namespace of the OMS's own ids, the global id format (`TB2026012700123`)."""
+Namespace = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class Identity(_Strict):
+    """Which ids `fields.order_id` holds, and what to do with one that is not an order's.
+
+    A value in the global-id format (or `REF-<global id>-<nn>`) is always the OMS's id.
+    Any other value is an id in `namespace`: with `oms` (the default) it is bad input
+    (`invalid_order_id`); with another namespace (a channel's `taobao`, a merchant
+    reference's `stripe_pi`...) the event names its order by `ref` = `<namespace>:<id>`,
+    which the reference index resolves. `strip`: a regular expression removed (once)
+    before the id is read, such as a payment attempt suffix `-[0-9]{1,3}$`; `pattern`:
+    what a valid id of the namespace looks like (full match; default: any). `fallback`:
+    `tracking` ignores an id that is not valid when the event has a tracking number
+    (carriers' merchant-defined order refs, the default for carriers); `none` dead-letters it.
+    """
+
+    namespace: Namespace = OMS
+    strip: Regex | None = None
+    pattern: Regex | None = None
+    fallback: Literal["tracking", "none"] | None = None
+
+
+class Link(_Strict):
+    """A reference this event ties to its order: `<namespace>:<first present id path>`.
+
+    `namespace_from: channel` takes the event's resolved channel (the OMS's `channel` +
+    `platform_order_id`); `namespace` names it outright (`stripe_pi`).
+    """
+
+    id: list[str] = Field(min_length=1)
+    namespace: Namespace | None = None
+    namespace_from: Literal["channel"] | None = None
+
+    @model_validator(mode="after")
+    def _one_namespace(self) -> Link:
+        if (self.namespace is None) == (self.namespace_from is None):
+            raise ValueError("a link names exactly one of `namespace` or `namespace_from`")
+        return self
+
+
+Decode = Literal["json", "xml"]
+
+
+class _Overridable(_Strict):
+    """The keys a message kind may override (see `KindSpec`)."""
+
+    each: str | None = None
+    time_format: TimeFormat | None = None
+    zone: str | None = None
     fields: FieldPaths = FieldPaths()
     statuses: list[StatusField] = []
     signals: dict[str, str] = {}  # raw status -> signal, e.g. RESHIP_REQUESTED: reship
     outcomes: dict[str, Literal["success", "failure"]] = {}  # gateways: success-rate input
     envelope_time: list[str] = []  # raw statuses timed by received_at (WeChat REFUND)
+    identity: Identity = Identity()
+    links: list[Link] = []
+
+
+class KindSpec(_Overridable):
+    """One kind of message of a source that sends several (Stripe `charge.*`, Shopee code 4).
+
+    Selected by `when` (values of the source's `kind_by` path, `*` matching any run of
+    characters) or by `present` (a path whose value is not null: for a provider whose
+    kind is not in the body). The keys set here replace the source's, except `fields`
+    and `identity`, merged key by key.
+    """
+
+    when: list[str] = []
+    present: str | None = None
+
+
+class SourceSpec(_Overridable):
+    stream: Stream
+    kind: Kind
+    channel: str | None = None  # channel sources: which channel they are
+    carrier: str | None = None  # single-carrier tracking sources
+    time_format: TimeFormat | None = None  # required (here or in every kind)
+    zone: str = "UTC"
     telemetry: TelemetryPaths | None = None
+    decode: dict[str, Decode] = {}  # path -> json | xml: text decoded before paths are read
+    kind_by: str | None = None  # the discriminator path of `kinds`
+    kinds: dict[str, KindSpec] = {}
 
     @field_validator("zone")
     @classmethod
     def _zone_exists(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo
-
-        try:
-            ZoneInfo(v)
-        except Exception as e:
-            raise ValueError(f"unknown time zone {v!r}") from e
-        return v
+        return _zone(v)
 
     @model_validator(mode="after")
     def _complete(self) -> SourceSpec:
         if self.kind == "telemetry":
+            if self.time_format is None:
+                raise ValueError("a source needs `time_format`")
             if self.telemetry is None:
                 raise ValueError("a telemetry source needs `telemetry:` field paths")
+            if self.each or self.kinds or self.decode:
+                raise ValueError("a telemetry source has no `each`, `kinds` or `decode`")
             return self
+        for path in self.decode:
+            if "[*]" in path:
+                raise ValueError(f"decode.{path}: decoded fields are named without [*]")
+            _check_path(f"decode.{path}", path, None)
+        if self.kinds:
+            if self.kind_by is not None:
+                _check_path("kind_by", self.kind_by, None)
+            for name, k in self.kinds.items():
+                where = f"kinds.{name}"
+                if not k.when and k.present is None:
+                    raise ValueError(f"{where}: a kind needs `when` (values) or `present` (a path)")
+                if k.when and self.kind_by is None:
+                    raise ValueError(f"{where}.when: needs the source's `kind_by` path")
+                if k.present is not None:
+                    _check_path(f"{where}.present", k.present, None)
+                try:
+                    self.resolve(name)
+                except ValidationError as e:
+                    first = e.errors()[0]
+                    key = ".".join(str(p) for p in first["loc"])
+                    msg = first["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"{where}{'.' + key if key else ''}: {msg}") from None
+            return self
+        if self.kind_by is not None:
+            raise ValueError("kind_by: names the discriminator of `kinds`, and there are none")
+        if self.time_format is None:
+            raise ValueError("a source needs `time_format`")
         if not self.statuses:
             raise ValueError("a source needs at least one entry in `statuses`")
         if not self.fields.order_id and not self.fields.tracking_no:
@@ -663,7 +761,55 @@ class SourceSpec(_Strict):
             for raw in raws:
                 if raw not in known:
                     raise ValueError(f"{where}: {raw!r} is not a value of any status map")
+        if self.each is not None:
+            try:
+                each_steps(self.each)
+            except PathError as e:
+                raise ValueError(f"each: {e}") from None
+        for where, path in self._paths():
+            _check_path(where, path, self.each)
         return self
+
+    def _paths(self) -> list[tuple[str, str]]:
+        """Every field path, with its key for messages."""
+        out = [
+            (f"fields.{key}", p) for key, paths in self.fields.model_dump().items() for p in paths
+        ]
+        for i, f in enumerate(self.statuses):
+            out.append((f"statuses.{i}.path", f.path))
+            out += [(f"statuses.{i}.refine.{j}.path", r.path) for j, r in enumerate(f.refine)]
+        for i, link in enumerate(self.links):
+            out += [(f"links.{i}.id", p) for p in link.id]
+        return out
+
+    def resolve(self, kind: str) -> SourceSpec:
+        """The complete spec of one message kind: the source's keys, the kind's over them."""
+        k = self.kinds[kind]
+        base = self.model_dump(exclude={"kinds", "kind_by", "decode"}, exclude_unset=True)
+        base.setdefault("stream", self.stream)
+        base.setdefault("kind", self.kind)
+        patch = k.model_dump(exclude={"when", "present"}, exclude_unset=True)
+        for merged in ("fields", "identity"):
+            if merged in patch:
+                patch[merged] = {**base.get(merged, {}), **patch[merged]}
+        return SourceSpec.model_validate({**base, **patch})
+
+
+def _zone(v: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(v)
+    except Exception as e:
+        raise ValueError(f"unknown time zone {v!r}") from e
+    return v
+
+
+def _check_path(where: str, path: str, each: str | None) -> None:
+    try:
+        bind(path, each)
+    except PathError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 RefundClaim = Annotated[str, BeforeValidator(_check_claim)]

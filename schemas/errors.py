@@ -21,6 +21,9 @@ UNKNOWN_SOURCE = "unknown_source"
 """`source` names no entry of the source registry (ops/sources.yaml)."""
 STREAM_MISMATCH = "stream_mismatch"
 """The envelope's `stream`, the topic's stream and the source's stream disagree."""
+UNDECODABLE = "undecodable"
+"""A field the source's `decode:` says holds JSON or XML text does not (or is not text;
+XML with a DOCTYPE is refused)."""
 MISSING_ORDER_ID = "missing_order_id"
 """The payload carries neither an order id nor a tracking number."""
 INVALID_ORDER_ID = "invalid_order_id"
@@ -28,7 +31,8 @@ INVALID_ORDER_ID = "invalid_order_id"
 `REF-<global id>-<nn>` refund id, or longer than `limits.id`; ids are case-sensitive."""
 INVALID_FIELD = "invalid_field"
 """A tracking number, carrier, channel or customer id of the wrong JSON type, or
-longer than `limits.id` bytes."""
+longer than `limits.id` bytes; an element of a split notification (`each:`) that is not
+an object."""
 UNPARSEABLE_TIME = "unparseable_time"
 """An event time (or the envelope's `received_at`) that is not in the source's format."""
 IMPLAUSIBLE_TIME = "implausible_time"
@@ -36,7 +40,11 @@ IMPLAUSIBLE_TIME = "implausible_time"
 `pipeline.max_clock_ahead` (the wall clock, live and in replay: see
 `dataflows.sequencer`). Dead-lettered so that it moves no clock."""
 UNMAPPED_STATUS = "unmapped_status"
-"""A status value the source's map does not know (feeds the UNMAPPED_STATUS alert)."""
+"""A status value the source's map does not know, or a message whose `kind_by` value
+(or absence) selects none of the source's `kinds` (feeds the UNMAPPED_STATUS alert)."""
+NO_EVENTS = "no_events"
+"""A notification whose `each:` list is present but empty: it reports nothing, which is
+not a delivery to drop silently."""
 MISSING_STATUS = "missing_status"
 """A status field that is not optional is absent or null."""
 INVALID_TELEMETRY = "invalid_telemetry"
@@ -52,12 +60,14 @@ REASONS: tuple[str, ...] = (
     BAD_ENVELOPE,
     UNKNOWN_SOURCE,
     STREAM_MISMATCH,
+    UNDECODABLE,
     MISSING_ORDER_ID,
     INVALID_ORDER_ID,
     INVALID_FIELD,
     UNPARSEABLE_TIME,
     IMPLAUSIBLE_TIME,
     UNMAPPED_STATUS,
+    NO_EVENTS,
     MISSING_STATUS,
     INVALID_TELEMETRY,
     INTERNAL_ERROR,

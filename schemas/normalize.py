@@ -16,15 +16,18 @@ import math
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple, get_args
 
 import orjson
 
 from schemas import errors
-from schemas.config import FieldPaths, Settings, SourceSpec, StatusField, Stream
+from schemas.config import OMS, FieldPaths, Settings, SourceSpec, StatusField, Stream
+from schemas.decode import DecodeError, decode
 from schemas.event import DeadLetter, Event, Telemetry
 from schemas.ids import IdRules
 from schemas.limits import clip, over, too_large
+from schemas.paths import bind, each_steps
 from schemas.statuses import SHIPPED_BAND, conditional
 from schemas.timeparse import (
     TimeParseError,
@@ -33,7 +36,7 @@ from schemas.timeparse import (
     parser_for,
 )
 
-__all__ = ["Normalizer"]
+__all__ = ["Normalizer", "Result"]
 
 _MISSING: Any = object()  # a path that does not resolve (null resolves to None)
 _STREAMS = frozenset(get_args(Stream))
@@ -45,7 +48,7 @@ _EVENT_FIELDS = (
     *("stream", "source", "kind", "event_id", "received_ms", "event_ms", "event_time_raw"),
     *("zone", "order_id", "refund_id", "tracking_no", "tracking_valid", "carrier", "channel"),
     *("customer_id", "claims", "raw_status", "signal", "outcome", "drift_fields", "keys"),
-    *("telemetry", "seq"),
+    *("telemetry", "seq", "raw", "origin", "raw_size", "raw_sha256", "ref", "links"),
 )
 if tuple(f.name for f in dataclasses.fields(Event))[: len(_EVENT_FIELDS)] != _EVENT_FIELDS:
     raise ImportError(
@@ -53,7 +56,18 @@ if tuple(f.name for f in dataclasses.fields(Event))[: len(_EVENT_FIELDS)] != _EV
         f"in this order: {_EVENT_FIELDS}"
     )
 
-Path = str | tuple[str | int, ...]
+Result = Event | DeadLetter | tuple[Event | DeadLetter, ...]
+"""One envelope's outcome: a tuple when its payload was split (`each:`), one per element."""
+
+
+class _Bound(NamedTuple):
+    """A path of a split source: read `tail` from the scope's element at `level`."""
+
+    level: int  # 0: the payload's root; k: the element of `each`'s k-th [*]
+    tail: str | tuple[str | int, ...]
+
+
+Path = str | tuple[str | int, ...] | _Bound
 Paths = tuple[tuple[str, Path], ...]  # (the dotted text, for messages; the compiled path)
 
 
@@ -120,27 +134,66 @@ class _Source(NamedTuple):
     fields: tuple[_Field, ...]
     multi: bool  # several status fields: raw_status is "path=value,..."
     telemetry: _TelemetryPaths | None
+    # identity (config `identity`, `links`)
+    namespace: str | None  # of fields.order_id's non-global ids; None: oms (global ids only)
+    id_strip: Callable[..., str] | None  # re.sub of the suffix pattern
+    id_match: Callable[[str], object] | None
+    fallback: bool  # an invalid order id is ignored when a tracking number is there
+    links: tuple[tuple[str | None, Paths], ...]  # (namespace, or None: the channel's; paths)
+    # one notification, several events (config `decode`, `kinds`, `each`)
+    decode: tuple[tuple[str, tuple[str, ...], str], ...]
+    kind_by: tuple[str, Path] | None  # (the text, the path)
+    kinds: tuple[_Kind, ...] | None
+    each: str | None  # the text, for messages
+    steps: tuple[Path, ...] | None  # from one level to the next level's list
+    element_id: Paths  # event-id paths read from an element (level > 0)
 
 
-_INT = re.compile(r"-?[0-9]+")
+class _Kind(NamedTuple):
+    name: str
+    values: frozenset[str]
+    glob: Callable[[str], object] | None
+    present: Path | None
+    src: _Source
 
 
-def _compile_path(path: str) -> Path:
-    """`fulfillments.-1.tracking_number` -> ("fulfillments", -1, "tracking_number")."""
-    parts = path.split(".")
-    if len(parts) == 1:
-        return path
-    return tuple(int(p) if _INT.fullmatch(p) else sys.intern(p) for p in parts)
+def _plain(tokens: tuple[str | int, ...]) -> str | tuple[str | int, ...]:
+    if len(tokens) == 1 and type(tokens[0]) is str:
+        return sys.intern(tokens[0])
+    return tuple(sys.intern(t) if type(t) is str else t for t in tokens)
 
 
-def _paths(paths: list[str]) -> Paths:
-    return tuple((p, _compile_path(p)) for p in paths)
+def _compile_path(path: str, each: str | None = None, split: bool = False) -> Path:
+    """`fulfillments.-1.tracking_number` -> ("fulfillments", -1, "tracking_number"); in a
+    split source, `shipments[*].id` -> _Bound(1, "id") (validated by the config already)."""
+    level, tail = bind(path, each)
+    if split:
+        return _Bound(level, _plain(tail))
+    return _plain(tail)
 
 
-def _get(obj: dict[str, Any], path: Path) -> Any:
+def _paths(paths: list[str], each: str | None = None, split: bool = False) -> Paths:
+    return tuple((p, _compile_path(p, each, split)) for p in paths)
+
+
+def _glob(patterns: list[str]) -> Callable[[str], object] | None:
+    """Values with `*` (any run of characters) as one full-match regex; None if none."""
+    globs = [p for p in patterns if "*" in p]
+    if not globs:
+        return None
+    alt = "|".join(".*".join(map(re.escape, g.split("*"))) for g in globs)
+    return re.compile(f"(?:{alt})\\Z", re.DOTALL).match
+
+
+def _get(obj: Any, path: Path) -> Any:
     """The value at a path; `_MISSING` when a segment does not resolve."""
     if type(path) is str:
         return obj.get(path, _MISSING)
+    if type(path) is _Bound:  # obj is a split event's scope: (root, element, ...)
+        obj = obj[path.level]
+        path = path.tail
+        if type(path) is str:
+            return obj.get(path, _MISSING)
     cur: Any = obj
     for seg in path:
         if type(cur) is dict:
@@ -154,6 +207,38 @@ def _get(obj: dict[str, Any], path: Path) -> Any:
         else:
             return _MISSING
     return cur
+
+
+def _elements(steps: tuple[Path, ...], root: dict[str, Any]) -> list[tuple[str, Any]] | None:
+    """Each element of `each` as (position, scope); None when the first list is absent.
+
+    A scope is (root, element of the first [*], element of the second, ...). An object
+    where a list is expected is one element (XML's lone child); a list absent below an
+    element makes that element its own one (a shipment without `events`); an element
+    that is not an object comes back as itself, for a dead letter naming its position.
+    """
+    first = _get(root, steps[0])
+    if first is _MISSING or first is None:
+        return None
+    out: list[tuple[str, Any]] = []
+    last = len(steps) - 1
+
+    def walk(level: int, scope: tuple[Any, ...], pos: str, value: Any) -> None:
+        if value is _MISSING or value is None:
+            out.append((pos, scope + (scope[-1],) * (last + 1 - level)))
+            return
+        items = value if type(value) is list else [value]
+        for i, el in enumerate(items):
+            p = f"{pos}.{i}" if pos else str(i)
+            if type(el) is not dict:
+                out.append((p, el))
+            elif level == last:
+                out.append((p, (*scope, el)))
+            else:
+                walk(level + 1, (*scope, el), p, _get(el, steps[level + 1]))
+
+    walk(0, (root,), "", first)
+    return out
 
 
 def _text(value: object) -> str:
@@ -173,6 +258,11 @@ def _shown(value: object) -> str | None:
         return None
     text = _text(value)
     return text if len(text) <= _VALUE_MAX else text[: _VALUE_MAX - 3] + "..."
+
+
+def _untimed(value: object) -> int:
+    """The time parser of a source whose kinds each name their `time_format` (never called)."""
+    raise TimeParseError("no time_format")
 
 
 def _shipped(claim: str) -> bool:
@@ -214,7 +304,7 @@ class Normalizer:
     def _entry(self, spec: SourceSpec, f: StatusField, raw: str, claim: str | None) -> _Entry:
         refine = tuple(
             _Refine(
-                _compile_path(r.path),
+                _compile_path(r.path, spec.each, spec.each is not None),
                 re.compile(r.match, re.IGNORECASE).search,
                 r.status and sys.intern(r.status),
                 self._refund_claim(r.status),
@@ -231,11 +321,17 @@ class Normalizer:
             refine,
         )
 
-    def _compile(self, name: str, spec: SourceSpec) -> _Source:
+    def _compile(self, name: str, spec: SourceSpec, kind: str = "") -> _Source:
+        each = spec.each
+        split = each is not None
+
+        def paths(ps: list[str]) -> Paths:
+            return _paths(ps, each, split)
+
         fields = tuple(
             _Field(
                 f.path,
-                _compile_path(f.path),
+                _compile_path(f.path, each, split),
                 {sys.intern(raw): self._entry(spec, f, raw, c) for raw, c in f.map.items()},
                 self._entry(spec, f, "", f.present) if f.present is not None else None,
                 f.optional,
@@ -244,6 +340,23 @@ class Normalizer:
         )
         fp: FieldPaths = spec.fields
         tel = spec.telemetry
+        ident = spec.identity
+        fallback = ident.fallback == "tracking" or (
+            ident.fallback is None and spec.kind == "carrier"
+        )
+        event_id = paths(fp.event_id)
+        kinds = None
+        if spec.kinds:
+            kinds = tuple(
+                _Kind(
+                    k,
+                    frozenset(v for v in ks.when if "*" not in v),
+                    _glob(ks.when),
+                    None if ks.present is None else _compile_path(ks.present),
+                    self._compile(name, spec.resolve(k), k),
+                )
+                for k, ks in spec.kinds.items()
+            )
         return _Source(
             name=name,
             hasher=hashlib.blake2b(name.encode(), digest_size=8),
@@ -252,14 +365,14 @@ class Normalizer:
             channel=spec.channel,
             carrier=spec.carrier,
             zone=spec.zone,
-            parse_time=parser_for(spec.time_format, spec.zone),
-            order_id=_paths(fp.order_id),
-            tracking_no=_paths(fp.tracking_no),
-            carrier_paths=_paths(fp.carrier),
-            customer_id=_paths(fp.customer_id),
-            channel_paths=_paths(fp.channel),
-            event_time=_paths(fp.event_time),
-            event_id=_paths(fp.event_id),
+            parse_time=parser_for(spec.time_format, spec.zone) if spec.time_format else _untimed,
+            order_id=paths(fp.order_id),
+            tracking_no=paths(fp.tracking_no),
+            carrier_paths=paths(fp.carrier),
+            customer_id=paths(fp.customer_id),
+            channel_paths=paths(fp.channel),
+            event_time=paths(fp.event_time),
+            event_id=event_id,
             fields=fields,
             multi=len(fields) > 1,
             telemetry=None
@@ -267,6 +380,21 @@ class Normalizer:
             else _TelemetryPaths(
                 *(_compile_path(getattr(tel, k)) for k in _TelemetryPaths._fields)
             ),
+            namespace=None if ident.namespace == OMS else ident.namespace,
+            id_strip=None
+            if ident.strip is None
+            else partial(re.compile(ident.strip).sub, "", count=1),
+            id_match=None if ident.pattern is None else re.compile(ident.pattern).fullmatch,
+            fallback=fallback,
+            links=tuple((link.namespace, paths(link.id)) for link in spec.links),
+            decode=tuple(
+                (p, tuple(str(t) for t in bind(p, None)[1]), fmt) for p, fmt in spec.decode.items()
+            ),
+            kind_by=None if spec.kind_by is None else (spec.kind_by, _compile_path(spec.kind_by)),
+            kinds=kinds,
+            each=each,
+            steps=None if each is None else tuple(_plain(t) for t in each_steps(each)),
+            element_id=tuple((t, p) for t, p in event_id if type(p) is _Bound and p.level),
         )
 
     # ------------------------------------------------------------ per event
@@ -279,8 +407,12 @@ class Normalizer:
         seq: int = 0,
         fallback_received_ms: int | None = None,
         not_after: int | None = None,
-    ) -> Event | DeadLetter:
+    ) -> Result:
         """One envelope to an Event, or a DeadLetter saying why not. Never raises.
+
+        A source with `each:` whose payload holds that list gives a tuple instead: one
+        Event or DeadLetter per element, in order (a bad element does not sink the others;
+        its dead letter names the position in `error` and in `origin["element"]`).
 
         `stream` is the stream of the topic the bytes came from (None for replay
         files, whose envelopes name it); `fallback_received_ms` times envelopes
@@ -311,7 +443,7 @@ class Normalizer:
         seq: int,
         fallback_received_ms: int | None,
         not_after: int | None,
-    ) -> Event | DeadLetter:
+    ) -> Result:
         known_stream = stream if stream in _STREAMS else None
         source: str | None = None
         received_ms = fallback_received_ms
@@ -377,7 +509,13 @@ class Normalizer:
                 event_id = str(event_id)
             if event_id is not None and over(event_id, self._id_max):
                 raise _Bad(errors.BAD_ENVELOPE, self._too_long("envelope `event_id`"), event_id)
-            return self._event(src, payload, raw, event_id or None, received_ms, seq)
+            if src.decode:
+                self._decode(src, payload)
+            if src.kinds is not None:
+                src = self._select(src, payload)
+            if src.steps is None:
+                return self._event(src, payload, payload, raw, event_id or None, received_ms, seq)
+            return self._split(src, payload, raw, event_id or None, received_ms, seq, origin)
         except _Bad as bad:
             return DeadLetter(
                 reason=bad.reason,
@@ -391,7 +529,42 @@ class Normalizer:
                 seq=seq,
             )
 
-    def _event(
+    def _decode(self, src: _Source, payload: dict[str, Any]) -> None:
+        """Fields that hold JSON or XML text, replaced in place by what they hold."""
+        for label, path, fmt in src.decode:
+            parent: Any = payload if len(path) == 1 else _get(payload, path[:-1])
+            if type(parent) is not dict:
+                continue
+            v = parent.get(path[-1], _MISSING)
+            if v is _MISSING or v is None or type(v) in (dict, list):
+                continue  # absent, or an object already (the provider's JSON mode)
+            if type(v) is not str:
+                raise _Bad(errors.UNDECODABLE, f"{label} is {_kind_of(v)}, not {fmt} text", v)
+            try:
+                parent[path[-1]] = decode(v, fmt)
+            except DecodeError as e:
+                raise _Bad(errors.UNDECODABLE, f"{label}: {e}", v) from None
+
+    @staticmethod
+    def _select(src: _Source, payload: dict[str, Any]) -> _Source:
+        """The message kind: the first whose `when` matches `kind_by` or whose `present` is."""
+        text = None
+        if src.kind_by is not None:
+            v = _get(payload, src.kind_by[1])
+            if v is not _MISSING and v is not None:
+                text = v if type(v) is str else _text(v)
+        for k in src.kinds or ():
+            if text is not None and (text in k.values or (k.glob is not None and k.glob(text))):
+                return k.src
+            if k.present is not None and _get(payload, k.present) not in (None, _MISSING):
+                return k.src
+        names = ", ".join(k.name for k in src.kinds or ())
+        if text is None:
+            raise _Bad(errors.UNMAPPED_STATUS, f"the payload is of none of the kinds {names}")
+        by = src.kind_by[0] if src.kind_by is not None else "kind_by"
+        raise _Bad(errors.UNMAPPED_STATUS, f"{by}={text!r} is of none of the kinds {names}", text)
+
+    def _split(
         self,
         src: _Source,
         payload: dict[str, Any],
@@ -399,7 +572,56 @@ class Normalizer:
         event_id: str | None,
         received_ms: int,
         seq: int,
+        origin: dict[str, object],
+    ) -> Result:
+        """One result per element of `each`; the payload itself when the list is absent."""
+        steps = src.steps or ()
+        elements = _elements(steps, payload)
+        if elements is None:  # `each` absent: the payload is the one element (a flat form)
+            scope = (payload,) * (len(steps) + 1)
+            return self._event(src, scope, payload, raw, event_id, received_ms, seq)
+        if not elements:
+            raise _Bad(errors.NO_EVENTS, f"{src.each} holds no element: no events")
+        out: list[Event | DeadLetter] = []
+        for pos, scope in elements:
+            try:
+                if type(scope) is not tuple:
+                    raise _Bad(
+                        errors.INVALID_FIELD, f"it is {_kind_of(scope)}, not an object", scope
+                    )
+                eid = self._first_id(src.element_id, scope) if src.element_id else None
+                ev = self._event(src, scope, payload, raw, eid or "#", received_ms, seq)
+                if eid is None:
+                    ev.event_id = self._element_hash(src, ev, scope[-1], raw, pos)
+                out.append(ev)
+            except _Bad as bad:
+                out.append(
+                    DeadLetter(
+                        reason=bad.reason,
+                        error=f"{src.name}: element {pos} of {src.each}: {bad.error}",
+                        raw=raw,
+                        origin={**origin, "element": pos},
+                        stream=src.stream,
+                        source=src.name,
+                        value=_shown(bad.value),
+                        received_ms=received_ms,
+                        seq=seq,
+                    )
+                )
+        return tuple(out)
+
+    def _event(
+        self,
+        src: _Source,
+        payload: Any,
+        root: dict[str, Any],
+        raw: bytes,
+        event_id: str | None,
+        received_ms: int,
+        seq: int,
     ) -> Event:
+        """One event. `payload` is where paths are read: the root, or a split event's scope
+        (root, element, ...) whose paths are `_Bound`."""
         if src.telemetry is not None:
             telemetry = self._telemetry(src.telemetry, payload)
             event_ms, time_raw, zone = self._event_time(src, payload, received_ms)
@@ -407,41 +629,51 @@ class Normalizer:
                 stream=src.stream,
                 source=src.name,
                 kind=src.kind,
-                event_id=event_id or self._event_id(src, payload, raw),
+                event_id=event_id or self._event_id(src, src.event_id, payload, root, raw),
                 received_ms=received_ms,
                 event_ms=event_ms,
                 event_time_raw=time_raw,
                 zone=zone,
                 carrier=telemetry.carrier,
-                keys=self._keys_of(payload),
+                keys=self._keys_of(root),
                 telemetry=telemetry,
                 seq=seq,
             )
 
-        # ids: an order id, or at least a tracking number to find the order by
-        order_id = refund_id = channel = None
+        # ids: an order id (or a reference to one), or at least a tracking number
+        order_id = refund_id = channel = ref = None
+        invalid: tuple[str, str] | None = None
         for label, path in src.order_id:
             v = payload.get(path, _MISSING) if type(path) is str else _get(payload, path)
             if v is None or v is _MISSING:
                 continue
             if type(v) is not str:
-                raise _Bad(errors.INVALID_ORDER_ID, f"order id {label} is {_kind_of(v)}", v)
+                if type(v) is not int or src.namespace is None:  # Taobao's tid is a number
+                    raise _Bad(errors.INVALID_ORDER_ID, f"order id {label} is {_kind_of(v)}", v)
+                v = str(v)
             if over(v, self._id_max):
                 raise _Bad(errors.INVALID_ORDER_ID, self._too_long(f"order id {label}"), v)
-            ref = self._ids.parse_order_id(v)
-            if ref is None:
-                if not v.strip():
-                    continue  # blank is absent
-                raise _Bad(
-                    errors.INVALID_ORDER_ID,
-                    f"order id {label}={v!r} is neither a global id (channel code, yyyymmdd, "
-                    "sequence; case-sensitive) nor REF-<global id>-<nn>",
-                    v,
-                )
-            order_id, refund_id, channel = ref
+            parsed = self._ids.parse_order_id(v)
+            if parsed is None:
+                text = v.strip()
+                if src.id_strip is not None:
+                    text = src.id_strip(text).strip()
+                    parsed = self._ids.parse_order_id(text)
+            if parsed is not None:
+                order_id, refund_id, channel = parsed
+                break
+            if not text:
+                continue  # blank is absent
+            if src.namespace is not None and (src.id_match is None or src.id_match(text)):
+                ref = f"{src.namespace}:{text}"
+                break
+            invalid = (label, v)
             break
         tracking, tracking_seen = self._text_field(payload, src.tracking_no, "tracking number")
-        if order_id is None and tracking is None:
+        if invalid is not None and (tracking is None or not src.fallback):
+            label, v = invalid
+            raise _Bad(errors.INVALID_ORDER_ID, self._not_an_id(src, label, v), v)
+        if order_id is None and ref is None and tracking is None:
             raise _Bad(errors.MISSING_ORDER_ID, "neither an order id nor a tracking number")
 
         # statuses: one claim per field that claims something
@@ -515,12 +747,15 @@ class Normalizer:
         drift: tuple[str, ...] = ()
         if not tracking_seen and src.tracking_no and any(map(_shipped, claims)):
             drift = _DRIFT
+        links: tuple[str, ...] = ()
+        if src.links:
+            links = self._links(src, payload, channel)
 
         return Event(  # positional: a third of the cost of keywords (see _EVENT_FIELDS)
             src.stream,
             src.name,
             src.kind,
-            event_id or self._event_id(src, payload, raw),
+            event_id or self._event_id(src, src.event_id, payload, root, raw),
             received_ms,
             event_ms,
             time_raw,
@@ -537,14 +772,54 @@ class Normalizer:
             signal,
             outcome,
             drift,
-            self._keys_of(payload),
+            self._keys_of(root),
             None,
             seq,
+            None,
+            None,
+            None,
+            None,
+            ref,
+            links,
         )
 
     # ------------------------------------------------------------ helpers (per event)
     def _too_long(self, what: str) -> str:
         return f"{what} is longer than limits.id ({self._id_max} bytes)"
+
+    @staticmethod
+    def _not_an_id(src: _Source, label: str, v: str) -> str:
+        glob = "a global id (channel code, yyyymmdd, sequence; case-sensitive)"
+        if src.namespace is None:
+            return f"order id {label}={v!r} is neither {glob} nor REF-<global id>-<nn>"
+        return (
+            f"order id {label}={v!r} is neither {glob}, REF-<global id>-<nn>, "
+            f"nor a {src.namespace} id (identity.pattern)"
+        )
+
+    def _links(self, src: _Source, payload: Any, channel: str | None) -> tuple[str, ...]:
+        """`<namespace>:<id>` of each configured link present (a channel's needs the channel)."""
+        out = []
+        for namespace, paths in src.links:
+            ns = namespace or channel
+            if ns is None:
+                continue
+            v, _ = self._text_field(payload, paths, "link")
+            if v is not None:
+                out.append(f"{ns}:{v}")
+        return tuple(out)
+
+    def _first_id(self, paths: Paths, payload: Any) -> str | None:
+        """The first non-empty id (string or integer) at the paths."""
+        for label, path in paths:
+            v = _get(payload, path)
+            if type(v) is str and v:
+                if over(v, self._id_max):
+                    raise _Bad(errors.INVALID_FIELD, self._too_long(f"event id {label}"), v)
+                return v
+            if type(v) is int:
+                return str(v)
+        return None
 
     def _text_field(
         self, payload: dict[str, Any], paths: Paths, what: str
@@ -616,22 +891,33 @@ class Normalizer:
             error = error and clip(error, self._limits.free_text)
         return Telemetry(carrier, operation, float(latency), ok, error)
 
-    def _event_id(self, src: _Source, payload: dict[str, Any], raw: bytes) -> str:
+    def _event_id(
+        self, src: _Source, paths: Paths, payload: Any, root: dict[str, Any], raw: bytes
+    ) -> str:
         """The provider's own id if configured, else a hash of source + canonical payload."""
-        for label, path in src.event_id:
-            v = _get(payload, path)
-            if type(v) is str and v:
-                if over(v, self._id_max):
-                    raise _Bad(errors.INVALID_FIELD, self._too_long(f"event id {label}"), v)
-                return v
-            if type(v) is int:
-                return str(v)
+        eid = self._first_id(paths, payload) if paths else None
+        if eid is not None:
+            return eid
         try:
-            body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+            body = orjson.dumps(root, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # nested deeper than orjson writes: the bytes identify it
             body = bytes(raw)
         h = src.hasher.copy()
         h.update(body)
+        return "h:" + h.hexdigest()
+
+    @staticmethod
+    def _element_hash(src: _Source, ev: Event, element: object, raw: bytes, pos: str) -> str:
+        """An element's identity without an id of its own: its content and the ids it is
+        about, not its position or its notification, so the same checkpoint is the same
+        event in a redelivery, a reordered one, or a later push that repeats it (AfterShip
+        sends every checkpoint each time)."""
+        h = src.hasher.copy()
+        try:
+            about = (ev.order_id or ev.ref, ev.tracking_no, element)
+            h.update(orjson.dumps(about, option=orjson.OPT_SORT_KEYS))
+        except orjson.JSONEncodeError:  # deeper than orjson writes: the notification's bytes
+            h.update(bytes(raw) + pos.encode())
         return "h:" + h.hexdigest()
 
     def _keys_of(self, payload: dict[str, Any]) -> tuple[str, ...]:

@@ -1068,7 +1068,10 @@ def test_dead_letters(
 
 
 def test_every_reason_is_exercised() -> None:
-    assert {case[3] for case in DEAD_CASES} == set(errors.REASONS)
+    # the shipped registry's sources split and decode nothing yet: those two reasons are
+    # exercised on synthetic sources in test_normalize_mechanics.py
+    split = {errors.NO_EVENTS, errors.UNDECODABLE}
+    assert {case[3] for case in DEAD_CASES} == set(errors.REASONS) - split
 
 
 def test_dead_letters_carry_what_is_known() -> None:
