@@ -13,13 +13,21 @@ from schemas.normalize import _MISSING, _compile_path, _get
 
 
 class MessageKeys:
-    """Order id (else tracking number) from a payload, by the source registry's paths."""
+    """Order id (else tracking number) from a payload, by the source registry's paths.
+
+    A source with message kinds contributes every kind's paths, in the kinds' order; a
+    path into a split list (`Body.WaybillRoute[*].mailno`) reads its first element. Text
+    a source decodes first (J&T's `bizContent`) is not read here: such a payload may go
+    without a key, which consumers never rely on.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._paths: dict[str, list[Any]] = {}
         for name, spec in settings.sources.items():
-            paths = spec.fields.order_id + spec.fields.tracking_no
-            self._paths[name] = [_compile_path(p) for p in paths]
+            specs = [spec, *(spec.resolve(k) for k in spec.kinds)]
+            paths = [p for s in specs for p in s.fields.order_id + s.fields.tracking_no]
+            unique = dict.fromkeys(p.replace("[*]", ".0") for p in paths)
+            self._paths[name] = [_compile_path(p) for p in unique]
 
     def for_payload(self, source: str, payload: Any) -> bytes | None:
         if not isinstance(payload, dict):
