@@ -10,6 +10,7 @@ tracking number. Nothing is copied from the normalizer's output.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,8 @@ from schemas.normalize import Normalizer
 from tests.fixtures import providers as p
 from tests.fixtures.providers import envelope
 
-NORMALIZER = Normalizer(load_settings())
+SETTINGS = load_settings()
+NORMALIZER = Normalizer(SETTINGS)
 ORIGIN = {"topic": "test", "partition": 0, "offset": 0}
 
 
@@ -547,3 +549,262 @@ def test_zto_and_yto_keep_the_flat_contract() -> None:
     y = one(envelope("yto", p.yto_scan("SIGNED", "2026-12-08 10:00:00")))
     assert z.claims == y.claims == ("DELIVERED",)
     assert z.event_ms == y.event_ms == utc(2026, 12, 8, 2)
+
+
+# ------------------------------------------------------------------ every entry of every kind
+T0 = 1796522400  # 2026-12-06T02:00:00Z
+
+
+def _shopify_order(path: str, raw: str, fulfillments: list | None = None) -> dict:
+    order = p.shopify_order("paid", "2026-12-06T09:00:00-05:00", fulfillments=fulfillments)
+    order[path] = raw
+    return order
+
+
+def _fulfillment(path: str, raw: str) -> dict:
+    f = p.shopify_fulfillment(1, p.UPS_NO, "2026-12-06T08:00:00-05:00")
+    f[path] = raw
+    return f
+
+
+def _dhl(raw: str) -> dict:
+    return p.dhl_push(p.dhl_shipment([p.dhl_event("2026-12-06T18:44:22+01:00", raw, "X", "x")]))
+
+
+def _aftership(raw: str) -> dict:
+    cp = p.aftership_checkpoint("2026-12-06T08:12:00-05:00", raw, f"{raw}_001", "x", "y")
+    return p.aftership_webhook("e-1", raw, f"{raw}_001", [cp], T0)
+
+
+def _aftership_tracking(raw: str) -> dict:
+    webhook = p.aftership_webhook("e-1", raw, f"{raw}_001", [], T0)
+    webhook["msg"]["updated_at"] = "2026-12-06T08:12:00+00:00"
+    return webhook
+
+
+def _sf(raw: str) -> dict:
+    return p.sf_route("1", raw, "2026-12-06 14:02:11", "x", "x")
+
+
+def _wechat_flat(raw: str) -> dict:
+    n = p.wechat_transaction(p.DOUYIN_OMS, "2026-12-06T10:01:00+08:00", notification_id="EV")
+    return {**n["resource"], "trade_state": raw}
+
+
+def _wechat_refund(raw: str) -> dict:
+    n = p.wechat_refund(
+        p.DOUYIN_OMS, "CLOSED", notification_id="EV", create_time="2026-12-07T12:00:06+08:00"
+    )
+    n["resource"]["refund_status"] = raw
+    return n
+
+
+def _paypal_refund(raw: str) -> dict:
+    return p.paypal_refund("WH-1", "2026-12-07T14:21:08Z", event_type=raw)
+
+
+KIND_BUILDERS: dict[tuple[str, str], Any] = {
+    # (source, kind): (status path, raw value) -> a payload of that kind saying it
+    ("shopee", "order_status"): lambda _, raw: p.shopee_status_push(raw, T0),
+    ("shopee", "tracking_no"): lambda _, raw: p.shopee_tracking_push(p.JT_BILL, T0),
+    ("shopee", "order"): lambda _, raw: {
+        "order_sn": p.SHOPEE_SN,
+        "order_status": raw,
+        "update_time": T0,
+        "tracking_number": p.JT_BILL,
+    },
+    ("shopify", "fulfillment"): _fulfillment,
+    ("shopify", "order_fulfilled"): lambda path, raw: _shopify_order(
+        path, raw, [p.shopify_fulfillment(1, p.UPS_NO, "2026-12-06T08:00:00-05:00")]
+    ),
+    ("shopify", "order"): _shopify_order,
+    ("shopify", "synced"): lambda path, raw: {
+        **_shopify_order(path, raw),
+        "name": "SH2026120600042",
+        "order_number": None,
+        "fulfillments": [{"tracking_number": p.UPS_NO, "tracking_company": "UPS"}],
+    },
+    ("wechatpay", "transaction"): lambda _, raw: p.wechat_transaction(
+        p.DOUYIN_OMS, "2026-12-06T10:01:00+08:00", notification_id="EV", trade_state=raw
+    ),
+    ("wechatpay", "refund"): lambda _, raw: _wechat_refund(raw),
+    ("wechatpay", "transaction_only"): lambda _, raw: _wechat_flat(raw),
+    ("alipay", "refund"): lambda _, raw: {**p.alipay_full_refund(), "trade_status": raw},
+    ("alipay", "payment"): lambda _, raw: {**p.alipay_paid(), "trade_status": raw},
+    ("stripe", "payment_intent"): lambda _, raw: p.stripe_payment_intent("evt", raw, T0, "x"),
+    ("stripe", "dispute"): lambda _, raw: {**p.stripe_dispute("evt", T0), "type": raw},
+    ("stripe", "charge"): lambda _, raw: p.stripe_charge(
+        "evt", raw, T0, refunded=raw == "charge.refunded"
+    ),
+    ("paypal", "capture"): lambda _, raw: p.paypal_capture(
+        raw, "WH-1", "2026-12-06T15:00:00Z", "X"
+    ),
+    ("paypal", "refund"): lambda _, raw: _paypal_refund(raw),
+    ("paypal", "event"): lambda _, raw: {
+        k: v
+        for k, v in p.paypal_capture(raw, "WH-1", "2026-12-06T15:00:00Z", "X").items()
+        if k != "resource_type"
+    },
+    ("sf", "json"): lambda _, raw: p.sf_push(_sf(raw)),
+    ("sf", "form"): lambda _, raw: p.sf_form_push(_sf(raw)),
+    ("sf", "xml"): lambda _, raw: p.sf_xml_push(_sf(raw)),
+    ("sf", "route"): lambda _, raw: _sf(raw),
+    ("dhl", "push"): lambda _, raw: _dhl(raw),
+    ("dhl", "shipment"): lambda _, raw: {
+        "trackingNumber": p.DHL_ID,
+        "status": p.dhl_event("2026-12-06T18:44:22+01:00", raw, "X", "x"),
+    },
+    ("aftership", "checkpoints"): lambda _, raw: _aftership(raw),
+    ("aftership", "tracking"): lambda _, raw: _aftership_tracking(raw),
+    ("aftership", "checkpoint"): lambda _, raw: {
+        "tracking_number": p.UPS_NO,
+        "slug": "ups",
+        "tag": raw,
+        "subtag": f"{raw}_001",
+        "checkpoint_time": "2026-12-06T08:12:00-05:00",
+    },
+}
+
+
+def _kind_cases() -> list[Any]:
+    cases = []
+    for name, spec in SETTINGS.sources.items():
+        for kind in spec.kinds:
+            for f in spec.resolve(kind).statuses:
+                for raw, claim in f.map.items():
+                    case_id = f"{name}.{kind}.{f.path}={raw}"
+                    cases.append(pytest.param(name, kind, f.path, raw, claim, id=case_id))
+    return cases
+
+
+def test_every_kind_of_every_source_has_a_fixture() -> None:
+    kinds = {(n, k) for n, spec in SETTINGS.sources.items() for k in spec.kinds}
+    assert kinds == set(KIND_BUILDERS)
+
+
+@pytest.mark.parametrize(("source", "kind", "path", "raw", "claim"), _kind_cases())
+def test_every_status_value_of_every_kind(
+    source: str, kind: str, path: str, raw: str, claim: str | None
+) -> None:
+    leaf = path.rsplit(".", 1)[-1]
+    out = events(envelope(source, KIND_BUILDERS[source, kind](leaf, raw)))
+    assert out
+    for e in out:
+        if claim is None:
+            assert raw in e.raw_status  # known, and claims nothing of its own
+        else:
+            assert claim in e.claims
+
+
+# ------------------------------------------------------------------ identity and splitting
+def test_a_gateway_reference_with_an_attempt_suffix_is_the_oms_id() -> None:
+    e = one(envelope("alipay", {**p.alipay_paid(), "out_trade_no": f"{p.TAOBAO_OMS}-2"}))
+    assert (e.order_id, e.ref) == (p.TAOBAO_OMS, None)
+
+
+def test_a_merchant_reference_that_is_no_order_id_is_dead_lettered() -> None:
+    d = dead(envelope("alipay", {**p.alipay_paid(), "out_trade_no": "0719141034-6418"}))
+    assert d.reason == "invalid_order_id"
+
+
+def test_a_channel_id_of_the_wrong_form_is_dead_lettered() -> None:
+    bad = p.pinduoduo_order(1, 1, "2026-12-06 11:20:31", order_sn="20261206-1")
+    assert dead(envelope("pinduoduo", bad)).reason == "invalid_order_id"
+
+
+def test_a_19_digit_tid_is_read_as_its_digits() -> None:
+    trade = p.taobao_trade("WAIT_SELLER_SEND_GOODS", "2026-12-06 10:00:06", tid=4012345678901234567)
+    assert one(envelope("taobao", trade)).ref == "taobao:4012345678901234567"
+
+
+def test_oms_links_a_shopify_order_by_its_numeric_id() -> None:
+    order = p.oms_order(
+        "SH2026120600042",
+        "已支付",
+        "2026-12-05T09:06:00-05:00",
+        channel="shopify",
+        platform_order_id=str(p.SHOPIFY_ID),
+    )
+    assert one(envelope("oms", order)).links == (f"shopify:{p.SHOPIFY_ID}",)
+
+
+def test_sf_reordered_redelivery_and_a_repeated_route_keep_their_ids() -> None:
+    ids = {
+        r["id"]: e.event_id
+        for r, e in zip(p.SF_ROUTES, events(envelope("sf", p.sf_push(*p.SF_ROUTES))), strict=True)
+    }
+    reordered = events(envelope("sf", p.sf_push(*reversed(p.SF_ROUTES))))
+    assert [e.event_id for e in reordered] == [ids[r["id"]] for r in reversed(p.SF_ROUTES)]
+    later = events(envelope("sf", p.sf_push(p.SF_ROUTES[2], p.SF_LATER_ROUTE)))
+    assert later[0].event_id == ids[p.SF_ROUTES[2]["id"]]  # the same route: one event
+    assert later[1].event_id not in ids.values()
+
+
+def test_sf_xml_push_of_one_route() -> None:
+    e = one(envelope("sf", p.sf_xml_push(p.SF_LATER_ROUTE)))  # a lone child, not a list
+    assert (e.tracking_no, e.claims) == (p.SF_MAILNO, ("OUT_FOR_DELIVERY",))
+    assert e.event_ms == utc(2026, 12, 7, 0, 30)
+
+
+def test_jt_biz_content_that_is_not_json_is_dead_lettered() -> None:
+    assert dead(envelope("jt", {"bizContent": "{billCode: JT"})).reason == "undecodable"
+
+
+def test_dhl_push_of_two_shipments() -> None:
+    a = p.dhl_shipment([p.dhl_event("2026-12-06T18:44:22+01:00", "transit", "X", "x")])
+    b = p.dhl_shipment(
+        [
+            p.dhl_event("2026-12-07T10:00:00+01:00", "delivered", "X", "x"),
+            p.dhl_event("2026-12-06T08:00:00+01:00", "pre-transit", "X", "x"),
+        ],
+        shipment_id="9876543210",
+    )
+    out = events(envelope("dhl", p.dhl_push(a, b)))
+    assert [(e.tracking_no, e.claims) for e in out] == [
+        (p.DHL_ID, ("IN_TRANSIT",)),
+        ("9876543210", ("DELIVERED",)),
+        ("9876543210", ("LABEL_CREATED",)),
+    ]
+
+
+def test_aftership_later_webhook_repeats_its_checkpoints_under_the_same_ids() -> None:
+    first = p.aftership_checkpoint(
+        "2026-12-06T08:12:00-05:00", "InTransit", "InTransit_001", "a", "b"
+    )
+    second = p.aftership_checkpoint(
+        "2026-12-07T06:30:00", "OutForDelivery", "OutForDelivery_001", "c", "d"
+    )
+    one_cp = events(
+        envelope(
+            "aftership", p.aftership_webhook("ev-1", "InTransit", "InTransit_001", [first], T0)
+        )
+    )
+    two_cp = events(
+        envelope(
+            "aftership",
+            p.aftership_webhook(
+                "ev-2", "OutForDelivery", "OutForDelivery_001", [first, second], T0 + 60
+            ),
+        )
+    )
+    assert two_cp[0].event_id == one_cp[0].event_id  # AfterShip resends every checkpoint
+    assert two_cp[1].event_id != two_cp[0].event_id
+
+
+def test_aftership_webhook_without_checkpoints_reads_the_tracking_tag() -> None:
+    webhook = p.aftership_webhook("ev-3", "Pending", "Pending_001", [], T0)
+    webhook["msg"]["updated_at"] = "2026-12-06T02:00:00+00:00"
+    e = one(envelope("aftership", webhook))
+    assert (e.tracking_no, e.claims, e.event_id) == (p.UPS_NO, (), "ev-3")
+
+
+def test_stripe_charge_and_intent_of_one_payment_claim_one_fact() -> None:
+    pi = one(
+        envelope(
+            "stripe", p.stripe_payment_intent("evt_a", "payment_intent.succeeded", T0, "succeeded")
+        )
+    )
+    ch = one(envelope("stripe", p.stripe_charge("evt_b", "charge.succeeded", T0, metadata={})))
+    assert pi.event_id != ch.event_id
+    assert pi.claims == ch.claims == ("PAID",)
+    assert ch.ref in pi.links  # the charge's order is the intent's
