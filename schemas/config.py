@@ -664,12 +664,29 @@ class Link(_Strict):
 Decode = Literal["json", "xml"]
 
 
+class ZoneFrom(_Strict):
+    """The zone of offset-less times per event, from a field: AfterShip's checkpoint
+    country, DHL's event `countryCode`. A value not in `map` (or absent) keeps the
+    source's `zone`."""
+
+    path: str
+    map: dict[str, str] = Field(min_length=1)  # field value -> IANA zone
+
+    @field_validator("map")
+    @classmethod
+    def _zones_exist(cls, v: dict[str, str]) -> dict[str, str]:
+        for zone in v.values():
+            _zone(zone)
+        return v
+
+
 class _Overridable(_Strict):
     """The keys a message kind may override (see `KindSpec`)."""
 
     each: str | None = None
     time_format: TimeFormat | None = None
     zone: str | None = None
+    zone_from: ZoneFrom | None = None
     fields: FieldPaths = FieldPaths()
     statuses: list[StatusField] = []
     signals: dict[str, str] = {}  # raw status -> signal, e.g. RESHIP_REQUESTED: reship
@@ -780,6 +797,8 @@ class SourceSpec(_Overridable):
             out += [(f"statuses.{i}.refine.{j}.path", r.path) for j, r in enumerate(f.refine)]
         for i, link in enumerate(self.links):
             out += [(f"links.{i}.id", p) for p in link.id]
+        if self.zone_from is not None:
+            out.append(("zone_from.path", self.zone_from.path))
         return out
 
     def resolve(self, kind: str) -> SourceSpec:

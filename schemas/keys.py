@@ -1,7 +1,9 @@
 """The Kafka message key of an input envelope: its order id, else its tracking number.
 
 The spec's rule for producers (the simulator's, the webhook gateway): one order's
-events share a partition and keep their order. Consumers never rely on it.
+events share a partition and keep their order. Consumers never rely on it. A notification
+of several events (`each:`) is keyed by its first element's ids (or, in its flat form, by
+the payload's own); a field still encoded (`decode:`) gives no key.
 """
 
 from __future__ import annotations
@@ -10,24 +12,23 @@ from typing import Any
 
 from schemas.config import Settings
 from schemas.normalize import _MISSING, _compile_path, _get
+from schemas.paths import bind
 
 
 class MessageKeys:
-    """Order id (else tracking number) from a payload, by the source registry's paths.
-
-    A source with message kinds contributes every kind's paths, in the kinds' order; a
-    path into a split list (`Body.WaybillRoute[*].mailno`) reads its first element. Text
-    a source decodes first (J&T's `bizContent`) is not read here: such a payload may go
-    without a key, which consumers never rely on.
-    """
+    """Order id (else tracking number) from a payload, by the source registry's paths."""
 
     def __init__(self, settings: Settings) -> None:
         self._paths: dict[str, list[Any]] = {}
         for name, spec in settings.sources.items():
-            specs = [spec, *(spec.resolve(k) for k in spec.kinds)]
-            paths = [p for s in specs for p in s.fields.order_id + s.fields.tracking_no]
-            unique = dict.fromkeys(p.replace("[*]", ".0") for p in paths)
-            self._paths[name] = [_compile_path(p) for p in unique]
+            compiled = []
+            for s in (spec, *(spec.resolve(k) for k in spec.kinds)):
+                for p in s.fields.order_id + s.fields.tracking_no:
+                    compiled.append(_compile_path(p.replace("[*]", "[0]")))
+                    level, tail = bind(p, s.each)
+                    if level:  # the flat form: the payload is the one element
+                        compiled.append(_compile_path(".".join(map(str, tail))))
+            self._paths[name] = compiled
 
     def for_payload(self, source: str, payload: Any) -> bytes | None:
         if not isinstance(payload, dict):

@@ -48,7 +48,7 @@ _EVENT_FIELDS = (
     *("stream", "source", "kind", "event_id", "received_ms", "event_ms", "event_time_raw"),
     *("zone", "order_id", "refund_id", "tracking_no", "tracking_valid", "carrier", "channel"),
     *("customer_id", "claims", "raw_status", "signal", "outcome", "drift_fields", "keys"),
-    *("telemetry", "seq", "raw", "origin", "raw_size", "raw_sha256", "ref", "links"),
+    *("telemetry", "seq"),
 )
 if tuple(f.name for f in dataclasses.fields(Event))[: len(_EVENT_FIELDS)] != _EVENT_FIELDS:
     raise ImportError(
@@ -123,6 +123,7 @@ class _Source(NamedTuple):
     channel: str | None
     carrier: str | None
     zone: str
+    zone_from: tuple[Path, dict[str, tuple[str, Callable[[object], int]]]] | None
     parse_time: Callable[[object], int]
     order_id: Paths
     tracking_no: Paths
@@ -136,6 +137,7 @@ class _Source(NamedTuple):
     telemetry: _TelemetryPaths | None
     # identity (config `identity`, `links`)
     namespace: str | None  # of fields.order_id's non-global ids; None: oms (global ids only)
+    ref_channel: str | None  # the channel whose namespace that is, if it is one
     id_strip: Callable[..., str] | None  # re.sub of the suffix pattern
     id_match: Callable[[str], object] | None
     fallback: bool  # an invalid order id is ignored when a tracking number is there
@@ -321,7 +323,7 @@ class Normalizer:
             refine,
         )
 
-    def _compile(self, name: str, spec: SourceSpec, kind: str = "") -> _Source:
+    def _compile(self, name: str, spec: SourceSpec) -> _Source:
         each = spec.each
         split = each is not None
 
@@ -353,7 +355,7 @@ class Normalizer:
                     frozenset(v for v in ks.when if "*" not in v),
                     _glob(ks.when),
                     None if ks.present is None else _compile_path(ks.present),
-                    self._compile(name, spec.resolve(k), k),
+                    self._compile(name, spec.resolve(k)),
                 )
                 for k, ks in spec.kinds.items()
             )
@@ -365,6 +367,15 @@ class Normalizer:
             channel=spec.channel,
             carrier=spec.carrier,
             zone=spec.zone,
+            zone_from=None
+            if spec.zone_from is None or not spec.time_format
+            else (
+                _compile_path(spec.zone_from.path, each, split),
+                {
+                    sys.intern(v): (sys.intern(z), parser_for(spec.time_format, z))
+                    for v, z in spec.zone_from.map.items()
+                },
+            ),
             parse_time=parser_for(spec.time_format, spec.zone) if spec.time_format else _untimed,
             order_id=paths(fp.order_id),
             tracking_no=paths(fp.tracking_no),
@@ -381,6 +392,7 @@ class Normalizer:
                 *(_compile_path(getattr(tel, k)) for k in _TelemetryPaths._fields)
             ),
             namespace=None if ident.namespace == OMS else ident.namespace,
+            ref_channel=self._ids.resolve_channel(ident.namespace),
             id_strip=None
             if ident.strip is None
             else partial(re.compile(ident.strip).sub, "", count=1),
@@ -556,8 +568,10 @@ class Normalizer:
         for k in src.kinds or ():
             if text is not None and (text in k.values or (k.glob is not None and k.glob(text))):
                 return k.src
-            if k.present is not None and _get(payload, k.present) not in (None, _MISSING):
-                return k.src
+            if k.present is not None:
+                v = _get(payload, k.present)
+                if v is not None and v is not _MISSING:
+                    return k.src
         names = ", ".join(k.name for k in src.kinds or ())
         if text is None:
             raise _Bad(errors.UNMAPPED_STATUS, f"the payload is of none of the kinds {names}")
@@ -740,6 +754,8 @@ class Normalizer:
             if channel is None:
                 name, _ = self._text_field(payload, src.channel_paths, "channel")
                 channel = name and self._ids.resolve_channel(name)
+                if channel is None and ref is not None:  # a channel's own id names its channel
+                    channel = src.ref_channel
         customer_id = None
         if src.customer_id:
             customer_id, _ = self._text_field(payload, src.customer_id, "customer id")
@@ -747,11 +763,9 @@ class Normalizer:
         drift: tuple[str, ...] = ()
         if not tracking_seen and src.tracking_no and any(map(_shipped, claims)):
             drift = _DRIFT
-        links: tuple[str, ...] = ()
-        if src.links:
-            links = self._links(src, payload, channel)
+        links = self._links(src, payload, channel) if src.links else ()
 
-        return Event(  # positional: a third of the cost of keywords (see _EVENT_FIELDS)
+        ev = Event(  # positional: a third of the cost of keywords (see _EVENT_FIELDS)
             src.stream,
             src.name,
             src.kind,
@@ -775,13 +789,12 @@ class Normalizer:
             self._keys_of(root),
             None,
             seq,
-            None,
-            None,
-            None,
-            None,
-            ref,
-            links,
         )
+        if ref is not None:
+            ev.ref = ref
+        if links:
+            ev.links = links
+        return ev
 
     # ------------------------------------------------------------ helpers (per event)
     def _too_long(self, what: str) -> str:
@@ -849,15 +862,24 @@ class Normalizer:
 
     @staticmethod
     def _event_time(
-        src: _Source, payload: dict[str, Any], received_ms: int
+        src: _Source, payload: Any, received_ms: int
     ) -> tuple[int, str | None, str | None]:
-        """The first present event-time path, parsed; none present: the ingestion time."""
+        """The first present event-time path, parsed; none present: the ingestion time.
+
+        Offset-less times are read in the source's zone, or in the zone `zone_from` maps
+        this event's field value to."""
         for label, path in src.event_time:
             v = payload.get(path, _MISSING) if type(path) is str else _get(payload, path)
             if v is None or v is _MISSING or v == "":
                 continue
+            parse, zone = src.parse_time, src.zone
+            if src.zone_from is not None:
+                where = _get(payload, src.zone_from[0])
+                hit = src.zone_from[1].get(where.strip()) if type(where) is str else None
+                if hit is not None:
+                    zone, parse = hit
             try:
-                return src.parse_time(v), _text(v), src.zone
+                return parse(v), _text(v), zone
             except TimeParseError as e:
                 raise _Bad(errors.UNPARSEABLE_TIME, f"{label}: {e}", v) from None
         return received_ms, None, None

@@ -20,6 +20,7 @@ import yaml
 from schemas import errors
 from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from schemas.event import DeadLetter, Event
+from schemas.keys import MessageKeys
 from schemas.normalize import Normalizer
 from tests.unit.test_normalize import RECEIVED_AT, RECEIVED_MS, utc_ms
 
@@ -78,6 +79,7 @@ SOURCES: dict[str, Any] = {
         "kind": "carrier",
         "time_format": "iso8601",
         "each": "msg.checkpoints[*]",
+        "zone_from": {"path": "msg.checkpoints[*].country_iso3", "map": {"CHN": "Asia/Shanghai"}},
         "fields": {
             "tracking_no": ["msg.tracking_number"],
             "carrier": ["msg.slug"],
@@ -444,6 +446,23 @@ def test_fields_above_the_list_are_inherited_by_every_checkpoint() -> None:
     assert ids("inherit", body)[:2] == first
 
 
+def test_offset_less_times_are_local_to_the_zone_the_checkpoints_country_maps_to() -> None:
+    cps = [
+        {"checkpoint_time": "2026-12-05T10:00:00.123", "tag": "InTransit", "country_iso3": "CHN"},
+        {"checkpoint_time": "2026-12-06", "tag": "InTransit", "country_iso3": " CHN "},
+        {"checkpoint_time": "2026-12-06T10:00:00", "tag": "InTransit", "country_iso3": "DEU"},
+        {"checkpoint_time": "2026-12-06T10:00:00-05:00", "tag": "Delivered", "country_iso3": "CHN"},
+    ]
+    body = {"msg": {"tracking_number": "1Z999AA10123456784", "checkpoints": cps}}
+    got = [(e.event_ms, e.zone, e.event_time_raw) for e in results("inherit", body)]  # type: ignore[union-attr]
+    assert got == [
+        (utc_ms(2026, 12, 5, 2, ms=123), "Asia/Shanghai", "2026-12-05T10:00:00.123"),
+        (utc_ms(2026, 12, 5, 16), "Asia/Shanghai", "2026-12-06"),
+        (utc_ms(2026, 12, 6, 10), "UTC", "2026-12-06T10:00:00"),  # not in the map: the source's
+        (utc_ms(2026, 12, 6, 15), "Asia/Shanghai", "2026-12-06T10:00:00-05:00"),  # offset wins
+    ]
+
+
 # ---------------------------------------------------------------- decode: JSON or XML text
 def test_a_field_holding_json_is_decoded_before_paths_are_read() -> None:
     biz = {
@@ -623,6 +642,7 @@ def gw(ref: str) -> dict[str, Any]:
 
 
 def test_a_gateway_reference_loses_its_attempt_suffix() -> None:
+    assert one("gw", gw("3456789012345678")).channel == "taobao"  # the namespace's channel
     assert (
         one("gw", gw("TB2026012700123-2")).order_id,
         one("gw", gw("TB2026012700123-2")).ref,
@@ -671,6 +691,15 @@ def test_a_carriers_unreadable_order_ref_falls_back_to_the_tracking_number() -> 
         "t": "2026-01-27 10:00:00",
     }
     assert dead("strict", body, errors.INVALID_ORDER_ID).value == "ORD-77"
+
+
+def test_split_and_kind_sources_have_a_message_key() -> None:
+    keys = MessageKeys(SETTINGS)
+    assert keys.for_payload("routes", push(route(1), route(2))) == b"TB2026012700123"
+    assert keys.for_payload("routes", route(1, orderid=None)) == b"SF123456789012"  # flat form
+    tracking_push = {"code": 4, "data": {"tracking_no": "JT0001234567890"}}
+    assert keys.for_payload("pushes", tracking_push) == b"JT0001234567890"  # a kind's path
+    assert keys.for_payload("formjson", {"bizContent": "{}"}) is None  # still encoded
 
 
 def test_every_new_reason_is_exercised_here() -> None:
@@ -746,6 +775,14 @@ def _edit(name: str, **changes: Any) -> dict[str, Any]:
         (_edit("gw", identity={"strip": "(-"}), "identity.strip: not a regular expression"),
         (_edit("formjson", decode={"bizContent": "yaml"}), "decode.bizContent"),
         (_edit("formjson", decode={"a[*].b": "json"}), "decoded fields are named without [*]"),
+        (
+            _edit("inherit", zone_from={"path": "x", "map": {"CHN": "Asia/Atlantis"}}),
+            "zone_from.map: unknown time zone 'Asia/Atlantis'",
+        ),
+        (
+            _edit("inherit", zone_from={"path": "other[*].c", "map": {"CHN": "Asia/Shanghai"}}),
+            "zone_from.path: 'other[*].c'",
+        ),
     ],
 )
 def test_a_broken_mechanism_names_its_key_and_file(
