@@ -496,6 +496,7 @@ def test_dhl_push_splits_shipments_events_with_offset_and_naive_times() -> None:
     assert out[1].event_ms == utc(2026, 12, 6, 17, 44, 22)
     assert out[1].event_time_raw == "2026-12-06T18:44:22+01:00"
     assert out[0].event_time_raw == "2026-12-07T09:30:00"
+    assert out[0].event_ms == utc(2026, 12, 7, 8, 30)  # naive, in Leipzig: Europe/Berlin
     assert len({e.event_id for e in out}) == 2
 
 
@@ -808,3 +809,24 @@ def test_stripe_charge_and_intent_of_one_payment_claim_one_fact() -> None:
     assert pi.event_id != ch.event_id
     assert pi.claims == ch.claims == ("PAID",)
     assert ch.ref in pi.links  # the charge's order is the intent's
+
+
+def test_aftership_naive_checkpoint_time_is_local_to_its_country() -> None:
+    cps = [
+        p.aftership_checkpoint(
+            "2026-12-06T18:00:00", "InTransit", "InTransit_001", "a", "Shenzhen", "CHN"
+        ),
+        p.aftership_checkpoint("2026-12-07", "Delivered", "Delivered_001", "b", "Berlin", "DEU"),
+        p.aftership_checkpoint(
+            "2026-12-07T06:30:00", "InTransit", "InTransit_001", "c", "x", "USA"
+        ),
+    ]
+    out = events(
+        envelope("aftership", p.aftership_webhook("ev-4", "Delivered", "Delivered_001", cps, T0))
+    )
+    assert [e.event_ms for e in out] == [
+        utc(2026, 12, 6, 10),  # Shanghai, UTC+8
+        utc(2026, 12, 6, 23),  # the day starts in Berlin, UTC+1
+        utc(2026, 12, 7, 6, 30),  # several zones: the configured zone, UTC
+    ]
+    assert [e.zone for e in out] == ["Asia/Shanghai", "Europe/Berlin", "UTC"]
