@@ -6,6 +6,12 @@ outcome, refinements), so that one message costs a JSON parse and a handful of
 dict lookups: no regex compiles, no pydantic, few allocations. It never raises:
 every way input can be bad is a DeadLetter with a reason from `schemas.errors`,
 and a bug becomes one too (`internal_error`) rather than a crashed pipeline.
+
+Per envelope: `decode:` fields are decoded in place, `kinds:` picks the message
+kind's compiled source, and a source with `each:` gives a tuple, one Event or
+DeadLetter per element, each read through a scope (root, element, ...) that its
+`_Bound` paths index. Ids outside the OMS's format become `Event.ref` in the source's
+namespace (`identity:`), and `links:` the references an event ties to its order.
 """
 
 from __future__ import annotations

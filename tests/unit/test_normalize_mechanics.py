@@ -17,6 +17,7 @@ import orjson
 import pytest
 import yaml
 
+from dataflows.router import Router
 from schemas import errors
 from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from schemas.event import DeadLetter, Event
@@ -92,6 +93,28 @@ SOURCES: dict[str, Any] = {
                 "map": {"InTransit": "IN_TRANSIT", "Delivered": "DELIVERED"},
             }
         ],
+    },
+    # AfterShip-like with a tracking that has no checkpoint yet: kinds pick the form
+    "tracker": {
+        "stream": "tracking",
+        "kind": "carrier",
+        "time_format": "iso8601",
+        "fields": {"tracking_no": ["msg.tracking_number"], "carrier": ["msg.slug"]},
+        "kinds": {
+            "checkpoints": {
+                "present": "msg.checkpoints.0",
+                "each": "msg.checkpoints[*]",
+                "fields": {"event_time": ["msg.checkpoints[*].checkpoint_time"]},
+                "statuses": [
+                    {"path": "msg.checkpoints[*].tag", "map": {"InTransit": "IN_TRANSIT"}}
+                ],
+            },
+            "tracking": {
+                "present": "msg.tag",
+                "fields": {"event_time": ["msg.updated_at"]},
+                "statuses": [{"path": "msg.tag", "map": {"InfoReceived": "LABEL_CREATED"}}],
+            },
+        },
     },
     # J&T-like: a form whose bizContent holds JSON
     "formjson": {
@@ -463,6 +486,17 @@ def test_offset_less_times_are_local_to_the_zone_the_checkpoints_country_maps_to
     ]
 
 
+def test_a_kind_by_the_lists_first_element_handles_a_notification_with_none_yet() -> None:
+    msg = {"tracking_number": "1Z999AA10123456784", "slug": "ups", "tag": "InfoReceived"}
+    msg |= {"updated_at": "2026-12-05T10:00:00+00:00", "checkpoints": []}
+    (ev,) = results("tracker", {"msg": msg})
+    assert isinstance(ev, Event) and ev.claims == ("LABEL_CREATED",)
+    cp = {"checkpoint_time": "2026-12-06T10:00:00+00:00", "tag": "InTransit"}
+    evs = results("tracker", {"msg": {**msg, "tag": "InTransit", "checkpoints": [cp, cp]}})
+    assert [e.claims for e in evs] == [("IN_TRANSIT",), ("IN_TRANSIT",)]  # type: ignore[union-attr]
+    assert evs[0].event_id == evs[1].event_id  # type: ignore[union-attr]  # one fact, twice
+
+
 # ---------------------------------------------------------------- decode: JSON or XML text
 def test_a_field_holding_json_is_decoded_before_paths_are_read() -> None:
     biz = {
@@ -691,6 +725,23 @@ def test_a_carriers_unreadable_order_ref_falls_back_to_the_tracking_number() -> 
         "t": "2026-01-27 10:00:00",
     }
     assert dead("strict", body, errors.INVALID_ORDER_ID).value == "ORD-77"
+
+
+def test_the_router_routes_every_element_and_dead_letters_the_bad_one() -> None:
+    raw = envelope("routes", push(route(1), route(2, "99"), route(3, orderid=None)))
+    out = Router(SETTINGS).route("tracking", 0, [(9, raw, ORIGIN)], "tracking")
+    direct = [e for key, msg in out if key[0] == "o" and key != "out" for e in msg[6]]  # type: ignore[index]
+    index = [e for key, msg in out if key.startswith("i") for e in msg[5]]  # type: ignore[index]
+    [dead_letters] = [msg for key, msg in out if key == "out"]
+    assert [e.event_id for e in direct] == ["R1"]  # the order id's shard
+    # R1 also registers its tracking number; R3 waits for an order that holds it, with the
+    # notification's bytes for its dead letter should none ever come
+    assert [(e.event_id, e.raw is not None) for e in index] == [("R1", False), ("R3", True)]
+    assert [(d.reason, d.origin["element"]) for d in dead_letters] == [
+        (errors.UNMAPPED_STATUS, "1")
+    ]  # type: ignore[union-attr]
+    health = next(msg for key, msg in out if key == "health")
+    assert health[0] == "tracking"
 
 
 def test_split_and_kind_sources_have_a_message_key() -> None:
