@@ -311,3 +311,39 @@ def test_lives_of_shopify_shopee_dhl_and_a_bare_paypal_refund(tmp_path: Path) ->
         p.WEB_STRIPE_OMS: ["LABEL_CREATED", "IN_TRANSIT", "DELIVERED"],
         p.WEB_PAYPAL_OMS: ["PENDING_PAYMENT", "PAID", "REFUNDED"],
     }
+
+
+def test_stripe_charges_without_metadata_are_found_through_their_payment_intent(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("state.reference_index", reason="the reference index is not merged yet")
+    refunded = p.stripe_charge(
+        "evt_rf", "charge.refunded", 1796254400, metadata={}, refunded=True, amount_refunded=4200
+    )
+    lives, dead = _replay(
+        tmp_path,
+        [
+            (
+                "oms",
+                p.oms_order(p.WEB_STRIPE_OMS, "待支付", "2026-12-02T10:00:00+08:00"),
+                "2026-12-02T02:00:01Z",
+            ),
+            (
+                "stripe",
+                p.stripe_charge("evt_ch", "charge.succeeded", 1796176901, metadata={}),
+                "2026-12-02T02:01:40Z",
+            ),
+            (
+                "stripe",
+                p.stripe_payment_intent(
+                    "evt_pi", "payment_intent.succeeded", 1796176900, "succeeded"
+                ),
+                "2026-12-02T02:01:41Z",
+            ),
+            ("stripe", refunded, "2026-12-02T23:33:21Z"),
+            ("stripe", p.stripe_dispute("evt_du", 1796300000), "2026-12-03T12:13:21Z"),
+        ],
+    )
+    assert dead == []
+    # the charge that came first waited for the intent's link; the dispute claims nothing
+    assert lives == {p.WEB_STRIPE_OMS: ["PENDING_PAYMENT", "PAID", "REFUNDED"]}
