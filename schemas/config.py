@@ -710,6 +710,9 @@ class KindSpec(_Overridable):
 
 
 class SourceSpec(_Overridable):
+    """One entry of the source registry; its syntax is documented at the top of
+    ops/sources.yaml (paths, `each`, `decode`, `kinds`, `identity`, `links`, `zone_from`)."""
+
     stream: Stream
     kind: Kind
     channel: str | None = None  # channel sources: which channel they are

@@ -936,13 +936,21 @@ class Normalizer:
 
     @staticmethod
     def _element_hash(src: _Source, ev: Event, element: object, raw: bytes, pos: str) -> str:
-        """An element's identity without an id of its own: its content and the ids it is
-        about, not its position or its notification, so the same checkpoint is the same
-        event in a redelivery, a reordered one, or a later push that repeats it (AfterShip
-        sends every checkpoint each time)."""
+        """An element's identity without an id of its own: its content and what the event
+        says (ids, status, time: some may come from above the element), not its position
+        or its notification. So the same checkpoint is the same event in a redelivery, a
+        reordered one, or a later push that repeats it (AfterShip sends every checkpoint
+        each time), while an order-level status that changed makes a new event."""
         h = src.hasher.copy()
         try:
-            about = (ev.order_id or ev.ref, ev.tracking_no, element)
+            about = (
+                ev.order_id or ev.ref,
+                ev.tracking_no,
+                ev.raw_status,
+                ev.event_time_raw,
+                ev.claims,
+                element,
+            )
             h.update(orjson.dumps(about, option=orjson.OPT_SORT_KEYS))
         except orjson.JSONEncodeError:  # deeper than orjson writes: the notification's bytes
             h.update(bytes(raw) + pos.encode())

@@ -94,6 +94,23 @@ SOURCES: dict[str, Any] = {
             }
         ],
     },
+    # Shopify-like: one event per fulfillment, the order's own status read above them
+    "orderful": {
+        "stream": "orders",
+        "kind": "channel",
+        "channel": "shopify",
+        "time_format": "rfc3339",
+        "identity": {"namespace": "shopify"},
+        "each": "fulfillments[*]",
+        "fields": {
+            "order_id": ["id"],
+            "tracking_no": ["fulfillments[*].tracking_number"],
+            "event_time": ["updated_at"],
+        },
+        "statuses": [
+            {"path": "financial_status", "map": {"pending": "PENDING_PAYMENT", "paid": "PAID"}}
+        ],
+    },
     # AfterShip-like with a tracking that has no checkpoint yet: kinds pick the form
     "tracker": {
         "stream": "tracking",
@@ -386,6 +403,18 @@ def test_an_element_without_an_id_of_its_own_is_identified_by_what_it_says() -> 
     assert ids("routes", push(other)) != first[:1]
     # and a flat payload keeps its identity rule (the payload's hash, or the envelope's id)
     assert ids("routes", no_id[0], event_id="N-3") == ["N-3"]
+
+
+def test_what_an_element_event_reads_from_above_the_element_is_part_of_its_identity() -> None:
+    order = {"id": 5123456789012, "financial_status": "pending"}
+    order |= {"updated_at": "2026-01-15T12:00:00-05:00"}
+    order["fulfillments"] = [{"tracking_number": "1Z999AA10123456784"}]
+    (pending,) = ids("orderful", order)
+    # the order is paid (same second, same fulfillment): a new event all the same
+    paid = {**order, "financial_status": "paid"}
+    (after,) = ids("orderful", paid)
+    assert after != pending
+    assert ids("orderful", paid) == [after]
 
 
 def test_nested_wildcards_bind_the_shipment_to_each_of_its_events() -> None:
