@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from schemas.config import DEFAULT_CONFIG, ConfigError, load_settings
+from schemas.config import DEFAULT_CONFIG, ConfigError, SourceSpec, load_settings
 from schemas.statuses import CLAIMABLE, conditional
 
 SOURCES = DEFAULT_CONFIG.parent / "sources.yaml"
@@ -42,17 +42,26 @@ def test_every_source_is_registered_on_its_stream_with_its_kind() -> None:
     assert got == EXPECTED
 
 
+def specs() -> list[tuple[str, SourceSpec]]:
+    """Every source as it reads its payloads: a source without kinds, or each of its kinds."""
+    out = []
+    for name, spec in SETTINGS.sources.items():
+        out += [(f"{name}.{k}", spec.resolve(k)) for k in spec.kinds] or [(name, spec)]
+    return out
+
+
 def test_channel_sources_name_their_channel_and_carriers_their_carrier() -> None:
     for name, spec in SETTINGS.sources.items():
         if spec.kind == "channel":
             assert spec.channel == name
         if spec.kind == "carrier" and name != "aftership":
             assert spec.carrier == name
-    assert SETTINGS.sources["aftership"].fields.carrier == ["slug"]
+    aftership = [s for name, s in specs() if name.startswith("aftership.")]
+    assert aftership and all(s.fields.carrier[-1].endswith("slug") for s in aftership)
 
 
 def test_every_claim_is_canonical() -> None:
-    for spec in SETTINGS.sources.values():
+    for _, spec in specs():
         for f in spec.statuses:
             for claim in [*f.map.values(), f.present, *(r.status for r in f.refine)]:
                 if claim is not None:
@@ -99,8 +108,8 @@ def test_half_of_a_conditional_claim_that_is_not_canonical(tmp_path: Path) -> No
 def test_an_unknown_time_format(tmp_path: Path) -> None:
     msg = _broken(
         tmp_path,
-        "  time_format: epoch_s\n  fields:\n    order_id: [order_id]",
-        "  time_format: epoch_us\n  fields:\n    order_id: [order_id]",
+        "  time_format: epoch_s\n  identity: {namespace: douyin",
+        "  time_format: epoch_us\n  identity: {namespace: douyin",
     )
     assert "sources.douyin.time_format: Input should be" in msg
 
@@ -146,22 +155,23 @@ def test_a_signal_for_a_value_no_map_knows(tmp_path: Path) -> None:
 
 def test_envelope_time_for_a_value_no_map_knows(tmp_path: Path) -> None:
     msg = _broken(tmp_path, "envelope_time: [REFUND]", "envelope_time: [REFUNDED]")
-    assert "sources.wechatpay: envelope_time: 'REFUNDED' is not a value" in msg
+    assert "sources.wechatpay: kinds.transaction: envelope_time: 'REFUNDED' is not a value" in msg
 
 
 def test_a_refinement_that_is_not_a_regular_expression(tmp_path: Path) -> None:
     msg = _broken(tmp_path, "match: '^PICKED_UP$'", "match: '^(PICKED_UP'")
-    assert "sources.dhl.statuses.0.refine.0.match: not a regular expression" in msg
+    assert "sources.dhl.kinds.push.statuses.0.refine.0.match: not a regular expression" in msg
 
 
 def test_an_outcome_that_is_neither_success_nor_failure(tmp_path: Path) -> None:
     msg = _broken(tmp_path, "    SUCCESS: success", "    SUCCESS: great")
-    assert "sources.wechatpay.outcomes.SUCCESS: Input should be 'success' or 'failure'" in msg
+    want = "sources.wechatpay.kinds.transaction.outcomes.SUCCESS: Input should be 'success'"
+    assert want in msg
 
 
 def test_an_unquoted_numeric_map_key_is_named(tmp_path: Path) -> None:
     msg = _broken(tmp_path, '        "50": PICKED_UP', "        50: PICKED_UP")
-    assert "sources.sf.statuses.0.map.50.[key]: Input should be a valid string" in msg
+    assert "sources.sf.kinds.json.statuses.0.map.50.[key]: Input should be a valid string" in msg
 
 
 def test_a_sources_file_that_is_not_a_mapping(tmp_path: Path) -> None:
