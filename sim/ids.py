@@ -70,7 +70,7 @@ _T = salt("tracking")
 def tracking_number(carrier: str, idx: int, seed: int) -> str:
     """A tracking number matching the carrier's pattern in ops/orderguard.yaml, unique per order."""
     if carrier == "sf":
-        return "SF" + digits(12, idx, seed, _T, 1)
+        return "SF" + digits(13, idx, seed, _T, 1)  # SF + 13 digits (docs/providers-checked.md)
     if carrier == "zto":  # ^7[0-9]{11,14}$: most 15 long, some 12
         if (idx * 7 + _offset((seed, _T, 2))) % 10 < 3:
             return "7" + digits(11, idx, seed, _T, 3)

@@ -362,8 +362,8 @@ def _alipay(ctx: Ctx, o: Order, t: int, what: str) -> Built:
 
 
 def _stripe(ctx: Ctx, o: Order, t: int, what: str) -> Built:
-    """Stripe Events: the PaymentIntent's (metadata.order_id) and its Charge's, which
-    names only the PaymentIntent (a Charge does not copy the intent's metadata)."""
+    """Stripe Events: the PaymentIntent's and its Charge's. Stripe copies the intent's
+    metadata to the Charge once, at confirmation (docs/providers-checked.md)."""
     pi = "pi_" + _pid(o, 24, 1)
     ch = "ch_" + _pid(o, 24, 4)
     if what in ("success", "failed"):
@@ -397,7 +397,7 @@ def _stripe(ctx: Ctx, o: Order, t: int, what: str) -> Built:
             "status": "succeeded",
             "currency": o.currency.lower(),
             "payment_intent": pi,
-            "metadata": {},
+            "metadata": {"order_id": o.oid},
         }
     p = {
         "id": evt,

@@ -172,11 +172,11 @@ def scan_of(env: dict) -> tuple[str, str]:
     return at(env["payload"], tn), at(env["payload"], st)  # type: ignore[return-value]
 
 
-def gateway_of(env: dict) -> tuple[str | None, str]:
-    """(the merchant's order reference, the status); a Stripe Charge names no order."""
+def gateway_of(env: dict) -> tuple[str, str]:
+    """(the merchant's order reference, the status)."""
     p, s = env["payload"], env["source"]
     if s == "stripe":
-        return p["data"]["object"]["metadata"].get("order_id"), p["type"]
+        return p["data"]["object"]["metadata"]["order_id"], p["type"]
     if s == "paypal":
         return p["resource"]["custom_id"], p["event_type"]
     if s == "wechatpay":
@@ -330,7 +330,6 @@ def test_wechat_amounts_in_fen_and_channel_fits_gateway_and_carrier():
     for e in envelopes(envs, "wechatpay"):
         assert type(e["payload"]["resource"]["amount"]["total"]) is int
     gateway = {gateway_of(e)[0]: e["source"] for e in envelopes(envs, *GATEWAYS)}
-    gateway.pop(None)  # Stripe's Charge events name the PaymentIntent, not the order
     carrier = {
         e["payload"]["order_id"]: e["payload"]["carrier"]
         for e in envelopes(envs, "wms")
@@ -389,7 +388,7 @@ def test_each_system_names_the_order_by_its_own_id_and_the_oms_links_them():
     linked_ids = set(links.values())
     for e in envelopes(envs, *GATEWAYS):  # the merchant's reference is the OMS id
         ref = gateway_of(e)[0]
-        assert ref is None or re.fullmatch(r"(TB|PDD|DY|SP|SH|WEB)202601(27|28)\d{5}", ref)
+        assert re.fullmatch(r"(TB|PDD|DY|SP|SH|WEB)202601(27|28)\d{5}", ref)
     assert linked_ids & {gateway_of(e)[0] for e in envelopes(envs, *GATEWAYS)}
 
 
@@ -402,7 +401,8 @@ def test_stripe_sends_the_charge_beside_the_payment_intent():
     assert intents and len(charges) == len(intents)
     for c in charges:
         obj = c["data"]["object"]
-        assert obj["metadata"] == {} and obj["payment_intent"] in intents
+        assert obj["payment_intent"] in intents  # metadata copied at confirmation
+        assert obj["metadata"] == intents[obj["payment_intent"]]["data"]["object"]["metadata"]
         assert intents[obj["payment_intent"]]["data"]["object"]["latest_charge"] == obj["id"]
 
 
