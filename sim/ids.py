@@ -70,7 +70,7 @@ _T = salt("tracking")
 def tracking_number(carrier: str, idx: int, seed: int) -> str:
     """A tracking number matching the carrier's pattern in ops/orderguard.yaml, unique per order."""
     if carrier == "sf":
-        return "SF" + digits(12, idx, seed, _T, 1)
+        return "SF" + digits(13, idx, seed, _T, 1)  # SF + 13 digits (docs/providers-checked.md)
     if carrier == "zto":  # ^7[0-9]{11,14}$: most 15 long, some 12
         if (idx * 7 + _offset((seed, _T, 2))) % 10 < 3:
             return "7" + digits(11, idx, seed, _T, 3)
@@ -84,3 +84,9 @@ def tracking_number(carrier: str, idx: int, seed: int) -> str:
     if carrier == "ups":  # 1Z + shipper (6) + service (2) + package (8)
         return "1Z" + token(UPPER36, 6, seed, _T, 8) + "03" + digits(8, idx, seed, _T, 9)
     raise ValueError(f"unknown carrier {carrier!r}")
+
+
+def uuid(*parts: int) -> str:
+    """A version-4-shaped UUID determined by parts (WeChat Pay and AfterShip notification ids)."""
+    h = token("0123456789abcdef", 32, *parts)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"

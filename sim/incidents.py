@@ -25,7 +25,7 @@ from sim.payloads import Ctx, channel
 INCIDENTS: dict[str, str] = {
     "lost_payment_callback": "~5% of paid orders with an OMS: the OMS never gets the payment "
     "callback (no 已支付/Paid, no 待发货) and says 待支付 until the order ships",
-    "field_rename": "from mid-period, shopee payloads carry tracking_no instead of tracking_number",
+    "field_rename": "from mid-period, douyin payloads carry waybill_no instead of logistics_no",
     "carrier_wrong_timezone": "from mid-period, yto acceptTime is 8 h ahead (wall time as if "
     "UTC+16), so its event times run ~8 h ahead of ingestion",
     "carrier_api_outage": "a 15-minute window where every jt carrier_api call fails slowly "

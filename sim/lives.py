@@ -75,6 +75,8 @@ def build_life(o: Order, rng: Random) -> list[Ev]:
 
     tp = o.tp = u(20 * SECOND, 10 * MINUTE)
     add(tp, "pay", "success", o.gateway)
+    if o.gateway == "stripe":  # Stripe sends the Charge's event beside the PaymentIntent's
+        add(tp, "pay", "charge", "stripe")
     ch(tp + u(2 * SECOND, 5 * SECOND), "paid")
     oms(tp + u(3 * SECOND, 8 * SECOND), "paid")
     if o.cn and r() < 0.3:
@@ -94,6 +96,8 @@ def build_life(o: Order, rng: Random) -> list[Ev]:
             add(t, "wms", name, "wms")
     add(tl - u(500, 3 * SECOND), "api", (o.carrier, "create_label", u(100, 800)), "carrier_api")
     add(tl, "wms", "LABEL_PRINTED", "wms")
+    if o.channel == "shopee":  # Shopee pushes the tracking number on its own (code 4)
+        add(tl + u(MINUTE, 10 * MINUTE), "shopee_tracking", None, "shopee")
     oms(tl + u(30 * SECOND, 3 * MINUTE), "shipped")
     ch(tl + u(MINUTE, 15 * MINUTE), "shipped")
 
@@ -135,12 +139,8 @@ def _refund(life: _Life, tp: int) -> None:
         add(tp + u(3 * MINUTE, tr - tp - MINUTE), "wms", "ALLOCATED", "wms")
     add(tr, "oms", ("refunding", True), "oms")
     life.ch(tr + u(10 * SECOND, 60 * SECOND), "refund_requested")
-    if life.o.gateway == "wechatpay":  # WeChat's REFUND notice is the request; the OMS settles it
-        tg = tr + u(MINUTE, 10 * MINUTE)
-        done = tg + u(20 * MINUTE, 10 * HOUR)
-    else:
-        tg = tr + u(5 * MINUTE, 6 * HOUR)
-        done = tg + u(MINUTE, 30 * MINUTE)
+    tg = tr + u(5 * MINUTE, 6 * HOUR)  # the gateway's refund notice: the money is back
+    done = tg + u(MINUTE, 30 * MINUTE)
     add(tg, "pay", "refund", life.o.gateway)
     add(done, "oms", ("refunded", True), "oms")
     life.ch(done + u(MINUTE, 10 * MINUTE), "refunded")

@@ -51,7 +51,6 @@ class Order:
         "tracking",
         "via",
         "with_ref",
-        "wx_event_id",
     )
 
     def __init__(self, idx: int, seed: int, rng: Random, customers: int) -> None:
@@ -86,7 +85,6 @@ class Order:
         self.buyer = "AA" + token(BASE62, 7, seed, self.customer) if ch == "taobao" else ""
         # Producer quirks, fixed per order.
         self.with_ref = r() < 0.4  # ZTO scans usually omit orderId
-        self.wx_event_id = r() < 0.5  # wechatpay notices sometimes carry an event id
         self.awaiting = r() < 0.3  # English OMS says "Awaiting Payment" rather than "Pending"
         # Since an upstream upgrade some douyin producers name the field tracking_number.
         self.dy_tracking_key = "tracking_number" if r() < 0.2 else "logistics_no"

@@ -1,5 +1,13 @@
-"""Provider-native payloads, one builder per source, shaped as in spec/sources.md and the
-day-in-the-life sample (field names, status values, time formats and zones).
+"""Provider-native payloads, one builder per source, shaped as the providers send them
+(spec/providers.md, the fixtures in tests/fixtures/providers.py): field names, nesting,
+status values, time formats and zones, and each system's own ids.
+
+Ids: channels name an order by their own id (Taobao's numeric `tid`, Pinduoduo's
+`yymmdd-…`, Douyin's 19 digits, Shopee's `ordersn`, Shopify's `id` and `#name`); the OMS
+by its global id, with `channel` + `platform_order_id` linking the two; gateways by the
+merchant's reference (the OMS id); carriers by tracking number. An order whose OMS is not
+on the feed (`Order.has_oms` false) comes from a channel sync that writes the OMS id
+into the channel's id field, the old contract, still valid input.
 
 Builders are pure functions of (context, order, event time, arg): a redelivered
 webhook rebuilt from the same event is byte-identical, as the real retries are.
@@ -10,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import orjson
+
 from sim import catalog
 from sim.clock import HOUR, cn_date, cn_naive, utc_ms, utc_s, with_offset
-from sim.ids import BASE62, UPPER36, digits, mix, salt, token
+from sim.ids import BASE62, UPPER36, digits, mix, salt, token, uuid
 from sim.model import Order
 
 Built = tuple[str, dict, str | None]  # source, payload, event_id
@@ -23,7 +33,7 @@ class Ctx:
     """Run-wide switches the payload-level incidents read (None = off)."""
 
     seed: int
-    rename_from: int | None = None  # field_rename: shopee tracking_no from this event time
+    rename_from: int | None = None  # field_rename: douyin waybill_no from this event time
     yto_skew_from: int | None = None  # carrier_wrong_timezone: yto +8 h from this event time
     outage: tuple[int, int] | None = None  # carrier_api_outage: jt calls fail in [a, b)
 
@@ -89,6 +99,30 @@ _OMS_EN = {  # older producers: no word for a refund in progress, so a REF order
 _OMS_SHIPPED = frozenset({"shipped", "delivered", "completed"})
 
 
+_S_NATIVE = salt("channel-order-ids")
+
+
+def native_id(o: Order) -> str:
+    """The channel's own id of the order (the OMS id when the OMS is off the feed)."""
+    if not o.has_oms or o.channel == "web":
+        return o.oid
+    n = (o.seed, o.idx, _S_NATIVE)
+    ch = o.channel
+    if ch == "taobao":  # TOP `tid`: a number of up to 19 digits
+        return "3" + digits(18, o.idx, *n)
+    if ch == "pinduoduo":  # `order_sn`: yymmdd- + 15 digits
+        return f"{cn_date(o.t0)[2:]}-{digits(15, o.idx, *n)}"
+    if ch == "douyin":  # `order_id`: 19 digits, as a string
+        return "69" + digits(17, o.idx, *n)
+    if ch == "shopee":  # `ordersn`: yymmdd + 8 upper-case alphanumerics
+        return cn_date(o.t0)[2:] + token(UPPER36, 8, *n)
+    return str(shopify_id(o))
+
+
+def shopify_id(o: Order) -> int:
+    return 5_100_000_000_000 + int(digits(12, o.idx, o.seed, 11))
+
+
 def _epoch(ms: int) -> int:
     return ms // 1000
 
@@ -99,7 +133,12 @@ def _amount(o: Order) -> float:
 
 # ---------------------------------------------------------------- orders stream
 def _taobao(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
-    p: dict = {"tid": o.oid, "status": _TAOBAO[stage], "created": cn_naive(o.t0)}
+    tid = native_id(o)
+    p: dict = {
+        "tid": int(tid) if tid.isdigit() else tid,
+        "status": _TAOBAO[stage],
+        "created": cn_naive(o.t0),
+    }
     if o.tp >= 0 and stage != "created":
         p["pay_time"] = cn_naive(o.t0 + o.tp)
     shipped = stage in SHIPPED
@@ -115,7 +154,7 @@ def _pinduoduo(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
     status, refund = _PDD[stage]
     shipped = stage in SHIPPED
     p = {
-        "order_sn": o.oid,
+        "order_sn": native_id(o),
         "order_status": status,
         "refund_status": refund,
         "created_time": cn_naive(o.t0),
@@ -129,9 +168,10 @@ def _pinduoduo(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
 
 
 def _douyin(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
-    key = o.dy_tracking_key
+    renamed = ctx.rename_from is not None and t >= ctx.rename_from
+    key = "waybill_no" if renamed else o.dy_tracking_key
     p = {
-        "order_id": o.oid,
+        "order_id": native_id(o),
         "order_status": _DOUYIN[stage],
         "create_time": _epoch(o.t0),
         "pay_time": _epoch(o.t0 + o.tp) if o.tp >= 0 and stage != "created" else None,
@@ -143,24 +183,40 @@ def _douyin(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
 
 
 def _shopee(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
-    renamed = ctx.rename_from is not None and t >= ctx.rename_from
+    """Shopee's order status push (`code` 3); the tracking number comes as `code` 4."""
     p = {
-        "order_sn": o.oid,
-        "order_status": _SHOPEE[stage],
-        "create_time": _epoch(o.t0),
-        "update_time": _epoch(t),
-        "tracking_no" if renamed else "tracking_number": o.tracking if stage in SHIPPED else "",
-        "buyer_user_id": 3_000_000 + o.customer * 37,
+        "code": 3,
+        "shop_id": SHOPEE_SHOP,
+        "timestamp": _epoch(t) + 1,
+        "data": {"ordersn": native_id(o), "status": _SHOPEE[stage], "update_time": _epoch(t)},
     }
     return "shopee", p, None
+
+
+def shopee_tracking(ctx: Ctx, o: Order, t: int, arg: object) -> Built:
+    """Shopee's tracking number push (`code` 4), sent when the label is printed."""
+    p = {
+        "code": 4,
+        "shop_id": SHOPEE_SHOP,
+        "timestamp": _epoch(t) + 1,
+        "data": {
+            "ordersn": native_id(o),
+            "package_number": "OFG" + digits(12, o.idx, o.seed, 13),
+            "tracking_no": o.tracking,
+        },
+    }
+    return "shopee", p, None
+
+
+SHOPEE_SHOP = 220_118_793
 
 
 def _shopify(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
     financial, fulfillment = _SHOPIFY[stage]
     company = "UPS" if o.carrier == "ups" else "DHL"
     p = {
-        "name": o.oid,
-        "id": 5_100_000_000_000 + int(digits(12, o.idx, o.seed, 11)),
+        "id": shopify_id(o),
+        "name": f"#{1001 + o.idx}" if o.has_oms else o.oid,
         "financial_status": financial,
         "fulfillment_status": fulfillment,
         "created_at": with_offset(o.t0, catalog.OFFSET_SHOPIFY),
@@ -202,6 +258,7 @@ def oms(ctx: Ctx, o: Order, t: int, arg: tuple[str, bool]) -> Built:
         "updated_at": updated,
         "customer_id": f"C{10000 + o.customer}",
         "channel": o.channel,
+        "platform_order_id": None if ref or o.channel == "web" else native_id(o),
         "tracking_no": o.tracking if shipped else None,
         "carrier": o.carrier if shipped else None,
         "amount": o.amount_str,
@@ -232,56 +289,125 @@ def _pid(o: Order, n: int, what: int, alphabet: str = BASE62) -> str:
 
 
 def _wechatpay(ctx: Ctx, o: Order, t: int, what: str) -> Built:
+    """A WeChat Pay v3 notification as the gateway stores it: `resource` decrypted in place."""
     tp = o.t0 + o.tp
     txn = f"420000{cn_date(tp)}{digits(11, o.idx, o.seed, _S_PAY)}"
-    p = {
+    nid = uuid(o.seed, o.idx, _S_PAY, 20 if what == "success" else 21)
+    paid = what == "success"
+    resource: dict = {
+        "mchid": WECHAT_MCHID,
         "out_trade_no": o.oid,
         "transaction_id": txn,
-        # REFUND carries the original payment's success_time: its own time is received_at.
-        "trade_state": "SUCCESS" if what == "success" else "REFUND",
-        "success_time": with_offset(tp, catalog.OFFSET_CN),
         "amount": {"total": o.amount, "currency": "CNY"},
     }
-    return "wechatpay", p, (f"wx-{txn}" if what == "success" and o.wx_event_id else None)
+    if paid:
+        resource.update(
+            appid=WECHAT_APPID,
+            trade_type="JSAPI",
+            trade_state="SUCCESS",
+            trade_state_desc="支付成功",
+            bank_type="OTHERS",
+            success_time=with_offset(tp, catalog.OFFSET_CN),
+            payer={"openid": "o" + _pid(o, 27, 22)},
+        )
+        resource["amount"].update(payer_total=o.amount, payer_currency="CNY")
+    else:
+        resource.update(
+            out_refund_no=f"RF{o.oid}",
+            refund_id="50" + digits(27, o.idx, o.seed, _S_PAY, 23),
+            refund_status="SUCCESS",
+            success_time=with_offset(t, catalog.OFFSET_CN),
+            user_received_account="支付用户零钱",
+        )
+        resource["amount"].update(refund=o.amount, payer_total=o.amount, payer_refund=o.amount)
+    p = {
+        "id": nid,
+        "create_time": with_offset(t, catalog.OFFSET_CN),
+        "resource_type": "encrypt-resource",
+        "event_type": "TRANSACTION.SUCCESS" if paid else "REFUND.SUCCESS",
+        "summary": "支付成功" if paid else "退款成功",
+        "resource": resource,
+    }
+    return "wechatpay", p, nid
+
+
+WECHAT_MCHID = "1900009191"
+WECHAT_APPID = "wxd678efh567hg6787"
+ALIPAY_APP_ID = "2021004100000001"
 
 
 def _alipay(ctx: Ctx, o: Order, t: int, what: str) -> Built:
+    """Alipay's asynchronous notification: the form's fields, every value a string."""
     tp = o.t0 + o.tp
     p = {
-        "out_trade_no": o.oid,
-        "trade_no": f"{cn_date(tp)}22001{digits(15, o.idx, o.seed, _S_PAY, 1)}",
-        "trade_status": "TRADE_SUCCESS" if what == "success" else "TRADE_CLOSED",
-        "gmt_payment": cn_naive(tp),
         "notify_time": cn_naive(t),
+        "notify_type": "trade_status_sync",
+        "notify_id": _pid(o, 32, 30 if what == "success" else 31, UPPER36).lower(),
+        "app_id": ALIPAY_APP_ID,
+        "charset": "utf-8",
+        "version": "1.0",
+        "trade_no": f"{cn_date(tp)}22001{digits(15, o.idx, o.seed, _S_PAY, 1)}",
+        "out_trade_no": o.oid,
+        "trade_status": "TRADE_SUCCESS" if what == "success" else "TRADE_CLOSED",
         "total_amount": o.amount_str,
+        "receipt_amount": o.amount_str,
+        "buyer_id": "2088" + digits(12, o.customer, o.seed, _S_PAY, 2),
+        "gmt_create": cn_naive(o.t0 + o.tp - 5 * 1000),
+        "gmt_payment": cn_naive(tp),
     }
     if what == "refund":  # closed after success = fully refunded
-        p["gmt_close"] = cn_naive(t)
+        p.update(refund_fee=o.amount_str, gmt_refund=cn_naive(t), gmt_close=cn_naive(t))
+        p["out_biz_no"] = f"RF{o.oid}"
     return "alipay", p, None
 
 
 def _stripe(ctx: Ctx, o: Order, t: int, what: str) -> Built:
+    """Stripe Events: the PaymentIntent's and its Charge's. Stripe copies the intent's
+    metadata to the Charge once, at confirmation (docs/providers-checked.md)."""
     pi = "pi_" + _pid(o, 24, 1)
-    meta = {"order_id": o.oid}
+    ch = "ch_" + _pid(o, 24, 4)
     if what in ("success", "failed"):
         evt, kind = (
             ("evt_" + _pid(o, 24, 2), "payment_intent.succeeded")
             if what == "success"
             else ("evt_" + _pid(o, 24, 5), "payment_intent.payment_failed")
         )
-        obj: dict = {"id": pi, "amount": o.amount, "currency": o.currency.lower(), "metadata": meta}
-    else:
-        evt, kind = "evt_" + _pid(o, 24, 3), "charge.refunded"
-        obj = {
-            "id": "ch_" + _pid(o, 24, 4),
+        obj: dict = {
+            "id": pi,
+            "object": "payment_intent",
             "amount": o.amount,
-            "amount_refunded": o.amount,
-            "refunded": True,  # the whole charge
+            "currency": o.currency.lower(),
+            "status": "succeeded" if what == "success" else "requires_payment_method",
+            "latest_charge": ch,
+            "metadata": {"order_id": o.oid},
+        }
+    else:
+        charged = what == "charge"
+        evt = "evt_" + _pid(o, 24, 6 if charged else 3)
+        kind = "charge.succeeded" if charged else "charge.refunded"
+        obj = {
+            "id": ch,
+            "object": "charge",
+            "amount": o.amount,
+            "amount_captured": o.amount,
+            "amount_refunded": 0 if charged else o.amount,
+            "captured": True,
+            "paid": True,
+            "refunded": not charged,  # the whole charge
+            "status": "succeeded",
             "currency": o.currency.lower(),
             "payment_intent": pi,
-            "metadata": meta,
+            "metadata": {"order_id": o.oid},
         }
-    p = {"id": evt, "type": kind, "created": _epoch(t), "data": {"object": obj}}
+    p = {
+        "id": evt,
+        "object": "event",
+        "api_version": "2024-06-20",
+        "type": kind,
+        "created": _epoch(t),
+        "livemode": False,
+        "data": {"object": obj},
+    }
     return "stripe", p, evt
 
 
@@ -289,16 +415,46 @@ def _paypal(ctx: Ctx, o: Order, t: int, what: str) -> Built:
     success = what == "success"
     a, b = (5, 7) if success else (6, 8)
     wh = f"WH-{_pid(o, 17, a, UPPER36)}-{_pid(o, 17, b, UPPER36)}"
+    capture = _pid(o, 17, 9, UPPER36)
+    api = "https://api.paypal.com/v2/payments"
+    amount = {"value": o.amount_str, "currency_code": o.currency}
+    if success:
+        resource: dict = {
+            "id": capture,
+            "status": "COMPLETED",
+            "amount": amount,
+            "final_capture": True,
+            "custom_id": o.oid,
+            "invoice_id": f"INV-{o.oid}",
+            "create_time": utc_s(t),
+            "update_time": utc_s(t),
+            "links": [{"href": f"{api}/captures/{capture}", "rel": "self", "method": "GET"}],
+        }
+    else:
+        refund = _pid(o, 17, 10, UPPER36)
+        resource = {
+            "id": refund,
+            "status": "COMPLETED",
+            "amount": amount,
+            "custom_id": o.oid,
+            "invoice_id": f"INV-{o.oid}",
+            "create_time": utc_s(t),
+            "update_time": utc_s(t),
+            "links": [
+                {"href": f"{api}/refunds/{refund}", "rel": "self", "method": "GET"},
+                {"href": f"{api}/captures/{capture}", "rel": "up", "method": "GET"},
+            ],
+        }
     p = {
         "id": wh,
-        "event_type": "PAYMENT.CAPTURE.COMPLETED" if success else "PAYMENT.CAPTURE.REFUNDED",
+        "event_version": "1.0",
         "create_time": utc_ms(t),
-        "resource": {
-            "id": _pid(o, 17, 9 if success else 10, UPPER36),
-            "custom_id": o.oid,
-            "status": "COMPLETED",
-            "amount": {"value": o.amount_str, "currency_code": o.currency},
-        },
+        "resource_type": "capture" if success else "refund",
+        "resource_version": "2.0",
+        "event_type": "PAYMENT.CAPTURE.COMPLETED" if success else "PAYMENT.CAPTURE.REFUNDED",
+        "summary": f"Payment {'completed' if success else 'refunded'} for {o.currency} "
+        f"{o.amount_str}",
+        "resource": resource,
     }
     return "paypal", p, wh
 
@@ -368,17 +524,19 @@ def _site(o: Order, step: str, hub: int) -> str:
 def scan(ctx: Ctx, o: Order, t: int, arg: tuple[str, int]) -> Built:
     step, hub = arg
     via = o.via
-    if via == "sf":
+    if via == "sf":  # route push: a batch of up to 10 routes (here the waybill's newest)
         code, remark = _SF[step]
         site = _site(o, step, hub)
-        p: dict = {
+        route = {
+            "id": digits(12, o.idx * 16 + _STEP[step] * 4 + hub, o.seed, _S_SCAN),
             "mailno": o.tracking,
             "orderid": o.oid,
-            "opCode": code,
             "acceptTime": cn_naive(t),
             "acceptAddress": site,
             "remark": remark.format(site),
+            "opCode": code,
         }
+        p: dict = {"Body": {"WaybillRoute": [route]}}
     elif via == "zto":
         p = {"billCode": o.tracking}
         if o.with_ref:  # ZTO scans usually omit orderId: the tracking number must find it
@@ -392,32 +550,63 @@ def scan(ctx: Ctx, o: Order, t: int, arg: tuple[str, int]) -> Built:
             "infoContent": _YTO[step],
             "acceptTime": cn_naive(t + 8 * HOUR if skewed else t),
         }
-    elif via == "jt":
-        p = {"billCode": o.tracking, "txlogisticId": o.oid, "scanType": _JT[step]}
-        p["scanTime"] = cn_naive(t)
-    elif via == "dhl":
+    elif via == "jt":  # form field bizContent: JSON text, decoded by the source's config
+        detail = {"scanType": _JT[step], "scanTime": cn_naive(t)}
+        detail["scanNetworkName"] = _site(o, step, hub)
+        biz = {"billCode": o.tracking, "txlogisticId": o.oid, "details": [detail]}
+        p = {"bizContent": orjson.dumps(biz).decode()}
+    elif via == "dhl":  # Unified Push: shipments[], each with its status and events
         code, status, text = _DHL[step]
-        p = {
-            "trackingNumber": o.tracking,
-            "orderReference": o.oid,
-            "status": {
-                "statusCode": code,
-                "status": status,
-                "timestamp": with_offset(t, catalog.OFFSET_CARRIER["dhl"]),
-                "description": text,
-            },
+        event = {
+            "timestamp": with_offset(t, catalog.OFFSET_CARRIER["dhl"]),
+            "statusCode": code,
+            "status": status,
+            "description": text,
+            "location": {"address": {"addressLocality": _site(o, step, hub)}},
         }
-    else:
-        tag, subtag = _AFTERSHIP[step]
         p = {
-            "tracking_number": o.tracking,
-            "slug": o.carrier,
-            "order_id": o.oid,
+            "shipments": [
+                {
+                    "id": o.tracking,
+                    "service": "express",
+                    "status": event,
+                    "details": {"references": [{"number": o.oid, "type": "customer-reference"}]},
+                    "events": [event],
+                }
+            ]
+        }
+    else:  # AfterShip: the tracking's state and its checkpoints (here the newest)
+        tag, subtag = _AFTERSHIP[step]
+        checkpoint = {
+            "checkpoint_time": with_offset(t, catalog.OFFSET_CARRIER[o.carrier]),
             "tag": tag,
             "subtag": subtag,
-            "checkpoint_time": with_offset(t, catalog.OFFSET_CARRIER[o.carrier]),
+            "message": subtag.replace("_", " "),
+            "location": _site(o, step, hub),
+        }
+        p = {
+            "event": "tracking_update",
+            "event_id": uuid(o.seed, o.idx, _S_SCAN, _STEP[step], hub),
+            "is_tracking_first_tag": False,
+            "msg": {
+                "id": token(BASE62, 24, o.seed, o.idx, _S_SCAN),
+                "tracking_number": o.tracking,
+                "slug": o.carrier,
+                "tag": tag,
+                "subtag": subtag,
+                "order_id": o.oid,
+                "checkpoints": [checkpoint],
+            },
+            "ts": _epoch(t) + 30,
         }
     return via, p, None
+
+
+_S_SCAN = salt("scans")
+_STEP = {
+    **{"info": 0, "pickup": 1, "arrive": 2, "depart": 3},
+    **{"ofd": 4, "delivered": 5, "exception": 6, "return": 7},
+}
 
 
 _ERRORS = ("HTTP 503 Service Unavailable", "ReadTimeout: no response within 10s", "HTTP 502")
@@ -459,4 +648,5 @@ BUILD: dict[str, Callable[[Ctx, Order, int, object], Built]] = {
     "api": carrier_api,
     "renamed": renamed,
     "skewed": skewed,
+    "shopee_tracking": shopee_tracking,
 }

@@ -139,7 +139,7 @@ def _unmapped(o: Order, evs: list[Ev], live: int) -> list[Ev]:
 
 
 def _drift(o: Order, evs: list[Ev], live: int) -> list[Ev]:
-    picked = _first(evs, "ch", "picked")  # SHIPPED: a status that implies a tracking number
+    picked = _first(evs, "ch", "shipped")  # shipped: a status that implies a tracking number
     _place(o, evs, live + 2 * MINUTE - picked[0])
     picked[2] = "renamed"
     return evs
@@ -175,7 +175,7 @@ SCRIPTS: dict[str, Script] = {
     "STATUS_REGRESSION": (lambda o: _normal(o) and o.has_oms and o.cn, _regression),
     "REFUND_STUCK": (lambda o: o.outcome == REFUNDED, _refund_stuck),
     "UNMAPPED_STATUS": (lambda o: _normal(o) and o.channel == "pinduoduo", _unmapped),
-    "SCHEMA_DRIFT": (lambda o: _normal(o) and o.channel == "shopee", _drift),
+    "SCHEMA_DRIFT": (lambda o: _normal(o) and o.channel == "douyin", _drift),
     "CLOCK_SKEW": (lambda o: _normal(o) and o.via == "yto", _skew),
 }
 BURST: Script = (lambda o: _normal(o) and o.gateway == "stripe", _declined_first)

@@ -83,20 +83,20 @@ TIME_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "taobao": (NAIVE, ("created", "pay_time", "modified")),
     "pinduoduo": (NAIVE, ("created_time", "pay_time", "updated_at")),
     "douyin": (EPOCH, ("create_time", "pay_time", "update_time")),
-    "shopee": (EPOCH, ("create_time", "update_time")),
+    "shopee": (EPOCH, ("data.update_time",)),
     "shopify": (ISO, ("created_at", "updated_at", "cancelled_at")),
     "oms": (ISO, ("updated_at",)),
     "wms": (ISO, ("at",)),
-    "wechatpay": (ISO, ("success_time",)),
-    "alipay": (NAIVE, ("gmt_payment", "notify_time", "gmt_close")),
+    "wechatpay": (ISO, ("resource.success_time", "create_time")),
+    "alipay": (NAIVE, ("gmt_create", "gmt_payment", "notify_time", "gmt_refund", "gmt_close")),
     "stripe": (EPOCH, ("created",)),
     "paypal": (ISO, ("create_time",)),
-    "sf": (NAIVE, ("acceptTime",)),
+    "sf": (NAIVE, ("Body.WaybillRoute.0.acceptTime",)),
     "zto": (NAIVE, ("scanDate",)),
     "yto": (NAIVE, ("acceptTime",)),
-    "jt": (NAIVE, ("scanTime",)),
-    "dhl": (ISO, ("status.timestamp",)),
-    "aftership": (ISO, ("checkpoint_time",)),
+    "jt": (NAIVE, ("bizContent.details.0.scanTime",)),
+    "dhl": (ISO, ("shipments.0.status.timestamp",)),
+    "aftership": (ISO, ("msg.checkpoints.0.checkpoint_time",)),
     "carrier_api": (ISO, ("at",)),
 }
 ZONE_SUFFIX = {  # what each RFC 3339 source ends its times with
@@ -111,12 +111,23 @@ ZONE_SUFFIX = {  # what each RFC 3339 source ends its times with
 }
 
 
+def at(payload: dict, path: str) -> object:
+    """The value at a dotted path (integers index lists; JSON text fields are decoded)."""
+    v: object = payload
+    for key in path.split("."):
+        if isinstance(v, str) and v.startswith("{"):
+            v = json.loads(v)  # J&T's bizContent
+        if isinstance(v, list):
+            v = v[int(key)] if key.isdigit() and int(key) < len(v) else None
+        else:
+            v = v.get(key) if isinstance(v, dict) else None
+    return v
+
+
 def raw_times(env: dict) -> list[object]:
     out = []
     for path in TIME_FIELDS[env["source"]][1]:
-        v: object = env["payload"]
-        for key in path.split("."):
-            v = v.get(key) if isinstance(v, dict) else None
+        v = at(env["payload"], path)
         if v is not None:
             out.append(v)
     return out
@@ -146,30 +157,32 @@ OMS_DELIVERED = {"已签收", "已完成", "Delivered", "Completed"}
 OMS_REFUNDED = {"已退款", "Refunded"}
 DELIVERED = {"80", "签收", "SIGNED", "快件签收", "delivered", "Delivered"}
 NOT_A_SCAN = {"pre-transit", "InfoReceived"}
-SCAN_FIELDS = {  # source -> (tracking no, status)
-    "sf": ("mailno", "opCode"),
+SCAN_FIELDS = {  # source -> (tracking no, status): each push carries one scan here
+    "sf": ("Body.WaybillRoute.0.mailno", "Body.WaybillRoute.0.opCode"),
     "zto": ("billCode", "scanType"),
     "yto": ("mailNo", "infoContent"),
-    "jt": ("billCode", "scanType"),
-    "aftership": ("tracking_number", "tag"),
+    "jt": ("bizContent.billCode", "bizContent.details.0.scanType"),
+    "dhl": ("shipments.0.id", "shipments.0.status.statusCode"),
+    "aftership": ("msg.tracking_number", "msg.tag"),
 }
 
 
 def scan_of(env: dict) -> tuple[str, str]:
-    p = env["payload"]
-    if env["source"] == "dhl":
-        return p["trackingNumber"], p["status"]["statusCode"]
     tn, st = SCAN_FIELDS[env["source"]]
-    return p[tn], p[st]
+    return at(env["payload"], tn), at(env["payload"], st)  # type: ignore[return-value]
 
 
 def gateway_of(env: dict) -> tuple[str, str]:
+    """(the merchant's order reference, the status)."""
     p, s = env["payload"], env["source"]
     if s == "stripe":
         return p["data"]["object"]["metadata"]["order_id"], p["type"]
     if s == "paypal":
         return p["resource"]["custom_id"], p["event_type"]
-    return p["out_trade_no"], p.get("trade_state") or p.get("trade_status")
+    if s == "wechatpay":
+        r = p["resource"]
+        return r["out_trade_no"], r.get("trade_state") or p["event_type"]
+    return p["out_trade_no"], p["trade_status"]
 
 
 def violations(envs, clock: int | None = None) -> Counter:
@@ -269,7 +282,7 @@ def test_event_ids_only_where_providers_have_them():
     for e in envs:
         by_source[e["source"]].add("event_id" in e)
     assert {s for s, has in by_source.items() if True in has} == {"wechatpay", "stripe", "paypal"}
-    assert by_source["wechatpay"] == {True, False}  # only sometimes
+    assert by_source["wechatpay"] == {True}  # the v3 notification's id, always
     for e in envelopes(envs, "stripe", "paypal"):
         assert e["event_id"] == e["payload"]["id"]
         assert e["event_id"].startswith("evt_" if e["source"] == "stripe" else "WH-")
@@ -285,13 +298,13 @@ def test_tracking_numbers_match_their_carrier():
         elif s in ("sf", "zto", "yto", "jt", "dhl"):
             carrier, number = s, scan_of(e)[0]
         elif s == "aftership":
-            carrier, number = p["slug"], p["tracking_number"]
+            carrier, number = p["msg"]["slug"], p["msg"]["tracking_number"]
         else:
             continue
         assert PATTERNS[carrier].fullmatch(number), (s, carrier, number)
         seen += 1
     assert seen > 1000
-    slugs = {e["payload"]["slug"] for e in envelopes(envs, "aftership")}
+    slugs = {e["payload"]["msg"]["slug"] for e in envelopes(envs, "aftership")}
     assert slugs == {"ups", "dhl"}
 
 
@@ -315,7 +328,7 @@ def test_payload_times_use_each_sources_format():
 def test_wechat_amounts_in_fen_and_channel_fits_gateway_and_carrier():
     envs = day()
     for e in envelopes(envs, "wechatpay"):
-        assert type(e["payload"]["amount"]["total"]) is int
+        assert type(e["payload"]["resource"]["amount"]["total"]) is int
     gateway = {gateway_of(e)[0]: e["source"] for e in envelopes(envs, *GATEWAYS)}
     carrier = {
         e["payload"]["order_id"]: e["payload"]["carrier"]
@@ -338,6 +351,73 @@ def test_order_ids_follow_the_seeds_rule():
     refs = ids - plain
     assert all(re.fullmatch(r"(TB|PDD|DY|SP|SH|WEB)202601(27|28)\d{5}", i) for i in plain), plain
     assert refs and all(re.fullmatch(r"REF-(.+)-01", r).group(1) in plain for r in refs)
+
+
+CHANNEL_IDS = {  # source -> (id path, the channel's own id form)
+    "taobao": ("tid", r"3[0-9]{18}"),
+    "pinduoduo": ("order_sn", r"[0-9]{6}-[0-9]{15}"),
+    "douyin": ("order_id", r"69[0-9]{17}"),
+    "shopee": ("data.ordersn", r"[0-9]{6}[0-9A-Z]{8}"),
+    "shopify": ("name", r"#[0-9]+"),  # linked by Shopify's numeric `id`
+}
+
+
+def test_each_system_names_the_order_by_its_own_id_and_the_oms_links_them():
+    envs = day()
+    links = {
+        (p["channel"], p["platform_order_id"]): p["order_id"]
+        for e in envelopes(envs, "oms")
+        if (p := e["payload"])["platform_order_id"] is not None
+    }
+    assert links and all(ch != "web" for ch, _ in links)
+    native = legacy = 0
+    for source, (path, form) in CHANNEL_IDS.items():
+        for e in envelopes(envs, source):
+            value = str(at(e["payload"], path))
+            if re.fullmatch(form, value):
+                native += 1
+                if source == "shopify":
+                    value = str(e["payload"]["id"])
+                assert (source, value) in links, (source, value)  # the OMS links every one
+            else:  # an order whose OMS is off the feed: the sync wrote the OMS id
+                legacy += 1
+                oid = value
+                assert re.fullmatch(r"(TB|PDD|DY|SP|SH)202601(27|28)\d{5}", oid), oid
+                assert oid not in links.values()
+    assert native > 4 * legacy > 0
+    linked_ids = set(links.values())
+    for e in envelopes(envs, *GATEWAYS):  # the merchant's reference is the OMS id
+        ref = gateway_of(e)[0]
+        assert re.fullmatch(r"(TB|PDD|DY|SP|SH|WEB)202601(27|28)\d{5}", ref)
+    assert linked_ids & {gateway_of(e)[0] for e in envelopes(envs, *GATEWAYS)}
+
+
+def test_stripe_sends_the_charge_beside_the_payment_intent():
+    events = [e["payload"] for e in envelopes(day(), "stripe")]
+    intents = {
+        p["data"]["object"]["id"]: p for p in events if p["type"] == "payment_intent.succeeded"
+    }
+    charges = [p for p in events if p["type"] == "charge.succeeded"]
+    assert intents and len(charges) == len(intents)
+    for c in charges:
+        obj = c["data"]["object"]
+        assert obj["payment_intent"] in intents  # metadata copied at confirmation
+        assert obj["metadata"] == intents[obj["payment_intent"]]["data"]["object"]["metadata"]
+        assert intents[obj["payment_intent"]]["data"]["object"]["latest_charge"] == obj["id"]
+
+
+def test_shopee_pushes_status_and_tracking_number_apart():
+    pushes = [e["payload"] for e in envelopes(day(), "shopee")]
+    codes = Counter(p["code"] for p in pushes)
+    assert set(codes) == {3, 4} and codes[3] > codes[4] > 0
+    status = [p["data"] for p in pushes if p["code"] == 3]
+    assert all(set(d) == {"ordersn", "status", "update_time"} for d in status)
+    wms = {
+        e["payload"]["tracking_no"]
+        for e in envelopes(day(), "wms")
+        if e["payload"]["event"] == "LABEL_PRINTED"
+    }
+    assert all(p["data"]["tracking_no"] in wms for p in pushes if p["code"] == 4)
 
 
 def test_zto_scans_often_omit_the_order_id():
@@ -449,20 +529,19 @@ def test_lost_payment_callback_leaves_the_oms_unpaid():
     assert violations(envs) == Counter(PAYMENT_NOT_REFLECTED=len(lost))
 
 
-def test_field_rename_from_mid_period_on_shopee_only():
+def test_field_rename_from_mid_period_on_douyin_only():
     mid, _ = window("field_rename")
     envs = day(incidents=("field_rename",))
-    shopee = envelopes(envs, "shopee")
-    after = [e for e in shopee if e["payload"]["update_time"] * 1000 >= mid]
-    before = [e for e in shopee if e["payload"]["update_time"] * 1000 < mid]
+    douyin = envelopes(envs, "douyin")
+    after = [e for e in douyin if e["payload"]["update_time"] * 1000 >= mid]
+    before = [e for e in douyin if e["payload"]["update_time"] * 1000 < mid]
     assert after and before
-    assert all(
-        "tracking_no" in e["payload"] and "tracking_number" not in e["payload"] for e in after
-    )
-    assert all("tracking_number" in e["payload"] for e in before)
-    assert any(
-        e["payload"]["tracking_no"] for e in after if e["payload"]["order_status"] == "SHIPPED"
-    )
+    names = {"logistics_no", "tracking_number"}
+    assert all("waybill_no" in e["payload"] and not names & set(e["payload"]) for e in after)
+    assert all(names & set(e["payload"]) for e in before)
+    assert any(e["payload"]["waybill_no"] for e in after if e["payload"]["order_status"] == 3)
+    others = {e["source"] for e in envs if "waybill_no" in str(e.get("payload"))}
+    assert others == {"douyin"}
     assert [e for e in envs if recv(e) < mid] == [e for e in day() if recv(e) < mid]
 
 
