@@ -212,21 +212,30 @@ SHOPEE_SHOP = 220_118_793
 
 
 def _shopify(ctx: Ctx, o: Order, t: int, stage: str) -> Built:
+    """The Order resource of Shopify's order webhooks; an order whose OMS is off the feed
+    comes from the channel sync service, flattened, its `name` the OMS id (sources.md)."""
     financial, fulfillment = _SHOPIFY[stage]
     company = "UPS" if o.carrier == "ups" else "DHL"
-    p = {
-        "id": shopify_id(o),
-        "name": f"#{1001 + o.idx}" if o.has_oms else o.oid,
-        "financial_status": financial,
-        "fulfillment_status": fulfillment,
-        "created_at": with_offset(o.t0, catalog.OFFSET_SHOPIFY),
-        "updated_at": with_offset(t, catalog.OFFSET_SHOPIFY),
-        "cancelled_at": with_offset(t, catalog.OFFSET_SHOPIFY) if stage == "cancelled" else None,
-        "fulfillments": (
-            [{"tracking_number": o.tracking, "tracking_company": company}] if fulfillment else []
-        ),
-        "customer": {"id": 207_000_000 + o.customer},
-    }
+    updated = with_offset(t, catalog.OFFSET_SHOPIFY)
+    p: dict = {"id": shopify_id(o), "name": o.oid}
+    if o.has_oms:
+        p["name"] = f"#{1001 + o.idx}"
+        p["order_number"] = 1001 + o.idx
+    p.update(
+        financial_status=financial,
+        fulfillment_status=fulfillment,
+        created_at=with_offset(o.t0, catalog.OFFSET_SHOPIFY),
+        updated_at=updated,
+        cancelled_at=updated if stage == "cancelled" else None,
+        fulfillments=[],
+        customer={"id": 207_000_000 + o.customer},
+    )
+    if fulfillment:
+        f = {"tracking_number": o.tracking, "tracking_company": company}
+        if o.has_oms:
+            f = {"id": 4_400_000_000_000 + shopify_id(o) % 10**12, "order_id": p["id"], **f}
+            f.update(name=f"{p['name']}.1", status="success", created_at=updated)
+        p["fulfillments"] = [f]
     return "shopify", p, None
 
 
