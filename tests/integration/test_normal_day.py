@@ -64,10 +64,13 @@ def test_normal_day_has_full_lifecycles_and_no_alerts(tmp_path):
     delivered_refs = set()
     for e in envelopes:
         p = e["payload"]
-        if e["source"] == "sf" and p.get("opCode") == "80":
-            delivered_refs.add(p.get("orderid"))
-        if e["source"] == "dhl" and p.get("status", {}).get("statusCode") == "delivered":
-            delivered_refs.add(p.get("orderReference"))
+        if e["source"] == "sf":  # a route push: Body.WaybillRoute[]
+            routes = p["Body"]["WaybillRoute"]
+            delivered_refs.update(r["orderid"] for r in routes if r["opCode"] == "80")
+        if e["source"] == "dhl":  # a Unified Push: shipments[] with their references
+            for s in p["shipments"]:
+                if s["status"]["statusCode"] == "delivered":
+                    delivered_refs.update(r["number"] for r in s["details"]["references"])
     delivered_refs.discard(None)
     assert delivered_refs, "the day should deliver some SF/DHL parcels"
     for oid in delivered_refs:
