@@ -24,7 +24,7 @@ def read(path: Path) -> list[dict]:
 def test_sample_day_gives_every_order_its_full_lifecycle_and_no_alerts(tmp_path):
     result = orderguard("replay", str(SAMPLE), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "events in" in result.stdout and "73" in result.stdout
+    assert "events in" in result.stdout and "74" in result.stdout
     lives: dict[str, list[str]] = defaultdict(list)
     for rec in read(tmp_path / "corrected.jsonl"):
         lives[rec["order_id"]].append(rec["status"])
