@@ -18,6 +18,8 @@ UNSIGNED = "unsigned"
 BAD_SIGNATURE = "bad_signature"
 MALFORMED_SIGNATURE = "malformed_signature"
 STALE_TIMESTAMP = "stale_timestamp"
+SCHEMES = frozenset({"hmac", "timestamped"})
+"""The schemes `verify` and `sign` implement (the others: `schemas.provider_signatures`)."""
 REASONS = (UNSIGNED, BAD_SIGNATURE, MALFORMED_SIGNATURE, STALE_TIMESTAMP)
 """Why a signature is refused (the 401's `error`); none of them says more than that."""
 
