@@ -549,3 +549,56 @@ def test_a_source_missing_its_key_is_refused_503_naming_what_is_missing() -> Non
         )
         assert isinstance(verdict, Rejected) and verdict.status == 503, source
         assert what in verdict.detail
+
+
+# ---------------------------------------------------------------- through the aiohttp app
+def test_the_app_answers_refusals_and_retries_in_each_providers_form() -> None:
+    """The real app, a real producer whose broker does not exist: a forged request is
+    refused and a genuine one is "not stored, retry" (503), each in the provider's form."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from connectors.acked_producer import AckedProducer
+    from connectors.broker import free_port
+    from connectors.gateway import Gateway
+
+    settings = settings_of(
+        {
+            **ENV,
+            "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "ORDERGUARD__GATEWAY__PRODUCE_TIMEOUT": "200ms",
+        }
+    )
+    seen: dict[tuple[str, str], tuple[int, str, bytes]] = {}
+
+    async def main() -> None:
+        producer = AckedProducer(settings.kafka, settings.gateway.produce_timeout)
+        producer.start(asyncio.get_running_loop())
+        gateway = Gateway(settings, producer, ledger=None)
+        try:
+            async with TestClient(TestServer(gateway.app())) as client:
+                for source, payload, impostor in (
+                    ("alipay", ALIPAY, ProviderKeys(private_key=other_rsa())),
+                    ("wechatpay", WECHAT, ProviderKeys(b"2" * 32, other_rsa(), "00")),
+                    ("sf", _sf_form(), ProviderKeys(b"impostor")),
+                ):
+                    for what, keys in (("forged", impostor), ("genuine", KEYS[source])):
+                        req = signed_request(HOOKS[source], payload, keys, time.time())
+                        resp = await client.post(
+                            f"/webhooks/{source}", data=req.body, headers=req.headers
+                        )
+                        seen[source, what] = (resp.status, resp.content_type, await resp.read())
+        finally:
+            producer.close()
+
+    asyncio.run(main())
+    assert seen["alipay", "forged"] == (401, "text/plain", b"fail")
+    assert seen["alipay", "genuine"] == (503, "text/plain", b"fail")
+    for what, status in (("forged", 401), ("genuine", 503)):
+        got_status, ctype, body = seen["wechatpay", what]
+        assert (got_status, ctype, orjson.loads(body)["code"]) == (
+            status,
+            "application/json",
+            "FAIL",
+        )
+        got_status, ctype, body = seen["sf", what]
+        assert (got_status, orjson.loads(body)["return_code"]) == (status, "1000")
