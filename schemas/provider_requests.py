@@ -184,8 +184,9 @@ def signed_request(
 ) -> Request:
     """`payload` as `hook`'s provider sends it, signed with `keys` at `now_s`.
 
-    `payload`: JSON sources take the object (or its bytes, sent as they are); WeChat Pay
-    the notification with `resource` in plain (encrypted here); form sources the fields
+    `payload`: JSON sources take the object (or its bytes, signed as they are); WeChat Pay
+    the notification with `resource` in plain (encrypted here), or bytes signed as they
+    are; form sources the fields
     (strings), the signature field added here. `headers`: more headers the provider
     sends (J&T's `apiAccount`, `timestamp`); a digest over a header reads them.
     """
@@ -213,11 +214,14 @@ def signed_request(
             extra[key.digest[7:]] = digest
         return Request(body, {**extra, "Content-Type": f"{FORM}; charset=UTF-8"})
     if scheme == "wechatpay_v3":
-        assert isinstance(payload, Mapping) and keys.private_key is not None
+        assert keys.private_key is not None
         nonce = nonce or secrets.token_hex(16)
-        resource = payload["resource"]
-        encrypted = encrypt_wechatpay_resource(resource, secret, secrets.token_hex(6))
-        body = orjson.dumps({**payload, "resource": encrypted})
+        if isinstance(payload, bytes):  # signed as it is (the fuzz test's arbitrary bytes)
+            body = payload
+        else:
+            resource = payload["resource"]
+            encrypted = encrypt_wechatpay_resource(resource, secret, secrets.token_hex(6))
+            body = orjson.dumps({**payload, "resource": encrypted})
         signed = sign_wechatpay_v3(body, keys.private_key, keys.serial, nonce, now)
         return Request(body, {**extra, **signed, "Content-Type": JSON})
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)

@@ -111,7 +111,7 @@ def test_wechatpay_is_answered_204_and_refusals_in_its_fail_shape() -> None:
     assert reply.status == 401 and reply.content_type == "application/json"
     assert orjson.loads(reply.body) == {
         "code": "FAIL",
-        "message": "the signature does not authenticate",
+        "message": "bad_signature: the signature does not authenticate",
     }
     retry = ep.reply(refusal_kind(503), 503, "kafka_unavailable", "not stored; retry later")
     assert retry.status == 503 and orjson.loads(retry.body)["code"] == "FAIL"
