@@ -85,9 +85,16 @@ GATEWAY_CMD = [sys.executable, "-m", "dataflows.cli", "gateway"]
 
 
 # ---------------------------------------------------------------- requests
-def bench_secrets(settings_sources: list[str]) -> dict[str, str]:
-    """A fresh secret per source, in this process's environment (so `load_settings` sees it)."""
-    out = {name: secrets.token_hex(24) for name in settings_sources}
+def bench_secrets(hooks: dict) -> dict[str, str]:
+    """A fresh secret per source whose scheme takes one, in this process's environment
+    (so `load_settings` sees it); WeChat Pay's APIv3 key is 32 bytes."""
+    from schemas.config import SECRET_SCHEMES
+
+    out = {
+        name: secrets.token_hex(16 if hook.auth.scheme == "wechatpay_v3" else 24)
+        for name, hook in hooks.items()
+        if hook.auth.scheme in SECRET_SCHEMES
+    }
     for name, secret in out.items():
         os.environ[f"ORDERGUARD__GATEWAY__SOURCES__{name.upper()}__SECRET"] = secret
     return out
@@ -621,7 +628,7 @@ def main() -> None:
     from schemas.config import load_settings
 
     t_bench = time.perf_counter()
-    bench_secrets(list(load_settings().gateway.sources))
+    bench_secrets(dict(load_settings().gateway.sources))
     settings = load_settings()
     if args.schemes:
         schemes_main(seconds, args.rates if args.rates_given else [SCHEME_RATE], args.quick)
