@@ -1,15 +1,17 @@
 """`orderguard gateway`: carriers' and payment gateways' webhooks into the input topics.
 
-`POST /webhooks/{source}` answers 202 only after Kafka acknowledged the envelope, and
-503 when it did not within `gateway.produce_timeout`, so a provider retries whatever
-was not stored. What a request must pass is `schemas.webhooks`; redeliveries are
-recognized by `connectors.delivery_ledger`. `GET /healthz` says the process is up,
-`GET /readyz` that a broker answers, `GET /openapi.json` describes all of it.
-Every answer is JSON, the HTTP layer's own refusals included; nothing a request causes
-is a 500. The server protects itself: a request head (or the next one on a kept-alive
-connection) must arrive within `gateway.idle_timeout` and its body within
-`body_timeout`, `_Connection` answers malformed HTTP without quoting it, and `_Server`
-caps the connections of a process.
+`POST /webhooks/{source}` acknowledges a webhook only after Kafka acknowledged the
+envelope, and answers 503 when it did not within `gateway.produce_timeout`, so a
+provider retries whatever was not stored; each answer in the provider's own form (the
+source's `answers`: Alipay's `success`, WeChat Pay's 204...), else the gateway's JSON.
+What a request must pass is `schemas.webhooks`; PayPal's signing certificates are
+fetched by `connectors.paypal_certs`; redeliveries are recognized by
+`connectors.delivery_ledger`. `GET /healthz` says the process is up, `GET /readyz` that
+a broker answers, `GET /openapi.json` describes all of it. The HTTP layer's own refusals
+are JSON; nothing a request causes is a 500. The server protects itself: a request
+head (or the next one on a kept-alive connection) must arrive within
+`gateway.idle_timeout` and its body within `body_timeout`, `_Connection` answers
+malformed HTTP without quoting it, and `_Server` caps the connections of a process.
 """
 
 from __future__ import annotations

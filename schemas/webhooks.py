@@ -37,7 +37,7 @@ from schemas.provider_signatures import (
     load_public_key,
     paypal_cert_url_allowed,
 )
-from schemas.signatures import verify
+from schemas.signatures import BAD_SIGNATURE, UNSIGNED, verify
 from schemas.timeparse import iso
 
 MAX_DELIVERY_ID = 200
@@ -131,7 +131,6 @@ class WebhookEndpoint:
         self.pinned: x509.Certificate | None = None
         if self.auth.scheme == "paypal" and self.auth.certificate is not None:
             self.pinned = x509.load_pem_x509_certificate(self.auth.certificate.read_bytes())
-        self.signature_headers = signature_headers(hook)
 
     def _key_material(self) -> Any:
         auth, secret = self.auth, self.secret or b""
@@ -233,8 +232,8 @@ class WebhookEndpoint:
             cert = self.pinned or certificate
             if cert is None:  # a URL off PayPal's hosts, or none: nothing was fetched
                 if "PAYPAL-CERT-URL" in headers:
-                    raise SignatureRefused("bad_signature")
-                raise SignatureRefused("unsigned")
+                    raise SignatureRefused(BAD_SIGNATURE)
+                raise SignatureRefused(UNSIGNED)
             material = PayPalKey(self.auth.webhook_id or "", cert)
         return VERIFIERS[scheme](body, headers, material, now_s)
 

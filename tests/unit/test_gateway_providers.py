@@ -602,3 +602,66 @@ def test_the_app_answers_refusals_and_retries_in_each_providers_form() -> None:
         )
         got_status, ctype, body = seen["sf", what]
         assert (got_status, orjson.loads(body)["return_code"]) == (status, "1000")
+
+
+def test_the_app_fetches_paypals_certificate_through_the_injected_fetcher_once() -> None:
+    """No pinned certificate: the app fetches it from PAYPAL-CERT-URL (here an injected
+    fetcher serving the test CA's chain), checks it and verifies with it; a URL off
+    PayPal's hosts is refused without any fetch."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from connectors.acked_producer import AckedProducer
+    from connectors.broker import free_port
+    from connectors.gateway import Gateway
+
+    env = {k: v for k, v in ENV.items() if not k.endswith("__AUTH__CERTIFICATE")}
+    settings = settings_of(
+        {
+            **env,
+            "ORDERGUARD__GATEWAY__SOURCES__PAYPAL__AUTH__TRUST_ROOTS": str(
+                KEY_DIR / "paypal-roots.pem"
+            ),
+            "ORDERGUARD__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "ORDERGUARD__GATEWAY__PRODUCE_TIMEOUT": "200ms",
+        }
+    )
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in KEYS["paypal"].chain)
+    fetched: list[str] = []
+
+    async def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return chain
+
+    statuses: list[tuple[str, int, str]] = []
+
+    async def main() -> None:
+        producer = AckedProducer(settings.kafka, settings.gateway.produce_timeout)
+        producer.start(asyncio.get_running_loop())
+        gateway = Gateway(settings, producer, ledger=None, cert_fetch=fetch)
+        try:
+            async with TestClient(TestServer(gateway.app())) as client:
+                off = "https://evil.example/v1/notifications/certs/CERT-1"
+                impostor = ProviderKeys(
+                    private_key=other_rsa(), webhook_id=KEYS["paypal"].webhook_id
+                )
+                for what, keys, url in (
+                    ("genuine", KEYS["paypal"], PAYPAL_CERT_URL),
+                    ("again", KEYS["paypal"], PAYPAL_CERT_URL),
+                    ("impostor", impostor, PAYPAL_CERT_URL),
+                    ("off-host", KEYS["paypal"], off),
+                ):
+                    req = signed_request(HOOKS["paypal"], PAYPAL, keys, time.time(), cert_url=url)
+                    resp = await client.post("/webhooks/paypal", data=req.body, headers=req.headers)
+                    body = orjson.loads(await resp.read())
+                    statuses.append((what, resp.status, body["error"]))
+        finally:
+            producer.close()
+
+    asyncio.run(main())
+    assert statuses == [
+        ("genuine", 503, "kafka_unavailable"),  # verified: only the (absent) broker stops it
+        ("again", 503, "kafka_unavailable"),
+        ("impostor", 401, "bad_signature"),
+        ("off-host", 401, "bad_signature"),
+    ]
+    assert fetched == [PAYPAL_CERT_URL]
