@@ -461,6 +461,12 @@ class WebhookAuth(_Strict):
     parts: tuple[str, ...] = ("body", "key")
     urlencode: bool = False
 
+    @field_validator("url", "public_key", "webhook_id", "certificate", "trust_roots", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """A blank variable (a compose `${VAR:-}` default) names nothing."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("public_keys", mode="after")
     @classmethod
     def _serials(cls, value: dict[str, Path]) -> dict[str, Path]:
