@@ -5,6 +5,7 @@
 --   GATEWAY_BENCH_RATE     requests/s for the whole run, paced by delay(); 0: unpaced
 --   GATEWAY_BENCH_THREADS  wrk's -t (thread k sends lines k, k + t, k + 2t, ...)
 --   GATEWAY_BENCH_SECONDS  how long to hand out requests (wrk's -d must leave time to drain)
+--   GATEWAY_BENCH_ACCEPTED the status of a stored delivery (default 202)
 --
 -- Every request is sent at most once. After GATEWAY_BENCH_SECONDS, or when its lines
 -- are used up, a thread hands out no more (a connection asking for one gets an empty
@@ -30,6 +31,8 @@ end
 local rate = tonumber(os.getenv("GATEWAY_BENCH_RATE") or "0")
 local nthreads = tonumber(os.getenv("GATEWAY_BENCH_THREADS") or "1")
 local seconds = tonumber(os.getenv("GATEWAY_BENCH_SECONDS") or "10")
+-- the status a new delivery is answered with (Alipay 200 "success", WeChat Pay 204)
+local accepted_status = tonumber(os.getenv("GATEWAY_BENCH_ACCEPTED") or "202")
 
 local threads = {}
 local next_id = 0
@@ -108,7 +111,7 @@ end
 function response(status, headers, body)
    answered = answered + 1
    last_ms = now_ms()
-   if status == 202 then
+   if status == accepted_status then
       accepted = accepted + 1
    elseif status == 200 and body and string.find(body, "duplicate", 1, true) then
       duplicate = duplicate + 1

@@ -1,15 +1,17 @@
 """`orderguard gateway`: carriers' and payment gateways' webhooks into the input topics.
 
-`POST /webhooks/{source}` answers 202 only after Kafka acknowledged the envelope, and
-503 when it did not within `gateway.produce_timeout`, so a provider retries whatever
-was not stored. What a request must pass is `schemas.webhooks`; redeliveries are
-recognized by `connectors.delivery_ledger`. `GET /healthz` says the process is up,
-`GET /readyz` that a broker answers, `GET /openapi.json` describes all of it.
-Every answer is JSON, the HTTP layer's own refusals included; nothing a request causes
-is a 500. The server protects itself: a request head (or the next one on a kept-alive
-connection) must arrive within `gateway.idle_timeout` and its body within
-`body_timeout`, `_Connection` answers malformed HTTP without quoting it, and `_Server`
-caps the connections of a process.
+`POST /webhooks/{source}` acknowledges a webhook only after Kafka acknowledged the
+envelope, and answers 503 when it did not within `gateway.produce_timeout`, so a
+provider retries whatever was not stored; each answer in the provider's own form (the
+source's `answers`: Alipay's `success`, WeChat Pay's 204...), else the gateway's JSON.
+What a request must pass is `schemas.webhooks`; PayPal's signing certificates are
+fetched by `connectors.paypal_certs`; redeliveries are recognized by
+`connectors.delivery_ledger`. `GET /healthz` says the process is up, `GET /readyz` that
+a broker answers, `GET /openapi.json` describes all of it. The HTTP layer's own refusals
+are JSON; nothing a request causes is a 500. The server protects itself: a request
+head (or the next one on a kept-alive connection) must arrive within
+`gateway.idle_timeout` and its body within `body_timeout`, `_Connection` answers
+malformed HTTP without quoting it, and `_Server` caps the connections of a process.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import certifi
 import orjson
 import uvloop
 from aiohttp import web
@@ -35,9 +39,18 @@ from prometheus_client import start_http_server
 from connectors import gateway_metrics as m
 from connectors.acked_producer import AckedProducer, ProduceFailed
 from connectors.delivery_ledger import Claim, DeliveryLedger
+from connectors.paypal_certs import CertificateUnavailable, Fetch, PayPalCertificates
 from schemas.config import Settings
 from schemas.gateway_openapi import openapi
-from schemas.webhooks import Accepted, Rejected, WebhookEndpoint, endpoints
+from schemas.provider_signatures import SignatureRefused
+from schemas.webhooks import (
+    Accepted,
+    Kind,
+    Rejected,
+    WebhookEndpoint,
+    endpoints,
+    refusal_kind,
+)
 from state.rate_limit import TokenBucket
 
 log = logging.getLogger("orderguard.gateway")
@@ -70,7 +83,25 @@ class _Route:
     topic: str
     produced: Any
     duration: Any
+    certs: PayPalCertificates | None = None
     codes: dict[int, Any] = field(default_factory=dict)
+
+    def answer(
+        self,
+        kind: Kind,
+        status: int,
+        error: str = "",
+        detail: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        """The answer in the provider's form (`gateway.sources.<source>.answers`)."""
+        reply = self.endpoint.reply(kind, status, error, detail)
+        return web.Response(
+            status=reply.status,
+            body=reply.body,
+            content_type=reply.content_type,
+            headers=headers,
+        )
 
     def count(self, status: int) -> None:
         child = self.codes.get(status)
@@ -89,6 +120,7 @@ class Gateway:
         ledger: DeliveryLedger | None,
         share: float = 1.0,
         clock: Callable[[], float] = time.time,
+        cert_fetch: Fetch | None = None,
     ) -> None:
         self.settings = settings
         self.producer = producer
@@ -108,6 +140,7 @@ class Gateway:
                 topics[endpoint.stream],
                 m.PRODUCED.labels(name),
                 m.DURATION.labels(name),
+                _paypal_certificates(endpoint, cert_fetch),
             )
         self.pending_ms = gw.produce_timeout + PENDING_MARGIN_MS
         self.max_body = gw.max_body
@@ -186,7 +219,19 @@ class Gateway:
             # 499, nginx's "client closed request": counted, never sent (nobody would read it)
             refused = Rejected(499, "client_aborted", "the client disconnected")
             return self._refuse(route, refused)
-        verdict = route.endpoint.admit(request.headers, body, int(self.clock() * 1000))
+        certificate = None
+        url = route.endpoint.cert_url(request.headers)
+        if url is not None and route.certs is not None:
+            try:
+                certificate = await route.certs.get(url)
+            except SignatureRefused as e:
+                refused = Rejected(401, e.reason, "the PAYPAL-CERT-URL certificate does not check")
+                return self._refuse(route, refused)
+            except CertificateUnavailable:
+                refused = Rejected(503, "certificate_unavailable", "not stored; retry later")
+                return self._refuse(route, refused, {"Retry-After": "5"})
+        now_ms = int(self.clock() * 1000)
+        verdict = route.endpoint.admit(request.headers, body, now_ms, certificate)
         if isinstance(verdict, Rejected):
             return self._refuse(route, verdict)
         # After the signature: requests anyone can forge never use up a provider's bucket.
@@ -208,7 +253,7 @@ class Gateway:
             claim = await ledger.claim(key, self.pending_ms)
             if claim is Claim.STORED:
                 m.DUPLICATES.labels(name).inc()
-                return _json(200, {"status": "duplicate"})
+                return route.answer("duplicate", 200)
             if claim is Claim.IN_FLIGHT:
                 refused = Rejected(409, "in_flight", "this delivery is being stored; retry")
                 return self._refuse(route, refused, {"Retry-After": "1"})
@@ -225,7 +270,7 @@ class Gateway:
         if claim is Claim.NEW:
             ledger.stored(key, route.endpoint.retry_horizon_ms)  # type: ignore[union-attr]
         route.produced.inc()
-        return _json(202, {"status": "accepted"})
+        return route.answer("accepted", 202)
 
     def _too_large(self, route: _Route) -> web.Response:
         detail = f"the body is larger than {self.max_body} bytes"
@@ -235,9 +280,22 @@ class Gateway:
         self, route: _Route, rejected: Rejected, headers: dict[str, str] | None = None
     ) -> web.Response:
         m.REJECTED.labels(route.endpoint.name, rejected.reason).inc()
-        return _json(
-            rejected.status, {"error": rejected.reason, "detail": rejected.detail}, headers
-        )
+        kind = refusal_kind(rejected.status)
+        return route.answer(kind, rejected.status, rejected.reason, rejected.detail, headers)
+
+
+def _paypal_certificates(
+    endpoint: WebhookEndpoint, fetch: Fetch | None
+) -> PayPalCertificates | None:
+    """The certificate cache of a PayPal source with no pinned certificate."""
+    auth = endpoint.auth
+    if auth.scheme != "paypal" or endpoint.pinned is not None or endpoint.missing:
+        return None
+    if auth.trust_roots is not None:
+        roots = auth.trust_roots.read_bytes()
+    else:
+        roots = Path(certifi.where()).read_bytes()
+    return PayPalCertificates(roots, auth.cert_timeout / 1000, fetch)
 
 
 class _Connection(RequestHandler):
@@ -374,9 +432,9 @@ def run_gateway(settings: Settings, process_index: int = 0, processes: int = 1) 
 async def _serve(settings: Settings, process_index: int, processes: int) -> None:
     gw = settings.gateway
     loop = asyncio.get_running_loop()
-    unsigned = [name for name, hook in gw.sources.items() if hook.secret is None]
-    if unsigned:
-        log.warning("no secret for %s: their webhooks are refused (503)", ", ".join(unsigned))
+    for name, hook in gw.sources.items():
+        if (missing := hook.missing()) is not None:
+            log.warning("no %s for %s: its webhooks are refused (503)", missing, name)
     producer = AckedProducer(settings.kafka, gw.produce_timeout)
     producer.start(loop)
     ledger = DeliveryLedger(settings.redis, gw.idempotency_timeout) if settings.redis.url else None
@@ -422,6 +480,9 @@ async def _serve(settings: Settings, process_index: int, processes: int) -> None
     await stop.wait()
     await watch
     await runner.cleanup()  # stops listening, lets the requests in flight finish
+    for route in gateway.routes.values():
+        if route.certs is not None:
+            await route.certs.close()
     left = producer.close()
     if ledger is not None:
         await ledger.close()

@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 
 from schemas.config import Settings, WebhookSource
-from schemas.signatures import sign
+from schemas.signatures import SCHEMES, sign
 
 log = logging.getLogger("orderguard.webhooks")
 
@@ -96,7 +96,7 @@ class WebhookSender:
         for name, hook in settings.gateway.sources.items():
             secret = secrets.get(name)
             spec = settings.sources.get(name)
-            if secret is None or spec is None:
+            if secret is None or spec is None or hook.auth.scheme not in SCHEMES:
                 continue
             self._hooks[name] = _Hook(f"{base}/webhooks/{name}", spec.stream, hook, secret)
         self._concurrency = concurrency

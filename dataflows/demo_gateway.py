@@ -30,6 +30,7 @@ from connectors.broker import free_port
 from connectors.processes import spawn_logged, stop_group
 from connectors.webhook_client import WebhookSender, WebhookStats
 from schemas.config import Settings
+from schemas.signatures import SCHEMES
 
 READY_TIMEOUT = 60.0
 """Seconds the gateway gets to answer /readyz 200 (Python start-up on a busy machine)."""
@@ -69,7 +70,15 @@ def start_gateway(
     settings: Settings, config: Path | None, env: dict[str, str], log: Path
 ) -> DemoGateway:
     """`orderguard gateway` in a session of its own (the demo stops it), logging to `log`."""
-    keys, secret_vars = secret_env(list(settings.gateway.sources))
+    # Only the sources the simulator can sign for (HMAC schemes, JSON bodies) get a secret;
+    # the providers' own formats (RSA, forms) wait for the simulator to send them, and
+    # their traffic goes to Kafka directly meanwhile (`WebhookSender.offer`).
+    hmac_sources = [
+        name
+        for name, hook in settings.gateway.sources.items()
+        if hook.auth.scheme in SCHEMES and hook.body == "json"
+    ]
+    keys, secret_vars = secret_env(hmac_sources)
     port, metrics = free_port(), free_port()
     # The simulator's delivery ids repeat from run to run (same seed): in a Redis that
     # outlives the run (the machine's), the delivery ledger of an earlier run would

@@ -391,43 +391,182 @@ class RedisView(_Strict):
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")]
 
 
-class WebhookAuth(_Strict):
-    """How a provider signs its webhooks: HMAC-SHA256 with the source's secret.
+Scheme = Literal[
+    "hmac",
+    "timestamped",
+    "hmac_url_body",
+    "wechatpay_v3",
+    "alipay_rsa2",
+    "paypal",
+    "digest_md5",
+    "static_key",
+]
+SECRET_SCHEMES = frozenset(
+    {"hmac", "timestamped", "hmac_url_body", "wechatpay_v3", "digest_md5", "static_key"}
+)
+"""Schemes keyed by the source's `secret` (HMAC key, APIv3 key, checkword, static key);
+the others verify with public keys or certificates named in `auth`."""
+SIGNED_HEADERS = {"paypal": frozenset({"paypal-transmission-id"})}
+"""Headers a scheme's signature covers: the only ones a delivery id may come from."""
+_DIGEST_PLACE = re.compile(r"^(body|key|header:[A-Za-z0-9_.-]{1,128}|field:[A-Za-z0-9_.-]{1,128})$")
 
-    `hmac`: `header` holds the signature of the raw body (`encoding` hex or base64,
-    after an optional `prefix` such as "sha256="), as AfterShip, Shopify and GitHub
-    send it. `timestamped`: Stripe's `t=<unix seconds>,v1=<signature>` in `header`,
-    signing "<t>.<body>"; a timestamp further than `tolerance` from the gateway's
-    clock is refused, so a captured request cannot be replayed later.
+
+def _pem_file(path: Path, what: str) -> Path:
+    """A PEM file that holds an RSA public key or certificate(s), checked at load so a
+    wrong path or file is a configuration error naming the key, not a 401 at run time."""
+    from cryptography import x509
+
+    from schemas.provider_signatures import load_public_key
+
+    try:
+        pem = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+    try:
+        if what == "trust roots":
+            x509.load_pem_x509_certificates(pem)
+        else:
+            load_public_key(pem)
+    except ValueError:
+        raise ValueError(f"{path}: not a PEM {what} (RSA)") from None
+    return path
+
+
+class WebhookAuth(_Strict):
+    """How a provider signs its webhooks (`scheme`), and the key material besides `secret`.
+
+    `hmac`: `header` holds the HMAC-SHA256 of the raw body (`encoding` hex or base64, after
+    an optional `prefix` such as "sha256="): AfterShip, Shopify. `timestamped`: Stripe's
+    `t=<unix s>,v1=<sig>` over "<t>.<body>", within `tolerance`. `hmac_url_body`: Shopee,
+    hex HMAC of "<url>|<body>" in `header` (Authorization), `url` the callback URL as the
+    provider calls it (a proxy may rewrite what the gateway sees). `wechatpay_v3`:
+    SHA256-with-RSA by the platform key `public_keys[Wechatpay-Serial]` (several while
+    WeChat Pay rotates), within `tolerance`, then `resource` decrypted with the APIv3 key
+    (`secret`). `alipay_rsa2`: the form's `sign` under `public_key`. `paypal`: the
+    signature over `id|time|webhook_id|crc32(body)` under `certificate` (pinned) or the
+    certificate at PAYPAL-CERT-URL (PayPal's hosts only), chain checked against
+    `trust_roots` (default: certifi's bundle), fetched within `cert_timeout`, cached.
+    `digest_md5`: base64(md5(`parts` joined)) found at `digest` (SF, J&T). `static_key`:
+    `header` equals `secret`. Public keys and certificates are PEM files; secrets come
+    only from the environment.
     """
 
-    scheme: Literal["hmac", "timestamped"]
-    header: HeaderName
+    scheme: Scheme
+    header: HeaderName | None = None
     encoding: Literal["hex", "base64"] = "hex"
     prefix: str = Field("", max_length=32)
     tolerance: DurationMs = Field(300_000, ge=1000)
+    url: str | None = Field(None, min_length=1, max_length=2048)
+    public_keys: dict[str, Path] = {}
+    public_key: Path | None = None
+    webhook_id: str | None = Field(None, min_length=1, max_length=128)
+    certificate: Path | None = None
+    trust_roots: Path | None = None
+    cert_timeout: DurationMs = Field(5_000, ge=100, le=60_000)
+    digest: str | None = None
+    parts: tuple[str, ...] = ("body", "key")
+    urlencode: bool = False
+
+    @field_validator("url", "public_key", "webhook_id", "certificate", "trust_roots", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """A blank variable (a compose `${VAR:-}` default) names nothing."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("public_keys", mode="after")
+    @classmethod
+    def _serials(cls, value: dict[str, Path]) -> dict[str, Path]:
+        # Serials are hex; environment variable names come lower-cased.
+        return {serial.upper(): _pem_file(path, "public key") for serial, path in value.items()}
+
+    @field_validator("public_key", "certificate", mode="after")
+    @classmethod
+    def _key_file(cls, value: Path | None) -> Path | None:
+        return None if value is None else _pem_file(value, "public key or certificate")
+
+    @field_validator("trust_roots", mode="after")
+    @classmethod
+    def _roots_file(cls, value: Path | None) -> Path | None:
+        return None if value is None else _pem_file(value, "trust roots")
+
+    @field_validator("digest", "parts", mode="after")
+    @classmethod
+    def _places(cls, value: Any) -> Any:
+        for place in (value,) if isinstance(value, str) else value or ():
+            if not _DIGEST_PLACE.match(place):
+                raise ValueError(f"{place!r}: a place is body, key, header:<name> or field:<name>")
+        return value
+
+    @model_validator(mode="after")
+    def _scheme_needs(self) -> WebhookAuth:
+        needs = {
+            "hmac": ("header",),
+            "timestamped": ("header",),
+            "static_key": ("header",),
+            "hmac_url_body": ("url",),
+            "digest_md5": ("digest",),
+        }.get(self.scheme, ())
+        for name in needs:
+            if getattr(self, name) is None:
+                raise ValueError(f"scheme {self.scheme} needs {name}")
+        if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError("url: the callback URL as the provider calls it, http(s)://...")
+        return self
 
 
 class DeliveryIdSpec(_Strict):
-    """Where a provider puts the id its retries repeat: a dotted path in the body.
+    """Where a provider puts the id its retries repeat: a dotted path in the signed
+    payload (after decryption or form decoding), or a header the scheme signs.
 
-    Only the body is signed (no scheme covers a header), so an id is never taken from
-    a header: a forger could re-send a captured body under new ids and make
-    duplicates. With no path (or nothing there in a request), a hash of the body stands in.
+    A header no signature covers is refused (checked with the source's scheme): a forger
+    could re-send a captured body under new ids and make duplicates. With neither (or
+    nothing there in a request), a hash of the body stands in.
     """
 
     body: str | None = Field(None, min_length=1)
+    header: HeaderName | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_header(cls, data: object) -> object:
-        if isinstance(data, dict) and "header" in data:
-            raise ValueError(
-                "header: no signature covers a header, so an id taken from one could be "
-                "forged; give the id's path in the signed body (body: ...), or nothing "
-                "for a body hash"
-            )
-        return data
+
+class WebhookAnswer(_Strict):
+    """One kind of answer in the provider's own form.
+
+    `status`: None keeps the gateway's status (401, 415, 503...). `body`: a string sent
+    as is, a mapping sent as JSON, or None for the gateway's own JSON; `{error}` and
+    `{detail}` in it are replaced by the refusal's reason and sentence.
+    """
+
+    status: int | None = Field(None, ge=200, le=599)
+    content_type: str = Field("application/json", min_length=1, max_length=128)
+    body: str | dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _no_content(self) -> WebhookAnswer:
+        if self.status == 204 and self.body not in (None, ""):
+            raise ValueError("status 204 has no body")
+        return self
+
+
+class WebhookAnswers(_Strict):
+    """What the provider is answered: `accepted` (stored), `duplicate` (a redelivery of
+    a stored delivery), `refused` (permanent 4xx: signature, media type, size) and
+    `retry_later` (not stored: 503, 409, 429, 408). Unset: the gateway's JSON."""
+
+    accepted: WebhookAnswer | None = None
+    duplicate: WebhookAnswer | None = None
+    refused: WebhookAnswer | None = None
+    retry_later: WebhookAnswer | None = None
+
+    @model_validator(mode="after")
+    def _acks_are_2xx(self) -> WebhookAnswers:
+        for kind in ("accepted", "duplicate"):
+            answer = getattr(self, kind)
+            if answer is not None and answer.status is not None and answer.status >= 300:
+                raise ValueError(f"{kind}.status: an acknowledgement is 2xx")
+        for kind in ("refused", "retry_later"):
+            answer = getattr(self, kind)
+            if answer is not None and answer.status is not None and answer.status < 400:
+                raise ValueError(f"{kind}.status: a refusal is 4xx or 5xx")
+        return self
 
 
 class RateLimit(_Strict):
@@ -445,13 +584,17 @@ class WebhookSource(_Strict):
 
     `secret` comes only from the environment
     (ORDERGUARD__GATEWAY__SOURCES__<SOURCE>__SECRET) and is never printed; a source
-    without one is refused (503 at its endpoint), never taken unsigned.
+    whose scheme lacks its secret or key files is refused (503 at its endpoint), never
+    taken unsigned. `body`: json, or form (application/x-www-form-urlencoded, in the
+    charset the form's `charset` field names, else the Content-Type's, else UTF-8).
     `retry_horizon`: how long the provider retries a delivery, so how long its id is
     remembered to acknowledge a redelivery without producing it again.
     """
 
     auth: WebhookAuth
     secret: SecretStr | None = None
+    body: Literal["json", "form"] = "json"
+    answers: WebhookAnswers = WebhookAnswers()
     delivery_id: DeliveryIdSpec = DeliveryIdSpec()
     retry_horizon: DurationMs = Field(3 * 86_400_000, ge=1000)
     rate_limit: RateLimit | None = None  # default: gateway.rate_limit
@@ -462,6 +605,38 @@ class WebhookSource(_Strict):
         """An empty or blank variable (a compose `${VAR:-}` default) is no secret: HMAC
         with it would let anyone sign, so the source is refused like an unset one."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookSource:
+        header = self.delivery_id.header
+        if header is not None and header.lower() not in SIGNED_HEADERS.get(self.auth.scheme, ()):
+            raise ValueError(
+                f"delivery_id.header: no signature covers a header such as {header} under "
+                f"scheme {self.auth.scheme}, so an id taken from it could be forged; give the "
+                "id's path in the signed body (body: ...), or nothing for a body hash"
+            )
+        secret = self.secret.get_secret_value().encode() if self.secret else None
+        if self.auth.scheme == "wechatpay_v3" and secret is not None and len(secret) != 32:
+            raise ValueError("secret: the APIv3 key (wechatpay_v3) is 32 bytes")
+        if self.auth.scheme == "alipay_rsa2" and self.body != "form":
+            raise ValueError("body: alipay_rsa2 signs a form, so body: form")
+        fields = [p for p in (self.auth.digest or "", *self.auth.parts) if p.startswith("field:")]
+        if self.auth.scheme == "digest_md5" and fields and self.body != "form":
+            raise ValueError("body: a digest over form fields needs body: form")
+        return self
+
+    def missing(self) -> str | None:
+        """What the scheme needs and this source lacks (its requests are refused), or None."""
+        auth = self.auth
+        if auth.scheme in SECRET_SCHEMES and self.secret is None:
+            return "secret"
+        if auth.scheme == "wechatpay_v3" and not auth.public_keys:
+            return "auth.public_keys"
+        if auth.scheme == "alipay_rsa2" and auth.public_key is None:
+            return "auth.public_key"
+        if auth.scheme == "paypal" and auth.webhook_id is None:
+            return "auth.webhook_id"
+        return None
 
 
 class Gateway(_Strict):

@@ -155,7 +155,7 @@ def verify_wechatpay_v3(
     signature = _b64(_header(headers, "Wechatpay-Signature"))
     if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 15 or not nonce.isascii():
         raise SignatureRefused(MALFORMED_SIGNATURE)
-    key = keys.platform_keys.get(serial)
+    key = keys.platform_keys.get(serial) or keys.platform_keys.get(serial.upper())
     if key is None:
         raise SignatureRefused(BAD_SIGNATURE)
     _rsa_verify(key, signature, _wechat_message(stamp, nonce, body))

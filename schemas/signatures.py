@@ -18,6 +18,8 @@ UNSIGNED = "unsigned"
 BAD_SIGNATURE = "bad_signature"
 MALFORMED_SIGNATURE = "malformed_signature"
 STALE_TIMESTAMP = "stale_timestamp"
+SCHEMES = frozenset({"hmac", "timestamped"})
+"""The schemes `verify` and `sign` implement (the others: `schemas.provider_signatures`)."""
 REASONS = (UNSIGNED, BAD_SIGNATURE, MALFORMED_SIGNATURE, STALE_TIMESTAMP)
 """Why a signature is refused (the 401's `error`); none of them says more than that."""
 
@@ -40,7 +42,7 @@ def verify(
 
     `headers` must look names up case-insensitively (the HTTP server's mapping does).
     """
-    value = headers.get(auth.header)
+    value = headers.get(auth.header or "")
     if value is None or not value.strip():
         return UNSIGNED
     value = value.strip()
@@ -78,6 +80,8 @@ def verify(
 
 def sign(auth: WebhookAuth, secret: bytes, body: bytes, now_s: float) -> dict[str, str]:
     """The header a provider would send with `body` at `now_s`."""
+    if auth.header is None or auth.scheme not in SCHEMES:
+        raise ValueError(f"scheme {auth.scheme}: schemas.provider_requests signs it")
     if auth.scheme == "hmac":
         return {auth.header: auth.prefix + _digest(secret, body, auth.encoding)}
     stamp = str(int(now_s))

@@ -2,7 +2,8 @@
 
 The gateway is started exactly as an operator starts it (`python -m dataflows.cli
 gateway`, configured by environment overrides only) and always stopped; requests are
-signed with `schemas.signatures.sign`, the provider's side of the one implementation.
+signed with `schemas.provider_requests.signed_request`, the providers' side of the
+verifiers.
 """
 
 from __future__ import annotations
@@ -27,18 +28,20 @@ import orjson
 from connectors.broker import free_port
 from connectors.processes import Service, stop_group
 from schemas.config import Settings
-from schemas.signatures import sign
+from schemas.provider_requests import ProviderKeys, signed_request
 from tests.helpers import ROOT, settings_of
 from tests.integration.test_run_live import read_topic
 
 SECRETS = {
     "stripe": "whsec_stripe_test",
-    "sf": "sf-test-secret",
+    "yto": "yto-test-secret",
     "aftership": "aftership-test-secret",
     "dhl": "dhl-test-secret",
     "zto": "zto-test-secret",
 }
-"""The sources given a secret; every other configured source (paypal, ...) has none."""
+"""The JSON sources given a secret (HMAC schemes, DHL's static key); every other
+configured source (paypal, ...) has none. The providers' own formats:
+tests/integration/test_gateway_providers.py."""
 
 RFC3339_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -194,11 +197,10 @@ def signed(
     content_type: str = "application/json",
 ) -> Webhook:
     """`body` signed for `source` with its test secret (or `secret`) at `now`."""
-    auth = settings.gateway.sources[source].auth
+    hook = settings.gateway.sources[source]
     key = (secret if secret is not None else SECRETS[source]).encode()
-    headers = sign(auth, key, body, time.time() if now is None else now)
-    headers["Content-Type"] = content_type
-    return Webhook(source, body, headers)
+    made = signed_request(hook, body, ProviderKeys(secret=key), time.time() if now is None else now)
+    return Webhook(source, body, {**made.headers, "Content-Type": content_type})
 
 
 @dataclass(frozen=True)

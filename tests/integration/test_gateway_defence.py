@@ -34,25 +34,22 @@ pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
 )
 
-WECHAT_SECRET = "wechatpay-test-secret"
-
 
 def _env(broker: EmbeddedBroker, redis: PrivateRedis, **overrides: str) -> dict[str, str]:
     return gateway_env(
         broker.bootstrap,
         redis.url,
         GATEWAY__METRICS_PORT=str(free_port()),
-        GATEWAY__SOURCES__WECHATPAY__SECRET=WECHAT_SECRET,
-        # sf's own bucket is small, so a flood would empty it at once
-        GATEWAY__SOURCES__SF__RATE_LIMIT__RATE="1",
-        GATEWAY__SOURCES__SF__RATE_LIMIT__BURST="20",
+        # yto's own bucket is small, so a flood would empty it at once
+        GATEWAY__SOURCES__YTO__RATE_LIMIT__RATE="1",
+        GATEWAY__SOURCES__YTO__RATE_LIMIT__BURST="20",
         **overrides,
     )
 
 
 @pytest.fixture(scope="module")
 def gw(broker: EmbeddedBroker, private_redis: PrivateRedis) -> Iterator[GatewayProcess]:
-    """The default configuration but for the metrics port, wechatpay's secret and sf's limit."""
+    """The default configuration but for the metrics port and yto's limit."""
     with GatewayProcess(_env(broker, private_redis)) as g:
         yield g
 
@@ -158,16 +155,16 @@ def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed(broker, p
 
 # ------------------------------------------------------------------ finding 4: unsigned floods
 def test_an_unsigned_flood_does_not_make_genuine_webhooks_429(gw, broker):
-    """sf's bucket holds 20: 200 unsigned posts, then 10 signed ones, all 202."""
+    """yto's bucket holds 20: 200 unsigned posts, then 10 signed ones, all 202."""
     run = run_id()
-    flood = [Webhook("sf", b"{}", {"Content-Type": "application/json"}) for _ in range(200)]
+    flood = [Webhook("yto", b"{}", {"Content-Type": "application/json"}) for _ in range(200)]
     answers = post_all(gw.url, flood, concurrency=20)
     assert Counter(a.status for a in answers) == {401: 200}
     genuine = [
         signed(
             gw.settings,
-            "sf",
-            b'{"mailno": "SF%s-%d", "orderid": "SH-%s"}' % (run.encode(), i, run.encode()),
+            "yto",
+            b'{"mailNo": "YT%s-%d", "orderNo": "SH-%s"}' % (run.encode(), i, run.encode()),
         )
         for i in range(10)
     ]
@@ -175,7 +172,7 @@ def test_an_unsigned_flood_does_not_make_genuine_webhooks_429(gw, broker):
     assert codes == {202: 10}, codes
     # The limit still holds for signed traffic: 30 more exceed what is left of the bucket.
     more = [
-        signed(gw.settings, "sf", b'{"mailno": "SF%s-more-%d"}' % (run.encode(), i))
+        signed(gw.settings, "yto", b'{"mailNo": "YT%s-more-%d"}' % (run.encode(), i))
         for i in range(30)
     ]
     assert Counter(a.status for a in post_all(gw.url, more, concurrency=5))[429] > 0
@@ -232,14 +229,10 @@ def test_an_envelope_kafka_would_refuse_is_413_not_503(broker, private_redis):
 # ------------------------------------------------------------------ finding 9: unsigned ids
 def test_new_delivery_id_headers_on_a_signed_body_do_not_make_duplicates(gw, broker):
     run = run_id()
-    body = (
-        b'{"id": "EV-%s", "event_type": "TRANSACTION.SUCCESS", "resource_type": '
-        b'"encrypt-resource", "summary": "ok", "out_trade_no": "WX-%s"}'
-        % (run.encode(), run.encode())
-    )
+    body = stripe_body(f"evt_{run}", f"WX-{run}")
     hooks = []
     for i in range(3):
-        hook = signed(gw.settings, "wechatpay", body, secret=WECHAT_SECRET)
+        hook = signed(gw.settings, "stripe", body)
         hooks.append(Webhook(hook.source, hook.body, {**hook.headers, "X-Delivery-Id": f"x{i}"}))
     statuses = [post_all(gw.url, [h])[0].status for h in hooks]
     assert statuses == [202, 200, 200]

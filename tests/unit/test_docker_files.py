@@ -4,6 +4,7 @@ image agree with the code's configuration, its CLI and the ops files they mount.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 import shlex
 import tomllib
@@ -14,7 +15,7 @@ import yaml
 from pydantic import SecretStr
 
 from dataflows.cli import main as cli
-from schemas.config import Settings
+from schemas.config import SECRET_SCHEMES, Settings
 from tests.helpers import settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,9 +182,13 @@ def test_image_copies_every_package_and_the_configuration():
 
 # ---------------------------------------------------------------- the pipeline service
 def compose_env(name: str) -> dict[str, str]:
-    """A service's environment, each `${NAME:?...}` the host must set given a stand-in."""
+    """A service's environment, each `${NAME:?...}` the host must set given a stand-in
+    (32 characters, the length WeChat Pay's APIv3 key must have)."""
     env = {k: str(v) for k, v in service(name)["environment"].items()}
-    return {k: HOST_VAR.sub(lambda m: f"stand-in-for-{m[1]}", v) for k, v in env.items()}
+    return {
+        k: HOST_VAR.sub(lambda m: hashlib.sha256(m[1].encode()).hexdigest()[:32], v)
+        for k, v in env.items()
+    }
 
 
 def test_orderguard_env_vars_are_settings_keys_with_those_values():
@@ -321,11 +326,10 @@ def test_gateway_secrets_come_from_the_host_for_every_source():
     assert all(HOST_VAR.fullmatch(v) for v in secrets.values()), "a literal secret"
     settings = settings_of(compose_env(GATEWAY))
     assert settings.gateway.sources  # the configuration names its webhook sources
-    wanted = {
-        f"ORDERGUARD__GATEWAY__SOURCES__{n.upper()}__SECRET" for n in settings.gateway.sources
-    }
+    keyed = {n for n, s in settings.gateway.sources.items() if s.auth.scheme in SECRET_SCHEMES}
+    wanted = {f"ORDERGUARD__GATEWAY__SOURCES__{n.upper()}__SECRET" for n in keyed}
     assert set(secrets) == wanted
-    assert all(s.secret is not None for s in settings.gateway.sources.values())
+    assert all(settings.gateway.sources[n].secret is not None for n in keyed)
     for name, svc in compose()["services"].items():  # no service holds a literal secret
         for key, value in (svc.get("environment") or {}).items():
             if re.search(r"SECRET|PASSWORD", key):

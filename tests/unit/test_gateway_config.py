@@ -79,8 +79,11 @@ def test_every_payments_and_tracking_source_has_a_webhook_endpoint(stream: str) 
 
 
 def test_gateway_sources_are_registry_sources_of_pushed_streams() -> None:
+    """Payments and tracking are pushed; of the channels, Shopify and Shopee push orders."""
     for name in SHIPPED.gateway.sources:
-        assert SHIPPED.sources[name].stream in ("payments", "tracking"), name
+        pushed = SHIPPED.sources[name].stream in ("payments", "tracking")
+        assert pushed or name in ("shopify", "shopee"), name
+    assert SHIPPED.sources["shopify"].stream == SHIPPED.sources["shopee"].stream == "orders"
 
 
 def test_the_shipped_file_carries_no_secret() -> None:
@@ -95,9 +98,28 @@ def test_shipped_signature_settings() -> None:
     assert sources["stripe"].auth.tolerance == 300_000
     assert sources["stripe"].delivery_id.body == "id"
     assert sources["wechatpay"].delivery_id.body == "id"
-    assert sources["dhl"].auth.prefix == "sha256="
     assert sources["aftership"].auth.encoding == "base64"
     assert sources["aftership"].delivery_id.body is None
+    schemes = {name: hook.auth.scheme for name, hook in sources.items()}
+    assert schemes == {
+        "stripe": "timestamped",
+        "paypal": "paypal",
+        "wechatpay": "wechatpay_v3",
+        "alipay": "alipay_rsa2",
+        "shopify": "hmac",
+        "shopee": "hmac_url_body",
+        "aftership": "hmac",
+        "sf": "digest_md5",
+        "zto": "hmac",
+        "yto": "hmac",
+        "jt": "digest_md5",
+        "dhl": "static_key",
+        "carrier_api": "hmac",
+    }
+    assert sources["paypal"].delivery_id.header == "PAYPAL-TRANSMISSION-ID"
+    assert sources["alipay"].delivery_id.body == "notify_id" and sources["alipay"].body == "form"
+    assert sources["shopify"].delivery_id == sources["shopee"].delivery_id  # body hashes
+    assert sources["shopify"].delivery_id.body is sources["shopify"].delivery_id.header is None
 
 
 # ---------------------------------------------------------------- secrets
@@ -187,6 +209,7 @@ def test_cli_output_never_shows_the_secret() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGUARD__")}
     for name in SHIPPED.gateway.sources:
         env[f"ORDERGUARD__GATEWAY__SOURCES__{name.upper()}__SECRET"] = f"{SECRET}-{name}"
+    env["ORDERGUARD__GATEWAY__SOURCES__WECHATPAY__SECRET"] = SECRET[:32]  # the APIv3 key
     for args in (["config", "check"], ["gateway", "--openapi"]):
         proc = subprocess.run(
             [sys.executable, "-m", "dataflows.cli", *args],
@@ -198,7 +221,7 @@ def test_cli_output_never_shows_the_secret() -> None:
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip()
-        assert SECRET not in proc.stdout + proc.stderr
+        assert SECRET[:32] not in proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------- validation
@@ -225,7 +248,7 @@ def test_a_delivery_id_header_is_refused_no_signature_covers_it(tmp_path: Path) 
     gateway = shipped_gateway()
     gateway["sources"]["wechatpay"]["delivery_id"] = {"header": "X-Delivery-Id"}
     text = refusal(config_file(tmp_path, gateway))
-    assert "gateway.sources.wechatpay.delivery_id" in text
+    assert "gateway.sources.wechatpay: delivery_id.header" in text
     assert "no signature covers a header" in text
 
 

@@ -72,12 +72,14 @@ def test_refused_deliveries_are_retried_signed_and_counted(provider, monkeypatch
     try:
         env = {
             "stream": "payments",
-            "source": "wechatpay",
+            "source": "stripe",
             "received_at": "2026-03-02T08:00:00.000Z",
-            "event_id": "wx-1",
-            "payload": {"out_trade_no": "TB2026030200001", "trade_state": "SUCCESS"},
+            "event_id": "evt_1",
+            "payload": {"id": "evt_1", "type": "charge.succeeded"},
         }
         assert sender.offer(env)
+        # a provider's own format (RSA, forms) waits for the simulator to send it: Kafka
+        assert not sender.offer({**env, "source": "wechatpay"})
         # not the gateway's business: orders, malformed lines, sources it has no entry for
         assert not sender.offer({**env, "stream": "orders", "source": "oms"})
         assert not sender.offer({"__raw__": "{oops", "received_at": env["received_at"]})
@@ -89,7 +91,7 @@ def test_refused_deliveries_are_retried_signed_and_counted(provider, monkeypatch
     assert sender.stats.pending == 0 and sender.stats.last_failure == "503 kafka_unavailable"
     assert [s for _, s, _ in provider.seen] == [503, 503, 202]  # every attempt authentic
     headers = provider.seen[-1][2]
-    assert "Wechatpay-Signature" in headers
+    assert "Stripe-Signature" in headers
 
 
 def test_an_unreachable_gateway_is_retried_and_left_pending(monkeypatch):
@@ -99,8 +101,8 @@ def test_an_unreachable_gateway_is_retried_and_left_pending(monkeypatch):
     sender = WebhookSender(settings, f"http://127.0.0.1:{free_port()}", secrets).start()
     try:
         assert sender.offer(
-            {"stream": "tracking", "source": "sf", "received_at": "2026-03-02T08:00:00.000Z",
-             "payload": {"mailno": "SF1", "opcode": "50"}}
+            {"stream": "tracking", "source": "zto", "received_at": "2026-03-02T08:00:00.000Z",
+             "payload": {"billCode": "751234567890", "scanType": "收件"}}
         )  # fmt: skip
         _wait(lambda: sender.stats.retried >= 3)
     finally:
