@@ -85,6 +85,8 @@ def run_replay(
     `wall_clock`: what "now" is for the `received_at` bound (tests pin it)."""
     from bytewax.testing import cluster_main, run_main
 
+    from dataflows.gc_tuning import tune_gc
+
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = out_dir / ".parts"
     if parts.exists():
@@ -92,6 +94,7 @@ def run_replay(
     progress = Progress(show=show_progress)
     source = ReplaySource(inputs, batch_size or settings.pipeline.batch_size, progress)
     flow = build_flow(settings, source, PartsSink(parts), wall_clock=wall_clock)
+    tune_gc(settings.pipeline.gc_tuning)
     started = time.perf_counter()
     if workers == 1:
         run_main(flow)
