@@ -6,10 +6,25 @@ events share a partition and keep their order. Consumers never rely on it.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from schemas.config import Settings
 from schemas.normalize import _MISSING, _compile_path, _get
+
+DEFAULT_PARTITIONER = "consistent_random"
+"""librdkafka's (so every confluent-kafka producer's) default `partitioner`; ours set none."""
+
+CRC32_PARTITIONERS = ("consistent_random", "consistent")
+
+
+def kafka_partition(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's `consistent_random` picks for a non-empty key.
+
+    `rd_crc32(key) % partition_cnt` (librdkafka src/rdkafka_msg.c,
+    rd_kafka_msg_partitioner_consistent); rd_crc32 is zlib's CRC-32 (src/rdcrc32.h).
+    """
+    return zlib.crc32(key) % partitions
 
 
 class MessageKeys:

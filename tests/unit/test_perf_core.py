@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 
+import orjson
 import pytest
 
 from dataflows import encode, gc_tuning
@@ -48,3 +49,44 @@ def test_gc_tuning_freezes_start_up_and_restored_state(gc_restored):
     state = [[i] for i in range(1000)]  # as a restore would build it (lists: GC-tracked)
     gc_tuning.freeze_restored()
     assert gc.get_freeze_count() >= frozen + len(state)
+
+
+def _split(**client: str):
+    from connectors.replay import KafkaSplit
+    from schemas.config import load_settings
+
+    settings = load_settings()
+    settings.kafka.client.update(client)
+    return KafkaSplit(settings), settings.kafka.partitions
+
+
+def test_a_split_keys_by_order_id_as_the_producers_do():
+    import zlib
+
+    split, n = _split()
+    env = {
+        "stream": "payments",
+        "source": "alipay",
+        "received_at": "2026-03-02T00:00:00.000Z",
+        "payload": {"out_trade_no": "TB2026030200001", "trade_status": "TRADE_SUCCESS"},
+    }
+    from schemas.config import load_settings
+    from schemas.keys import MessageKeys
+
+    key = MessageKeys(load_settings()).key(env)
+    assert key == b"TB2026030200001"
+    assert split.part_of(orjson.dumps(env)) == f"payments:{zlib.crc32(key) % n}"
+    assert "control:0" in split.parts() and len(split.parts()) == 3 * n + 1
+
+
+def test_lines_that_are_no_envelope_go_to_the_orders_topic_reproducibly():
+    split, _ = _split()
+    for line in (b"{not json", b"[1, 2]", b'{"stream": "nope", "payload": {}}'):
+        part = split.part_of(line)
+        assert part.startswith("orders:") and part == split.part_of(line)
+
+
+def test_a_partitioner_the_split_cannot_mirror_is_refused():
+    with pytest.raises(ValueError, match="partitioner='murmur2_random'"):
+        _split(partitioner="murmur2_random")
+    assert _split(partitioner="consistent")[0].parts()
