@@ -24,6 +24,9 @@ orders, about 800k events, all sources), each run in a fresh process, side by si
   dataflow, process start-up included; the split into Kafka's partitions apart), the
   ratio, and whether the outputs are identical (as sets, ids included).
 
+Each run also reports its CPU seconds (all its processes, start-up and split included):
+on a machine other work shares, the wall-clock figures move with that work.
+
 Figures go to benchmarks/results/replay_compare.json.
 """
 
@@ -230,10 +233,11 @@ from dataflows.replay import run_replay
 inp, out, kwargs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 s = run_replay(load_settings(), [Path(inp)], Path(out), show_progress=False, summarize=False,
                **kwargs)
-who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-peak = max(resource.getrusage(w).ru_maxrss for w in who)
+use = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
 print(json.dumps({"events": s.events_in, "seconds": s.seconds,
-                  "split_seconds": getattr(s, "split_seconds", 0.0), "peak_rss_kb": peak}))
+                  "split_seconds": getattr(s, "split_seconds", 0.0),
+                  "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in use),
+                  "peak_rss_kb": max(u.ru_maxrss for u in use)}))
 """
 
 
@@ -319,7 +323,7 @@ def compare(orders: int, before: str) -> None:
             r["events_per_s"] = round(r["events"] / r["seconds"])
             runs[name] = r
             print(f"  {name:<14}{r['events_per_s']:>10,} events/s  {r['seconds']:6.1f} s  "
-                  f"peak RSS {r['peak_rss_kb'] / 1024:,.0f} MB")
+                  f"CPU {r['cpu_seconds']:6.1f} s  peak RSS {r['peak_rss_kb'] / 1024:,.0f} MB")
         same = {
             "before_after": _records(outs / "before") == _records(outs / "after"),
             "processes_1_2": _records(outs / "processes_1") == _records(outs / "processes_2"),
