@@ -26,7 +26,9 @@ def test_emitted_at_is_the_wall_clock_to_the_millisecond(monkeypatch):
 
 @pytest.fixture
 def gc_restored():
+    """CPython's GC as a fresh process has it (an in-process replay of another test tunes it)."""
     threshold = gc.get_threshold()
+    gc_tuning._tuned = False
     yield
     gc.unfreeze()
     gc.set_threshold(*threshold)
