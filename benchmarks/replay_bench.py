@@ -352,8 +352,13 @@ def compare(orders: int, before: str) -> None:
         print(f"  {name:<34}{value:>10,} events/s   {note}")
     print("  targets (issue 14): 2 processes >= 1.7x one; 1 process >= 2x before")
     RESULTS.mkdir(exist_ok=True)
-    result = {"events": events, "orders": orders, "before": before, "runs": runs,
-              "identical": same}
+    result: dict[str, object] = {"events": events, "orders": orders, "before": before}
+    for name, r in runs.items():  # flat numeric keys, as the other results
+        result.update({f"{name}_{k}": v for k, v in r.items() if k != "events"})
+    result.update({f"identical_{k}": int(v) for k, v in same.items()})
+    result["after_to_before_ratio"] = round(rate["after"] / rate["before"], 3)
+    result["gc_on_to_off_ratio"] = round(rate["after"] / rate["after_gc_off"], 3)
+    result["processes_2_to_1_ratio"] = round(rate["processes_2"] / rate["processes_1"], 3)
     (RESULTS / "replay_compare.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten to {RESULTS / 'replay_compare.json'}")
 
