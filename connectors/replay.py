@@ -165,6 +165,10 @@ class ReplaySource(FixedPartitionedSource[RawBatch, int]):
         return _ReplayPartition(self._paths, self._batch_size, resume_state, self._progress)
 
 
+class UnmirroredPartitioner(ValueError):
+    """`kafka.client` names a partitioner the split does not reproduce."""
+
+
 class KafkaSplit:
     """The Kafka partition each recorded envelope would be in, had it been produced.
 
@@ -181,7 +185,7 @@ class KafkaSplit:
         kafka = settings.kafka
         partitioner = str(kafka.client.get("partitioner", DEFAULT_PARTITIONER))
         if partitioner not in CRC32_PARTITIONERS:
-            raise ValueError(
+            raise UnmirroredPartitioner(
                 f"kafka.client partitioner={partitioner!r}: a replay split mirrors only "
                 f"librdkafka's {' and '.join(CRC32_PARTITIONERS)} (CRC-32) partitioners"
             )

@@ -61,6 +61,7 @@ def replay(
     processes: int | None,
 ) -> None:
     """Replay recorded envelopes (JSONL) and write corrected/alerts/breakers/dead_letters."""
+    from connectors.replay import UnmirroredPartitioner
     from dataflows.replay import ReplayFailed, run_replay
 
     if workers < 1:
@@ -85,7 +86,7 @@ def replay(
             processes=processes,
             config_path=config_path,
         )
-    except (ReplayFailed, ValueError) as e:
+    except (ReplayFailed, UnmirroredPartitioner) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.render())
     click.echo(f"outputs in {out_dir}/")

@@ -123,3 +123,13 @@ def test_the_split_is_the_partition_our_producer_gets_from_kafka(broker, tmp_pat
     assert keyed > 0.9 * seen
     partitions_used = {split.part_of(orjson.dumps(e)) for e in envelopes if "__raw__" not in e}
     assert len(partitions_used) == 3 * kafka.partitions  # the keys spread over them all
+
+
+def test_a_partitioner_the_split_does_not_mirror_is_a_one_line_error(recording, tmp_path):
+    import os
+
+    env = dict(os.environ, ORDERGUARD__KAFKA__CLIENT__PARTITIONER="murmur2_random")
+    out = tmp_path / "out"
+    proc = run_cli("replay", str(recording), "--out", str(out), "--processes", "2", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "partitioner='murmur2_random'" in proc.stderr and "Traceback" not in proc.stderr
