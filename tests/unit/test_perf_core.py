@@ -92,3 +92,20 @@ def test_a_partitioner_the_split_cannot_mirror_is_refused():
     with pytest.raises(ValueError, match="partitioner='murmur2_random'"):
         _split(partitioner="murmur2_random")
     assert _split(partitioner="consistent")[0].parts()
+
+
+def test_a_step_restored_from_its_snapshot_is_frozen(gc_restored):
+    from dataflows.flow import _OrdersLogic
+    from schemas.config import load_settings
+    from tests.helpers import T0, oms
+
+    settings = load_settings()
+    logic = _OrdersLogic(settings, None, True)
+    logic.shard.process([oms(f"TB20260302{i:05d}", "待支付", T0 + i) for i in range(200)], T0)
+    snapshot = logic.snapshot()
+    assert snapshot is not None
+    gc_tuning.tune_gc(True)
+    frozen = gc.get_freeze_count()
+    restored = _OrdersLogic(settings, snapshot, True)
+    assert len(restored.shard.orders) == 200
+    assert gc.get_freeze_count() >= frozen + 200  # one Order each at least
