@@ -146,19 +146,21 @@ def run_replay(
         source = SplitReplaySource(split_dir, split.parts(), inputs, batch)
     tune_gc(settings.pipeline.gc_tuning)
     started = time.perf_counter()
-    if processes is not None and processes > 1:
-        _run_processes(processes, workers, batch, inputs, out_dir, config_path)
-    else:
-        flow = build_flow(settings, source, PartsSink(parts), wall_clock=wall_clock)
-        if workers == 1:
-            run_main(flow)
+    try:
+        if processes is not None and processes > 1:
+            _run_processes(processes, workers, batch, inputs, out_dir, config_path)
         else:
-            cluster_main(flow, [], 0, worker_count_per_proc=workers)
+            flow = build_flow(settings, source, PartsSink(parts), wall_clock=wall_clock)
+            if workers == 1:
+                run_main(flow)
+            else:
+                cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    finally:
+        if processes is not None:
+            shutil.rmtree(out_dir / ".split", ignore_errors=True)
     summary.seconds = time.perf_counter() - started
     progress.done()
     summary.events_in = progress.read
-    if processes is not None:
-        shutil.rmtree(out_dir / ".split", ignore_errors=True)
     summary.counts = merge_parts(parts, out_dir, summary.observe if summarize else None)
     return summary
 
