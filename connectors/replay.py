@@ -178,7 +178,8 @@ class KafkaSplit:
     producers key by `schemas.keys.MessageKeys` and set no `partitioner`, so librdkafka's
     default `consistent_random` applies: CRC-32 of the key modulo the topic's partitions,
     `kafka.topic_partitions()`). A keyless record goes to a random partition in Kafka;
-    here to the one the CRC-32 of its line picks, so that a split is reproducible.
+    here to the one the CRC-32 of its line picks, so that a split is reproducible (with
+    `partitioner: consistent`, to partition 0, as librdkafka's CRC-32 of no bytes).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -192,6 +193,7 @@ class KafkaSplit:
         counts = kafka.topic_partitions()
         self._counts = {s: counts[t] for s, t in kafka.source_topics().items()}
         self._keys = MessageKeys(settings)
+        self._random_keyless = partitioner == "consistent_random"  # `consistent`: CRC-32 of b""
 
     def parts(self) -> list[str]:
         """Every partition, named as `connectors.kafka_source` names Kafka's."""
@@ -208,7 +210,9 @@ class KafkaSplit:
             key = self._keys.key(env)  # type: ignore[arg-type]
         else:
             stream = "orders"
-        return f"{stream}:{kafka_partition(key or line, self._counts[stream])}"
+        if key is None:
+            key = line if self._random_keyless else b""
+        return f"{stream}:{kafka_partition(key, self._counts[stream])}"
 
 
 def split_recording(paths: list[Path], directory: Path, split: KafkaSplit) -> int:

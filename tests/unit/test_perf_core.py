@@ -91,7 +91,8 @@ def test_lines_that_are_no_envelope_go_to_the_orders_topic_reproducibly():
 def test_a_partitioner_the_split_cannot_mirror_is_refused():
     with pytest.raises(ValueError, match="partitioner='murmur2_random'"):
         _split(partitioner="murmur2_random")
-    assert _split(partitioner="consistent")[0].parts()
+    consistent, _ = _split(partitioner="consistent")
+    assert {consistent.part_of(b"{not json %d" % i) for i in range(20)} == {"orders:0"}
 
 
 def test_a_step_restored_from_its_snapshot_is_frozen(gc_restored):
