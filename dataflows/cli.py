@@ -43,7 +43,13 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
 @config_option
-@click.option("--workers", "-w", default=1, show_default=True, help="Bytewax worker threads.")
+@click.option(
+    "--workers",
+    "-w",
+    default=1,
+    show_default=True,
+    help="Bytewax worker threads (per process, with --processes).",
+)
 @click.option("--batch-size", type=int, default=None, help="Input lines per batch.")
 @click.option(
     "--processes",
