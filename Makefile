@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-py312 lint bench bench-replay bench-kafka bench-view bench-gateway clean
+.PHONY: demo test test-py312 lint bench bench-replay bench-compare bench-kafka bench-view bench-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ bench: bench-replay bench-kafka bench-view bench-gateway
 
 bench-replay: $(STAMP)
 	$(BIN)/python -m benchmarks.replay_bench
+
+# Issue 14: the tree before its changes vs this one, gc tuning, 1 vs 2 processes (~5 min).
+bench-compare: $(STAMP)
+	$(BIN)/python -m benchmarks.replay_bench --compare
 
 # Quix Streams (the peer) pins older confluent-kafka and pydantic-settings: its own venv.
 QUIX_VENV := benchmarks/.data/quix-venv

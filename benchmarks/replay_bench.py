@@ -1,6 +1,7 @@
 """Replay benchmark: events/s through Bytewax vs the bare core, and RSS per open order.
 
     python -m benchmarks.replay_bench [--orders N] [--open-share S] [--quick]
+    python -m benchmarks.replay_bench --compare [--before REF] [--orders N] [--quick]
 
 Generates (once, cached under benchmarks/.data/) a realistic dataset from all
 sources with many orders cut off mid-life, then measures, side by side in one run:
@@ -12,6 +13,21 @@ sources with many orders cut off mid-life, then measures, side by side in one ru
 
 Targets (issue 2): replay >= 150k events/s on one core; <= 600 bytes per open order.
 Figures go to benchmarks/results/replay.json.
+
+`--compare` (issue 14) runs `orderguard replay` on one simulated recording (40,000
+orders, about 800k events, all sources), each run in a fresh process, side by side:
+
+- the tree at `--before` (a git ref, `git archive`d into a temp dir and run with this
+  venv), and this tree: events/s, the ratio, and whether the outputs are the same;
+- this tree with `pipeline.gc_tuning` off and on: events/s and peak RSS;
+- this tree with `--processes 1` and `--processes 2`: events/s (wall clock of the
+  dataflow, process start-up included; the split into Kafka's partitions apart), the
+  ratio, and whether the outputs are identical (as sets, ids included).
+
+Each run also reports its CPU seconds (all its processes, start-up and split included):
+on a machine other work shares, the wall-clock figures move with that work.
+
+Figures go to benchmarks/results/replay_compare.json.
 """
 
 from __future__ import annotations
@@ -212,15 +228,162 @@ def bench_memory(path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+BEFORE = "3ae51cb"
+"""The last commit before issue 14's core changes (gc tuning, encode clock, split replay)."""
+
+_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from schemas.config import load_settings
+from dataflows.replay import run_replay
+inp, out, kwargs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+s = run_replay(load_settings(), [Path(inp)], Path(out), show_progress=False, summarize=False,
+               **kwargs)
+use = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+print(json.dumps({"events": s.events_in, "seconds": s.seconds,
+                  "split_seconds": getattr(s, "split_seconds", 0.0),
+                  "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in use),
+                  "peak_rss_kb": max(u.ru_maxrss for u in use)}))
+"""
+
+
+def scale_dataset(orders: int, seed: int = 11) -> Path:
+    """A whole simulated day as `orderguard simulate --out` writes it (about 20 events an
+    order, every source, keyed like our producers key them)."""
+    from sim import generate, write_jsonl
+
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"scale-{orders}-{seed}.jsonl"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        start = datetime(2026, 3, 2, tzinfo=UTC)
+        write_jsonl(tmp, generate(orders=orders, seed=seed, start=start, hours=24))
+        tmp.rename(path)
+    return path
+
+
+def _tree(ref: str, into: Path) -> Path:
+    """The committed tree at `ref`, unpacked (no checkout, no change to this worktree)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref], cwd=HERE.parent, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def _replay_run(tree: Path, path: Path, out: Path, env: dict[str, str] | None = None, **kw):
+    """One `run_replay` of `tree`'s code in a fresh interpreter (this venv)."""
+    full = {**os.environ, "PYTHONPATH": str(tree), **(env or {})}
+    full = {k: v for k, v in full.items() if not k.startswith("ORDERGUARD__") or k in (env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(out), json.dumps(kw)],
+        cwd=tree,
+        env=full,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"replay of {tree} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _records(out: Path) -> dict[str, list[bytes]]:
+    """Every output record without its wall-clock fields, sorted: compared as sets."""
+    import orjson
+
+    result = {}
+    for topic in ("corrected", "alerts", "breakers", "dead_letters"):
+        rows = []
+        for line in (out / f"{topic}.jsonl").read_bytes().splitlines():
+            doc = orjson.loads(line)
+            doc.pop("emitted_at", None)
+            if topic in ("corrected", "dead_letters"):
+                doc.pop("at", None)  # a dead letter's `at` is when it was written
+            rows.append(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+        result[topic] = sorted(rows)
+    return result
+
+
+def compare(orders: int, before: str) -> None:
+    import shutil
+    import tempfile
+
+    path = scale_dataset(orders)
+    events = sum(1 for _ in path.open("rb"))
+    here = HERE.parent
+    print(f"dataset: {events:,} events, {orders:,} orders ({path.name}); before = {before}")
+    with tempfile.TemporaryDirectory(prefix="og-before-") as tmp:
+        old = _tree(before, Path(tmp))
+        outs = DATA / "compare"
+        shutil.rmtree(outs, ignore_errors=True)
+        runs = {}
+        plan = [
+            ("before", old, {}, {}),
+            ("after", here, {}, {}),
+            ("after_gc_off", here, {"ORDERGUARD__PIPELINE__GC_TUNING": "false"}, {}),
+            ("processes_1", here, {}, {"processes": 1}),
+            ("processes_2", here, {}, {"processes": 2}),
+        ]
+        for name, tree, env, kw in plan:
+            r = _replay_run(tree, path, outs / name, env, **kw)
+            r["events_per_s"] = round(r["events"] / r["seconds"])
+            runs[name] = r
+            print(f"  {name:<14}{r['events_per_s']:>10,} events/s  {r['seconds']:6.1f} s  "
+                  f"CPU {r['cpu_seconds']:6.1f} s  peak RSS {r['peak_rss_kb'] / 1024:,.0f} MB")
+        same = {
+            "before_after": _records(outs / "before") == _records(outs / "after"),
+            "processes_1_2": _records(outs / "processes_1") == _records(outs / "processes_2"),
+            "plain_processes_1": _records(outs / "after") == _records(outs / "processes_1"),
+        }
+        shutil.rmtree(outs, ignore_errors=True)
+    rate = {k: v["events_per_s"] for k, v in runs.items()}
+    rows = [
+        ("before (" + before + "), 1 worker", rate["before"], ""),
+        ("after, 1 worker", rate["after"],
+         f"{rate['after'] / rate['before']:.2f}x before; outputs "
+         + ("identical" if same["before_after"] else "DIFFER")),
+        ("after, gc tuning off", rate["after_gc_off"],
+         f"gc tuning on: {rate['after'] / rate['after_gc_off']:.2f}x; peak RSS on/off "
+         f"{runs['after']['peak_rss_kb'] // 1024}/{runs['after_gc_off']['peak_rss_kb'] // 1024}"
+         " MB"),
+        ("replay --processes 1", rate["processes_1"],
+         f"split {runs['processes_1']['split_seconds']:.1f} s apart; outputs "
+         + ("identical" if same["plain_processes_1"] else "differ") + " to plain replay"),
+        ("replay --processes 2", rate["processes_2"],
+         f"{rate['processes_2'] / rate['processes_1']:.2f}x 1 process; outputs "
+         + ("identical" if same["processes_1_2"] else "DIFFER")),
+    ]
+    print()
+    for name, value, note in rows:
+        print(f"  {name:<34}{value:>10,} events/s   {note}")
+    print("  targets (issue 14): 2 processes >= 1.7x one; 1 process >= 2x before")
+    RESULTS.mkdir(exist_ok=True)
+    result: dict[str, object] = {"events": events, "orders": orders, "before": before}
+    for name, r in runs.items():  # flat numeric keys, as the other results
+        result.update({f"{name}_{k}": v for k, v in r.items() if k != "events"})
+    result.update({f"identical_{k}": int(v) for k, v in same.items()})
+    result["after_to_before_ratio"] = round(rate["after"] / rate["before"], 3)
+    result["gc_on_to_off_ratio"] = round(rate["after"] / rate["after_gc_off"], 3)
+    result["processes_2_to_1_ratio"] = round(rate["processes_2"] / rate["processes_1"], 3)
+    (RESULTS / "replay_compare.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten to {RESULTS / 'replay_compare.json'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--orders", type=int, default=240_000)
     ap.add_argument("--open-share", type=float, default=0.9)
     ap.add_argument("--quick", action="store_true", help="a small run to check the harness")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    ap.add_argument("--compare", action="store_true", help="before/after, gc, 1 vs 2 processes")
+    ap.add_argument("--before", default=BEFORE, help="the git ref to compare with (--compare)")
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
+        return
+    if args.compare:
+        orders = 2_000 if args.quick else (40_000 if args.orders == 240_000 else args.orders)
+        compare(orders, args.before)
         return
     if args.quick:
         args.orders = 5_000

@@ -2,8 +2,10 @@
 
 In: one or more JSONL files of envelopes, merged by `received_at` into one
 ordered stream (one partition: replay order is the input order, which is what
-makes replay deterministic). Out: one JSONL file per output topic; workers write
-parts that `merge_parts` sorts into place once the run ends.
+makes replay deterministic). Or, to scale out over processes (`replay --processes`),
+that stream split into the partitions Kafka would have put each envelope in
+(`KafkaSplit`, `split_recording`, `SplitReplaySource`). Out: one JSONL file per
+output topic; workers write parts that `merge_parts` sorts into place once the run ends.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.encode import TOPICS, Encoded
+from schemas.config import Settings
+from schemas.keys import CRC32_PARTITIONERS, DEFAULT_PARTITIONER, MessageKeys, kafka_partition
 
 _RECEIVED = b'"received_at"'
 
@@ -100,12 +105,17 @@ def _stderr():
     return sys.stderr
 
 
+def _merged(paths: list[Path]) -> Iterator[tuple[bytes, int, int, bytes]]:
+    """Every line of every file, merged by `received_at` (a file's own order kept)."""
+    return heapq.merge(*(_lines(p, i) for i, p in enumerate(paths)))
+
+
 class _ReplayPartition(StatefulSourcePartition[RawBatch, int]):
     def __init__(
         self, paths: list[Path], batch_size: int, resume: int | None, progress: Progress | None
     ) -> None:
         self._paths = [str(p) for p in paths]
-        merged = heapq.merge(*(_lines(p, i) for i, p in enumerate(paths)))
+        merged = _merged(paths)
         self._it = enumerate(merged)
         self._batch_size = batch_size
         self._progress = progress
@@ -153,6 +163,136 @@ class ReplaySource(FixedPartitionedSource[RawBatch, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):
         return _ReplayPartition(self._paths, self._batch_size, resume_state, self._progress)
+
+
+class UnmirroredPartitioner(ValueError):
+    """`kafka.client` names a partitioner the split does not reproduce."""
+
+
+class KafkaSplit:
+    """The Kafka partition each recorded envelope would be in, had it been produced.
+
+    Topic: the envelope's `stream` (an unknown stream or a line that is no envelope: the
+    orders topic, where `connectors.kafka_envelopes` puts unparseable lines). Partition:
+    as our producers choose it (the simulator's and the webhook gateway's confluent-kafka
+    producers key by `schemas.keys.MessageKeys` and set no `partitioner`, so librdkafka's
+    default `consistent_random` applies: CRC-32 of the key modulo the topic's partitions,
+    `kafka.topic_partitions()`). A keyless record goes to a random partition in Kafka;
+    here to the one the CRC-32 of its line picks, so that a split is reproducible (with
+    `partitioner: consistent`, to partition 0, as librdkafka's CRC-32 of no bytes).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        kafka = settings.kafka
+        partitioner = str(kafka.client.get("partitioner", DEFAULT_PARTITIONER))
+        if partitioner not in CRC32_PARTITIONERS:
+            raise UnmirroredPartitioner(
+                f"kafka.client partitioner={partitioner!r}: a replay split mirrors only "
+                f"librdkafka's {' and '.join(CRC32_PARTITIONERS)} (CRC-32) partitioners"
+            )
+        counts = kafka.topic_partitions()
+        self._counts = {s: counts[t] for s, t in kafka.source_topics().items()}
+        self._keys = MessageKeys(settings)
+        self._random_keyless = partitioner == "consistent_random"  # `consistent`: CRC-32 of b""
+
+    def parts(self) -> list[str]:
+        """Every partition, named as `connectors.kafka_source` names Kafka's."""
+        return [f"{s}:{i}" for s, n in sorted(self._counts.items()) for i in range(n)]
+
+    def part_of(self, line: bytes) -> str:
+        try:
+            env = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            env = None
+        stream = env.get("stream") if type(env) is dict else None
+        key = None
+        if type(stream) is str and stream in self._counts:
+            key = self._keys.key(env)  # type: ignore[arg-type]
+        else:
+            stream = "orders"
+        if key is None:
+            key = line if self._random_keyless else b""
+        return f"{stream}:{kafka_partition(key, self._counts[stream])}"
+
+
+def split_recording(paths: list[Path], directory: Path, split: KafkaSplit) -> int:
+    """Write the merged lines of `paths` into one file per partition; return the count.
+
+    A partition file's line is `file index TAB line number TAB input line`, in the
+    merged order (so the order within a partition is the order Kafka would keep).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {part: (directory / f"{part}.split").open("wb") for part in split.parts()}
+    n = 0
+    try:
+        for _key, fi, lineno, line in _merged(paths):
+            files[split.part_of(line)].write(b"%d\t%d\t%b\n" % (fi, lineno, line))
+            n += 1
+    finally:
+        for f in files.values():
+            f.close()
+    return n
+
+
+class _SplitPartition(StatefulSourcePartition[RawBatch, int]):
+    """One partition file of a split recording, read as a Kafka partition would be."""
+
+    def __init__(
+        self, path: Path, part: str, parts: int, names: list[str], batch_size: int, resume: int
+    ) -> None:
+        self._f = path.open("rb")
+        self._part, self._parts, self._names = part, parts, names
+        self._batch_size = batch_size
+        self._offset = 0
+        self._n = 0
+        self._ended = False
+        for _ in islice(self._f, resume):
+            self._offset += 1
+
+    def next_batch(self) -> list[RawBatch]:
+        rows = list(islice(self._f, self._batch_size))
+        if not rows:
+            if self._ended:
+                raise StopIteration()
+            self._ended = True
+            return [RawBatch(self._part, self._n, [], parts=self._parts, final=True)]
+        names, offset = self._names, self._offset
+        lines: list[tuple[int, bytes, dict[str, object]]] = []
+        for i, row in enumerate(rows):
+            fi, lineno, line = row.rstrip(b"\n").split(b"\t", 2)
+            lines.append((offset + i, line, {"file": names[int(fi)], "line": int(lineno)}))
+        self._offset += len(rows)
+        batch = RawBatch(self._part, self._n, lines, parts=self._parts)
+        self._n += 1
+        return [batch]
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class SplitReplaySource(FixedPartitionedSource[RawBatch, int]):
+    """A recording split by `split_recording`: one Bytewax partition per Kafka partition,
+    spread over every worker of every process like the live Kafka source's."""
+
+    def __init__(
+        self, directory: Path, parts: list[str], inputs: list[Path], batch_size: int
+    ) -> None:
+        self._dir = directory
+        self._parts = parts
+        self._names = [str(p) for p in inputs]
+        self._batch_size = batch_size
+
+    def list_parts(self) -> list[str]:
+        return list(self._parts)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+        path = self._dir / f"{for_part}.split"
+        return _SplitPartition(
+            path, for_part, len(self._parts), self._names, self._batch_size, resume_state or 0
+        )
 
 
 class _PartsWriter(StatelessSinkPartition[list[Encoded]]):

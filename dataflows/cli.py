@@ -43,17 +43,35 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
 @config_option
-@click.option("--workers", "-w", default=1, show_default=True, help="Bytewax worker threads.")
+@click.option(
+    "--workers",
+    "-w",
+    default=1,
+    show_default=True,
+    help="Bytewax worker threads (per process, with --processes).",
+)
 @click.option("--batch-size", type=int, default=None, help="Input lines per batch.")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Split the input into the partitions Kafka would have put it in, and read them "
+    "with this many local processes (the same outputs for every count; docs/scale-out.md).",
+)
 def replay(
     inputs: tuple[Path, ...],
     out_dir: Path,
     config_path: Path | None,
     workers: int,
     batch_size: int | None,
+    processes: int | None,
 ) -> None:
     """Replay recorded envelopes (JSONL) and write corrected/alerts/breakers/dead_letters."""
-    from dataflows.replay import run_replay
+    from connectors.replay import UnmirroredPartitioner
+    from dataflows.replay import ReplayFailed, run_replay
+
+    if workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
 
     for p in inputs:
         if not p.is_file():
@@ -64,7 +82,18 @@ def replay(
         except OSError as e:
             raise click.ClickException(f"cannot read input file {p}: {e.strerror}") from None
     settings = _settings(config_path)
-    summary = run_replay(settings, list(inputs), out_dir, workers=workers, batch_size=batch_size)
+    try:
+        summary = run_replay(
+            settings,
+            list(inputs),
+            out_dir,
+            workers=workers,
+            batch_size=batch_size,
+            processes=processes,
+            config_path=config_path,
+        )
+    except (ReplayFailed, UnmirroredPartitioner) as e:
+        raise click.ClickException(str(e)) from None
     click.echo(summary.render())
     click.echo(f"outputs in {out_dir}/")
 

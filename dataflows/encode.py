@@ -31,8 +31,16 @@ TOPICS = (CORRECTED, ALERTS, BREAKERS, DEAD_LETTERS)
 DEFAULT_LIMITS = Limits()
 
 
+_last_now: tuple[int, str | None] = (-1, None)
+
+
 def _now() -> str | None:
-    return iso(int(time.time() * 1000))
+    """The wall clock as ISO text, formatted once per millisecond: every record has one."""
+    global _last_now
+    ms = int(time.time() * 1000)
+    if ms != _last_now[0]:
+        _last_now = (ms, iso(ms))
+    return _last_now[1]
 
 
 def correction(c: Correction) -> Encoded:

@@ -43,6 +43,7 @@ from connectors.metrics import (
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
 from dataflows.encode import Encoded, encode, is_replacement
+from dataflows.gc_tuning import freeze_restored
 from dataflows.router import (
     CUSTOMERS_KEY,
     HEALTH_KEY,
@@ -104,6 +105,8 @@ class _SequencerLogic(StatefulBatchLogic):
         self.sequencer: Sequencer = (
             pickle.loads(resume).resume(tolerance) if resume else Sequencer(tolerance)
         )
+        if resume:
+            freeze_restored()
 
     def on_batch(self, values: list[RawBatch]) -> tuple[Iterable[RawBatch], bool]:
         out: list[RawBatch] = []
@@ -188,6 +191,7 @@ class _OrdersLogic(StatefulBatchLogic):
         if resume:
             self.barrier, self.frontier, state = pickle.loads(resume)
             self.shard.restore(state, settings)
+            freeze_restored()
         else:
             self.barrier = Barrier(1 + index_shards(settings))
             self.frontier = Frontier()
@@ -251,6 +255,7 @@ class _CustomersLogic(StatefulBatchLogic):
         self._recovery = recovery
         if resume:
             self.barrier, self.desk = pickle.loads(resume)
+            freeze_restored()
         else:
             self.barrier = Barrier(settings.pipeline.shards)
             self.desk = CustomerDesk(settings)
@@ -277,6 +282,8 @@ class _HealthLogic(StatefulBatchLogic):
         self.state, self.frontier, self.barrier = (
             pickle.loads(resume) if resume else (HealthState(settings), Frontier(), Barrier(1))
         )
+        if resume:
+            freeze_restored()
 
     def on_batch(
         self, values: list[tuple[str, int, HealthBatch, int]]

@@ -26,6 +26,7 @@ from connectors.recovery_store import (
 )
 from connectors.redis_view import RedisViewSink
 from dataflows.flow import build_flow
+from dataflows.gc_tuning import tune_gc
 from dataflows.router import index_shards
 from schemas.config import Settings
 
@@ -302,6 +303,7 @@ def run_live(
         settings.recovery.dir,
         backup_interval=timedelta(milliseconds=settings.recovery.backup_interval),
     )
+    tune_gc(settings.pipeline.gc_tuning)  # every process of a cluster runs this
     try:
         # cluster_main even for one worker in one process (cli_main would take run_main):
         # its main thread notices the signal and the workers stop on a shared flag, while

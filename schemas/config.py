@@ -193,6 +193,9 @@ class Pipeline(_Strict):
     """How far an input's `received_at` may run ahead of the ingestion clock (the wall
     clock, live and in replay); beyond, it is dead-lettered
     `implausible_time` instead of moving every clock to a wrong future."""
+    gc_tuning: bool = True
+    """Freeze start-up and restored state out of the cyclic GC's reach and collect the
+    young generation less often (`dataflows.gc_tuning`); off: CPython's defaults."""
 
 
 # ---------------------------------------------------------------- kafka, recovery

@@ -8,11 +8,26 @@ the payload's own); a field still encoded (`decode:`) gives no key.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from schemas.config import Settings
 from schemas.normalize import _MISSING, _compile_path, _get
 from schemas.paths import bind
+
+DEFAULT_PARTITIONER = "consistent_random"
+"""librdkafka's (so every confluent-kafka producer's) default `partitioner`; ours set none."""
+
+CRC32_PARTITIONERS = ("consistent_random", "consistent")
+
+
+def kafka_partition(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's `consistent_random` picks for a non-empty key.
+
+    `rd_crc32(key) % partition_cnt` (librdkafka src/rdkafka_msg.c,
+    rd_kafka_msg_partitioner_consistent); rd_crc32 is zlib's CRC-32 (src/rdcrc32.h).
+    """
+    return zlib.crc32(key) % partitions
 
 
 class MessageKeys:
