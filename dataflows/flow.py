@@ -130,6 +130,8 @@ class _IndexLogic(StatefulBatchLogic):
         self.index, self.frontier, self.barrier = (
             pickle.loads(resume) if resume else (ReferenceIndex(settings), Frontier(), Barrier(1))
         )
+        if resume:
+            freeze_restored()
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
         out: list[Any] = []
