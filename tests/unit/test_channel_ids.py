@@ -67,7 +67,9 @@ def wms(order_id: str) -> dict:
 
 
 def pdd_oms(**extra: str) -> dict:
-    return p.oms_order(p.PDD_OMS, "已支付", "2026-12-02T11:21:00+08:00", channel="pinduoduo", **extra)
+    return p.oms_order(
+        p.PDD_OMS, "已支付", "2026-12-02T11:21:00+08:00", channel="pinduoduo", **extra
+    )
 
 
 # ------------------------------------------------------------------ a channel's own events
@@ -109,7 +111,11 @@ def test_the_oms_without_platform_order_id_keeps_its_global_id() -> None:
 def test_an_oms_refund_order_keeps_its_refund_id_under_the_channel_id() -> None:
     refund = f"REF-{p.PDD_OMS}-01"
     order = p.oms_order(
-        refund, "已退款", "2026-12-04T10:00:00+08:00", channel="pinduoduo", platform_order_id=p.PDD_SN
+        refund,
+        "已退款",
+        "2026-12-04T10:00:00+08:00",
+        channel="pinduoduo",
+        platform_order_id=p.PDD_SN,
     )
     e = one(CHANNEL, "oms", order)
     assert (e.order_id, e.refund_id) == (f"pinduoduo:{p.PDD_SN}", refund)
