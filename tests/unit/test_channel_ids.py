@@ -49,7 +49,7 @@ CHANNEL = Normalizer(with_pay(channel_named(SHIPPED, *CHANNEL_NAMED)))
 
 
 def envelope(source: str, payload: dict) -> bytes:
-    stream = PAY.stream if source == "pay" else SHIPPED.sources[source].stream
+    stream = PAY.stream if source == "pay" else p.SOURCE_STREAM[source]
     return orjson.dumps(
         {"stream": stream, "source": source, "received_at": p.RECEIVED_AT, "payload": payload}
     )
