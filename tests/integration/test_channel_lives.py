@@ -105,9 +105,21 @@ def test_a_shopify_channel_only_life_with_aftership_scans_by_its_tracking_number
     lives, corrected, dead = _replay(
         tmp_path,
         [
-            ("shopify", p.shopify_order("pending", "2026-12-01T09:00:00-05:00"), "2026-12-01T14:00:01Z"),
-            ("shopify", p.shopify_order("partially_paid", "2026-12-01T09:05:00-05:00"), "2026-12-01T14:05:01Z"),
-            ("shopify", p.shopify_order("paid", "2026-12-01T09:10:00-05:00"), "2026-12-01T14:10:01Z"),
+            (
+                "shopify",
+                p.shopify_order("pending", "2026-12-01T09:00:00-05:00"),
+                "2026-12-01T14:00:01Z",
+            ),
+            (
+                "shopify",
+                p.shopify_order("partially_paid", "2026-12-01T09:05:00-05:00"),
+                "2026-12-01T14:05:01Z",
+            ),
+            (
+                "shopify",
+                p.shopify_order("paid", "2026-12-01T09:10:00-05:00"),
+                "2026-12-01T14:10:01Z",
+            ),
             ("shopify", fulfilled, "2026-12-02T13:00:02Z"),
             (
                 "aftership",
@@ -115,7 +127,7 @@ def test_a_shopify_channel_only_life_with_aftership_scans_by_its_tracking_number
                 "2026-12-03T12:00:00Z",
             ),
             _clock_mover(),
-        ],  # fmt: skip
+        ],
         "shopify",
     )
     assert dead == []
@@ -156,9 +168,13 @@ def test_a_mixed_life_in_channel_mode_links_the_oms_id_for_the_wms(tmp_path: Pat
             ("oms", oms, "2026-12-02T03:40:01Z"),
             ("wms", wms("PACKED", "2026-12-02T06:00:00Z"), "2026-12-02T06:00:01Z"),
             ("oms", shipped, "2026-12-02T08:00:01Z"),
-            ("jt", p.jt_push(p.jt_detail("快件揽收", "2026-12-02 17:00:00", "x")), "2026-12-02T09:01:00Z"),
+            (
+                "jt",
+                p.jt_push(p.jt_detail("快件揽收", "2026-12-02 17:00:00", "x")),
+                "2026-12-02T09:01:00Z",
+            ),
             _clock_mover(),
-        ],  # fmt: skip
+        ],
         "pinduoduo",
     )
     assert dead == []
