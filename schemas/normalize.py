@@ -11,7 +11,9 @@ Per envelope: `decode:` fields are decoded in place, `kinds:` picks the message
 kind's compiled source, and a source with `each:` gives a tuple, one Event or
 DeadLetter per element, each read through a scope (root, element, ...) that its
 `_Bound` paths index. Ids outside the OMS's format become `Event.ref` in the source's
-namespace (`identity:`), and `links:` the references an event ties to its order.
+namespace (`identity:`), and `links:` the references an event ties to its order; for a
+channel with `canonical_id: channel` the channel's ids are order ids and its global ids
+references `oms:<id>` (`_channel_named`).
 """
 
 from __future__ import annotations
