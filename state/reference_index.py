@@ -9,9 +9,10 @@ An order's canonical id is its OMS id, or `<channel>:<id>` for a channel with
   has a `:`; a number with one is keyed `tracking:<no>`, as outputs name every number;
 - namespaced references (`taobao:3456…`, `stripe_pi:pi_…`), registered by the events
   that tie them to their order (`Event.links`: the OMS's channel order id, or its own
-  global id as `oms:<id>` for a channel-named order; a payment intent). The first link wins: a link that would re-point a reference already held
-  by another order is refused and counted (`conflicts`), since the first order may
-  already have consumed events by it and moving them is not possible.
+  global id as `oms:<id>` for a channel-named order; a payment intent). The first link
+  wins: a link that would re-point a reference already held by another order is
+  refused and counted (`conflicts`), since the first order may already have consumed
+  events by it and moving them is not possible.
 
 One index shard per slice of references (`owns`). An event without an order id is
 resolved by its `ref`, else its tracking number; one whose reference nobody has
