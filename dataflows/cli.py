@@ -562,8 +562,10 @@ def breaker_force(
 def lookup(order_id: str, as_json: bool, config_path: Path | None) -> None:
     """Show the order ORDER_ID as the Redis order view holds it: status, alerts, timeline.
 
-    ORDER_ID is any id the order is known by: its OMS id, a channel's or payment's
-    reference with its namespace (taobao:3456789012345678), or a tracking number.
+    ORDER_ID is any id the order is known by: its canonical id (the OMS id, or the
+    channel's, pinduoduo:260127-123456789012345, for a channel in canonical_id: channel),
+    a channel's or payment's reference with its namespace (taobao:3456789012345678), a
+    tracking number, or an OMS id that a channel-named order links (oms:PDD2026…).
     """
     from connectors.redis_server import _redacted
     from dataflows.lookup import ViewUnreachable, read_order, render

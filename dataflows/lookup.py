@@ -1,9 +1,10 @@
 """`orderguard lookup ID`: one order as the Redis view holds it, for a person or a machine.
 
-ID is any id the order is known by: its canonical (OMS) id, a namespaced reference
-(`taobao:3456…`, `tracking:SF…`) or a bare tracking number. One pipelined round trip
-(GET the order, ZRANGE its timeline, GET the aliases the id may be), and a second one
-when the id was an alias; the keys are those of `state.view`. Formatting is pure, so
+ID is any id the order is known by: its canonical id (the OMS's, or `<channel>:<id>`
+for a channel in `canonical_id: channel`), a namespaced reference (`taobao:3456…`,
+`tracking:SF…`, `oms:PDD…`), a bare tracking number or a bare OMS id. One pipelined
+round trip (GET the order, ZRANGE its timeline, GET the aliases the id may be), and a
+second one when the id was an alias; the keys are those of `state.view`. Formatting is pure, so
 it is tested without Redis.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from schemas.config import RedisView
+from schemas.config import OMS, RedisView
 from state.reference_index import TRACKING
 
 
@@ -34,8 +35,10 @@ class OrderLookup:
 
 
 def aliases(name: str) -> list[str]:
-    """The references `name` may be, most specific first: itself, else a tracking number."""
-    return [name] if ":" in name else [name, TRACKING + name]
+    """The references `name` may be, most specific first: itself, else a tracking number,
+    else a global id that a channel-named order links as `oms:<id>` (README "Identity").
+    A canonical id with a `:` (`pinduoduo:260127-…`) is found as the order itself."""
+    return [name] if ":" in name else [name, TRACKING + name, f"{OMS}:{name}"]
 
 
 def read_order(cfg: RedisView, name: str) -> OrderLookup | None:

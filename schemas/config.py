@@ -714,8 +714,16 @@ class Control(_Strict):
 
 # ---------------------------------------------------------------- channels, carriers
 class ChannelSpec(_Strict):
+    """A sales channel. `canonical_id` (README "Identity"): whose id names the channel's
+    orders in output records. `oms` (the default): the OMS's global id, the channel's own
+    id a reference its OMS events link. `channel`: `<channel>:<its own id>`, for a
+    merchant whose channel orders may never reach an OMS on the feed; an OMS event with
+    `platform_order_id` then names the order by that and links its global id as
+    `oms:<global id>`, which any other event naming the global id waits for."""
+
     code: str = Field(pattern=r"^[A-Z]{2,4}$")
     aliases: list[str] = []
+    canonical_id: Literal["oms", "channel"] = "oms"
     thresholds: ThresholdOverride = ThresholdOverride()
 
 

@@ -55,6 +55,10 @@ class IdRules:
         self, channels: Mapping[str, ChannelSpec], carriers: Mapping[str, CarrierSpec]
     ) -> None:
         self._channel_of_code = {spec.code: name for name, spec in channels.items()}
+        self.channel_named = frozenset(
+            name for name, spec in channels.items() if spec.canonical_id == "channel"
+        )
+        """The channels whose orders are named by their own ids (`canonical_id: channel`)."""
         codes = "|".join(re.escape(c) for c in sorted(self._channel_of_code, key=len, reverse=True))
         glob = f"({codes}){_DATE}[0-9]+" if codes else "(?!)"  # group: the channel code
         self._global = re.compile(glob + r"\Z")

@@ -11,7 +11,9 @@ Per envelope: `decode:` fields are decoded in place, `kinds:` picks the message
 kind's compiled source, and a source with `each:` gives a tuple, one Event or
 DeadLetter per element, each read through a scope (root, element, ...) that its
 `_Bound` paths index. Ids outside the OMS's format become `Event.ref` in the source's
-namespace (`identity:`), and `links:` the references an event ties to its order.
+namespace (`identity:`), and `links:` the references an event ties to its order; for a
+channel with `canonical_id: channel` the channel's ids are order ids and its global ids
+references `oms:<id>` (`_channel_named`).
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class _Source(NamedTuple):
     # identity (config `identity`, `links`)
     namespace: str | None  # of fields.order_id's non-global ids; None: oms (global ids only)
     ref_channel: str | None  # the channel whose namespace that is, if it is one
+    own_ids: bool  # that channel names its orders by its own ids (`canonical_id: channel`)
     id_strip: Callable[..., str] | None  # re.sub of the suffix pattern
     id_match: Callable[[str], object] | None
     fallback: bool  # an invalid order id is ignored when a tracking number is there
@@ -400,6 +403,7 @@ class Normalizer:
             ),
             namespace=None if ident.namespace == OMS else ident.namespace,
             ref_channel=self._ids.resolve_channel(ident.namespace),
+            own_ids=self._ids.resolve_channel(ident.namespace) in self._ids.channel_named,
             id_strip=None
             if ident.strip is None
             else partial(re.compile(ident.strip).sub, "", count=1),
@@ -665,7 +669,7 @@ class Normalizer:
             )
 
         # ids: an order id (or a reference to one), or at least a tracking number
-        order_id = refund_id = channel = ref = None
+        order_id = refund_id = channel = ref = parsed = None
         invalid: tuple[str, str] | None = None
         for label, path in src.order_id:
             v = payload.get(path, _MISSING) if type(path) is str else _get(payload, path)
@@ -689,7 +693,10 @@ class Normalizer:
             if not text:
                 continue  # blank is absent
             if src.namespace is not None and (src.id_match is None or src.id_match(text)):
-                ref = f"{src.namespace}:{text}"
+                if src.own_ids:  # the channel's id is the canonical one: no wait
+                    order_id, channel = f"{src.namespace}:{text}", src.ref_channel
+                else:
+                    ref = f"{src.namespace}:{text}"
                 break
             invalid = (label, v)
             break
@@ -774,6 +781,8 @@ class Normalizer:
         if not tracking_seen and src.tracking_no and any(map(_shipped, claims)):
             drift = _DRIFT
         links = self._links(src, payload, channel) if src.links else ()
+        if parsed is not None and channel in self._ids.channel_named:  # a global id
+            order_id, ref, links = self._channel_named(src.kind, order_id, channel, links)
 
         ev = Event(  # positional: a third of the cost of keywords (see _EVENT_FIELDS)
             src.stream,
@@ -819,6 +828,25 @@ class Normalizer:
             f"order id {label}={v!r} is neither {glob}, REF-<global id>-<nn>, "
             f"nor a {src.namespace} id (identity.pattern)"
         )
+
+    @staticmethod
+    def _channel_named(
+        kind: str, order_id: str, channel: str, links: tuple[str, ...]
+    ) -> tuple[str | None, str | None, tuple[str, ...]]:
+        """(order id, ref, links) of an event whose order id is the global id of a
+        `canonical_id: channel` channel's order (README "Identity"). One that links the
+        channel's own id (the OMS's `platform_order_id`) names the order by it and links
+        `oms:<global id>`; the OMS without that link keeps the global id (nothing else
+        names the order); any other event (WMS, payment, carrier) waits for the link as
+        ref `oms:<global id>`. A channel's own ids never reach here (`own_ids`)."""
+        global_ref = f"{OMS}:{order_id}"
+        prefix = channel + ":"
+        own = next((link for link in links if link.startswith(prefix)), None)
+        if own is not None:
+            return own, None, (global_ref, *(link for link in links if link != own))
+        if kind == "oms":
+            return order_id, None, links
+        return None, global_ref, links
 
     def _links(self, src: _Source, payload: Any, channel: str | None) -> tuple[str, ...]:
         """`<namespace>:<id>` of each configured link present (a channel's needs the channel)."""

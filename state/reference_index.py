@@ -1,16 +1,18 @@
 """Reference -> order: events that name their order by another id than the canonical one.
 
-An order's canonical id is its OMS id (README "Identity"). Other ids reach it here:
+An order's canonical id is its OMS id, or `<channel>:<id>` for a channel with
+`canonical_id: channel` (README "Identity"). Other ids reach it here:
 
 - tracking numbers, registered by order-side events that carry a valid one; a later
   registration of the same number wins (carriers reuse numbers). Their key is the bare
   number, the very string the order holds (no copy per order), since a reference always
   has a `:`; a number with one is keyed `tracking:<no>`, as outputs name every number;
 - namespaced references (`taobao:3456…`, `stripe_pi:pi_…`), registered by the events
-  that tie them to their order (`Event.links`: the OMS's channel order id, a payment
-  intent). The first link wins: a link that would re-point a reference already held
-  by another order is refused and counted (`conflicts`), since the first order may
-  already have consumed events by it and moving them is not possible.
+  that tie them to their order (`Event.links`: the OMS's channel order id, or its own
+  global id as `oms:<id>` for a channel-named order; a payment intent). The first link
+  wins: a link that would re-point a reference already held by another order is
+  refused and counted (`conflicts`), since the first order may already have consumed
+  events by it and moving them is not possible.
 
 One index shard per slice of references (`owns`). An event without an order id is
 resolved by its `ref`, else its tracking number; one whose reference nobody has

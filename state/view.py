@@ -10,7 +10,8 @@ Redis writer is `connectors.redis_view`, the reader `orderguard lookup`.
   known by, `<namespace>:<id>` sorted, tracking numbers as `tracking:<no>`), `version`
   (the last correction's), `last_event_at` (ingestion time of its last event),
   `updated_at` (the ingestion clock when written). Times are UTC RFC 3339 with
-  milliseconds. `order_id` is the canonical (OMS) id.
+  milliseconds. `order_id` is the canonical id (the OMS's, or `<channel>:<id>` for a
+  channel with `canonical_id: channel`: a key `og:order:pinduoduo:260127-…`).
 - `og:ref:{namespace}:{id}` (string): the canonical order id of each of an order's
   `ids`, so `orderguard lookup` finds it by any of them; written with the order's
   document and the same time to live. The first order to claim a reference keeps it

@@ -248,6 +248,40 @@ def test_lookup_finds_an_order_by_a_channel_reference_and_a_tracking_number(tmp_
         drop_keys(redis_url, prefix)
 
 
+def test_lookup_finds_a_channel_named_order_by_its_id_and_its_oms_id(tmp_path, redis_url):
+    """A canonical id with a `:` (`canonical_id: channel`, README "Identity") is the
+    order's own key; its OMS id, linked as `oms:<id>`, is found bare or namespaced."""
+    from connectors.redis_view import ViewBuffer, ViewWriter
+    from schemas.config import Settings
+    from state.shard import OrderShard
+    from state.view import first_deliveries, orders_update
+    from tests.helpers import T0, oms
+
+    env = view_env("127.0.0.1:1", tmp_path, redis_url)
+    prefix = env["ORDERGUARD__REDIS__KEY_PREFIX"]
+    settings = settings_of(env)
+    shard_settings = Settings()
+    oid, gid = "pinduoduo:261206-512345678901234", "PDD2026120600456"
+    shard = OrderShard(shard_settings)
+    events = [oms(oid, "PAID", T0, channel="pinduoduo", links=(f"oms:{gid}",))]
+    fresh = first_deliveries(events, shard.orders)
+    records = [r for kind, r in shard.process(events, T0) if kind != "signal"]
+    writer = ViewWriter(settings.redis, ViewBuffer(1000, 50)).start()
+    writer.buffer.add(orders_update(shard_settings, shard, fresh, records))
+    writer.notify()
+    writer.close()
+    try:
+        for name in (oid, f"oms:{gid}", gid):
+            found = orjson.loads(ok(orderguard(env, "lookup", name, "--json")))
+            assert found["order_id"] == oid, name
+            assert found["ids"] == [f"oms:{gid}"], name
+            assert len(found["timeline"]) == 1, name
+        table = ok(orderguard(env, "lookup", oid))
+        assert table.splitlines()[0].split() == ["order", oid]
+    finally:
+        drop_keys(redis_url, prefix)
+
+
 def test_a_live_run_finds_an_order_by_its_channel_id_and_parcel(
     broker, tmp_path, redis_url, monkeypatch
 ):

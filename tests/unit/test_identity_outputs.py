@@ -87,8 +87,12 @@ def test_encoded_records_carry_ids_for_consumers_to_join_on():
     assert "ids" not in orjson.loads(encode(source_alert)[3])  # not about an order
 
 
-def test_lookup_tries_a_bare_name_as_an_order_id_then_as_a_tracking_number():
-    assert aliases("TB2026030200001") == ["TB2026030200001", "tracking:TB2026030200001"]
+def test_lookup_tries_a_bare_name_as_an_order_id_then_as_a_tracking_number_or_oms_id():
+    assert aliases("TB2026030200001") == [
+        "TB2026030200001",
+        "tracking:TB2026030200001",
+        "oms:TB2026030200001",  # a channel-named order links its OMS id
+    ]
     assert aliases(TID) == [TID]  # a namespaced reference is only that
     assert aliases("tracking:SF123456789012") == ["tracking:SF123456789012"]
 
