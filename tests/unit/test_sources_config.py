@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
 from schemas.config import DEFAULT_CONFIG, ConfigError, SourceSpec, load_settings
+from schemas.event import Event
+from schemas.normalize import Normalizer
 from schemas.statuses import CLAIMABLE, conditional
 
 SOURCES = DEFAULT_CONFIG.parent / "sources.yaml"
@@ -179,3 +182,36 @@ def test_a_sources_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     (tmp_path / "sources.yaml").write_text("- taobao\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"sources\.yaml: the top level must be a mapping"):
         load_settings(tmp_path / "orderguard.yaml")
+
+
+def test_the_readme_example_provider_is_one_config_entry(tmp_path: Path) -> None:
+    """README "Adding a provider": its example entry (and a carriers: line) is all it takes."""
+    readme = (DEFAULT_CONFIG.parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Adding a provider") :]
+    block = section[section.index("```yaml\n") + 8 :]
+    entry = yaml.safe_load(block[: block.index("```")])
+    for name in ("orderguard.yaml", "sources.yaml"):
+        shutil.copy(DEFAULT_CONFIG.parent / name, tmp_path / name)
+    sources = yaml.safe_load((tmp_path / "sources.yaml").read_text())
+    merged = yaml.safe_dump({**sources, **entry}, allow_unicode=True)
+    (tmp_path / "sources.yaml").write_text(merged, encoding="utf-8")
+    cfg = yaml.safe_load((tmp_path / "orderguard.yaml").read_text())
+    cfg["carriers"]["acme"] = {"pattern": "^AC[0-9]{10}$", "backup": "sf"}
+    (tmp_path / "orderguard.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    settings = load_settings(tmp_path / "orderguard.yaml")
+
+    push = {
+        "waybill": "AC0123456789",
+        "traces": [
+            {"code": "PU", "time": "2026-12-01 09:00:00"},
+            {"code": "DL", "time": "2026-12-02 10:30:00"},
+        ],
+    }
+    envelope = {"stream": "tracking", "source": "acme", "received_at": "2026-12-02T03:00:00Z"}
+    result = Normalizer(settings).normalize(orjson.dumps({**envelope, "payload": push}), origin={})
+    assert isinstance(result, tuple) and all(isinstance(e, Event) for e in result)
+    assert [(e.tracking_no, e.carrier, e.tracking_valid, e.claims) for e in result] == [
+        ("AC0123456789", "acme", True, ("PICKED_UP",)),
+        ("AC0123456789", "acme", True, ("DELIVERED",)),
+    ]
+    assert result[1].event_ms == 1796178600000  # 10:30 in Shanghai is 02:30 UTC
