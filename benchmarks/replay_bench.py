@@ -156,7 +156,7 @@ class Core:
         return lambda key: stable_shard(key, n) == me
 
     def _emit(self, records: list) -> None:
-        from dataflows.encode import encode
+        from state.encode import encode
 
         for r in records:
             encode(r)

@@ -42,7 +42,6 @@ from connectors.metrics import (
 )
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
-from dataflows.encode import Encoded, encode, is_replacement
 from dataflows.gc_tuning import freeze_restored
 from dataflows.router import (
     CUSTOMERS_KEY,
@@ -59,6 +58,7 @@ from schemas.event import Event
 from schemas.normalize import Normalizer
 from state.clock import Frontier
 from state.customers import CustomerDesk
+from state.encode import Encoded, encode, is_replacement
 from state.health import HealthBatch, HealthState
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard

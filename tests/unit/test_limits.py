@@ -12,13 +12,13 @@ import hashlib
 import orjson
 import pytest
 
-from dataflows.encode import encode
 from dataflows.router import Router
 from schemas import errors
 from schemas.config import ConfigError, Settings, load_settings
 from schemas.event import DeadLetter
 from schemas.limits import clip, excerpt, over
 from schemas.normalize import Normalizer
+from state.encode import encode
 from state.records import Alert, Decision
 from state.reference_index import ReferenceIndex
 from tests.helpers import T0, ev

@@ -7,8 +7,9 @@ import gc
 import orjson
 import pytest
 
-from dataflows import encode, gc_tuning
+from dataflows import gc_tuning
 from schemas.timeparse import iso
+from state import encode
 
 
 def test_emitted_at_is_the_wall_clock_to_the_millisecond(monkeypatch):
