@@ -7,6 +7,9 @@
 
 The sequencer merges all input partitions into one canonically ordered stream
 (`dataflows.sequencer`); routing and normalizing it is spread over all workers again.
+Steps pass the typed messages of `dataflows.messages` and pick theirs by type; each
+stateful step is a `Step` (messages in, messages out, its state), and `adapter` does
+for all of them what Bytewax asks besides (resume, snapshot, pickling).
 
 Step ids are part of Bytewax's recovery identity: they are frozen in STEP_IDS and
 a test fails if one changes.
