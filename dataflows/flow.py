@@ -92,8 +92,6 @@ S = TypeVar("S", bound=Step)
 
 
 class _Adapter(StatefulBatchLogic):
-    __slots__ = ("_id", "_observer", "_recovery", "step")
-
     def __init__(self, step_id: str, step: Step, recovery: bool, observer: Observer) -> None:
         self._id = step_id
         self._recovery = recovery
@@ -323,7 +321,7 @@ class HealthStep(Step):
         state: tuple[HealthState, Frontier, Barrier[ToHealth]] | None = None,
     ) -> None:
         self._observer = observer
-        self.state_, self.frontier, self.barrier = state or (
+        self.health, self.frontier, self.barrier = state or (
             HealthState(settings),
             Frontier(),
             Barrier(1),
@@ -337,16 +335,16 @@ class HealthStep(Step):
             # health counts by the batch's own times; its windows close on the frontier
             frontier = self.frontier.update(msg.part, batch.clock_ms, msg.parts)
             batch.clock_ms = min(batch.clock_ms, frontier)
-            records = self.state_.apply(batch) + self.state_.advance(batch.clock_ms)
+            records = self.health.apply(batch) + self.health.advance(batch.clock_ms)
             if records:
                 out.append(Records(records))
             self._observer.health_batch(batch)
         if ready:
-            self._observer.breakers(self.state_.breaker_states())
+            self._observer.breakers(self.health.breaker_states())
         return out
 
     def state(self) -> object:
-        return (self.state_, self.frontier, self.barrier)
+        return (self.health, self.frontier, self.barrier)
 
 
 def build_flow(
