@@ -343,8 +343,8 @@ def plain_child(spec: str) -> None:
     from confluent_kafka.admin import AdminClient
 
     from benchmarks.replay_bench import Core
-    from dataflows.encode import encode
     from schemas.config import load_settings
+    from state.encode import encode
 
     args = json.loads(spec)
     bootstrap, inputs, outputs = args["bootstrap"], args["inputs"], args["outputs"]

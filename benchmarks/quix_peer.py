@@ -13,7 +13,7 @@ write it:
 - each message is normalized with `schemas.normalize.Normalizer` (the pipeline's own),
   the order's `state.evidence.Order` is loaded from State, the pipeline's per-event
   rules run on it (`state.shard.OrderShard._apply` on a one-order shard), the order is
-  stored back, and each correction/alert is encoded (`dataflows.encode`) and produced.
+  stored back, and each correction/alert is encoded (`state.encode`) and produced.
 
 Simplifications (all in Quix's favour, it does less work than the pipeline): no
 deadlines (Quix Streams has no timers: a timed alert would need a wall-clock poller
@@ -52,10 +52,10 @@ def main() -> None:
     from quixstreams import Application, message_context
     from quixstreams.state.rocksdb import RocksDBOptions
 
-    from dataflows.encode import encode
     from schemas.config import load_settings
     from schemas.event import DeadLetter
     from schemas.normalize import Normalizer
+    from state.encode import encode
     from state.evidence import Order
     from state.shard import OrderShard
     from state.timers import TimerWheel

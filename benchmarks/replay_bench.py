@@ -117,31 +117,32 @@ class Core:
 
     def feed(self, n: int, lines: list, stream: str | None = None) -> None:
         """One batch through router, index, shards, health and desk; `stream`: the lines'."""
+        from dataflows.messages import ToHealth, ToIndex, ToShard
         from dataflows.router import stable_shard
 
         msgs = self.router.route(stream or "bench", n, lines, stream)
         released: list[list] = [[] for _ in self.shards]
-        direct: dict[int, tuple] = {}
+        direct: dict[int, ToShard] = {}
         signals: list = []
         clock = 0
-        for key, msg in msgs:
-            k0 = key[0]
-            if k0 == "i":
-                _part, _n, me, clock, _parts, items = msg
-                rel, dead = self.index[me].process(items, clock, self._owns(me))
+        for msg in msgs:
+            if isinstance(msg, ToIndex):
+                clock = msg.clock
+                rel, dead = self.index[msg.index].process(msg.events, clock, self._owns(msg.index))
                 for kv in rel:
                     released[stable_shard(kv[1].order_id, self.n_shards)].append(kv)
                 self._emit(dead)
-            elif k0 == "o" and key != "out":
-                direct[int(key[1:])] = msg
-            elif key == "health":
-                batch = msg[2]
+            elif isinstance(msg, ToShard):
+                direct[msg.shard] = msg
+            elif isinstance(msg, ToHealth):
+                batch = msg.batch
                 self._emit(self.health.apply(batch) + self.health.advance(batch.clock_ms))
             else:
-                self._emit(msg)
+                self._emit(msg.records)
         for i, shard in enumerate(self.shards):
-            _, _part, _n, _me, clock, _parts, events, _commands = direct[i]
-            keyed = [((e.seq, 0, e.seq), e) for e in events] + released[i]
+            to_shard = direct[i]
+            clock = to_shard.clock
+            keyed = [((e.seq, 0, e.seq), e) for e in to_shard.events] + released[i]
             keyed.sort(key=lambda kv: kv[0])
             records = []
             for kind, rec in shard.process([e for _, e in keyed], clock):
@@ -156,7 +157,7 @@ class Core:
         return lambda key: stable_shard(key, n) == me
 
     def _emit(self, records: list) -> None:
-        from dataflows.encode import encode
+        from state.encode import encode
 
         for r in records:
             encode(r)

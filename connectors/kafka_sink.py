@@ -25,8 +25,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.metrics import OUTPUT_REPLACED, SINK_FAILURES
-from dataflows.encode import DEAD_LETTERS, DEFAULT_LIMITS, TOPICS, Encoded, oversize
 from schemas.config import Limits
+from state.encode import DEAD_LETTERS, DEFAULT_LIMITS, TOPICS, Encoded, oversize
 
 log = logging.getLogger("orderguard.kafka")
 

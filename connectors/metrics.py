@@ -8,6 +8,7 @@ series is served once, by `serve`.
 
 from __future__ import annotations
 
+import time
 from collections import Counter as CounterOf
 from collections.abc import Iterable, Mapping
 
@@ -198,6 +199,43 @@ def count_records(records: Iterable[object]) -> None:
             counts[BREAKER_TRANSITIONS, (r.breaker, r.state)] += 1
     for (metric, labels), n in counts.items():
         metric.labels(*labels).inc(n)
+
+
+class Metrics:
+    """The dataflow's observer (`dataflows.observer.Observer`): its reports as these series."""
+
+    def snapshot(self, step: str, seconds: float) -> None:
+        SNAPSHOT_DURATION.labels(step).observe(seconds)
+
+    def reference_index(self, index: str, pending: int, refused: int) -> None:
+        PENDING_TRACKING.labels(index).set(pending)
+        if refused:
+            REFERENCE_CONFLICTS.inc(refused)
+
+    def shard_batch(self, stages: Iterable[StageTiming], frontier_ms: int) -> None:
+        observe_stages(stages)
+        if frontier_ms:
+            PROCESSING_LAG.set(max(0.0, time.time() - frontier_ms / 1000))
+
+    def census(
+        self, shard: str, statuses: Mapping[str, int], open_alerts: Mapping[str, int]
+    ) -> None:
+        publish_census(shard, statuses, open_alerts)
+
+    def customer_holds(self, held: int) -> None:
+        CUSTOMER_HOLDS.set(held)
+
+    def health_batch(self, batch: HealthBatch) -> None:
+        count_health_batch(batch)
+
+    def breakers(self, states: Iterable[tuple[str, str, str]]) -> None:
+        publish_breakers(states)
+
+    def records(self, records: Iterable[object]) -> None:
+        count_records(records)
+
+    def output_replaced(self, count: int) -> None:
+        OUTPUT_REPLACED.labels("encode").inc(count)
 
 
 class MetricsPortInUse(RuntimeError):

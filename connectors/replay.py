@@ -23,9 +23,9 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from dataflows.encode import TOPICS, Encoded
 from schemas.config import Settings
 from schemas.keys import CRC32_PARTITIONERS, DEFAULT_PARTITIONER, MessageKeys, kafka_partition
+from state.encode import TOPICS, Encoded
 
 _RECEIVED = b'"received_at"'
 

@@ -7,6 +7,9 @@
 
 The sequencer merges all input partitions into one canonically ordered stream
 (`dataflows.sequencer`); routing and normalizing it is spread over all workers again.
+Steps pass the typed messages of `dataflows.messages` and pick theirs by type; each
+stateful step is a `Step` (messages in, messages out, its state), and `adapter` does
+for all of them what Bytewax asks besides (resume, snapshot, pickling).
 
 Step ids are part of Bytewax's recovery identity: they are frozen in STEP_IDS and
 a test fails if one changes.
@@ -19,7 +22,7 @@ import pickle
 import time
 from collections.abc import Callable, Iterable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -27,39 +30,29 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from connectors.metrics import (
-    CUSTOMER_HOLDS,
-    OUTPUT_REPLACED,
-    PENDING_TRACKING,
-    PROCESSING_LAG,
-    REFERENCE_CONFLICTS,
-    SNAPSHOT_DURATION,
-    count_health_batch,
-    count_records,
-    observe_stages,
-    publish_breakers,
-    publish_census,
-)
 from connectors.replay import RawBatch
 from dataflows.barrier import Barrier
-from dataflows.encode import Encoded, encode, is_replacement
 from dataflows.gc_tuning import freeze_restored
-from dataflows.router import (
-    CUSTOMERS_KEY,
-    HEALTH_KEY,
-    Router,
-    index_key,
-    index_shards,
+from dataflows.messages import (
+    Keyed,
+    Records,
+    Released,
+    ToCustomers,
+    ToHealth,
+    ToIndex,
+    ToShard,
+    ViewChange,
     shard_key,
-    stable_shard,
 )
+from dataflows.observer import NULL_OBSERVER, Observer
+from dataflows.router import Router, index_shards, stable_shard
 from dataflows.sequencer import Sequencer
 from schemas.config import Settings
-from schemas.event import Event
 from schemas.normalize import Normalizer
 from state.clock import Frontier
 from state.customers import CustomerDesk
-from state.health import HealthBatch, HealthState
+from state.encode import Encoded, encode, is_replacement
+from state.health import HealthState
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
 from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
@@ -72,240 +65,286 @@ STEP_IDS = ("input", "sequencer", "tracking_index", "orders", "customers", "heal
 (`tracking_index` is the reference index, under the step's first name)."""
 
 
-def _pickled(obj: object, recovery: bool, step: str) -> bytes | None:
-    """Snapshots must be immutable: pickle at snapshot time, not later.
-
-    Bytewax asks for snapshots even when recovery is off; pickling whole shards for
-    nothing would cost replay a large share of its time, so then we hand back None.
-    """
-    if not recovery:
-        return None
-    started = time.perf_counter()
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    SNAPSHOT_DURATION.labels(step).observe(time.perf_counter() - started)
-    return data
-
-
 def wall_clock_ms() -> int:
     """Nothing can have been received after now: the bound of every `received_at`."""
     return int(time.time() * 1000)
 
 
-class _SequencerLogic(StatefulBatchLogic):
-    def __init__(
-        self,
-        settings: Settings,
-        resume: bytes | None,
-        recovery: bool,
-        wall_clock: Callable[[], int],
-    ) -> None:
-        self._recovery = recovery
-        self._wall_clock = wall_clock
-        tolerance = settings.pipeline.max_clock_ahead
-        self.sequencer: Sequencer = (
-            pickle.loads(resume).resume(tolerance) if resume else Sequencer(tolerance)
-        )
-        if resume:
-            freeze_restored()
+class Step:
+    """A stateful step's logic: messages in, messages out, and the state its snapshot keeps.
 
-    def on_batch(self, values: list[RawBatch]) -> tuple[Iterable[RawBatch], bool]:
+    Everything Bytewax asks of a stateful step besides that (resume, snapshot,
+    pickling, the restored-state GC freeze) is `_Adapter`'s, once for all steps.
+    """
+
+    def on_batch(self, values: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def on_eof(self) -> list[Any]:
+        return []
+
+    def state(self) -> object:
+        """What a snapshot pickles; the step's `restore` takes it back."""
+        raise NotImplementedError
+
+
+S = TypeVar("S", bound=Step)
+
+
+class _Adapter(StatefulBatchLogic):
+    def __init__(self, step_id: str, step: Step, recovery: bool, observer: Observer) -> None:
+        self._id = step_id
+        self._recovery = recovery
+        self._observer = observer
+        self.step = step
+
+    def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
+        return self.step.on_batch(values), False
+
+    def on_eof(self) -> tuple[Iterable[Any], bool]:
+        return self.step.on_eof(), False
+
+    def snapshot(self) -> bytes | None:
+        """Snapshots must be immutable: pickle at snapshot time, not later.
+
+        Bytewax asks for snapshots even when recovery is off; pickling whole shards for
+        nothing would cost replay a large share of its time, so then we hand back None.
+        """
+        if not self._recovery:
+            return None
+        started = time.perf_counter()
+        data = pickle.dumps(self.step.state(), protocol=pickle.HIGHEST_PROTOCOL)
+        self._observer.snapshot(self._id, time.perf_counter() - started)
+        return data
+
+
+def adapter(
+    step_id: str,
+    resume: bytes | None,
+    fresh: Callable[[], S],
+    restore: Callable[[Any], S],
+    recovery: bool,
+    observer: Observer,
+) -> _Adapter:
+    """The Bytewax logic of one stateful step: `fresh()` or `restore(its snapshot's state)`."""
+    if resume is None:
+        return _Adapter(step_id, fresh(), recovery, observer)
+    step = restore(pickle.loads(resume))
+    freeze_restored()
+    return _Adapter(step_id, step, recovery, observer)
+
+
+class SequencerStep(Step):
+    def __init__(self, sequencer: Sequencer, wall_clock: Callable[[], int]) -> None:
+        self.sequencer = sequencer
+        self._wall_clock = wall_clock
+
+    def on_batch(self, values: list[RawBatch]) -> list[Any]:
         out: list[RawBatch] = []
         now = self._wall_clock()
         for batch in values:
             out.extend(self.sequencer.add(batch, now))
-        return out, False
+        return out
 
-    def on_eof(self) -> tuple[Iterable[RawBatch], bool]:
-        return self.sequencer.flush(), False
+    def on_eof(self) -> list[Any]:
+        return self.sequencer.flush()
 
-    def snapshot(self) -> bytes | None:
-        return _pickled(self.sequencer, self._recovery, "sequencer")
+    def state(self) -> object:
+        return self.sequencer
 
 
-class _IndexLogic(StatefulBatchLogic):
-    def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
-        self._recovery = recovery
+class IndexStep(Step):
+    def __init__(
+        self,
+        settings: Settings,
+        observer: Observer,
+        state: tuple[ReferenceIndex, Frontier, Barrier[ToIndex]] | None = None,
+    ) -> None:
         self._shards = settings.pipeline.shards
         self._nindex = index_shards(settings)
-        self.index, self.frontier, self.barrier = (
-            pickle.loads(resume) if resume else (ReferenceIndex(settings), Frontier(), Barrier(1))
+        self._observer = observer
+        self.index, self.frontier, self.barrier = state or (
+            ReferenceIndex(settings),
+            Frontier(),
+            Barrier(1),
         )
-        if resume:
-            freeze_restored()
 
-    def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
+    def on_batch(self, values: list[ToIndex]) -> list[Any]:
         out: list[Any] = []
         for msg in values:  # batches may arrive out of order from the routing workers
-            for _, _, [(part, n, me, clock, parts, items)] in self.barrier.add(
-                msg[0], msg[1], 0, msg
-            ):
-                out.extend(self._process(part, n, me, clock, parts, items))
-        return out, False
+            for _, _, [ready] in self.barrier.add(msg.part, msg.n, 0, msg):
+                out.extend(self._process(ready))
+        return out
 
-    def _process(
-        self, part: str, n: int, me: int, clock: int, parts: int, items: list[Event]
-    ) -> list[Any]:
-        nindex = self._nindex
+    def _process(self, msg: ToIndex) -> list[Released | Records]:
+        nindex, me = self._nindex, msg.index
         conflicts = self.index.conflicts
         released, dead = self.index.process(
-            items,
-            self.frontier.update(part, clock, parts),
+            msg.events,
+            self.frontier.update(msg.part, msg.clock, msg.parts),
             lambda key: stable_shard(key, nindex) == me,
         )
-        PENDING_TRACKING.labels(index_key(me)).set(self.index.pending_count)
-        if self.index.conflicts > conflicts:
-            refused = self.index.conflicts - conflicts
-            REFERENCE_CONFLICTS.inc(refused)
+        refused = self.index.conflicts - conflicts
+        self._observer.reference_index(msg.key, self.index.pending_count, refused)
+        if refused:
             log.warning(
                 "reference index %s: %d link(s) refused: the reference already belongs to "
                 "another order (the first link wins; %d so far)",
-                index_key(me),
+                msg.key,
                 refused,
                 self.index.conflicts,
             )
-        per_shard: list[list[Any]] = [[] for _ in range(self._shards)]
+        per_shard: list[list[Keyed]] = [[] for _ in range(self._shards)]
         for key, ev in released:
             per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))
-        out: list[Any] = [
-            (shard_key(i), ("index", part, n, i, me, evs)) for i, evs in enumerate(per_shard)
+        out: list[Released | Records] = [
+            Released(msg.part, msg.n, i, me, evs) for i, evs in enumerate(per_shard)
         ]
         if dead:
-            out.append(("out", dead))
+            out.append(Records(dead))
         return out
 
-    def snapshot(self) -> bytes | None:
-        return _pickled((self.index, self.frontier, self.barrier), self._recovery, "tracking_index")
+    def state(self) -> object:
+        return (self.index, self.frontier, self.barrier)
 
 
 CENSUS_INTERVAL = 10.0
 """Seconds between counts of a shard's orders for the gauges (a pass over its orders)."""
 
 
-class _OrdersLogic(StatefulBatchLogic):
+class OrdersStep(Step):
+    """An order shard: the router's events and the index's releases, batch by batch."""
+
     def __init__(
-        self, settings: Settings, resume: bytes | None, recovery: bool, view: bool = False
+        self,
+        settings: Settings,
+        observer: Observer,
+        view: bool = False,
+        state: tuple[Barrier[ToShard | Released], Frontier, object] | None = None,
     ) -> None:
-        self._recovery = recovery
         self._view = settings if view else None  # emit the Redis view's updates
+        self._observer = observer
         self._census_at = 0.0
         self._me: int | None = None
         self.shard = OrderShard(settings)
-        if resume:
-            self.barrier, self.frontier, state = pickle.loads(resume)
-            self.shard.restore(state, settings)
-            freeze_restored()
+        if state is not None:
+            self.barrier, self.frontier, shard_state = state
+            self.shard.restore(shard_state, settings)
         else:
+            # sender 0 is the router, 1 + i the reference-index shard i
             self.barrier = Barrier(1 + index_shards(settings))
             self.frontier = Frontier()
 
-    def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
+    def on_batch(self, values: list[ToShard | Released]) -> list[Any]:
         out: list[Any] = []
         for msg in values:
-            if msg[0] == "direct":  # customer commands ride on shard 0's (dataflows.router)
-                _, part, n, me, clock, parts, events, commands = msg
-                payload = (clock, parts, [((e.seq, 0, e.seq), e) for e in events], commands)
-                sender = 0
-            else:
-                _, part, n, me, idx, released = msg
-                payload = (0, 0, released)
-                sender = 1 + idx
-            for part_, n_, payloads in self.barrier.add(part, n, sender, payload):
-                clock, parts = payloads[0][0], payloads[0][1]  # the router's message
-                frontier = self.frontier.update(part_, clock, parts)
-                keyed: list[tuple[tuple[int, int, int], Event]] = []
-                for p in payloads:
-                    keyed.extend(p[2])
-                keyed.sort(key=lambda kv: kv[0])
-                signals, records = [], []
-                events = [e for _, e in keyed]
-                fresh = first_deliveries(events, self.shard.orders) if self._view else []
-                for kind, rec in self.shard.process(events, frontier):
-                    (signals if kind == "signal" else records).append(rec)
-                if records:
-                    out.append(("out", records))
-                if self._view is not None:
-                    view = orders_update(self._view, self.shard, fresh, records)
-                    if view:
-                        out.append(("view", view))
-                signals += payloads[0][3]  # the batch's customer commands, for the desk
-                out.append((CUSTOMERS_KEY, (part_, n_, me, frontier, signals)))
-                observe_stages(self.shard.stages)
-                if frontier:
-                    PROCESSING_LAG.set(max(0.0, time.time() - frontier / 1000))
-            self._me = me
+            sender = 0 if isinstance(msg, ToShard) else 1 + msg.index
+            for part, n, msgs in self.barrier.add(msg.part, msg.n, sender, msg):
+                out.extend(self._process(part, n, msgs))  # type: ignore[arg-type]
+            self._me = msg.shard
             self._census()
-        return out, False
+        return out
+
+    def _process(self, part: str, n: int, msgs: list[Any]) -> list[Any]:
+        direct: ToShard = msgs[0]  # sender 0's
+        frontier = self.frontier.update(part, direct.clock, direct.parts)
+        keyed: list[Keyed] = [((e.seq, 0, e.seq), e) for e in direct.events]
+        for released in msgs[1:]:
+            keyed.extend(released.events)
+        keyed.sort(key=lambda kv: kv[0])
+        signals: list[Any] = []
+        records: list[Any] = []
+        events = [e for _, e in keyed]
+        fresh = first_deliveries(events, self.shard.orders) if self._view else []
+        for kind, rec in self.shard.process(events, frontier):
+            (signals if kind == "signal" else records).append(rec)
+        out: list[Any] = []
+        if records:
+            out.append(Records(records))
+        if self._view is not None:
+            view = orders_update(self._view, self.shard, fresh, records)
+            if view:
+                out.append(ViewChange(view))
+        signals += direct.commands  # the batch's customer commands (shard 0's), for the desk
+        out.append(ToCustomers(part, n, direct.shard, frontier, signals))
+        self._observer.shard_batch(self.shard.stages, frontier)
+        return out
 
     def _census(self, *, now: bool = False) -> None:
-        """Publish what this shard holds, at most every CENSUS_INTERVAL (metrics only)."""
+        """Report what this shard holds, at most every CENSUS_INTERVAL (metrics only)."""
         t = time.monotonic()
         if self._me is not None and (now or t - self._census_at >= CENSUS_INTERVAL):
             self._census_at = t
-            publish_census(shard_key(self._me), *self.shard.census())
+            self._observer.census(shard_key(self._me), *self.shard.census())
 
-    def on_eof(self) -> tuple[Iterable[Any], bool]:
+    def on_eof(self) -> list[Any]:
         self._census(now=True)
-        return (), False
+        return []
 
-    def snapshot(self) -> bytes | None:
-        state = (self.barrier, self.frontier, self.shard.__getstate__())
-        return _pickled(state, self._recovery, "orders")
-
-
-class _CustomersLogic(StatefulBatchLogic):
-    def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
-        self._recovery = recovery
-        if resume:
-            self.barrier, self.desk = pickle.loads(resume)
-            freeze_restored()
-        else:
-            self.barrier = Barrier(settings.pipeline.shards)
-            self.desk = CustomerDesk(settings)
-
-    def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
-        out: list[Any] = []
-        for part, n, shard, clock, signals in values:
-            for _part, _n, payloads in self.barrier.add(part, n, shard, (clock, signals)):
-                merged = [s for _, sigs in payloads for s in sigs]
-                clock_ = max(c for c, _ in payloads)
-                records = self.desk.process(merged, clock_)
-                if records:
-                    out.append(("out", records))
-        CUSTOMER_HOLDS.set(len(self.desk.holds.held))
-        return out, False
-
-    def snapshot(self) -> bytes | None:
-        return _pickled((self.barrier, self.desk), self._recovery, "customers")
+    def state(self) -> object:
+        return (self.barrier, self.frontier, self.shard.__getstate__())
 
 
-class _HealthLogic(StatefulBatchLogic):
-    def __init__(self, settings: Settings, resume: bytes | None, recovery: bool) -> None:
-        self._recovery = recovery
-        self.state, self.frontier, self.barrier = (
-            pickle.loads(resume) if resume else (HealthState(settings), Frontier(), Barrier(1))
+class CustomersStep(Step):
+    def __init__(
+        self,
+        settings: Settings,
+        observer: Observer,
+        state: tuple[Barrier[ToCustomers], CustomerDesk] | None = None,
+    ) -> None:
+        self._observer = observer
+        self.barrier, self.desk = state or (
+            Barrier(settings.pipeline.shards),
+            CustomerDesk(settings),
         )
-        if resume:
-            freeze_restored()
 
-    def on_batch(
-        self, values: list[tuple[str, int, HealthBatch, int]]
-    ) -> tuple[Iterable[Any], bool]:
+    def on_batch(self, values: list[ToCustomers]) -> list[Any]:
         out: list[Any] = []
-        ready = [p[0] for msg in values for _, _, p in self.barrier.add(msg[0], msg[3], 0, msg)]
-        for part, parts, batch, _n in ready:
-            # health counts by the batch's own times; its windows close on the frontier
-            frontier = self.frontier.update(part, batch.clock_ms, parts)
-            batch.clock_ms = min(batch.clock_ms, frontier)
-            records = self.state.apply(batch) + self.state.advance(batch.clock_ms)
-            if records:
-                out.append(("out", records))
-            count_health_batch(batch)
-        if ready:
-            publish_breakers(self.state.breaker_states())
-        return out, False
+        for msg in values:
+            for _, _, msgs in self.barrier.add(msg.part, msg.n, msg.shard, msg):
+                merged = [s for m in msgs for s in m.signals]
+                records = self.desk.process(merged, max(m.clock for m in msgs))
+                if records:
+                    out.append(Records(records))
+        self._observer.customer_holds(len(self.desk.holds.held))
+        return out
 
-    def snapshot(self) -> bytes | None:
-        return _pickled((self.state, self.frontier, self.barrier), self._recovery, "health")
+    def state(self) -> object:
+        return (self.barrier, self.desk)
+
+
+class HealthStep(Step):
+    def __init__(
+        self,
+        settings: Settings,
+        observer: Observer,
+        state: tuple[HealthState, Frontier, Barrier[ToHealth]] | None = None,
+    ) -> None:
+        self._observer = observer
+        self.health, self.frontier, self.barrier = state or (
+            HealthState(settings),
+            Frontier(),
+            Barrier(1),
+        )
+
+    def on_batch(self, values: list[ToHealth]) -> list[Any]:
+        out: list[Any] = []
+        ready = [m for v in values for _, _, [m] in self.barrier.add(v.part, v.n, 0, v)]
+        for msg in ready:
+            batch = msg.batch
+            # health counts by the batch's own times; its windows close on the frontier
+            frontier = self.frontier.update(msg.part, batch.clock_ms, msg.parts)
+            batch.clock_ms = min(batch.clock_ms, frontier)
+            records = self.health.apply(batch) + self.health.advance(batch.clock_ms)
+            if records:
+                out.append(Records(records))
+            self._observer.health_batch(batch)
+        if ready:
+            self._observer.breakers(self.health.breaker_states())
+        return out
+
+    def state(self) -> object:
+        return (self.health, self.frontier, self.barrier)
 
 
 def build_flow(
@@ -319,6 +358,7 @@ def build_flow(
     view_sink: Sink[ViewUpdate] | None = None,
     wall_clock: Callable[[], int] = wall_clock_ms,
     normalizer: Normalizer | None = None,
+    observer: Observer = NULL_OBSERVER,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
@@ -327,11 +367,12 @@ def build_flow(
     `wall_clock`: epoch ms now: no input's `received_at` may run ahead of it by more than
     `pipeline.max_clock_ahead`, live or recorded (`dataflows.sequencer`); tests inject one.
     `normalizer`: the router's (`schemas.normalize.Normalizer` of `settings` by default).
+    `observer`: where the steps report (`connectors.metrics.Metrics` for Prometheus).
     """
     router = Router(settings, normalizer)
     stream_for = cache(stream_of) if stream_of else None
 
-    def route(batch: RawBatch) -> list[tuple[str, Any]]:
+    def route(batch: RawBatch) -> list[ToShard | ToIndex | ToHealth | Records]:
         streams = None
         if stream_for is not None and batch.streams is not None:
             streams = [stream_for(p) for p in batch.streams]
@@ -339,58 +380,74 @@ def build_flow(
             batch.part, batch.n, batch.lines, None, batch.clock, batch.parts, streams, batch.limits
         )
 
+    def stateful(
+        step_id: str, stream: Stream[Any], fresh: Callable[[], S], restore: Callable[[Any], S]
+    ) -> Stream[Any]:
+        """One stateful step; its outputs without Bytewax's key."""
+        logic = op.stateful_batch(
+            step_id, stream, lambda r: adapter(step_id, r, fresh, restore, recovery, observer)
+        )
+        return op.map(f"{step_id}_out", logic, _value)
+
+    tolerance = settings.pipeline.max_clock_ahead
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    merged = op.stateful_batch(
+    merged = stateful(
         "sequencer",
         op.map("to_sequencer", raw, lambda b: (SEQUENCER_KEY, b)),
-        lambda r: _SequencerLogic(settings, r, recovery, wall_clock),
+        lambda: SequencerStep(Sequencer(tolerance), wall_clock),
+        lambda seq: SequencerStep(seq.resume(tolerance), wall_clock),
     )
-    spread = op.redistribute("spread", op.map("sequenced", merged, _value))
+    spread = op.redistribute("spread", merged)
     routed = op.flat_map("route", spread, route)
 
-    to_index = op.filter("to_index", routed, lambda kv: kv[0][0] == "i")
-    index = op.stateful_batch(
-        "tracking_index", to_index, lambda r: _IndexLogic(settings, r, recovery)
-    )
-    from_index: Stream[Any] = op.map("index_out", index, _value)
-
-    orders_in = op.merge(
-        "to_orders",
-        op.filter("direct_to_orders", routed, _is_order),
-        op.filter("index_to_orders", from_index, _is_order),
+    from_index = stateful(
+        "tracking_index",
+        op.filter_map("to_index", routed, _keyed(ToIndex)),
+        lambda: IndexStep(settings, observer),
+        lambda state: IndexStep(settings, observer, state),
     )
     with_view = view_sink is not None
-    orders = op.stateful_batch(
-        "orders", orders_in, lambda r: _OrdersLogic(settings, r, recovery, view=with_view)
+    orders_out = stateful(
+        "orders",
+        op.merge(
+            "to_orders",
+            op.filter_map("direct_to_orders", routed, _keyed(ToShard)),
+            op.filter_map("index_to_orders", from_index, _keyed(Released)),
+        ),
+        lambda: OrdersStep(settings, observer, with_view),
+        lambda state: OrdersStep(settings, observer, with_view, state),
     )
-    orders_out: Stream[Any] = op.map("orders_out", orders, _value)
-
-    to_customers = op.filter("to_customers", orders_out, lambda kv: kv[0] == CUSTOMERS_KEY)
-    customers = op.stateful_batch(
-        "customers", to_customers, lambda r: _CustomersLogic(settings, r, recovery)
+    customers_out = stateful(
+        "customers",
+        op.filter_map("to_customers", orders_out, _keyed(ToCustomers)),
+        lambda: CustomersStep(settings, observer),
+        lambda state: CustomersStep(settings, observer, state),
+    )
+    health_out = stateful(
+        "health",
+        op.filter_map("to_health", routed, _keyed(ToHealth)),
+        lambda: HealthStep(settings, observer),
+        lambda state: HealthStep(settings, observer, state),
     )
 
-    to_health = op.filter("to_health", routed, lambda kv: kv[0] == HEALTH_KEY)
-    health = op.stateful_batch("health", to_health, lambda r: _HealthLogic(settings, r, recovery))
-
-    records = op.merge(
+    records: Stream[Records] = op.merge(
         "outputs",
-        op.filter("route_out", routed, _is_out),
-        op.filter("index_records", from_index, _is_out),
-        op.filter("orders_records", orders_out, _is_out),
-        op.map("customers_out", customers, _value),
-        op.map("health_out", health, _value),
+        op.filter("route_out", routed, _is_records),
+        op.filter("index_records", from_index, _is_records),
+        op.filter("orders_records", orders_out, _is_records),
+        customers_out,  # Records only
+        health_out,  # Records only
     )
     # records travel as one list per batch: Bytewax's cost is per item, not per record
     limits = settings.limits
 
-    def count_and_encode(kv: tuple[str, list[Any]]) -> list[Encoded]:
-        count_records(kv[1])
-        out = [encode(r, limits) for r in kv[1]]
+    def count_and_encode(msg: Records) -> list[Encoded]:
+        observer.records(msg.records)
+        out = [encode(r, limits) for r in msg.records]
         replaced = sum(map(is_replacement, out))
         if replaced:
-            OUTPUT_REPLACED.labels("encode").inc(replaced)
+            observer.output_replaced(replaced)
         return out
 
     encoded = op.map("encode", records, count_and_encode)
@@ -399,7 +456,7 @@ def build_flow(
         view = op.merge(
             "view_updates",
             op.filter_map("view_orders", orders_out, _view_update),
-            op.filter_map("view_decisions", records, lambda kv: decisions_update(kv[1]) or None),
+            op.filter_map("view_decisions", records, lambda m: decisions_update(m.records) or None),
         )
         op.output("redis_view", view, view_sink)
     return flow
@@ -409,13 +466,20 @@ def _value(kv: tuple[str, Any]) -> Any:
     return kv[1]
 
 
-def _view_update(kv: tuple[str, Any]) -> ViewUpdate | None:
-    return kv[1] if kv[0] == "view" else None
+def _keyed(
+    kind: type[ToShard | ToIndex | Released | ToHealth | ToCustomers],
+) -> Callable[[Any], tuple[str, Any] | None]:
+    """Select the messages of one type, keyed as their stateful step needs (by string)."""
+
+    def keyed(msg: Any) -> tuple[str, Any] | None:
+        return (msg.key, msg) if isinstance(msg, kind) else None
+
+    return keyed
 
 
-def _is_out(kv: tuple[str, Any]) -> bool:
-    return kv[0] == "out"
+def _view_update(msg: Any) -> ViewUpdate | None:
+    return msg.update if isinstance(msg, ViewChange) else None
 
 
-def _is_order(kv: tuple[str, Any]) -> bool:
-    return kv[0][0] == "o" and kv[0] != "out"
+def _is_records(msg: Any) -> bool:
+    return isinstance(msg, Records)

@@ -17,7 +17,7 @@ from pathlib import Path
 from connectors.broker import BrokerError, ensure_topics
 from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, stream_of_part
-from connectors.metrics import serve
+from connectors.metrics import Metrics, serve
 from connectors.processes import stop_signals_interrupt
 from connectors.recovery_store import (
     PARTITION_GLOB,
@@ -108,11 +108,12 @@ LAYOUT_FILE = "orderguard-layout.json"
 barriers wait for every shard, so another layout would orphan the state and stall."""
 
 
-LAYOUT_VERSION = 6
+LAYOUT_VERSION = 7
 """Bumped when the dataflow's stateful steps change shape (2: the input sequencer;
 3: two more times per order, for the stage durations; 4: forced breakers, and
 operator commands in the order shards' barrier; 5: the sequencer's plausible-time
-limits; 6: the reference index in place of the tracking index, known refs per order)."""
+limits; 6: the reference index in place of the tracking index, known refs per order;
+7: the barriers hold the typed messages of `dataflows.messages`, not tuples)."""
 
 
 def _layout(settings: Settings) -> dict[str, int]:
@@ -285,6 +286,7 @@ def run_live(
         stream_of=stream_of_part,
         recovery=True,
         view_sink=view_sink,
+        observer=Metrics(),
     )
     metrics = settings.metrics
     if metrics.port:

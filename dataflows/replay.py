@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from connectors.metrics import Metrics
 from connectors.replay import (
     KafkaSplit,
     PartsSink,
@@ -150,7 +151,9 @@ def run_replay(
         if processes is not None and processes > 1:
             _run_processes(processes, workers, batch, inputs, out_dir, config_path)
         else:
-            flow = build_flow(settings, source, PartsSink(parts), wall_clock=wall_clock)
+            flow = build_flow(
+                settings, source, PartsSink(parts), wall_clock=wall_clock, observer=Metrics()
+            )
             if workers == 1:
                 run_main(flow)
             else:
@@ -209,7 +212,7 @@ def _process_main(argv: list[str] | None = None) -> None:
     settings = load_settings(args.config)
     split = KafkaSplit(settings)
     source = SplitReplaySource(args.out / ".split", split.parts(), args.inputs, args.batch_size)
-    flow = build_flow(settings, source, PartsSink(args.out / ".parts"))
+    flow = build_flow(settings, source, PartsSink(args.out / ".parts"), observer=Metrics())
     tune_gc(settings.pipeline.gc_tuning)
     cluster_main(
         flow,

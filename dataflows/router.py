@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 
+from dataflows.messages import Records, ToHealth, ToIndex, ToShard
 from schemas.commands import CONTROL, Command, CommandParser, is_control
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
@@ -22,20 +23,6 @@ from schemas.limits import kept, too_large
 from schemas.normalize import Normalizer
 from state.health import HealthBatch
 from state.reference_index import registered_keys, wait_key
-
-Message = tuple[str, object]
-
-
-def shard_key(i: int) -> str:
-    return f"o{i:03d}"
-
-
-def index_key(i: int) -> str:
-    return f"i{i:03d}"
-
-
-HEALTH_KEY = "health"
-CUSTOMERS_KEY = "customers"
 
 
 def index_shards(settings: Settings) -> int:
@@ -68,7 +55,7 @@ class Router:
         parts: int = 1,
         streams: list[str | None] | None = None,
         limits: list[int] | None = None,
-    ) -> list[Message]:
+    ) -> list[ToShard | ToIndex | ToHealth | Records]:
         """Messages for every shard; `clock`/`parts` as in `connectors.replay.RawBatch`.
 
         `streams`: each line's stream, when the lines come from several (the merged
@@ -133,12 +120,12 @@ class Router:
                     r.origin = origin
                     index[stable_shard(key, nindex)].append(r)
         health.clock_ms = max(health.clock_ms, clock)
-        out: list[Message] = [
-            (shard_key(i), ("direct", part, n, i, clock, parts, evs, [] if i else commands))
+        out: list[ToShard | ToIndex | ToHealth | Records] = [
+            ToShard(part, n, i, clock, parts, evs, [] if i else commands)
             for i, evs in enumerate(direct)
         ]
-        out.extend((index_key(i), (part, n, i, clock, parts, evs)) for i, evs in enumerate(index))
-        out.append((HEALTH_KEY, (part, parts, health, n)))
+        out.extend(ToIndex(part, n, i, clock, parts, evs) for i, evs in enumerate(index))
+        out.append(ToHealth(part, n, parts, health))
         if dead:
-            out.append(("out", dead))
+            out.append(Records(dead))
         return out

@@ -1,6 +1,6 @@
 """The three kinds of output record the state machines produce, and their stable ids.
 
-Records carry ingestion/event times as epoch ms; `dataflows.encode` turns them
+Records carry ingestion/event times as epoch ms; `state.encode` turns them
 into the JSON the output topics and files carry (UTC RFC 3339 strings).
 """
 

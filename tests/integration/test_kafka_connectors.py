@@ -24,7 +24,7 @@ from connectors.broker import (
     free_port,
 )
 from connectors.kafka_sink import KafkaOutputSink, SinkDeliveryError
-from dataflows.encode import TOPICS, Encoded
+from state.encode import TOPICS, Encoded
 
 PARTITIONS = {"corrected": 3, "alerts": 2, "breakers": 1, "dead_letters": 1}
 

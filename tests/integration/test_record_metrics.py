@@ -124,13 +124,15 @@ def test_traffic_breaker_hold_and_stage_series_follow_the_input_and_the_decision
     payments: Counter[tuple[str, ...]] = Counter()
     unmapped: Counter[tuple[str, ...]] = Counter()
     for i, line in enumerate(day.read_bytes().splitlines()):
-        r = normalize(line, origin={}, stream=None, seq=i)
-        if isinstance(r, Event):
-            events[r.stream, r.source] += 1
-            if r.kind == "gateway" and r.outcome in ("success", "failure"):
-                payments[r.source, r.outcome] += 1
-        elif r.reason == "unmapped_status" and r.source:
-            unmapped["UNMAPPED_STATUS", r.source] += 1
+        result = normalize(line, origin={}, stream=None, seq=i)
+        # a split notification (`each:`) gives a tuple: one result per element
+        for r in result if type(result) is tuple else (result,):
+            if isinstance(r, Event):
+                events[r.stream, r.source] += 1
+                if r.kind == "gateway" and r.outcome in ("success", "failure"):
+                    payments[r.source, r.outcome] += 1
+            elif r.reason == "unmapped_status" and r.source:
+                unmapped["UNMAPPED_STATUS", r.source] += 1
     assert payments and unmapped  # the storm sends order_status 9: a real comparison
 
     before = {

@@ -16,13 +16,13 @@ from unittest import mock
 import orjson
 import pytest
 
-from dataflows.encode import decision as encode_decision
 from dataflows.operator import CommandRefused, breaker_force, hold_release, prepare
 from schemas import errors
 from schemas.commands import Command, CommandParser, canonical, sign
 from schemas.config import ConfigError, load_settings
 from schemas.event import DeadLetter
 from state.customers import CustomerDesk
+from state.encode import decision as encode_decision
 from state.health import HealthBatch, HealthState
 from state.view import decisions_update
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from dataflows.messages import Records, ToHealth, ToShard
 from dataflows.operator import (
     CommandRefused,
     breaker_force,
@@ -209,22 +210,25 @@ def test_router_sends_channel_and_carrier_commands_to_health_and_customers_to_sh
         (1, customer, {"file": "f", "line": 2}),
         (2, env(force(state="BAD")), {"file": "f", "line": 3}),
     ]
-    msgs = dict(router.route("replay", 0, lines))  # replay: the envelopes name the stream
-    health = msgs["health"][2]
+    msgs = router.route("replay", 0, lines)  # replay: the envelopes name the stream
+    [to_health] = [m for m in msgs if isinstance(m, ToHealth)]
+    health = to_health.batch
     assert isinstance(health, HealthBatch)
     assert [(pos, c.key, c.state) for pos, _, c in health.commands] == [(0, "jt", "CLOSED")]
-    shard_0 = msgs["o000"]
-    assert [(c.key, c.state, c.seq) for c in shard_0[7]] == [("C1", "RELEASED", 1)]
-    assert all(
-        m[7] == [] for k, m in msgs.items() if k.startswith("o") and k not in ("o000", "out")
-    )
-    [dl] = msgs["out"]
+    shards = sorted((m for m in msgs if isinstance(m, ToShard)), key=lambda m: m.shard)
+    shard_0 = shards[0]
+    assert shard_0.shard == 0
+    assert [(c.key, c.state, c.seq) for c in shard_0.commands] == [("C1", "RELEASED", 1)]
+    assert all(m.commands == [] for m in shards[1:])
+    [[dl]] = [m.records for m in msgs if isinstance(m, Records)]
     assert (dl.reason, dl.stream) == (errors.INVALID_BREAKER_STATE, "control")
-    assert shard_0[4] == AT_MS  # commands move the batch's ingestion clock like any line
+    assert shard_0.clock == AT_MS  # commands move the batch's ingestion clock like any line
 
 
 def test_router_parses_control_partition_lines_as_commands_not_envelopes():
     router = Router(SETTINGS)
     lines = [(0, env(stream=None), {"topic": "c", "partition": 0, "offset": 0})]
-    msgs = dict(router.route("seq", 0, lines, streams=["control"]))
-    assert "out" not in msgs and len(msgs["health"][2].commands) == 1
+    msgs = router.route("seq", 0, lines, streams=["control"])
+    assert not any(isinstance(m, Records) for m in msgs)
+    [to_health] = [m for m in msgs if isinstance(m, ToHealth)]
+    assert len(to_health.batch.commands) == 1

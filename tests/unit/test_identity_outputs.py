@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from dataflows.encode import encode
 from dataflows.lookup import OrderLookup, aliases, render
 from schemas.config import Settings
+from state.encode import encode
 from state.evidence import MAX_REFS, Order, pack_orders, remember_refs, unpack_orders
 from state.records import Alert, Correction
 from state.shard import OrderShard

@@ -17,6 +17,7 @@ import orjson
 import pytest
 import yaml
 
+from dataflows.messages import Records, ToHealth, ToIndex, ToShard
 from dataflows.router import Router
 from schemas import errors
 from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
@@ -759,9 +760,9 @@ def test_a_carriers_unreadable_order_ref_falls_back_to_the_tracking_number() -> 
 def test_the_router_routes_every_element_and_dead_letters_the_bad_one() -> None:
     raw = envelope("routes", push(route(1), route(2, "99"), route(3, orderid=None)))
     out = Router(SETTINGS).route("tracking", 0, [(9, raw, ORIGIN)], "tracking")
-    direct = [e for key, msg in out if key[0] == "o" and key != "out" for e in msg[6]]  # type: ignore[index]
-    index = [e for key, msg in out if key.startswith("i") for e in msg[5]]  # type: ignore[index]
-    [dead_letters] = [msg for key, msg in out if key == "out"]
+    direct = [e for m in out if isinstance(m, ToShard) for e in m.events]
+    index = [e for m in out if isinstance(m, ToIndex) for e in m.events]
+    [dead_letters] = [m.records for m in out if isinstance(m, Records)]
     assert [e.event_id for e in direct] == ["R1"]  # the order id's shard
     # R1 also registers its tracking number; R3 waits for an order that holds it, with the
     # notification's bytes for its dead letter should none ever come
@@ -769,8 +770,8 @@ def test_the_router_routes_every_element_and_dead_letters_the_bad_one() -> None:
     assert [(d.reason, d.origin["element"]) for d in dead_letters] == [
         (errors.UNMAPPED_STATUS, "1")
     ]  # type: ignore[union-attr]
-    health = next(msg for key, msg in out if key == "health")
-    assert health[0] == "tracking"
+    health = next(m for m in out if isinstance(m, ToHealth))
+    assert health.part == "tracking"
 
 
 def test_split_and_kind_sources_have_a_message_key() -> None:

@@ -7,8 +7,9 @@ import gc
 import orjson
 import pytest
 
-from dataflows import encode, gc_tuning
+from dataflows import gc_tuning
 from schemas.timeparse import iso
+from state import encode
 
 
 def test_emitted_at_is_the_wall_clock_to_the_millisecond(monkeypatch):
@@ -96,17 +97,29 @@ def test_a_partitioner_the_split_cannot_mirror_is_refused():
 
 
 def test_a_step_restored_from_its_snapshot_is_frozen(gc_restored):
-    from dataflows.flow import _OrdersLogic
+    from dataflows.flow import OrdersStep, adapter
+    from dataflows.observer import NULL_OBSERVER
     from schemas.config import load_settings
     from tests.helpers import T0, oms
 
     settings = load_settings()
-    logic = _OrdersLogic(settings, None, True)
-    logic.shard.process([oms(f"TB20260302{i:05d}", "待支付", T0 + i) for i in range(200)], T0)
+
+    def orders(resume: bytes | None):  # the orders step's logic as Bytewax builds it
+        return adapter(
+            "orders",
+            resume,
+            lambda: OrdersStep(settings, NULL_OBSERVER),
+            lambda state: OrdersStep(settings, NULL_OBSERVER, state=state),
+            True,
+            NULL_OBSERVER,
+        )
+
+    logic = orders(None)
+    logic.step.shard.process([oms(f"TB20260302{i:05d}", "待支付", T0 + i) for i in range(200)], T0)
     snapshot = logic.snapshot()
     assert snapshot is not None
     gc_tuning.tune_gc(True)
     frozen = gc.get_freeze_count()
-    restored = _OrdersLogic(settings, snapshot, True)
+    restored = orders(snapshot).step
     assert len(restored.shard.orders) == 200
     assert gc.get_freeze_count() >= frozen + 200  # one Order each at least

@@ -7,6 +7,8 @@ wait for a tracking number's registration.
 
 from __future__ import annotations
 
+from typing import Any
+
 from schemas import errors
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
@@ -165,26 +167,29 @@ class _Prepared:
         return self._events[raw]
 
 
-def _route(settings: Settings, *events: Event) -> dict[str, object]:
+def _route(settings: Settings, *events: Event) -> dict[str, Any]:
+    """The router's messages by their stateful step's key (Records under "out")."""
+    from dataflows.messages import Records
     from dataflows.router import Router
 
     prepared = {f"line{i}".encode(): e for i, e in enumerate(events)}
     lines = [(e.seq, raw, {"line": i}) for i, (raw, e) in enumerate(prepared.items())]
-    return dict(Router(settings, _Prepared(prepared)).route("p", 0, lines, "orders"))
+    msgs = Router(settings, _Prepared(prepared)).route("p", 0, lines, "orders")
+    return {"out" if isinstance(m, Records) else m.key: m for m in msgs}
 
 
-def _index_items(out: dict[str, object], i: int) -> list[Event]:
-    from dataflows.router import index_key
+def _index_items(out: dict[str, Any], i: int) -> list[Event]:
+    from dataflows.messages import index_key
 
-    return out[index_key(i)][5]  # type: ignore[index]
+    return out[index_key(i)].events
 
 
-def _direct(settings: Settings, out: dict[str, object]) -> list[Event]:
+def _direct(settings: Settings, out: dict[str, Any]) -> list[Event]:
     """What went straight to the order shards."""
-    from dataflows.router import shard_key
+    from dataflows.messages import shard_key
 
     keys = [shard_key(i) for i in range(settings.pipeline.shards)]
-    return [e for k in keys for e in out[k][6]]  # type: ignore[index]
+    return [e for k in keys for e in out[k].events]
 
 
 def test_an_event_by_reference_goes_to_the_index_shard_of_its_reference_only():
@@ -217,7 +222,8 @@ def test_a_registration_goes_to_its_order_and_to_the_index_shard_of_each_referen
 
 
 def test_every_index_shard_gets_one_message_a_batch_even_an_empty_one():
-    from dataflows.router import index_key, index_shards
+    from dataflows.messages import index_key
+    from dataflows.router import index_shards
 
     settings = Settings(pipeline={"shards": 16})
     out = _route(settings, _by_ref(TID, T0), _link(OID, T0, TID))

@@ -1,4 +1,7 @@
-"""Output records as the JSON the topics and replay files carry.
+"""Output records as the JSON the topics and replay files carry, and the topic names.
+
+Pure, in `state/` beside the record types it encodes: the sinks (`connectors/`) and the
+wiring (`dataflows/`) both import it, and neither imports the other.
 
 Each encoded record is (topic, key, sort_key, value bytes): the key is what Kafka
 partitions by (order id, breaker key), the sort key gives replay files a stable
