@@ -758,19 +758,16 @@ def schemes_main(seconds: float, rates: list[float], quick: bool) -> None:
     from connectors.broker import EmbeddedBroker
     from connectors.redis_server import LocalRedis
     from schemas.config import load_settings
-    from schemas.provider_requests import ProviderKeys, signed_request
+    from schemas.provider_requests import gateway_keys, signed_request
 
     t_bench = time.perf_counter()
     DATA.mkdir(exist_ok=True)
     key_dir = Path(tempfile.mkdtemp(prefix="gateway-bench-keys-"))
     base = load_settings().gateway.sources
-    keys = {}
-    for source in SCHEME_SOURCES:
-        keys[source] = ProviderKeys.generate(base[source])
-        files, env = keys[source].for_gateway(source, str(key_dir))
-        for path, data in files.items():
-            Path(path).write_bytes(data)
-        os.environ.update(env)  # the gateways started below inherit them
+    keys, files, env = gateway_keys(base, str(key_dir))  # every source: the mix needs them
+    for path, data in files.items():
+        Path(path).write_bytes(data)
+    os.environ.update(env)  # the gateways started below inherit them
     settings = load_settings()
     cores = in_process(settings, keys, 1.0 if quick else 3.0)
     plan = [(f"at{rate:.0f}", rate) for rate in rates] + [("max", 0.0)]

@@ -14,7 +14,8 @@ from connectors import webhook_client
 from connectors.broker import free_port
 from connectors.webhook_client import WebhookSender
 from schemas.config import Settings, load_settings
-from schemas.signatures import verify
+from schemas.provider_requests import ProviderKeys
+from schemas.signatures import SCHEMES, verify
 
 
 class _Provider:
@@ -65,9 +66,10 @@ def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 def test_refused_deliveries_are_retried_signed_and_counted(provider, monkeypatch):
     monkeypatch.setattr(webhook_client, "BACKOFF_FIRST", 0.01)
     settings = provider.settings
-    secrets = {name: provider.secret for name in settings.gateway.sources}
+    hmac = [n for n, h in settings.gateway.sources.items() if h.auth.scheme in SCHEMES]
+    keys = {name: ProviderKeys(secret=provider.secret) for name in hmac}
     sender = WebhookSender(
-        settings, f"http://127.0.0.1:{provider.port}", secrets, concurrency=1
+        settings, f"http://127.0.0.1:{provider.port}", keys, concurrency=1
     ).start()
     try:
         env = {
@@ -78,7 +80,7 @@ def test_refused_deliveries_are_retried_signed_and_counted(provider, monkeypatch
             "payload": {"id": "evt_1", "type": "charge.succeeded"},
         }
         assert sender.offer(env)
-        # a provider's own format (RSA, forms) waits for the simulator to send it: Kafka
+        # a source it holds no keys for (here WeChat Pay's): Kafka
         assert not sender.offer({**env, "source": "wechatpay"})
         # not the gateway's business: orders, malformed lines, sources it has no entry for
         assert not sender.offer({**env, "stream": "orders", "source": "oms"})
@@ -97,8 +99,8 @@ def test_refused_deliveries_are_retried_signed_and_counted(provider, monkeypatch
 def test_an_unreachable_gateway_is_retried_and_left_pending(monkeypatch):
     monkeypatch.setattr(webhook_client, "BACKOFF_FIRST", 0.01)
     settings = load_settings()
-    secrets = {name: b"x" for name in settings.gateway.sources}
-    sender = WebhookSender(settings, f"http://127.0.0.1:{free_port()}", secrets).start()
+    keys = {name: ProviderKeys(secret=b"x") for name in settings.gateway.sources}
+    sender = WebhookSender(settings, f"http://127.0.0.1:{free_port()}", keys).start()
     try:
         assert sender.offer(
             {"stream": "tracking", "source": "zto", "received_at": "2026-03-02T08:00:00.000Z",
