@@ -184,7 +184,12 @@ class WebhookSender:
         payload = env["payload"]
         wait = BACKOFF_FIRST
         while True:
-            req = provider_request(hook.source, payload, hook.keys, self._clock())
+            try:
+                req = provider_request(hook.source, payload, hook.keys, self._clock())
+            except (ValueError, KeyError, TypeError) as e:  # no request the provider sends
+                self.stats.last_failure = f"unsendable: {type(e).__name__}"
+                log.warning("webhook %s: no provider request (%s); left pending", hook.url, e)
+                return
             retry_after: float | None = None
             try:
                 async with session.post(hook.url, data=req.body, headers=req.headers) as r:

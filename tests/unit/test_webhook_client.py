@@ -111,3 +111,21 @@ def test_an_unreachable_gateway_is_retried_and_left_pending(monkeypatch):
         sender.stop()
     assert sender.stats.retried >= 3 and sender.stats.pending == 1  # never dropped silently
     assert sender.stats.accepted == 0 and sender.stats.last_failure
+
+
+def test_a_payload_no_provider_sends_is_left_pending_not_dropped(provider):
+    """A WeChat Pay notification without `resource` cannot be made into WeChat Pay's
+    request: it is not sent, and the sender says so (pending, last failure)."""
+    settings = provider.settings
+    keys = {"wechatpay": ProviderKeys.generate(settings.gateway.sources["wechatpay"])}
+    sender = WebhookSender(settings, f"http://127.0.0.1:{provider.port}", keys).start()
+    try:
+        assert sender.offer(
+            {"stream": "payments", "source": "wechatpay", "received_at": "2026-03-02T08:00:00Z",
+             "payload": {"id": "EV-1", "event_type": "TRANSACTION.SUCCESS"}}
+        )  # fmt: skip
+        _wait(lambda: bool(sender.stats.last_failure))
+    finally:
+        sender.stop()
+    assert sender.stats.pending == 1 and sender.stats.last_failure == "unsendable: KeyError"
+    assert provider.seen == []
