@@ -5,7 +5,8 @@
 --   GATEWAY_BENCH_RATE     requests/s for the whole run, paced by delay(); 0: unpaced
 --   GATEWAY_BENCH_THREADS  wrk's -t (thread k sends lines k, k + t, k + 2t, ...)
 --   GATEWAY_BENCH_SECONDS  how long to hand out requests (wrk's -d must leave time to drain)
---   GATEWAY_BENCH_ACCEPTED the status of a stored delivery (default 202)
+--   GATEWAY_BENCH_ACCEPTED the statuses of a stored delivery, comma-separated (default 202;
+--                          a mix of providers: 202,204,200)
 --
 -- Every request is sent at most once. After GATEWAY_BENCH_SECONDS, or when its lines
 -- are used up, a thread hands out no more (a connection asking for one gets an empty
@@ -31,8 +32,11 @@ end
 local rate = tonumber(os.getenv("GATEWAY_BENCH_RATE") or "0")
 local nthreads = tonumber(os.getenv("GATEWAY_BENCH_THREADS") or "1")
 local seconds = tonumber(os.getenv("GATEWAY_BENCH_SECONDS") or "10")
--- the status a new delivery is answered with (Alipay 200 "success", WeChat Pay 204)
-local accepted_status = tonumber(os.getenv("GATEWAY_BENCH_ACCEPTED") or "202")
+-- the statuses a new delivery is answered with (Alipay 200 "success", WeChat Pay 204)
+local accepted_status = {}
+for code in string.gmatch(os.getenv("GATEWAY_BENCH_ACCEPTED") or "202", "%d+") do
+   accepted_status[tonumber(code)] = true
+end
 
 local threads = {}
 local next_id = 0
@@ -111,10 +115,10 @@ end
 function response(status, headers, body)
    answered = answered + 1
    last_ms = now_ms()
-   if status == accepted_status then
-      accepted = accepted + 1
-   elseif status == 200 and body and string.find(body, "duplicate", 1, true) then
+   if status == 200 and body and string.find(body, '"duplicate"', 1, true) then
       duplicate = duplicate + 1
+   elseif accepted_status[status] then
+      accepted = accepted + 1
    else
       other = other + 1
    end

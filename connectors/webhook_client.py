@@ -1,14 +1,15 @@
 """The providers' side of the webhook gateway: signed POSTs, retried until answered 2xx.
 
-`orderguard demo --gateway` hands its real-time carrier and payment envelopes to a
-`WebhookSender` instead of producing them to Kafka, so they take the production path
-(webhook -> gateway -> Kafka). The sender behaves as a provider does: it signs each
-body with the source's secret (`schemas.signatures.sign`, the same code the gateway
-verifies with), puts the delivery id where the source's configuration says, and
-retries any answer but 2xx, and any connection failure, with exponential backoff
-(honouring `Retry-After`), signing again each time (a timestamped signature goes
-stale). Nothing is dropped silently: every retry is counted, and whatever was still
-unanswered when the sender stopped is reported as `pending`.
+`orderguard demo --gateway` hands its real-time webhook envelopes to a `WebhookSender`
+instead of producing them to Kafka, so they take the production path (webhook ->
+gateway -> Kafka). The sender behaves as the provider does: it turns the envelope's
+payload back into the provider's own request (`schemas.provider_requests.
+provider_request`: WeChat Pay's encrypted `resource` and RSA headers, Alipay's signed
+form, PayPal's transmission headers, SF's and J&T's digested forms, the HMACs), signed
+with the provider's test keys, and retries any answer but 2xx, and any connection
+failure, with exponential backoff (honouring `Retry-After`), signing again each time
+(a timestamped signature goes stale). Nothing is dropped silently: every retry is
+counted, and whatever was still unanswered when the sender stopped is `pending`.
 
 It runs its own asyncio loop in a thread with one keep-alive `aiohttp` session, so
 `offer` (called from the producer's thread) never waits on the network.
@@ -29,7 +30,7 @@ import aiohttp
 import orjson
 
 from schemas.config import Settings, WebhookSource
-from schemas.signatures import SCHEMES, sign
+from schemas.provider_requests import ProviderKeys, provider_request
 
 log = logging.getLogger("orderguard.webhooks")
 
@@ -45,9 +46,10 @@ class WebhookStats:
     """Counts the demo screen shows; written by the sender's thread only."""
 
     accepted: int = 0
-    """Answered 202: the gateway stored the envelope in Kafka."""
+    """Answered 2xx: stored in Kafka (or, for a provider whose answer does not say, a
+    redelivery already stored: Alipay's `success`, WeChat Pay's 204 ...)."""
     duplicates: int = 0
-    """Answered 200: a redelivery the gateway had already stored."""
+    """Answered the gateway's JSON `{"status": "duplicate"}`: already stored."""
     retried: int = 0
     """Attempts that failed (non-2xx or no answer) and were tried again."""
     offered: int = 0
@@ -66,27 +68,27 @@ class WebhookStats:
 
 @dataclass(frozen=True, slots=True)
 class _Hook:
-    """What a source's requests need: where they go, how they are signed, the id header."""
+    """What a source's requests need: where they go, how they are made and signed."""
 
     url: str
     stream: str
     source: WebhookSource
-    secret: bytes
+    keys: ProviderKeys
 
 
 class WebhookSender:
     """Posts envelopes to `POST {base_url}/webhooks/<source>` from a thread of its own.
 
-    `secrets`: each source's secret (the gateway's must match). A source without a
-    gateway entry or a secret, another stream, or a malformed line is refused by
-    `offer` (False): the caller produces it to Kafka directly.
+    `keys`: each source's provider keys (the gateway holds the matching secret or public
+    key). A source without a gateway entry or keys, another stream, or a malformed line
+    is refused by `offer` (False): the caller produces it to Kafka directly.
     """
 
     def __init__(
         self,
         settings: Settings,
         base_url: str,
-        secrets: Mapping[str, bytes],
+        keys: Mapping[str, ProviderKeys],
         *,
         concurrency: int = 4,
         clock: Callable[[], float] = time.time,
@@ -94,11 +96,11 @@ class WebhookSender:
         base = base_url.rstrip("/")
         self._hooks: dict[str, _Hook] = {}
         for name, hook in settings.gateway.sources.items():
-            secret = secrets.get(name)
+            made = keys.get(name)
             spec = settings.sources.get(name)
-            if secret is None or spec is None or hook.auth.scheme not in SCHEMES:
+            if made is None or spec is None:
                 continue
-            self._hooks[name] = _Hook(f"{base}/webhooks/{name}", spec.stream, hook, secret)
+            self._hooks[name] = _Hook(f"{base}/webhooks/{name}", spec.stream, hook, made)
         self._concurrency = concurrency
         self._clock = clock
         self.stats = WebhookStats()
@@ -123,6 +125,8 @@ class WebhookSender:
         """Queue `env` for its source's webhook (True), or refuse it (False: use Kafka)."""
         hook = self._hooks.get(str(env.get("source")))
         if hook is None or "__raw__" in env or env.get("stream") != hook.stream:
+            return False
+        if not isinstance(env.get("payload"), dict):  # no provider sends it: Kafka's
             return False
         if self._queue is None or self._closed.is_set():
             return False
@@ -177,23 +181,27 @@ class WebhookSender:
         self, session: aiohttp.ClientSession, hook: _Hook, env: dict[str, Any]
     ) -> None:
         """Post until answered 2xx, as a provider would; retries are counted."""
-        body = orjson.dumps(env.get("payload"))
-        headers = {"Content-Type": "application/json"}
+        payload = env["payload"]
         wait = BACKOFF_FIRST
         while True:
-            signed = {**headers, **sign(hook.source.auth, hook.secret, body, self._clock())}
+            try:
+                req = provider_request(hook.source, payload, hook.keys, self._clock())
+            except (ValueError, KeyError, TypeError) as e:  # no request the provider sends
+                self.stats.last_failure = f"unsendable: {type(e).__name__}"
+                log.warning("webhook %s: no provider request (%s); left pending", hook.url, e)
+                return
             retry_after: float | None = None
             try:
-                async with session.post(hook.url, data=body, headers=signed) as r:
+                async with session.post(hook.url, data=req.body, headers=req.headers) as r:
                     answer = await r.read()
-                    if r.status == 200:
-                        self.stats.duplicates += 1
-                        return
                     if 200 <= r.status < 300:
-                        self.stats.accepted += 1
+                        if _field(answer, "status") == "duplicate":
+                            self.stats.duplicates += 1
+                        else:
+                            self.stats.accepted += 1
                         return
                     retry_after = _seconds(r.headers.get("Retry-After"))
-                    self.stats.last_failure = f"{r.status} {_reason(answer)}".rstrip()
+                    self.stats.last_failure = f"{r.status} {_field(answer, 'error')}".rstrip()
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 self.stats.last_failure = type(e).__name__
             self.stats.retried += 1
@@ -209,10 +217,11 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-def _reason(answer: bytes) -> str:
-    """The gateway's machine-readable `error` (its answers are JSON), else nothing."""
+def _field(answer: bytes, name: str) -> str:
+    """A field of the gateway's own JSON answer (`status`, `error`), else nothing (a
+    provider's configured answer: text, or its own JSON)."""
     try:
         doc = orjson.loads(answer)
     except orjson.JSONDecodeError:
         return ""
-    return str(doc.get("error", "")) if isinstance(doc, dict) else ""
+    return str(doc.get(name, "")) if isinstance(doc, dict) else ""

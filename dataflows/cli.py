@@ -388,8 +388,9 @@ DEMO_INCIDENTS = (
     "--gateway",
     "via_gateway",
     is_flag=True,
-    help="Also run `orderguard gateway`: live carrier and payment traffic goes to it as "
-    "signed webhooks over HTTP (the backlog still goes to Kafka directly).",
+    help="Also run `orderguard gateway`: live webhooks (payments, carriers, Shopee, "
+    "Shopify) go to it over HTTP in each provider's real format, signed with test keys "
+    "made at start (the backlog and channel/OMS/WMS feeds still go to Kafka directly).",
 )
 @config_option
 def demo(

@@ -72,7 +72,7 @@ class DemoOptions:
     """Seconds to run live after start-up (None: until Ctrl-C)."""
     refresh: float = 2.0
     gateway: bool = False
-    """Also run `orderguard gateway`; real-time tracking and payments go to it over HTTP."""
+    """Also run `orderguard gateway`; real-time webhooks go to it over HTTP, real formats."""
 
 
 class PipelineDied(RuntimeError):

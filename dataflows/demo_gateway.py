@@ -1,10 +1,16 @@
 """`orderguard demo --gateway`: the webhook gateway as a child process, and its traffic.
 
-The demo starts `orderguard gateway` beside the pipeline, on free loopback ports, with a
-random secret per webhook source that exists only in this process and in the
-gateway's environment (never on a command line, in a file or on the screen). A
-`WebhookSender` then posts the simulator's real-time carrier and payment envelopes
-to it, signed as the providers would sign them.
+The demo starts `orderguard gateway` beside the pipeline, on free loopback ports. At
+start it generates each webhook source's provider test keys (`schemas.provider_requests.
+gateway_keys`): HMAC secrets, WeChat Pay's APIv3 key, SF's checkword, DHL's key exist
+only in this process and in the gateway's environment (never on a command line, in a
+file or on the screen); the RSA private keys (WeChat Pay's platform key, Alipay's key,
+PayPal's certificate key) only in this process; the public keys and PayPal's (pinned)
+certificate are written to a private temporary directory (0700) that the gateway's
+environment names, removed when the gateway stops. A `WebhookSender` then posts the
+simulator's real-time envelopes of every source the gateway has an endpoint for, each
+in its provider's real request format and signature. The others (channel syncs, OMS,
+WMS) go to Kafka directly, as their real connectors would put them there.
 
 Only the real-time part goes over HTTP. The gateway stamps `received_at` with its
 own clock, as it must for real providers; the backlog (yesterday's traffic, produced
@@ -16,10 +22,11 @@ tracking and payment envelope is posted when the wall clock reaches its time.
 
 from __future__ import annotations
 
-import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +37,7 @@ from connectors.broker import free_port
 from connectors.processes import spawn_logged, stop_group
 from connectors.webhook_client import WebhookSender, WebhookStats
 from schemas.config import Settings
-from schemas.signatures import SCHEMES
+from schemas.provider_requests import ProviderKeys, gateway_keys
 
 READY_TIMEOUT = 60.0
 """Seconds the gateway gets to answer /readyz 200 (Python start-up on a busy machine)."""
@@ -48,37 +55,38 @@ class DemoGateway:
     url: str
     metrics_url: str
     log: Path
-    secrets: dict[str, bytes]
+    keys: dict[str, ProviderKeys]
+    key_dir: Path
+    """The public keys and certificates the gateway reads (removed by `stop`)."""
 
     def sender(self, settings: Settings) -> WebhookSender:
-        """A provider-side client holding the same secrets as the gateway."""
-        return WebhookSender(settings, self.url, self.secrets)
+        """A provider-side client holding the keys whose public halves the gateway has."""
+        return WebhookSender(settings, self.url, self.keys)
 
     def stop(self, grace: float) -> int | None:
         """SIGINT: the gateway finishes the requests in flight and flushes its producer."""
-        return stop_group(self.proc, signal.SIGINT, grace)
+        try:
+            return stop_group(self.proc, signal.SIGINT, grace)
+        finally:
+            shutil.rmtree(self.key_dir, ignore_errors=True)
 
 
-def secret_env(sources: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
-    """A fresh random secret per source, and the environment variables that carry them."""
-    made = {name: secrets.token_hex(32) for name in sources}
-    env = {f"ORDERGUARD__GATEWAY__SOURCES__{name.upper()}__SECRET": s for name, s in made.items()}
-    return {name: s.encode() for name, s in made.items()}, env
+def provider_keys(settings: Settings) -> tuple[dict[str, ProviderKeys], Path, dict[str, str]]:
+    """Fresh provider keys for every webhook source the pipeline reads, their public
+    halves written to a new private directory, and the environment naming them."""
+    hooks = {n: h for n, h in settings.gateway.sources.items() if n in settings.sources}
+    key_dir = Path(tempfile.mkdtemp(prefix="orderguard-demo-keys-"))  # mode 0700
+    keys, files, env = gateway_keys(hooks, str(key_dir))
+    for path, data in files.items():
+        Path(path).write_bytes(data)
+    return keys, key_dir, env
 
 
 def start_gateway(
     settings: Settings, config: Path | None, env: dict[str, str], log: Path
 ) -> DemoGateway:
     """`orderguard gateway` in a session of its own (the demo stops it), logging to `log`."""
-    # Only the sources the simulator can sign for (HMAC schemes, JSON bodies) get a secret;
-    # the providers' own formats (RSA, forms) wait for the simulator to send them, and
-    # their traffic goes to Kafka directly meanwhile (`WebhookSender.offer`).
-    hmac_sources = [
-        name
-        for name, hook in settings.gateway.sources.items()
-        if hook.auth.scheme in SCHEMES and hook.body == "json"
-    ]
-    keys, secret_vars = secret_env(hmac_sources)
+    keys, key_dir, key_vars = provider_keys(settings)
     port, metrics = free_port(), free_port()
     # The simulator's delivery ids repeat from run to run (same seed): in a Redis that
     # outlives the run (the machine's), the delivery ledger of an earlier run would
@@ -89,17 +97,23 @@ def start_gateway(
         "ORDERGUARD__GATEWAY__HOST": "127.0.0.1",
         "ORDERGUARD__GATEWAY__PORT": str(port),
         "ORDERGUARD__GATEWAY__METRICS_PORT": str(metrics),
-        **secret_vars,
+        **key_vars,
     }
     cmd = [sys.executable, "-m", "dataflows.cli", "gateway"]
     if config is not None:
         cmd += ["--config", str(config)]
+    try:
+        proc = spawn_logged(cmd, child, log)
+    except BaseException:
+        shutil.rmtree(key_dir, ignore_errors=True)
+        raise
     return DemoGateway(
-        spawn_logged(cmd, child, log),
+        proc,
         f"http://127.0.0.1:{port}",
         f"http://127.0.0.1:{metrics}/metrics",
         log,
         keys,
+        key_dir,
     )
 
 
@@ -123,7 +137,8 @@ def describe(gw: DemoGateway) -> str:
     """The start-up line (no secret in it)."""
     return (
         f"gateway pid {gw.proc.pid}, {gw.url} (metrics {gw.metrics_url}): "
-        f"live tracking and payments webhooks, signed, secrets random per run"
+        f"live webhooks of {', '.join(sorted(gw.keys))} in their providers' formats, "
+        f"signed with test keys made for this run"
     )
 
 

@@ -13,6 +13,7 @@ other half, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 import uuid
@@ -220,7 +221,11 @@ def signed_request(
             body = payload
         else:
             resource = payload["resource"]
-            encrypted = encrypt_wechatpay_resource(resource, secret, secrets.token_hex(6))
+            # what the plain text is: `transaction` or `refund` (REFUND.SUCCESS ...)
+            kind = "refund" if str(payload.get("event_type", "")).startswith("REFUND") else None
+            encrypted = encrypt_wechatpay_resource(
+                resource, secret, secrets.token_hex(6), *((kind, kind) if kind else ())
+            )
             body = orjson.dumps({**payload, "resource": encrypted})
         signed = sign_wechatpay_v3(body, keys.private_key, keys.serial, nonce, now)
         return Request(body, {**extra, **signed, "Content-Type": JSON})
@@ -243,3 +248,50 @@ def signed_request(
         key = DigestKey(secret, auth.digest or "", auth.parts, auth.urlencode)
         signed = {key.digest[7:]: sign_digest_md5(body, extra, key)}
     return Request(body, {**extra, **signed, "Content-Type": JSON})
+
+
+def provider_request(
+    hook: WebhookSource, payload: Mapping[str, Any], keys: ProviderKeys, now_s: float
+) -> Request:
+    """The request a provider sends for an envelope payload as the gateway stores it
+    (the simulator's): `signed_request`'s input made from it, with a delivery's
+    provider-chosen ids (WeChat Pay's nonce, PayPal's transmission id) derived from the
+    payload, so that a redelivery of the same payload carries the same ids.
+
+    A form source whose payload is a document rather than the form's fields (SF's
+    route push `{"Body": ...}`) sends it as JSON text in the first form field its digest
+    covers (`msgData`), with the digest's other fields (`timestamp`, ms) made here.
+    """
+    digest = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    auth = hook.auth
+    fields: Mapping[str, Any] = payload
+    if hook.body == "form" and not all(isinstance(v, str) for v in payload.values()):
+        named = [p[6:] for p in auth.parts if p.startswith("field:")]
+        if not named:
+            raise ValueError(f"a {auth.scheme} form names no field to carry the document")
+        fields = {named[0]: orjson.dumps(payload).decode()}
+        fields |= {name: str(int(now_s * 1000)) for name in named[1:]}
+    return signed_request(
+        hook,
+        fields,
+        keys,
+        now_s,
+        nonce=digest[:32],
+        transmission_id=str(uuid.UUID(digest[:32])),
+    )
+
+
+def gateway_keys(
+    hooks: Mapping[str, WebhookSource], directory: str, pinned: bool = True
+) -> tuple[dict[str, ProviderKeys], dict[str, bytes], dict[str, str]]:
+    """Fresh keys for each of `hooks`, and what the gateway needs to verify them: the
+    public PEM files to write (by path, in `directory`) and the environment."""
+    keys: dict[str, ProviderKeys] = {}
+    files: dict[str, bytes] = {}
+    env: dict[str, str] = {}
+    for name, hook in hooks.items():
+        keys[name] = ProviderKeys.generate(hook)
+        more_files, more_env = keys[name].for_gateway(name, directory, pinned)
+        files |= more_files
+        env |= more_env
+    return keys, files, env

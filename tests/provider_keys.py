@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.provider_requests import ProviderKeys
+from schemas.provider_requests import ProviderKeys, gateway_keys
 from tests.helpers import settings_of
 
 
@@ -19,13 +19,8 @@ def provider_setup(
     directory: Path, sources: list[str] | None = None, pinned: bool = True
 ) -> tuple[dict[str, ProviderKeys], dict[str, str]]:
     shipped = settings_of({}).gateway.sources
-    keys: dict[str, ProviderKeys] = {}
-    env: dict[str, str] = {}
-    for name in sources if sources is not None else list(shipped):
-        made = ProviderKeys.generate(shipped[name])
-        files, variables = made.for_gateway(name, str(directory), pinned)
-        for path, data in files.items():
-            Path(path).write_bytes(data)
-        keys[name] = made
-        env.update(variables)
+    names = sources if sources is not None else list(shipped)
+    keys, files, env = gateway_keys({n: shipped[n] for n in names}, str(directory), pinned)
+    for path, data in files.items():
+        Path(path).write_bytes(data)
     return keys, env

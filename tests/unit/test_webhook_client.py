@@ -14,7 +14,8 @@ from connectors import webhook_client
 from connectors.broker import free_port
 from connectors.webhook_client import WebhookSender
 from schemas.config import Settings, load_settings
-from schemas.signatures import verify
+from schemas.provider_requests import ProviderKeys
+from schemas.signatures import SCHEMES, verify
 
 
 class _Provider:
@@ -65,9 +66,10 @@ def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 def test_refused_deliveries_are_retried_signed_and_counted(provider, monkeypatch):
     monkeypatch.setattr(webhook_client, "BACKOFF_FIRST", 0.01)
     settings = provider.settings
-    secrets = {name: provider.secret for name in settings.gateway.sources}
+    hmac = [n for n, h in settings.gateway.sources.items() if h.auth.scheme in SCHEMES]
+    keys = {name: ProviderKeys(secret=provider.secret) for name in hmac}
     sender = WebhookSender(
-        settings, f"http://127.0.0.1:{provider.port}", secrets, concurrency=1
+        settings, f"http://127.0.0.1:{provider.port}", keys, concurrency=1
     ).start()
     try:
         env = {
@@ -78,7 +80,7 @@ def test_refused_deliveries_are_retried_signed_and_counted(provider, monkeypatch
             "payload": {"id": "evt_1", "type": "charge.succeeded"},
         }
         assert sender.offer(env)
-        # a provider's own format (RSA, forms) waits for the simulator to send it: Kafka
+        # a source it holds no keys for (here WeChat Pay's): Kafka
         assert not sender.offer({**env, "source": "wechatpay"})
         # not the gateway's business: orders, malformed lines, sources it has no entry for
         assert not sender.offer({**env, "stream": "orders", "source": "oms"})
@@ -97,8 +99,8 @@ def test_refused_deliveries_are_retried_signed_and_counted(provider, monkeypatch
 def test_an_unreachable_gateway_is_retried_and_left_pending(monkeypatch):
     monkeypatch.setattr(webhook_client, "BACKOFF_FIRST", 0.01)
     settings = load_settings()
-    secrets = {name: b"x" for name in settings.gateway.sources}
-    sender = WebhookSender(settings, f"http://127.0.0.1:{free_port()}", secrets).start()
+    keys = {name: ProviderKeys(secret=b"x") for name in settings.gateway.sources}
+    sender = WebhookSender(settings, f"http://127.0.0.1:{free_port()}", keys).start()
     try:
         assert sender.offer(
             {"stream": "tracking", "source": "zto", "received_at": "2026-03-02T08:00:00.000Z",
@@ -109,3 +111,21 @@ def test_an_unreachable_gateway_is_retried_and_left_pending(monkeypatch):
         sender.stop()
     assert sender.stats.retried >= 3 and sender.stats.pending == 1  # never dropped silently
     assert sender.stats.accepted == 0 and sender.stats.last_failure
+
+
+def test_a_payload_no_provider_sends_is_left_pending_not_dropped(provider):
+    """A WeChat Pay notification without `resource` cannot be made into WeChat Pay's
+    request: it is not sent, and the sender says so (pending, last failure)."""
+    settings = provider.settings
+    keys = {"wechatpay": ProviderKeys.generate(settings.gateway.sources["wechatpay"])}
+    sender = WebhookSender(settings, f"http://127.0.0.1:{provider.port}", keys).start()
+    try:
+        assert sender.offer(
+            {"stream": "payments", "source": "wechatpay", "received_at": "2026-03-02T08:00:00Z",
+             "payload": {"id": "EV-1", "event_type": "TRANSACTION.SUCCESS"}}
+        )  # fmt: skip
+        _wait(lambda: bool(sender.stats.last_failure))
+    finally:
+        sender.stop()
+    assert sender.stats.pending == 1 and sender.stats.last_failure == "unsendable: KeyError"
+    assert provider.seen == []
