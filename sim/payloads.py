@@ -106,7 +106,7 @@ def native_id(o: Order) -> str:
     """The channel's own id of the order (the OMS id when the OMS is off the feed)."""
     if not o.has_oms or o.channel == "web":
         return o.oid
-    n = (o.seed, o.idx, _S_NATIVE)
+    n = (o.seed, _S_NATIVE, int(cn_date(o.t0)))  # unique per order, across days too
     ch = o.channel
     if ch == "taobao":  # TOP `tid`: a number of up to 19 digits
         return "3" + digits(18, o.idx, *n)
@@ -115,12 +115,12 @@ def native_id(o: Order) -> str:
     if ch == "douyin":  # `order_id`: 19 digits, as a string
         return "69" + digits(17, o.idx, *n)
     if ch == "shopee":  # `ordersn`: yymmdd + 8 upper-case alphanumerics
-        return cn_date(o.t0)[2:] + token(UPPER36, 8, *n)
+        return cn_date(o.t0)[2:] + token(UPPER36, 8, o.idx, *n)
     return str(shopify_id(o))
 
 
 def shopify_id(o: Order) -> int:
-    return 5_100_000_000_000 + int(digits(12, o.idx, o.seed, 11))
+    return 5_100_000_000_000 + int(digits(12, o.idx, o.seed, 11, int(cn_date(o.t0))))
 
 
 def _epoch(ms: int) -> int:

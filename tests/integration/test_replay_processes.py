@@ -120,7 +120,7 @@ def test_the_split_is_the_partition_our_producer_gets_from_kafka(broker, tmp_pat
     finally:
         consumer.close()
     assert seen == len(envelopes)
-    assert keyed > 0.9 * seen
+    assert keyed > 0.8 * seen  # carrier_api telemetry (about a tenth) names no order: no key
     partitions_used = {split.part_of(orjson.dumps(e)) for e in envelopes if "__raw__" not in e}
     assert len(partitions_used) == 3 * kafka.partitions  # the keys spread over them all
 

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.broker import free_port
 from schemas.config import load_settings
+from schemas.ids import IdRules
 from schemas.keys import MessageKeys
 from sim import generate
 from tests.helpers import ROOT, run_cli
@@ -90,12 +91,15 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
 
 
 def simulated_order_ids(start: str = DAY_1) -> set[str]:
-    """The orders the simulator creates for a day with the CLI's defaults (no refund orders)."""
-    keys = MessageKeys(load_settings())
+    """The orders the simulator creates for a day with the CLI's defaults (no refund orders),
+    by their canonical id: the OMS's (a channel's own id is linked to it by the OMS)."""
+    settings = load_settings()
+    keys, ids = MessageKeys(settings), IdRules.from_settings(settings)
     begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
     envs = generate(orders=ORDERS, seed=7, start=begin)
-    ids = {keys.key(e) for e in envs if e.get("stream") == "orders"}
-    return {i.decode() for i in ids if i is not None and not i.startswith(b"REF-")}
+    found = {keys.key(e) for e in envs if e.get("stream") == "orders"}
+    refs = (ids.parse_order_id(k.decode()) for k in found if k is not None)
+    return {r.order_id for r in refs if r is not None and r.refund_id is None}
 
 
 def corrections_per_order(bootstrap: str, topic: str) -> Counter[str]:
