@@ -54,10 +54,17 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _certificate(
-    key: rsa.RSAPrivateKey, name: str, issuer_key: rsa.RSAPrivateKey, issuer: str, now: datetime
+def make_certificate(
+    key: rsa.RSAPrivateKey,
+    name: str,
+    issuer_key: rsa.RSAPrivateKey,
+    issuer: str,
+    now: datetime,
+    *,
+    ca: bool,
+    days: int = 365,
 ) -> x509.Certificate:
-    ca = key is issuer_key
+    """A certificate for tests and the demo: a CA's, or a server's for `name`, valid `days`."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -65,7 +72,7 @@ def _certificate(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
+        .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
@@ -124,10 +131,10 @@ class ProviderKeys:
             now = datetime.now(UTC)
             root_key = rsa.generate_private_key(65537, RSA_BITS)
             leaf_key = rsa.generate_private_key(65537, RSA_BITS)
-            root = _certificate(root_key, "orderguard test CA", root_key, "orderguard test CA", now)
-            leaf = _certificate(
-                leaf_key, PAYPAL_CERT_NAMES[0], root_key, root.subject.rfc4514_string()[3:], now
-            )
+            ca_name = "orderguard test CA"
+            root = make_certificate(root_key, ca_name, root_key, ca_name, now, ca=True)
+            name = PAYPAL_CERT_NAMES[0]
+            leaf = make_certificate(leaf_key, name, root_key, ca_name, now, ca=False)
             webhook_id = hook.auth.webhook_id or secrets.token_hex(8).upper()
             return cls(private_key=leaf_key, chain=(leaf, root), webhook_id=webhook_id)
         return cls(secret=secrets.token_hex(32).encode())
