@@ -9,17 +9,14 @@ shapes.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
-import orjson
 import yaml
 
 from schemas.config import DEFAULT_CONFIG
 from tests.fixtures import providers as p
-from tests.helpers import run_cli
+from tests.integration.lives import Line, replay_lives
 
-Line = tuple[str, dict, str]
 LATER = "2026-12-05T12:00:00Z"  # past every wait's bound (retention.pending_tracking: 1d)
 
 
@@ -35,28 +32,14 @@ def _config(tmp_path: Path, *channel_named: str) -> Path:
     return path
 
 
-def _read(path: Path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
 def _replay(
     tmp_path: Path, lines: list[Line], *channel_named: str
 ) -> tuple[dict[str, list[str]], list[dict], list[dict]]:
     """(statuses per order id, corrections, dead letters)."""
-    raws = [p.envelope(source, body, received_at=at) for source, body, at in lines]
-    raws.sort(key=lambda raw: orjson.loads(raw)["received_at"])
     name = "-".join(channel_named) or "default"
-    src = tmp_path / f"{name}.jsonl"
-    src.write_bytes(b"\n".join(raws) + b"\n")
-    out = tmp_path / f"out-{name}"
     config = _config(tmp_path, *channel_named)
-    result = run_cli("replay", str(src), "--out", str(out), "--config", str(config))
-    assert result.returncode == 0, result.stderr
-    corrected = _read(out / "corrected.jsonl")
-    lives: dict[str, list[str]] = defaultdict(list)
-    for rec in corrected:
-        lives[rec["order_id"]].append(rec["status"])
-    return dict(lives), corrected, _read(out / "dead_letters.jsonl")
+    run = replay_lives(tmp_path / f"{name}.jsonl", tmp_path / f"out-{name}", lines, config)
+    return run.lives, run.corrected, run.dead
 
 
 def _clock_mover() -> Line:

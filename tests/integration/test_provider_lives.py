@@ -9,15 +9,13 @@ OMS's links: they run once that index is part of the tree.
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.fixtures import providers as p
-from tests.helpers import run_cli
+from tests.integration.lives import Line, replay_lives
 
 SF_ORDER = "TB2026120200124"
 
@@ -99,19 +97,10 @@ def _lives() -> list[bytes]:
     return lines
 
 
-def _read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_lives_in_real_shapes_end_in_the_right_status_with_no_dead_letters(tmp_path: Path) -> None:
-    src = tmp_path / "lives.jsonl"
-    src.write_bytes(b"\n".join(_lives()) + b"\n")
-    result = run_cli("replay", str(src), "--out", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stderr
-    assert _read(tmp_path / "out" / "dead_letters.jsonl") == []
-    lives: dict[str, list[str]] = defaultdict(list)
-    for rec in _read(tmp_path / "out" / "corrected.jsonl"):
-        lives[rec["order_id"]].append(rec["status"])
+    run = replay_lives(tmp_path / "lives.jsonl", tmp_path / "out", _lives())
+    assert run.dead == []
+    lives = run.lives
     shipped = ["LABEL_CREATED", "PICKED_UP", "IN_TRANSIT", "OUT_FOR_DELIVERY"]
     assert lives == {
         # the partial refund claims nothing; TRADE_CLOSED after payment is the refund
@@ -124,17 +113,9 @@ def test_lives_in_real_shapes_end_in_the_right_status_with_no_dead_letters(tmp_p
     }
 
 
-def _replay(tmp_path: Path, lines: list[tuple[str, dict, str]]) -> tuple[dict, list[dict]]:
-    raws = [p.envelope(source, body, received_at=at) for source, body, at in lines]
-    raws.sort(key=lambda raw: orjson.loads(raw)["received_at"])
-    src = tmp_path / "lives.jsonl"
-    src.write_bytes(b"\n".join(raws) + b"\n")
-    result = run_cli("replay", str(src), "--out", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stderr
-    lives: dict[str, list[str]] = defaultdict(list)
-    for rec in _read(tmp_path / "out" / "corrected.jsonl"):
-        lives[rec["order_id"]].append(rec["status"])
-    return dict(lives), _read(tmp_path / "out" / "dead_letters.jsonl")
+def _replay(tmp_path: Path, lines: list[Line]) -> tuple[dict, list[dict]]:
+    run = replay_lives(tmp_path / "lives.jsonl", tmp_path / "out", lines)
+    return run.lives, run.dead
 
 
 def test_lives_found_by_channel_ids(tmp_path: Path) -> None:
