@@ -1,0 +1,89 @@
+"""Which worker Bytewax 0.21.1 gives a stateful key and an input partition.
+
+Keeping a partition's work on the worker that reads it (issue 14: no step that sees
+every event) needs both placements, and Bytewax computes each deterministically:
+
+- a stateful step's key goes to worker `hash(key) % workers`, `hash` being Rust's
+  `DefaultHasher` (SipHash-1-3 with zero keys) over the key's `str` bytes and a
+  0xFF terminator (`src/operators.rs` `stateful_batch` -> `src/timely.rs`
+  `PartitionFn`; `StateKey(String)` derives `Hash`);
+- input partitions, listed by every worker, are assigned in sorted key order to the
+  worker with the fewest so far, the lowest index on ties (`src/timely.rs`
+  `calc_primaries`): round robin over the sorted partition names.
+
+Only speed rests on these: a key that lands elsewhere still reaches its state, one
+crossing later. `tests/integration/test_placement.py` checks both against a real
+2-worker run, so a Bytewax upgrade that changes either fails there.
+"""
+
+from __future__ import annotations
+
+_MASK = (1 << 64) - 1
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _MASK
+
+
+def siphash13(data: bytes, k0: int = 0, k1: int = 0) -> int:
+    """SipHash-1-3 (one compression round, three finalization rounds), as Rust's std."""
+    v0 = k0 ^ 0x736F6D6570736575
+    v1 = k1 ^ 0x646F72616E646F6D
+    v2 = k0 ^ 0x6C7967656E657261
+    v3 = k1 ^ 0x7465646279746573
+
+    def rounds(n: int) -> None:
+        nonlocal v0, v1, v2, v3
+        for _ in range(n):
+            v0 = (v0 + v1) & _MASK
+            v1 = _rotl(v1, 13) ^ v0
+            v0 = _rotl(v0, 32)
+            v2 = (v2 + v3) & _MASK
+            v3 = _rotl(v3, 16) ^ v2
+            v0 = (v0 + v3) & _MASK
+            v3 = _rotl(v3, 21) ^ v0
+            v2 = (v2 + v1) & _MASK
+            v1 = _rotl(v1, 17) ^ v2
+            v2 = _rotl(v2, 32)
+
+    n = len(data)
+    end = n - n % 8
+    for i in range(0, end, 8):
+        m = int.from_bytes(data[i : i + 8], "little")
+        v3 ^= m
+        rounds(1)
+        v0 ^= m
+    last = ((n & 0xFF) << 56) | int.from_bytes(data[end:], "little")
+    v3 ^= last
+    rounds(1)
+    v0 ^= last
+    v2 ^= 0xFF
+    rounds(3)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def worker_of_key(key: str, workers: int) -> int:
+    """The worker (0-based, over all processes) that holds a stateful step's `key`."""
+    return siphash13(key.encode() + b"\xff") % workers
+
+
+def workers_of_parts(parts: list[str], workers: int) -> dict[str, int]:
+    """The worker that reads each input partition, when every worker lists them all."""
+    return {part: i % workers for i, part in enumerate(sorted(parts))}
+
+
+def colocated_key(base: str, slot: int, modulus: int = 840) -> str:
+    """A stable key, `base` plus the smallest suffix, that lands on worker `slot % workers`.
+
+    Chosen against `modulus` (840 = lcm(1..8)) rather than a worker count, so the key is
+    the same for every cluster size, as recovery needs (a state key must not change when
+    a store is resumed with other workers), and it lands on `slot % workers` for every
+    worker count that divides 840: 1 to 8, 10, 12, 14, 15, 20, 21, 24, 28, 30, ...
+    """
+    target = slot % modulus
+    i = 0
+    while True:
+        key = f"{base}~{i}"
+        if siphash13(key.encode() + b"\xff") % modulus == target:
+            return key
+        i += 1
