@@ -240,7 +240,7 @@ def run(
     settings = _settings(config_path)
     rdir = settings.recovery.dir
     if processes is not None and processes > 1:
-        from dataflows.cluster import run_local_cluster
+        from dataflows.cluster import describe_exit, run_local_cluster
 
         # Set up once, before any process starts (no races); process 0 warns about
         # partitions (bytewax#556) with the topics' real partition counts.
@@ -261,10 +261,9 @@ def run(
             click.echo(f"stopped; the next run resumes from the last snapshot in {rdir}")
             sys.exit(130)
         if result.exit_code != 0:
-            which = result.failed if result.failed is not None else "a process"
             raise click.ClickException(
-                f"process {which} of {processes} failed (exit {result.exit_code}); "
-                "the others were stopped"
+                f"process {result.failed} of {processes} failed "
+                f"({describe_exit(result.exit_code)}); the others were stopped"
             )
         state = "initialized" if initialized else "resumed from"
         click.echo(

@@ -182,6 +182,28 @@ class ClusterResult:
         return next((rc for rc in self.returncodes if rc != 0), 0)
 
 
+def first_failure(returncodes: list[int | None]) -> int | None:
+    """The process whose end most likely brought the cluster down, among those ended.
+
+    When a Bytewax process vanishes its peers panic ("Send thread panic") and exit 1
+    within the same moment, so the first non-zero code seen is often a victim's: a
+    process killed by a signal (a negative code: kill -9, the OOM killer) is preferred.
+    """
+    failed = [k for k, rc in enumerate(returncodes) if rc not in (None, 0)]
+    killed = [k for k in failed if returncodes[k] < 0]  # type: ignore[operator]
+    return (killed or failed or [None])[0]
+
+
+def describe_exit(returncode: int) -> str:
+    """`exit 1`, or `killed by SIGKILL` for a negative (signal) code."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit {returncode}"
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: the child gets SIGTERM if the launcher dies (even by SIGKILL)."""
     try:
@@ -269,20 +291,18 @@ def run_local_cluster(
         deadline: float | None = None
         while [c.poll() for c in children].count(None):  # poll() each: no short cut
             if failed is None and not stopped:
-                for k, c in enumerate(children):
-                    if c.returncode not in (None, 0):
-                        failed = k
-                        log.error(
-                            "process %d exited with %d; stopping the other processes",
-                            k,
-                            c.returncode,
-                        )
-                        for other in children:
-                            if other.poll() is None:
-                                with contextlib.suppress(ProcessLookupError):
-                                    other.terminate()
-                        deadline = time.monotonic() + grace
-                        break
+                failed = first_failure([c.returncode for c in children])
+                if failed is not None:
+                    log.error(
+                        "process %d: %s; stopping the other processes",
+                        failed,
+                        describe_exit(children[failed].returncode),
+                    )
+                    for other in children:
+                        if other.poll() is None:
+                            with contextlib.suppress(ProcessLookupError):
+                                other.terminate()
+                    deadline = time.monotonic() + grace
             if stopped and deadline is None:
                 deadline = time.monotonic() + grace
             if deadline is not None and time.monotonic() > deadline:
@@ -302,6 +322,8 @@ def run_local_cluster(
     for t in relays:
         t.join(timeout=5)
     codes = [c.returncode for c in children]
+    if failed is None and not stopped:  # all ended between two polls
+        failed = first_failure(codes)
     delivered = 0
     for out in lines:
         for line in out:

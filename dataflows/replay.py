@@ -176,7 +176,7 @@ def _run_processes(
     out_dir: Path,
     config_path: Path | None,
 ) -> None:
-    from dataflows.cluster import run_local_cluster
+    from dataflows.cluster import describe_exit, run_local_cluster
 
     args = ["-w", str(workers), "--batch-size", str(batch_size), "--out", str(out_dir)]
     if config_path is not None:
@@ -186,10 +186,9 @@ def _run_processes(
         processes, lambda k, joined: [*me, "-i", str(k), "-a", joined, *args, *map(str, inputs)]
     )
     if result.exit_code != 0:
-        which = result.failed if result.failed is not None else "a process"
         raise ReplayFailed(
-            f"replay process {which} of {processes} failed (exit {result.exit_code})"
-            + ("; the others were stopped" if result.failed is not None else "")
+            f"replay process {result.failed} of {processes} failed "
+            f"({describe_exit(result.exit_code)}); the others were stopped"
         )
 
 

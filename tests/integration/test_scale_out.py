@@ -9,7 +9,12 @@ processes: the same records, ignoring wall-clock fields (as in test_determinism)
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +22,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.helpers import ROOT
+from tests.integration.test_crash_restart import Tail
 from tests.integration.test_run_live import OUTPUTS, live_env, ok, orderguard, read_topic
 
 ORDERS = 400
@@ -141,3 +148,49 @@ def test_cluster_options_are_checked_before_anything_starts(tmp_path):
         proc = orderguard(env, "run", *args, timeout=30)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
     assert not (tmp_path / "rec").exists()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return sorted(int(c) for c in f.read().split())
+
+
+def test_kill_9_of_one_process_then_restart_gives_the_same_outputs_as_one(runs, broker, tmp_path):
+    """A 2-process run loses a process to kill -9 mid-output; restarted, the cluster's
+    outputs are the 1-process run's (as sets: a killed run's records may be written twice,
+    identically)."""
+    for attempt in range(3):  # a run can finish before its kill lands: draw again
+        env = cluster_env(broker.bootstrap, tmp_path / f"rec-{attempt}", runs.one)
+        for name in OUTPUTS:
+            env[f"ORDERGUARD__KAFKA__OUTPUT_TOPICS__{name.upper()}"] += f".kill{attempt}"
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "dataflows.cli", "run", "--exit-when-caught-up",
+             "--processes", "2"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        tail = Tail(broker.bootstrap, env["ORDERGUARD__KAFKA__OUTPUT_TOPICS__CORRECTED"], 2)
+        try:
+            deadline = time.monotonic() + 90
+            while launcher.poll() is None and time.monotonic() < deadline:
+                if tail.poll() >= 1:  # the topic exists once the run writes to it
+                    break
+            children = _children(launcher.pid) if launcher.poll() is None else []
+            if len(children) == 2:
+                os.kill(children[1], signal.SIGKILL)
+        finally:
+            tail.close()
+        out, err = launcher.communicate(timeout=120)
+        if children:
+            assert launcher.returncode != 0, f"exit {launcher.returncode}\n{out}\n{err[-2000:]}"
+            assert "process 1" in (out + err), err[-2000:]
+            break
+    else:
+        pytest.fail("in 3 attempts the 2-process run ended before its kill")
+    ok(orderguard(env, "run", "--exit-when-caught-up", "--processes", "2", timeout=120))
+    got = outputs(broker.bootstrap, env)
+    for name in OUTPUTS:
+        missing, extra = set(runs.ref[name]) - set(got[name]), set(got[name]) - set(runs.ref[name])
+        assert not missing and not extra, (
+            f"{name}: {len(missing)} missing, {len(extra)} extra after kill -9 and restart; "
+            f"e.g. {next(iter(missing or extra))[:300]!r}"
+        )

@@ -14,6 +14,8 @@ import pytest
 from dataflows.cluster import (
     check_partitions,
     check_process_id,
+    describe_exit,
+    first_failure,
     local_addresses,
     parse_addresses,
     run_local_cluster,
@@ -138,3 +140,14 @@ def test_sigterm_to_the_launcher_is_forwarded_to_every_process():
         timer.cancel()
     assert result.stopped and result.returncodes == [130, 130] and result.exit_code == 130
     assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
+def test_the_process_killed_by_a_signal_is_named_not_the_peers_that_panicked() -> None:
+    # kill -9 of process 1: process 0 panics ("Send thread panic") and exits 1 at once
+    assert first_failure([1, -9]) == 1
+    assert first_failure([1, None]) == 0  # only 0 has ended so far
+    assert first_failure([0, 2, 1]) == 1
+    assert first_failure([None, 0]) is None
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(1) == "exit 1"
+    assert describe_exit(-200) == "killed by signal 200"
