@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from connectors.broker import BrokerError, ensure_topics
 from connectors.kafka_sink import KafkaOutputSink
-from connectors.kafka_source import KafkaInputSource, stream_of_part
+from connectors.kafka_source import KafkaInputSource, MissingTopicError, stream_of_part
 from connectors.metrics import Metrics, serve
 from connectors.processes import stop_signals_interrupt
 from connectors.recovery_store import (
@@ -29,6 +31,7 @@ from dataflows.flow import build_flow
 from dataflows.gc_tuning import tune_gc
 from dataflows.router import index_shards
 from schemas.config import Settings
+from schemas.keys import DEFAULT_PARTITIONER, KEY_FUNCTION
 
 log = logging.getLogger("orderguard.recovery")
 
@@ -53,8 +56,11 @@ class LiveResult:
     records_delivered: int
 
 
-def prepare_recovery(settings: Settings) -> bool:
+def prepare_recovery(settings: Settings, input_partitions: dict[str, int] | None = None) -> bool:
     """Initialize the recovery store on first use; return whether it was initialized now.
+
+    `input_partitions` (partitions per input stream, as found on the broker) is
+    recorded in the layout and checked on every later start (`compare_layout`).
 
     An existing non-empty directory is left alone: it holds a previous run's
     snapshots (or something that is not a store, which Bytewax then refuses).
@@ -69,13 +75,13 @@ def prepare_recovery(settings: Settings) -> bool:
             raise RecoveryDirError(
                 f"recovery.dir {rdir} is not empty and holds no Bytewax recovery partitions"
             )
-        _check_layout(settings)
+        _check_layout(settings, input_partitions)
         _drop_unfinished_snapshots(rdir)
         return False
     try:
         rdir.mkdir(parents=True, exist_ok=True)
         init_db_dir(rdir, settings.recovery.partitions)
-        (rdir / LAYOUT_FILE).write_text(json.dumps(_layout(settings)) + "\n")
+        (rdir / LAYOUT_FILE).write_text(json.dumps(_layout(settings, input_partitions)) + "\n")
     except OSError as e:
         raise RecoveryDirError(f"cannot initialize recovery.dir {rdir}: {e}") from None
     return True
@@ -116,17 +122,78 @@ limits; 6: the reference index in place of the tracking index, known refs per or
 7: the barriers hold the typed messages of `dataflows.messages`, not tuples)."""
 
 
-def _layout(settings: Settings) -> dict[str, int]:
-    return {
+def _layout(settings: Settings, input_partitions: dict[str, int] | None) -> dict[str, Any]:
+    layout: dict[str, Any] = {
         "version": LAYOUT_VERSION,
         "shards": settings.pipeline.shards,
         "index_shards": index_shards(settings),
+        "partitioner": str(settings.kafka.client.get("partitioner", DEFAULT_PARTITIONER)),
+        "key_function": KEY_FUNCTION,
     }
+    if input_partitions is not None:
+        layout["input_partitions"] = dict(sorted(input_partitions.items()))
+    return layout
 
 
-def _check_layout(settings: Settings) -> None:
+def input_partition_counts(parts: list[str]) -> dict[str, int]:
+    """Partitions per input stream, from `KafkaInputSource.list_parts` names."""
+    return dict(Counter(stream_of_part(p) for p in parts))
+
+
+def _counts(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return repr(value)
+
+
+_FIXED = (
+    # (layout field, the setting it comes from, what else to do than a new recovery.dir)
+    ("shards", "pipeline.shards", "keep the shard count"),
+    (
+        "input_partitions",
+        "the input topics' partition counts on the broker (kafka.partitions, "
+        "kafka.input_topics, kafka.control_topic)",
+        "restore the old topic layout (topics with the old partition counts)",
+    ),
+    ("partitioner", "kafka.client partitioner", "restore the old partitioner"),
+    (
+        "key_function",
+        "the message key function (schemas.keys.KEY_FUNCTION)",
+        "run the orderguard that wrote it",
+    ),
+)
+"""What is fixed for the life of a store: state is keyed by shard and input offsets
+by partition, and a key lands on a partition by the partitioner and the key function,
+so a change would orphan state, stall the barriers or split one order's events."""
+
+
+def compare_layout(have: dict[str, Any], want: dict[str, Any], rdir: Path) -> dict[str, Any]:
+    """The layout to keep for a store written with `have`, now started with `want`.
+
+    Raises `RecoveryDirError` naming the setting, both values, `rdir` and what to do
+    when a recorded field differs. A field the store does not record yet (written
+    before it was kept) is taken from `want`, so an older store keeps working.
+    A field `want` lacks (not known at this start) is kept as recorded.
+    """
+    if have.get("version", 1) != LAYOUT_VERSION:
+        raise RecoveryDirError(
+            f"recovery.dir {rdir} was written by an older orderguard "
+            f"(layout version {have.get('version', 1)}, this one is {LAYOUT_VERSION}) whose "
+            "steps hold state differently; start from a new recovery.dir"
+        )
+    for field, setting, instead in _FIXED:
+        if field in have and field in want and have[field] != want[field]:
+            raise RecoveryDirError(
+                f"recovery.dir {rdir} was written with {setting} = {_counts(have[field])}; "
+                f"this start has {_counts(want[field])}. It is fixed for the life of a "
+                f"recovery store: start from a new recovery.dir, or {instead}"
+            )
+    return {**want, **have}  # index_shards follows from shards
+
+
+def _check_layout(settings: Settings, input_partitions: dict[str, int] | None = None) -> None:
     path = settings.recovery.dir / LAYOUT_FILE
-    want = _layout(settings)
+    want = _layout(settings, input_partitions)
     try:
         have = json.loads(path.read_text())
     except FileNotFoundError:
@@ -134,18 +201,12 @@ def _check_layout(settings: Settings) -> None:
         return
     except (OSError, ValueError) as e:
         raise RecoveryDirError(f"cannot read {path}: {e}") from None
-    if have.get("version", 1) != LAYOUT_VERSION:
-        raise RecoveryDirError(
-            f"recovery.dir {settings.recovery.dir} was written by an older orderguard "
-            f"(layout version {have.get('version', 1)}, this one is {LAYOUT_VERSION}) whose "
-            "steps hold state differently; start from a new recovery.dir"
-        )
-    if have != want:
-        raise RecoveryDirError(
-            f"recovery.dir {settings.recovery.dir} was written with pipeline.shards="
-            f"{have.get('shards')}; this configuration says {want['shards']}. Keep the "
-            "shard count, or start from a new recovery.dir (the old state would be orphaned)"
-        )
+    keep = compare_layout(have, want, settings.recovery.dir)
+    if keep != have:  # a store from before a field was kept: record it now
+        try:
+            path.write_text(json.dumps(keep) + "\n")
+        except OSError as e:
+            raise RecoveryDirError(f"cannot write {path}: {e}") from None
 
 
 SETUP_TIMEOUT = 60.0
@@ -153,10 +214,15 @@ SETUP_TIMEOUT = 60.0
 
 
 def setup_live(
-    settings: Settings, *, connect_timeout: float = CONNECT_TIMEOUT
+    settings: Settings,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    source: KafkaInputSource | None = None,
 ) -> tuple[list[str], bool]:
     """Create missing topics and initialize the recovery store (one process does this).
 
+    The input topics' partition counts are those found on the broker (a topic that
+    existed keeps its own), recorded in the store and checked against it.
     Returns the topics created and whether the store was initialized now.
     """
     kafka = settings.kafka
@@ -166,7 +232,18 @@ def setup_live(
         timeout=connect_timeout,
         config=kafka.client_config(),
     )
-    return created, prepare_recovery(settings)
+    if source is None:
+        source = KafkaInputSource(
+            kafka.bootstrap_servers,
+            kafka.source_topics(),
+            config=kafka.client_config(),
+            metadata_timeout=connect_timeout,
+        )
+    try:
+        counts = input_partition_counts(source.list_parts())
+    except MissingTopicError as e:
+        raise RecoveryDirError(f"cannot count the input partitions: {e}") from None
+    return created, prepare_recovery(settings, counts)
 
 
 def wait_for_setup(
@@ -183,14 +260,13 @@ def wait_for_setup(
     written (after the partitions). On another machine the directory must hold
     this machine's share of the partition files and the layout file (docs/scale-out.md).
     """
-    from connectors.kafka_source import MissingTopicError
-
     kafka = settings.kafka
     rdir = settings.recovery.dir
     # the broker must answer at all: fail fast on a wrong address, as process 0 does
     client = kafka.client_config()
     ensure_topics(kafka.bootstrap_servers, {}, timeout=connect_timeout, config=client)
     deadline = time.monotonic() + timeout
+    counts: dict[str, int] | None = None
     while True:
         missing = ""
         if not (rdir / LAYOUT_FILE).is_file() or not any(rdir.glob(PARTITION_GLOB)):
@@ -201,7 +277,7 @@ def wait_for_setup(
             )
         else:
             try:
-                source.list_parts()
+                counts = input_partition_counts(source.list_parts())
             except MissingTopicError as e:
                 missing = str(e)
         if not missing:
@@ -209,7 +285,7 @@ def wait_for_setup(
         if time.monotonic() > deadline:
             raise RecoveryDirError(f"gave up after {timeout:g}s waiting for process 0: {missing}")
         time.sleep(0.2)
-    _check_layout(settings)
+    _check_layout(settings, counts)
 
 
 def run_live(
@@ -258,7 +334,7 @@ def run_live(
         metadata_timeout=connect_timeout,
     )
     if not process_id:
-        created, initialized = setup_live(settings, connect_timeout=connect_timeout)
+        created, initialized = setup_live(settings, connect_timeout=connect_timeout, source=source)
         # the control topic is nearly idle: its partition cannot unbalance the workers
         parts = sum(stream_of_part(p) != "control" for p in source.list_parts())
         warn_if_unbalanced(parts, processes * workers, per_topic=kafka.partitions)

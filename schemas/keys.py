@@ -20,6 +20,11 @@ DEFAULT_PARTITIONER = "consistent_random"
 
 CRC32_PARTITIONERS = ("consistent_random", "consistent")
 
+KEY_FUNCTION = "schemas.keys.MessageKeys/1"
+"""The key function's name and version, recorded in a recovery store's layout: bump the
+version when `MessageKeys` picks a different key for the same payload, since one order's
+events would then land on other partitions than the store's state expects."""
+
 
 def kafka_partition(key: bytes, partitions: int) -> int:
     """The partition librdkafka's `consistent_random` picks for a non-empty key.
