@@ -214,6 +214,31 @@ def test_two_hosts_with_split_stores_survive_a_kill_9(hosts, broker, tmp_path):
         tail.close()
     assert killed_after < total, f"the kill came after the whole output ({killed_after})"
 
+    # A share cannot tell which of its snapshots are of epochs the cluster never
+    # completed (that takes every partition's progress): both hosts refuse to restart.
+    procs = [start_host(ns, k, env, shares[k]) for k, ns in enumerate(hosts)]
+    refused = [stop(p) for p in procs]
+    for p, out in zip(procs, refused, strict=True):
+        assert p.returncode not in (0, -signal.SIGKILL), out
+        assert "did not end by itself" in out and "python -m connectors.recovery_store" in out, out
+
+    # The documented procedure: gather the files, drop the stale snapshots, move back.
+    gathered = tmp_path / "gathered"
+    gathered.mkdir()
+    home = {part.name: d for d in shares for part in d.glob("part-*.sqlite3")}
+    for name, d in home.items():
+        shutil.move(d / name, gathered / name)
+    dropped = subprocess.run(
+        [sys.executable, "-m", "connectors.recovery_store", str(gathered)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert dropped.returncode == 0 and "8 partition files were marked" in dropped.stdout, dropped
+    for name, d in home.items():
+        shutil.move(gathered / name, d / name)
+
     # Both hosts restart, each from its own share, and read to the end.
     procs = [start_host(ns, k, env, shares[k]) for k, ns in enumerate(hosts)]
     second = [stop(p, grace=240) for p in procs]
@@ -225,3 +250,9 @@ def test_two_hosts_with_split_stores_survive_a_kill_9(hosts, broker, tmp_path):
     summary = compare(f"killed after {killed_after} corrections", got, reference)
     print(summary)
     assert_same_records(got, reference)
+
+    # A cluster that ended by itself restarts from its shares as they are.
+    procs = [start_host(ns, k, env, shares[k]) for k, ns in enumerate(hosts)]
+    third = [stop(p) for p in procs]
+    assert all(p.returncode == 0 for p in procs), third
+    assert all("caught up: 0 records delivered" in out for out in third), third
