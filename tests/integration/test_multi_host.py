@@ -12,8 +12,12 @@ copied to both.
 
 The scenario: a 1-process run to the end of a recording (the reference), then the
 2-host cluster over the same input, one host's process `kill -9`ed mid-run; the other
-cannot go on without its peer and is stopped too; both restart from their own shares
-and read to the end. The outputs must be the reference's, record for record (by id).
+cannot go on without its peer and fails. A share cannot drop the snapshots of epochs
+the cluster never completed (connectors/recovery_store.py), so both hosts refuse to
+restart; the documented procedure (gather the files, `python -m
+connectors.recovery_store`, move them back) clears them, both restart from their own
+shares and read to the end. The outputs must be the reference's, record for record (by
+id). A cluster that ended by itself then restarts without the procedure.
 
 Needs root (`ip netns add`); skipped otherwise.
 """
