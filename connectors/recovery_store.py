@@ -15,7 +15,11 @@ machine).
 No resume can need a snapshot of an epoch that did not complete, so deleting them
 before a run starts is always safe. It needs every partition's progress: with only a
 share of the partition files here (one machine of several, `docs/scale-out.md`) the
-resume epoch is unknown, and nothing is deleted.
+resume epoch is unknown, and nothing is deleted. Such a share is therefore marked
+while a run uses it (`mark_running`, a table of ours in each partition file) and
+unmarked only when the run ends by itself; a process refuses a share still marked
+(`dataflows.live`) until the files are gathered and `main` has dropped and unmarked
+them (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -129,8 +133,55 @@ def drop_unfinished_snapshots(rdir: Path) -> Pruned:
     return Pruned(epoch, dropped)
 
 
+RUNNING_TABLE = "orderguard_running"
+"""Our table in a partition file: present while a run that may not end cleanly uses it."""
+
+
+def mark_running(rdir: Path) -> None:
+    """Mark every partition file here as used by a run that has not ended (yet)."""
+    for path in sorted(rdir.glob(PARTITION_GLOB)):
+        with closing(_connect(path)) as conn:
+            try:
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {RUNNING_TABLE} (since TEXT)")
+                conn.execute(f"INSERT INTO {RUNNING_TABLE} VALUES (datetime('now'))")
+            except sqlite3.Error as e:
+                raise RecoveryStoreError(f"cannot mark recovery partition {path}: {e}") from None
+
+
+def unmark_running(rdir: Path) -> int:
+    """Remove the marks (a run ended by itself, or its stale snapshots were dropped);
+    returns how many files were marked."""
+    marked = 0
+    for path in marked_running(rdir):
+        with closing(_connect(path)) as conn:
+            try:
+                conn.execute(f"DROP TABLE IF EXISTS {RUNNING_TABLE}")
+            except sqlite3.Error as e:
+                raise RecoveryStoreError(f"cannot unmark recovery partition {path}: {e}") from None
+        marked += 1
+    return marked
+
+
+def marked_running(rdir: Path) -> list[Path]:
+    """The partition files here that a run which did not end by itself left marked."""
+    found = []
+    for path in sorted(rdir.glob(PARTITION_GLOB)):
+        with closing(_connect(path)) as conn:
+            try:
+                row = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (RUNNING_TABLE,),
+                ).fetchone()
+            except sqlite3.Error as e:
+                raise RecoveryStoreError(f"cannot read recovery partition {path}: {e}") from None
+        if row:
+            found.append(path)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m connectors.recovery_store DIR`: the drop, for a store gathered by hand."""
+    """`python -m connectors.recovery_store DIR`: the drop, for a store gathered by hand
+    (then the partition files are unmarked, and may go back to their machines)."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -146,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     if pruned.missing:
         print(f"partitions {', '.join(map(str, pruned.missing))} are not in {args.dir}")
         return 1
-    print(f"dropped {pruned.dropped} snapshots; resume epoch {pruned.resume_epoch}")
+    unmarked = unmark_running(args.dir)
+    print(
+        f"dropped {pruned.dropped} snapshots; resume epoch {pruned.resume_epoch}; "
+        f"{unmarked} partition files were marked by a run that did not end"
+    )
     return 0
 
 

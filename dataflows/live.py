@@ -25,6 +25,10 @@ from connectors.recovery_store import (
     PARTITION_GLOB,
     RecoveryStoreError,
     drop_unfinished_snapshots,
+    mark_running,
+    marked_running,
+    read_progress,
+    unmark_running,
 )
 from connectors.redis_view import RedisViewSink
 from dataflows.flow import build_flow
@@ -94,19 +98,37 @@ def _drop_unfinished_snapshots(rdir: Path) -> None:
         pruned = drop_unfinished_snapshots(rdir)
     except RecoveryStoreError as e:
         raise RecoveryDirError(str(e)) from None
-    if pruned.missing:
-        log.warning(
-            "recovery.dir %s holds a share of the store (partitions %s are elsewhere): "
-            "snapshots of unfinished epochs cannot be dropped here (docs/scale-out.md)",
-            rdir,
-            ", ".join(map(str, pruned.missing)),
-        )
-    elif pruned.dropped:
+    if pruned.dropped:  # nothing with a share (pruned.missing): see claim_share
         log.info(
             "dropped %d snapshots of epochs from %d on, which no run completed",
             pruned.dropped,
             pruned.resume_epoch,
         )
+
+
+def claim_share(rdir: Path) -> bool:
+    """Before a run: with only a share of the store here (one machine of several), its
+    stale snapshots cannot be dropped here, so refuse a share a run did not end cleanly
+    on, and mark it for this run. Returns whether `rdir` holds a share."""
+    try:
+        progress = read_progress(rdir)
+        if not progress.missing:
+            return False
+        marked = marked_running(rdir)
+        if marked:
+            raise RecoveryDirError(
+                f"recovery.dir {rdir} holds a share of the store (partitions "
+                f"{', '.join(map(str, progress.missing))} are elsewhere) and the last run "
+                "here did not end by itself, so it may hold snapshots of epochs that run "
+                "never completed. Stop every process of the cluster, gather all "
+                "part-*.sqlite3 files in one directory, run `python -m "
+                "connectors.recovery_store DIR` there, move the files back to their "
+                'machines and start again (docs/scale-out.md, "Several machines")'
+            )
+        mark_running(rdir)
+    except RecoveryStoreError as e:
+        raise RecoveryDirError(str(e)) from None
+    return True
 
 
 LAYOUT_FILE = "orderguard-layout.json"
@@ -382,6 +404,7 @@ def run_live(
         backup_interval=timedelta(milliseconds=settings.recovery.backup_interval),
     )
     tune_gc(settings.pipeline.gc_tuning)  # every process of a cluster runs this
+    share = claim_share(settings.recovery.dir)
     try:
         # cluster_main even for one worker in one process (cli_main would take run_main):
         # its main thread notices the signal and the workers stop on a shared flag, while
@@ -396,7 +419,9 @@ def run_live(
                 worker_count_per_proc=workers,
             )
     except KeyboardInterrupt:
-        raise Stopped() from None
+        raise Stopped() from None  # interrupted mid-epoch: the share stays marked
+    if share:
+        unmark_running(settings.recovery.dir)
     delivered = sum(p.delivered for p in sink.partitions)
     return LiveResult(created, initialized, delivered)
 

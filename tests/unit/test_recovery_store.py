@@ -28,10 +28,12 @@ from connectors.recovery_store import (
     Pruned,
     drop_unfinished_snapshots,
     main,
+    mark_running,
+    marked_running,
     read_progress,
     resume_epoch,
 )
-from dataflows.live import prepare_recovery
+from dataflows.live import RecoveryDirError, claim_share, prepare_recovery
 from schemas.config import Settings
 
 STEP = "count.count.stateful_flat_map.stateful.stateful_batch"
@@ -155,9 +157,41 @@ def test_resume_epoch_is_computed_as_bytewax_does(exs, fronts, want):
 def test_the_command_drops_them_and_refuses_a_share(store, capsys, tmp_path_factory):
     epoch = leave_killed_snapshot(store, "b", 100)
     assert main([str(store)]) == 0
-    assert capsys.readouterr().out == f"dropped 1 snapshots; resume epoch {epoch}\n"
+    assert capsys.readouterr().out == (
+        f"dropped 1 snapshots; resume epoch {epoch}; "
+        "0 partition files were marked by a run that did not end\n"
+    )
     share = tmp_path_factory.mktemp("share")
     init_db_dir(share, 2)
     (share / "part-0.sqlite3").unlink()
     assert main([str(share)]) == 1
     assert "partitions 0 are not in" in capsys.readouterr().out
+
+
+def test_a_share_a_run_did_not_end_on_is_refused_until_gathered_and_dropped(
+    tmp_path, items, capsys
+):
+    """A share cannot drop its stale snapshots; a run marks it, and only a run that
+    ends by itself or the command over the gathered store unmarks it."""
+    whole, share = tmp_path / "whole", tmp_path / "share"
+    whole.mkdir()
+    share.mkdir()
+    init_db_dir(whole, 2)
+    assert claim_share(whole) is False and not marked_running(whole)  # one machine: the drop
+    count(whole, items)
+    (whole / "part-1.sqlite3").rename(share / "part-1.sqlite3")
+    assert claim_share(share) is True  # a run starts on it ...
+    assert marked_running(share) == [share / "part-1.sqlite3"]
+    with pytest.raises(
+        RecoveryDirError, match=r"partitions 0 are elsewhere.*did not end by itself"
+    ):
+        claim_share(share)  # ... and never ended: the next one is refused
+    (share / "part-1.sqlite3").rename(whole / "part-1.sqlite3")
+    leave_killed_snapshot(whole, "b", 100)
+    assert main([str(whole)]) == 0
+    assert capsys.readouterr().out.endswith(
+        "; 1 partition files were marked by a run that did not end\n"
+    )
+    assert not marked_running(whole)
+    mark_running(whole)
+    assert count(whole, items) == [("a", 3), ("a", 4)]  # Bytewax ignores our table
