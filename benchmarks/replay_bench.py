@@ -329,8 +329,10 @@ def compare(orders: int, before: str) -> None:
             r = _replay_run(tree, path, outs / name, env, **kw)
             r["events_per_s"] = round(r["events"] / r["seconds"])
             runs[name] = r
-            print(f"  {name:<14}{r['events_per_s']:>10,} events/s  {r['seconds']:6.1f} s  "
-                  f"CPU {r['cpu_seconds']:6.1f} s  peak RSS {r['peak_rss_kb'] / 1024:,.0f} MB")
+            print(
+                f"  {name:<14}{r['events_per_s']:>10,} events/s  {r['seconds']:6.1f} s  "
+                f"CPU {r['cpu_seconds']:6.1f} s  peak RSS {r['peak_rss_kb'] / 1024:,.0f} MB"
+            )
         same = {
             "before_after": _records(outs / "before") == _records(outs / "after"),
             "processes_1_2": _records(outs / "processes_1") == _records(outs / "processes_2"),
@@ -340,19 +342,32 @@ def compare(orders: int, before: str) -> None:
     rate = {k: v["events_per_s"] for k, v in runs.items()}
     rows = [
         ("before (" + before + "), 1 worker", rate["before"], ""),
-        ("after, 1 worker", rate["after"],
-         f"{rate['after'] / rate['before']:.2f}x before; outputs "
-         + ("identical" if same["before_after"] else "DIFFER")),
-        ("after, gc tuning off", rate["after_gc_off"],
-         f"gc tuning on: {rate['after'] / rate['after_gc_off']:.2f}x; peak RSS on/off "
-         f"{runs['after']['peak_rss_kb'] // 1024}/{runs['after_gc_off']['peak_rss_kb'] // 1024}"
-         " MB"),
-        ("replay --processes 1", rate["processes_1"],
-         f"split {runs['processes_1']['split_seconds']:.1f} s apart; outputs "
-         + ("identical" if same["plain_processes_1"] else "differ") + " to plain replay"),
-        ("replay --processes 2", rate["processes_2"],
-         f"{rate['processes_2'] / rate['processes_1']:.2f}x 1 process; outputs "
-         + ("identical" if same["processes_1_2"] else "DIFFER")),
+        (
+            "after, 1 worker",
+            rate["after"],
+            f"{rate['after'] / rate['before']:.2f}x before; outputs "
+            + ("identical" if same["before_after"] else "DIFFER"),
+        ),
+        (
+            "after, gc tuning off",
+            rate["after_gc_off"],
+            f"gc tuning on: {rate['after'] / rate['after_gc_off']:.2f}x; peak RSS on/off "
+            f"{runs['after']['peak_rss_kb'] // 1024}/{runs['after_gc_off']['peak_rss_kb'] // 1024}"
+            " MB",
+        ),
+        (
+            "replay --processes 1",
+            rate["processes_1"],
+            f"split {runs['processes_1']['split_seconds']:.1f} s apart; outputs "
+            + ("identical" if same["plain_processes_1"] else "differ")
+            + " to plain replay",
+        ),
+        (
+            "replay --processes 2",
+            rate["processes_2"],
+            f"{rate['processes_2'] / rate['processes_1']:.2f}x 1 process; outputs "
+            + ("identical" if same["processes_1_2"] else "DIFFER"),
+        ),
     ]
     print()
     for name, value, note in rows:

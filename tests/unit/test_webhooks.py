@@ -22,8 +22,7 @@ from schemas.webhooks import MAX_DELIVERY_ID, Accepted, Rejected, WebhookEndpoin
 from tests.helpers import T0, settings_of
 
 SECRETS = {
-    name: f"{name}-secret-Zq9!never-print"
-    for name in ("stripe", "aftership", "zto", "shopify")
+    name: f"{name}-secret-Zq9!never-print" for name in ("stripe", "aftership", "zto", "shopify")
 }
 """HMAC sources given a secret; the providers' own schemes: tests/unit/test_gateway_providers.py."""
 ENV = {f"ORDERGUARD__GATEWAY__SOURCES__{k.upper()}__SECRET": v for k, v in SECRETS.items()}
