@@ -719,6 +719,12 @@ def main() -> None:
     )
     ap.add_argument("--quix-max-seconds", type=float, default=420)
     ap.add_argument("--latency-only", action="store_true", help="only the latency phases")
+    ap.add_argument(
+        "--latency-phase",
+        action="append",
+        metavar="RATE:SECONDS",
+        help="with --latency-only: these phases instead of 20k then 5k (repeatable)",
+    )
     ap.add_argument("--plain-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.plain_child:
@@ -733,6 +739,8 @@ def main() -> None:
     from connectors.broker import EmbeddedBroker
 
     bench_t0 = time.perf_counter()
+    if args.latency_phase:
+        phases = [(float(r), float(t)) for r, t in (p.split(":") for p in args.latency_phase)]
     if args.latency_only:
         with EmbeddedBroker(startup_timeout=30) as broker:
             lat = run_latency(broker.bootstrap, phases, drain=60 if not args.quick else 30)
