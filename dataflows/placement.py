@@ -18,6 +18,8 @@ crossing later. `tests/integration/test_placement.py` checks both against a real
 
 from __future__ import annotations
 
+import zlib
+
 _MASK = (1 << 64) - 1
 
 
@@ -87,3 +89,41 @@ def colocated_key(base: str, slot: int, modulus: int = 840) -> str:
         if siphash13(key.encode() + b"\xff") % modulus == target:
             return key
         i += 1
+
+
+class StateKeys:
+    """The state keys of the steps that should run where their input is read.
+
+    `parts`: every input partition's name (`stream:i`), fixed for the life of a
+    recovery store (`dataflows.live` checks the layout). An input partition's merge
+    keys are stamped by a step on the worker that reads it; order shard s works on
+    lane `s % lanes` (the orders topic's partition `s % lanes`, where producers put its
+    orders) and lives where that lane is read, when the shard count is a multiple of the
+    lanes. Without `parts` (tests) keys are plain and Bytewax places them anywhere.
+    """
+
+    def __init__(self, parts: list[str] | None, shards: int, lane_stream: str = "orders") -> None:
+        names = sorted(parts or ())
+        slot = {p: i for i, p in enumerate(names)}
+        lanes = sum(p.startswith(f"{lane_stream}:") for p in names)
+        self.lanes = lanes
+        self.colocated = lanes > 0 and shards % lanes == 0
+        self._index = slot
+        self._input = {p: colocated_key(f"in:{p}", i) for p, i in slot.items()}
+        self._shards = [
+            colocated_key(f"o{s:03d}", slot[f"{lane_stream}:{s % lanes}"])
+            if self.colocated
+            else f"o{s:03d}"
+            for s in range(shards)
+        ]
+
+    def input(self, part: str) -> str:
+        return self._input.get(part) or f"in:{part}"
+
+    def shard(self, s: int) -> str:
+        return self._shards[s]
+
+    def part_index(self, part: str) -> int:
+        """The partition's number in its merge keys: its place among all, else a hash."""
+        i = self._index.get(part)
+        return i if i is not None else zlib.crc32(part.encode()) & 0xFFFF

@@ -4,7 +4,7 @@
 partitions Kafka would have put its envelopes in (`connectors.replay.KafkaSplit`), then
 read by N local processes (`dataflows.cluster.run_local_cluster`, each one
 `python -m dataflows.replay`) as `orderguard run --processes N` reads Kafka. The split
-does not depend on N, and the sequencer orders the partitions' lines canonically, so
+does not depend on N, and every step handles its lines in one canonical order, so
 the outputs are the same for every N (and worker count).
 """
 
@@ -152,7 +152,12 @@ def run_replay(
             _run_processes(processes, workers, batch, inputs, out_dir, config_path)
         else:
             flow = build_flow(
-                settings, source, PartsSink(parts), wall_clock=wall_clock, observer=Metrics()
+                settings,
+                source,
+                PartsSink(parts),
+                wall_clock=wall_clock,
+                observer=Metrics(),
+                parts=source.list_parts(),
             )
             if workers == 1:
                 run_main(flow)
@@ -211,7 +216,13 @@ def _process_main(argv: list[str] | None = None) -> None:
     settings = load_settings(args.config)
     split = KafkaSplit(settings)
     source = SplitReplaySource(args.out / ".split", split.parts(), args.inputs, args.batch_size)
-    flow = build_flow(settings, source, PartsSink(args.out / ".parts"), observer=Metrics())
+    flow = build_flow(
+        settings,
+        source,
+        PartsSink(args.out / ".parts"),
+        observer=Metrics(),
+        parts=split.parts(),
+    )
     tune_gc(settings.pipeline.gc_tuning)
     cluster_main(
         flow,

@@ -24,6 +24,7 @@ from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from schemas.event import DeadLetter, Event
 from schemas.keys import MessageKeys
 from schemas.normalize import Normalizer
+from tests.helpers import mark
 from tests.unit.test_normalize import RECEIVED_AT, RECEIVED_MS, utc_ms
 
 SHIPPED = load_settings()
@@ -759,7 +760,7 @@ def test_a_carriers_unreadable_order_ref_falls_back_to_the_tracking_number() -> 
 
 def test_the_router_routes_every_element_and_dead_letters_the_bad_one() -> None:
     raw = envelope("routes", push(route(1), route(2, "99"), route(3, orderid=None)))
-    out = Router(SETTINGS).route("tracking", 0, [(9, raw, ORIGIN)], "tracking")
+    out = Router(SETTINGS).route(mark("tracking:0"), [(9, raw, ORIGIN)], "tracking")
     direct = [e for m in out if isinstance(m, ToShard) for e in m.events]
     index = [e for m in out if isinstance(m, ToIndex) for e in m.events]
     [dead_letters] = [m.records for m in out if isinstance(m, Records)]
@@ -771,7 +772,7 @@ def test_the_router_routes_every_element_and_dead_letters_the_bad_one() -> None:
         (errors.UNMAPPED_STATUS, "1")
     ]  # type: ignore[union-attr]
     health = next(m for m in out if isinstance(m, ToHealth))
-    assert health.part == "tracking"
+    assert health.mark.part == "tracking:0"
 
 
 def test_split_and_kind_sources_have_a_message_key() -> None:

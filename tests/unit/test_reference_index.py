@@ -13,7 +13,7 @@ from schemas import errors
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
 from state.reference_index import ReferenceIndex, registered_keys, tracking_key, wait_key
-from tests.helpers import HOUR, MIN, T0, ev
+from tests.helpers import HOUR, MIN, T0, ev, mark
 
 OID = "TB2026030200001"
 OTHER = "TB2026030200002"
@@ -174,7 +174,7 @@ def _route(settings: Settings, *events: Event) -> dict[str, Any]:
 
     prepared = {f"line{i}".encode(): e for i, e in enumerate(events)}
     lines = [(e.seq, raw, {"line": i}) for i, (raw, e) in enumerate(prepared.items())]
-    msgs = Router(settings, _Prepared(prepared)).route("p", 0, lines, "orders")
+    msgs = Router(settings, _Prepared(prepared)).route(mark(), lines, "orders")
     return {"out" if isinstance(m, Records) else m.key: m for m in msgs}
 
 
