@@ -46,6 +46,7 @@ from dataflows.messages import (
     ToIndex,
     ToShard,
     ViewChange,
+    index_event,
     index_key,
     shard_key,
 )
@@ -194,7 +195,7 @@ class IndexStep(Step):
         for msg in values:
             self._me = msg.index
             _update(self.inputs, msg.mark)
-            for e in msg.events:
+            for e in map(index_event, msg.events):
                 self.held.push(e.seq, e)
         return self._release()
 

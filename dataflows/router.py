@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 
-from dataflows.messages import Mark, Records, ToHealth, ToIndex, ToShard
+from dataflows.messages import Link, Mark, Records, ToHealth, ToIndex, ToShard
 from schemas.commands import CONTROL, Command, CommandParser, is_control
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
@@ -60,7 +60,7 @@ class Router:
         """
         shards, nindex = self._shards, self._index
         direct: list[list[Event]] = [[] for _ in range(shards)]
-        index: list[list[Event]] = [[] for _ in range(nindex)]
+        index: list[list[Event | Link]] = [[] for _ in range(nindex)]
         health = HealthBatch.for_settings(self._settings)
         dead: list[DeadLetter] = []
         commands: list[Command] = []  # the customer desk's, via order shard 0
@@ -92,9 +92,12 @@ class Router:
                 if r.order_id is not None:
                     direct[stable_shard(r.order_id, shards)].append(r)
                     keys = registered_keys(r)
-                    if keys:  # to the index shard of each reference it registers, once a shard
-                        for k in sorted({stable_shard(key, nindex) for key in keys}):
-                            index[k].append(r)
+                    if keys:  # to the index shard of each reference it registers, as a Link
+                        owned: dict[int, list[str]] = {}
+                        for key in keys:
+                            owned.setdefault(stable_shard(key, nindex), []).append(key)
+                        for k in sorted(owned):
+                            index[k].append((r.seq, r.received_ms, r.order_id, tuple(owned[k])))
                     continue
                 key = wait_key(r)
                 if key is not None:

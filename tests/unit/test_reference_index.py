@@ -217,7 +217,14 @@ def test_a_registration_goes_to_its_order_and_to_the_index_shard_of_each_referen
     assert _direct(settings, out) == [link]
     want = {stable_shard(k, n) for k in ("SF123456789012", *refs)}
     assert {i for i in range(n) if _index_items(out, i)} == want
-    assert all(_index_items(out, i) in ([], [link]) for i in range(n))  # once a shard
+    # once a shard, as a Link naming that shard's references only, all of them once
+    links = [item for i in range(n) for item in _index_items(out, i)]
+    assert all(len(_index_items(out, i)) <= 1 for i in range(n))
+    assert all(lk[:3] == (link.seq, link.received_ms, OID) for lk in links)
+    assert sorted(r for lk in links for r in lk[3]) == sorted(("SF123456789012", *refs))
+    assert all(
+        stable_shard(r, n) == i for i in range(n) for lk in _index_items(out, i) for r in lk[3]
+    )
     assert link.raw is None  # a registration keeps no raw bytes
 
 
