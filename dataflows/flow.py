@@ -169,6 +169,12 @@ class StampStep(Step):
         return self.stamp
 
 
+def _resumed(marks: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """After a restart an upstream shard's (watermark, clock) is no further than its clock:
+    the inputs that had ended or caught up before the restart have not said so again."""
+    return {k: (min(w, f), f) for k, (w, f) in marks.items()}
+
+
 def _update(inputs: Inputs, mark: Mark) -> None:
     inputs.update(mark.part, mark.clock, mark.parts, mark.caught_up, mark.final)
 
@@ -190,6 +196,9 @@ class IndexStep(Step):
             Held(),
             (-1, -1),
         )
+        if state is not None:  # a restart: partitions speak again, shards hear it again
+            self.inputs.resume()
+            self.told = (-1, -1)
 
     def on_batch(self, values: list[ToIndex]) -> list[Any]:
         for msg in values:
@@ -269,6 +278,8 @@ class OrdersStep(Step):
         if state is not None:
             self.inputs, self.held, self.indexes, shard_state = state
             self.shard.restore(shard_state, settings)
+            self.inputs.resume()
+            self.indexes = _resumed(self.indexes)
         else:
             self.inputs = Inputs()
             self.held = Held()  # keyed events, and shard 0's customer commands
@@ -361,6 +372,7 @@ class CustomersStep(Step):
         self._observer = observer
         self._shards = settings.pipeline.shards
         self.desk, self.held, self.marks = state or (CustomerDesk(settings), Held(), {})
+        self.marks = _resumed(self.marks)
 
     def on_batch(self, values: list[ToCustomers]) -> list[Any]:
         for msg in values:
@@ -399,6 +411,7 @@ class HealthStep(Step):
     ) -> None:
         self._observer = observer
         self.health, self.inputs, self.pending = state or (HealthState(settings), Inputs(), [])
+        self.inputs.resume()
 
     def on_batch(self, values: list[ToHealth]) -> list[Any]:
         health = self.health
