@@ -6,6 +6,11 @@ makes replay deterministic). Or, to scale out over processes (`replay --processe
 that stream split into the partitions Kafka would have put each envelope in
 (`KafkaSplit`, `split_recording`, `SplitReplaySource`). Out: one JSONL file per
 output topic; workers write parts that `merge_parts` sorts into place once the run ends.
+
+A partition's snapshot is `Position` (next line, next batch number), as the Kafka
+source's is, so a replay with a recovery store (`replay --recovery-dir`) resumes where
+its last completed epoch left off; its part files are then flushed at every batch and
+kept across the restart (`trim_partial_lines` mends a line a kill cut short).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from schemas.keys import CRC32_PARTITIONERS, DEFAULT_PARTITIONER, MessageKeys, k
 from state.encode import TOPICS, Encoded
 
 _RECEIVED = b'"received_at"'
+
+Position = tuple[int, int]
+"""A replay partition's snapshot: (the next line to read, the next batch number)."""
 
 
 @dataclass(slots=True)
@@ -110,22 +118,24 @@ def _merged(paths: list[Path]) -> Iterator[tuple[bytes, int, int, bytes]]:
     return heapq.merge(*(_lines(p, i) for i, p in enumerate(paths)))
 
 
-class _ReplayPartition(StatefulSourcePartition[RawBatch, int]):
+class _ReplayPartition(StatefulSourcePartition[RawBatch, Position]):
     def __init__(
-        self, paths: list[Path], batch_size: int, resume: int | None, progress: Progress | None
+        self,
+        paths: list[Path],
+        batch_size: int,
+        resume: Position | None,
+        progress: Progress | None,
     ) -> None:
         self._paths = [str(p) for p in paths]
         merged = _merged(paths)
         self._it = enumerate(merged)
         self._batch_size = batch_size
         self._progress = progress
-        self._n = 0
-        self._seq = 0
+        self._seq, self._n = resume if resume is not None else (0, 0)
         self._ended = False
-        if resume:
-            for _ in islice(self._it, resume):
+        if self._seq:
+            for _ in islice(self._it, self._seq):
                 pass
-            self._seq = resume
 
     def next_batch(self) -> list[RawBatch]:
         chunk = list(islice(self._it, self._batch_size))
@@ -146,11 +156,11 @@ class _ReplayPartition(StatefulSourcePartition[RawBatch, int]):
             self._progress.advance(len(lines))
         return [batch]
 
-    def snapshot(self) -> int:
-        return self._seq
+    def snapshot(self) -> Position:
+        return (self._seq, self._n)
 
 
-class ReplaySource(FixedPartitionedSource[RawBatch, int]):
+class ReplaySource(FixedPartitionedSource[RawBatch, Position]):
     def __init__(
         self, paths: list[Path], batch_size: int, progress: Progress | None = None
     ) -> None:
@@ -161,7 +171,7 @@ class ReplaySource(FixedPartitionedSource[RawBatch, int]):
     def list_parts(self) -> list[str]:
         return ["replay"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+    def build_part(self, step_id: str, for_part: str, resume_state: Position | None):
         return _ReplayPartition(self._paths, self._batch_size, resume_state, self._progress)
 
 
@@ -234,19 +244,25 @@ def split_recording(paths: list[Path], directory: Path, split: KafkaSplit) -> in
     return n
 
 
-class _SplitPartition(StatefulSourcePartition[RawBatch, int]):
+class _SplitPartition(StatefulSourcePartition[RawBatch, Position]):
     """One partition file of a split recording, read as a Kafka partition would be."""
 
     def __init__(
-        self, path: Path, part: str, parts: int, names: list[str], batch_size: int, resume: int
+        self,
+        path: Path,
+        part: str,
+        parts: int,
+        names: list[str],
+        batch_size: int,
+        resume: Position | None,
     ) -> None:
         self._f = path.open("rb")
         self._part, self._parts, self._names = part, parts, names
         self._batch_size = batch_size
+        skip, self._n = resume if resume is not None else (0, 0)
         self._offset = 0
-        self._n = 0
         self._ended = False
-        for _ in islice(self._f, resume):
+        for _ in islice(self._f, skip):
             self._offset += 1
 
     def next_batch(self) -> list[RawBatch]:
@@ -266,14 +282,14 @@ class _SplitPartition(StatefulSourcePartition[RawBatch, int]):
         self._n += 1
         return [batch]
 
-    def snapshot(self) -> int:
-        return self._offset
+    def snapshot(self) -> Position:
+        return (self._offset, self._n)
 
     def close(self) -> None:
         self._f.close()
 
 
-class SplitReplaySource(FixedPartitionedSource[RawBatch, int]):
+class SplitReplaySource(FixedPartitionedSource[RawBatch, Position]):
     """A recording split by `split_recording`: one Bytewax partition per Kafka partition,
     spread over every worker of every process like the live Kafka source's."""
 
@@ -288,17 +304,18 @@ class SplitReplaySource(FixedPartitionedSource[RawBatch, int]):
     def list_parts(self) -> list[str]:
         return list(self._parts)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+    def build_part(self, step_id: str, for_part: str, resume_state: Position | None):
         path = self._dir / f"{for_part}.split"
         return _SplitPartition(
-            path, for_part, len(self._parts), self._names, self._batch_size, resume_state or 0
+            path, for_part, len(self._parts), self._names, self._batch_size, resume_state
         )
 
 
 class _PartsWriter(StatelessSinkPartition[list[Encoded]]):
-    def __init__(self, directory: Path, worker: int) -> None:
+    def __init__(self, directory: Path, worker: int, flush: bool) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._files = {t: (directory / f"{t}.{worker}.part").open("ab") for t in TOPICS}
+        self._flush = flush
 
     def write_batch(self, items: list[list[Encoded]]) -> None:
         files = self._files
@@ -306,6 +323,9 @@ class _PartsWriter(StatelessSinkPartition[list[Encoded]]):
             for topic, _key, sort_key, value in records:
                 key = sort_key.replace("\t", " ").replace("\n", " ").encode()
                 files[topic].write(key + b"\t" + value + b"\n")
+        if self._flush:  # in the kernel before the epoch can complete: a kill -9 keeps it
+            for f in files.values():
+                f.flush()
 
     def close(self) -> None:
         for f in self._files.values():
@@ -313,25 +333,64 @@ class _PartsWriter(StatelessSinkPartition[list[Encoded]]):
 
 
 class PartsSink(DynamicSink[list[Encoded]]):
-    """Each worker appends to its own part files; nothing is shared between threads."""
+    """Each worker appends to its own part files; nothing is shared between threads.
 
-    def __init__(self, directory: Path) -> None:
+    `flush`: write every batch through to the files (with a recovery store, an epoch's
+    records must survive a kill -9 of the process once Bytewax completes the epoch).
+    """
+
+    def __init__(self, directory: Path, *, flush: bool = False) -> None:
         self._dir = directory
+        self._flush = flush
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PartsWriter:
-        return _PartsWriter(self._dir, worker_index)
+        return _PartsWriter(self._dir, worker_index, self._flush)
+
+
+def trim_partial_lines(parts_dir: Path) -> int:
+    """Cut a part file's last line if a killed writer left it without its newline;
+    return how many files were cut. Run it only while nothing writes there."""
+    cut = 0
+    for part in sorted(parts_dir.glob("*.part")):
+        with part.open("r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                continue
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                continue
+            keep = size - 1
+            while keep > 0:  # back to the last newline (lines are short: a few KB)
+                step = min(keep, 1 << 16)
+                f.seek(keep - step)
+                i = f.read(step).rfind(b"\n")
+                if i != -1:
+                    keep = keep - step + i + 1
+                    break
+                keep -= step
+            f.truncate(keep)
+            cut += 1
+    return cut
 
 
 def merge_parts(
-    parts_dir: Path, out_dir: Path, on_line: Callable[[str, bytes], None] | None = None
+    parts_dir: Path,
+    out_dir: Path,
+    on_line: Callable[[str, bytes], None] | None = None,
+    *,
+    keep: bool = False,
 ) -> dict[str, int]:
-    """Sort every topic's parts by their sort key into `out_dir/<topic>.jsonl`."""
+    """Sort every topic's parts by their sort key into `out_dir/<topic>.jsonl`.
+
+    `keep`: leave the parts in place (a recovery store's, removed once the run is
+    recorded as complete, so that a kill during the merge loses nothing)."""
     counts: dict[str, int] = {}
     for topic in TOPICS:
         rows: list[bytes] = []
         for part in sorted(parts_dir.glob(f"{topic}.*.part")):
             rows.extend(part.read_bytes().splitlines())
-            part.unlink()
+            if not keep:
+                part.unlink()
         rows.sort(key=lambda row: row.split(b"\t", 1)[0])
         with (out_dir / f"{topic}.jsonl").open("wb") as f:
             for row in rows:
@@ -340,6 +399,8 @@ def merge_parts(
                 if on_line is not None:
                     on_line(topic, value)
         counts[topic] = len(rows)
+    if keep:
+        return counts
     with contextlib.suppress(OSError):  # left in place if something else wrote there
         parts_dir.rmdir()
     return counts

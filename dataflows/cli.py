@@ -58,6 +58,23 @@ def main() -> None:
     help="Split the input into the partitions Kafka would have put it in, and read them "
     "with this many local processes (the same outputs for every count; docs/scale-out.md).",
 )
+@click.option(
+    "--recovery-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Snapshot into this directory at every epoch close; run the same command again "
+    "after a crash or kill to resume from the last snapshot (same inputs and mode, or it "
+    "is refused). Outputs are then at least once: records of the epoch in flight are "
+    "written again, identical but for emitted_at.",
+)
+@click.option(
+    "--snapshot-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="With --recovery-dir: seconds between snapshots (default: the configuration's "
+    "recovery.snapshot_interval).",
+)
 def replay(
     inputs: tuple[Path, ...],
     out_dir: Path,
@@ -65,13 +82,18 @@ def replay(
     workers: int,
     batch_size: int | None,
     processes: int | None,
+    recovery_dir: Path | None,
+    snapshot_interval: float | None,
 ) -> None:
     """Replay recorded envelopes (JSONL) and write corrected/alerts/breakers/dead_letters."""
     from connectors.replay import UnmirroredPartitioner
+    from dataflows.live import RecoveryDirError
     from dataflows.replay import ReplayFailed, run_replay
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
+    if snapshot_interval is not None and recovery_dir is None:
+        raise click.UsageError("--snapshot-interval only applies with --recovery-dir")
 
     for p in inputs:
         if not p.is_file():
@@ -91,8 +113,17 @@ def replay(
             batch_size=batch_size,
             processes=processes,
             config_path=config_path,
+            recovery_dir=recovery_dir,
+            snapshot_interval=snapshot_interval,
         )
-    except (ReplayFailed, UnmirroredPartitioner) as e:
+    except ReplayFailed as e:
+        if recovery_dir is not None:
+            raise click.ClickException(
+                f"{e}; run the same command again to resume from the last snapshot in "
+                f"{recovery_dir}"
+            ) from None
+        raise click.ClickException(str(e)) from None
+    except (UnmirroredPartitioner, RecoveryDirError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.render())
     click.echo(f"outputs in {out_dir}/")

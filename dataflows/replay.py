@@ -6,6 +6,12 @@ read by N local processes (`dataflows.cluster.run_local_cluster`, each one
 `python -m dataflows.replay`) as `orderguard run --processes N` reads Kafka. The split
 does not depend on N, and every step handles its lines in one canonical order, so
 the outputs are the same for every N (and worker count).
+
+`recovery_dir` (`orderguard replay --recovery-dir`): Bytewax snapshots at every epoch
+close (`snapshot_interval`) into a store (`dataflows.replay_recovery`), and the same
+replay run again after a kill resumes from the last completed epoch instead of the
+start. Outputs are then at least once: records written after that epoch are written
+again, identical but for `emitted_at`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -46,6 +54,8 @@ class Summary:
     split_seconds: float = 0.0
     """Splitting the recording into Kafka's partitions (`--processes`), before `seconds`."""
     processes: int | None = None
+    resumed: bool | None = None
+    """With a recovery dir: whether the run resumed from its snapshots (None: no store)."""
     counts: dict[str, int] = field(default_factory=dict)
     dead_letters: Counter[str] = field(default_factory=Counter)
     alerts_firing: Counter[str] = field(default_factory=Counter)
@@ -78,6 +88,9 @@ class Summary:
                 f"processes        {self.processes:>10,}   (after splitting the input into "
                 f"Kafka's partitions in {self.split_seconds:.1f} s)"
             )
+        if self.resumed is not None:
+            how = "resumed from its last snapshot" if self.resumed else "started afresh"
+            lines.append(f"recovery         {how}")
         lines += [
             f"dead letters     {self.counts.get('dead_letters', 0):>10,}",
             f"corrections      {self.counts.get('corrected', 0):>10,}",
@@ -114,6 +127,8 @@ def run_replay(
     wall_clock: Callable[[], int] = wall_clock_ms,
     processes: int | None = None,
     config_path: Path | None = None,
+    recovery_dir: Path | None = None,
+    snapshot_interval: float | None = None,
 ) -> Summary:
     """Replay `inputs` through the dataflow; write one JSONL file per output topic.
 
@@ -121,18 +136,32 @@ def run_replay(
     `processes` > 1 each process reads its own). `processes`: split the input into
     Kafka's partitions and run this many processes (None: one partition, in this
     process); they load `config_path` (None: the default), as `settings` was loaded.
-    Raises `ReplayFailed` if a process fails.
+    `recovery_dir`: snapshot every `snapshot_interval` seconds (None: the configured
+    `recovery.snapshot_interval`) and resume an unfinished replay of the same inputs
+    from there. Raises `ReplayFailed` if a process fails, `RecoveryDirError` for a
+    store that is not this replay's.
     """
     from bytewax.testing import cluster_main, run_main
 
     from dataflows.gc_tuning import tune_gc
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = out_dir / ".parts"
-    if parts.exists():
-        shutil.rmtree(parts)
     batch = batch_size or settings.pipeline.batch_size
     summary = Summary(processes=processes)
+    store = None
+    if recovery_dir is not None:
+        from dataflows.replay_recovery import prepare_replay_store
+
+        names = KafkaSplit(settings).parts() if processes is not None else ["replay"]
+        store = prepare_replay_store(settings, recovery_dir, inputs, names)
+        summary.resumed = store.resumed
+        parts = store.parts
+        if snapshot_interval is None:
+            snapshot_interval = settings.recovery.snapshot_interval / 1000
+    else:
+        parts = out_dir / ".parts"
+        if parts.exists():
+            shutil.rmtree(parts)
     progress = Progress(show=show_progress if processes is None else False)
     if processes is None:
         source: ReplaySource | SplitReplaySource = ReplaySource(inputs, batch, progress)
@@ -149,28 +178,51 @@ def run_replay(
     started = time.perf_counter()
     try:
         if processes is not None and processes > 1:
-            _run_processes(processes, workers, batch, inputs, out_dir, config_path)
+            extra = [] if store is None else _recovery_args(store.dir, snapshot_interval)
+            _run_processes(processes, workers, batch, inputs, out_dir, config_path, extra)
         else:
             flow = build_flow(
                 settings,
                 source,
-                PartsSink(parts),
+                PartsSink(parts, flush=store is not None),
                 wall_clock=wall_clock,
+                recovery=store is not None,
                 observer=Metrics(),
                 parts=source.list_parts(),
             )
+            kwargs = {} if store is None else _recovery_kwargs(store.dir, snapshot_interval)
             if workers == 1:
-                run_main(flow)
+                run_main(flow, **kwargs)
             else:
-                cluster_main(flow, [], 0, worker_count_per_proc=workers)
+                cluster_main(flow, [], 0, worker_count_per_proc=workers, **kwargs)
     finally:
         if processes is not None:
             shutil.rmtree(out_dir / ".split", ignore_errors=True)
     summary.seconds = time.perf_counter() - started
     progress.done()
     summary.events_in = progress.read
-    summary.counts = merge_parts(parts, out_dir, summary.observe if summarize else None)
+    on_line = summary.observe if summarize else None
+    summary.counts = merge_parts(parts, out_dir, on_line, keep=store is not None)
+    if store is not None:
+        from dataflows.replay_recovery import mark_complete
+
+        mark_complete(store)
     return summary
+
+
+def _recovery_kwargs(rdir: Path, snapshot_interval: float | None) -> dict[str, Any]:
+    """`run_main`/`cluster_main` arguments: snapshot at every epoch close."""
+    from bytewax.recovery import RecoveryConfig
+
+    assert snapshot_interval is not None
+    return {
+        "epoch_interval": timedelta(seconds=snapshot_interval),
+        "recovery_config": RecoveryConfig(rdir),
+    }
+
+
+def _recovery_args(rdir: Path, snapshot_interval: float | None) -> list[str]:
+    return ["--recovery-dir", str(rdir), "--snapshot-interval", repr(snapshot_interval)]
 
 
 def _run_processes(
@@ -180,10 +232,11 @@ def _run_processes(
     inputs: list[Path],
     out_dir: Path,
     config_path: Path | None,
+    extra: list[str],
 ) -> None:
     from dataflows.cluster import describe_exit, run_local_cluster
 
-    args = ["-w", str(workers), "--batch-size", str(batch_size), "--out", str(out_dir)]
+    args = ["-w", str(workers), "--batch-size", str(batch_size), "--out", str(out_dir), *extra]
     if config_path is not None:
         args += ["--config", str(config_path)]
     me = [sys.executable, "-m", "dataflows.replay"]
@@ -211,15 +264,26 @@ def _process_main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--recovery-dir", type=Path, default=None, help="prepared by the launcher")
+    ap.add_argument("--snapshot-interval", type=float, default=None)
     ap.add_argument("inputs", type=Path, nargs="+")
     args = ap.parse_args(argv)
     settings = load_settings(args.config)
     split = KafkaSplit(settings)
     source = SplitReplaySource(args.out / ".split", split.parts(), args.inputs, args.batch_size)
+    rdir = args.recovery_dir
+    if rdir is None:
+        sink, kwargs = PartsSink(args.out / ".parts"), {}
+    else:
+        from dataflows.replay_recovery import PARTS_DIR
+
+        sink = PartsSink(rdir / PARTS_DIR, flush=True)
+        kwargs = _recovery_kwargs(rdir, args.snapshot_interval)
     flow = build_flow(
         settings,
         source,
-        PartsSink(args.out / ".parts"),
+        sink,
+        recovery=rdir is not None,
         observer=Metrics(),
         parts=split.parts(),
     )
@@ -229,6 +293,7 @@ def _process_main(argv: list[str] | None = None) -> None:
         parse_addresses(args.addresses),
         args.process_id,
         worker_count_per_proc=args.workers,
+        **kwargs,
     )
 
 
