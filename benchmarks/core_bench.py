@@ -1,144 +1,166 @@
-"""Normalizer and encoder alone: this tree against a git ref, side by side, same outputs.
+"""Normalizer and encoder alone: this tree against a git ref, interleaved in one process.
 
     python -m benchmarks.core_bench [--before REF] [--events N] [--rounds R]
 
-Each round runs the tree at `--before` (`git archive`d into a temp dir, this venv) and
-this tree, alternately, each in a fresh interpreter, on the same recording (the
-`replay_bench --compare` one: 40,000 orders, about 800k events, every source):
+The tree at `--before` (default main) is `git archive`d into a temp dir; its `schemas/`
+is imported as the package `before_schemas` and its `state/encode.py` as `before_encode`
+(imports rewritten), so both versions run in one interpreter, round after round on the
+same data: on a machine other work shares, interleaving keeps that work from favouring
+either. The data: the first N envelopes of the `replay_bench --compare` recording
+(40,000 orders, every source), bytes already in memory.
 
-- normalize: `Normalizer.normalize` on the first N envelopes (bytes already in memory);
-- encode: `state.encode.encode` on every output record the bare core produced from them
-  (the records are made once per child, untimed; encoding is then timed alone).
+- normalize: `Normalizer.normalize` on each envelope;
+- encode: `encode` on every output record the bare core (this tree) made from them.
 
-Reported: the minimum over rounds of µs per event (per record) in wall clock and in CPU
-seconds (on a shared machine the wall clock moves with other work), and whether the two
-trees' outputs are the same: a digest of every Event/DeadLetter's fields, and of every
-encoded record (its wall-clock fields `emitted_at`, and a dead letter's `at`, left out).
+Reported: the minimum over rounds of CPU µs per event (per record), the ratio, and
+whether both versions' outputs are the same: every Event/DeadLetter field (by `repr`)
+and every encoded record (its wall-clock fields `emitted_at`, and a dead letter's `at`,
+left out). Cyclic GC is off while timing.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import gc
+import hashlib
+import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 HERE = Path(__file__).resolve().parent
-
-_CHILD = r"""
-import hashlib, json, sys, time
-from pathlib import Path
-import orjson
-from schemas.config import load_settings
-from schemas.normalize import Normalizer
-
-path, limit = Path(sys.argv[1]), int(sys.argv[2])
-lines = []
-with path.open("rb") as f:
-    for i, line in enumerate(f):
-        if i >= limit:
-            break
-        lines.append(line.rstrip(b"\n"))
-settings = load_settings()
-normalize = Normalizer(settings).normalize
-origins = [{"file": "bench", "line": i} for i in range(len(lines))]
-results = [None] * len(lines)
-w, c = time.perf_counter(), time.process_time()
-for seq, raw in enumerate(lines):
-    results[seq] = normalize(raw, origin=origins[seq], seq=seq)
-norm_wall, norm_cpu = time.perf_counter() - w, time.process_time() - c
-digest = hashlib.sha256()
-for r in results:
-    digest.update(repr(r).encode())
-norm_digest = digest.hexdigest()
-del results
-
-from benchmarks.replay_bench import Core
-from state.encode import encode
-records = []
-core = Core(settings)
-core._emit = records.extend
-size = settings.pipeline.batch_size
-for i in range(0, len(lines), size):
-    core.feed(i // size, [(s, lines[s], origins[s]) for s in range(i, min(i + size, len(lines)))])
-w, c = time.perf_counter(), time.process_time()
-encoded = [encode(r) for r in records]
-enc_wall, enc_cpu = time.perf_counter() - w, time.process_time() - c
-digest = hashlib.sha256()
-for topic, key, sort_key, value in encoded:
-    doc = orjson.loads(value)
-    doc.pop("emitted_at", None)
-    if topic == "dead_letters":
-        doc.pop("at", None)
-    digest.update(f"{topic}\x00{key}\x00{sort_key}\x00".encode())
-    digest.update(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
-print(json.dumps({"events": len(lines), "records": len(records),
-                  "normalize_wall": norm_wall, "normalize_cpu": norm_cpu,
-                  "encode_wall": enc_wall, "encode_cpu": enc_cpu,
-                  "normalize_digest": norm_digest, "encode_digest": digest.hexdigest()}))
-"""
+ROOT = HERE.parent
 
 
-def _child(tree: Path, path: Path, events: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGUARD__")}
-    env["PYTHONPATH"] = str(tree)
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), str(events)],
-        cwd=tree,
-        env=env,
+def _before(ref: str, into: Path) -> None:
+    """`ref`'s schemas/ as before_schemas/, its state/encode.py as before_encode.py."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "schemas", "state/encode.py"],
+        cwd=ROOT,
         capture_output=True,
-        text=True,
+        check=True,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{tree} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    (into / "schemas").rename(into / "before_schemas")
+    (into / "state" / "encode.py").rename(into / "before_encode.py")
+    pattern = re.compile(r"^(\s*)(from|import) schemas\b", re.MULTILINE)
+    for path in [*(into / "before_schemas").glob("*.py"), into / "before_encode.py"]:
+        path.write_text(pattern.sub(r"\1\2 before_schemas", path.read_text()))
+
+
+def _digest_results(results: list) -> str:
+    h = hashlib.sha256()
+    for r in results:
+        h.update(repr(r).encode())
+    return h.hexdigest()
+
+
+def _digest_encoded(encoded: list) -> str:
+    h = hashlib.sha256()
+    for topic, key, sort_key, value in encoded:
+        doc = orjson.loads(value)
+        doc.pop("emitted_at", None)
+        if topic == "dead_letters":
+            doc.pop("at", None)
+        h.update(f"{topic}\x00{key}\x00{sort_key}\x00".encode())
+        h.update(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+    return h.hexdigest()
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    """CPU seconds of `fn()`, without cyclic GC (the pipeline freezes and tunes it; here
+    the results kept alive would make collections a large, varying part of the figure)."""
+    gc.collect()
+    gc.disable()
+    try:
+        c = time.process_time()
+        out = fn()
+        return time.process_time() - c, out
+    finally:
+        gc.enable()
 
 
 def main() -> None:
-    from benchmarks.replay_bench import _tree, scale_dataset
+    from benchmarks.replay_bench import Core, scale_dataset
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--before", default="main", help="the git ref to compare with")
-    ap.add_argument("--events", type=int, default=300_000, help="envelopes from the recording")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--events", type=int, default=200_000, help="envelopes from the recording")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--orders", type=int, default=40_000)
     args = ap.parse_args()
     path = scale_dataset(args.orders)
+    lines: list[bytes] = []
+    with path.open("rb") as f:
+        for line in f:
+            if len(lines) >= args.events:
+                break
+            lines.append(line.rstrip(b"\n"))
+    origins = [{"file": "bench", "line": i} for i in range(len(lines))]
+
     with tempfile.TemporaryDirectory(prefix="og-before-") as tmp:
-        trees = {"before": _tree(args.before, Path(tmp)), "after": HERE.parent}
-        runs: dict[str, list[dict]] = {"before": [], "after": []}
-        for _ in range(args.rounds):
-            for name, tree in trees.items():
-                runs[name].append(_child(tree, path, args.events))
-    first = runs["before"][0]
-    n, recs = first["events"], first["records"]
-    print(f"{n:,} envelopes of {path.name}, {recs:,} output records; before = {args.before}")
-    best = {}
-    for name, rs in runs.items():
-        best[name] = {
-            k: min(r[k] for r in rs)
-            for k in ("normalize_wall", "normalize_cpu", "encode_wall", "encode_cpu")
+        _before(args.before, Path(tmp))
+        sys.path.insert(0, tmp)
+        import before_encode  # type: ignore[import-not-found]
+        from before_schemas.config import load_settings as before_settings  # type: ignore
+        from before_schemas.normalize import Normalizer as BeforeNormalizer  # type: ignore
+
+        from schemas.config import DEFAULT_CONFIG, load_settings
+        from schemas.event import DeadLetter
+        from schemas.normalize import Normalizer
+        from state import encode as after_encode
+
+        before_encode.DeadLetter = DeadLetter  # this tree's dead letters pass its isinstance
+        settings = load_settings()
+        normalizers = {
+            "before": BeforeNormalizer(before_settings(DEFAULT_CONFIG)).normalize,
+            "after": Normalizer(settings).normalize,
         }
-        b = best[name]
+
+        records: list = []
+        core = Core(settings)
+        core._emit = records.extend  # type: ignore[method-assign]
+        size = settings.pipeline.batch_size
+        for i in range(0, len(lines), size):
+            batch = [(s, lines[s], origins[s]) for s in range(i, min(i + size, len(lines)))]
+            core.feed(i // size, batch)
+        encoders = {"before": before_encode.encode, "after": after_encode.encode}
+
+        best: dict[str, float] = {}
+        digests: dict[str, set[str]] = {"normalize": set(), "encode": set()}
+        for r in range(args.rounds):
+            for name in ("before", "after") if r % 2 == 0 else ("after", "before"):
+                normalize, encode = normalizers[name], encoders[name]
+                secs, results = _timed(
+                    lambda n=normalize: [
+                        n(raw, origin=origins[seq], seq=seq) for seq, raw in enumerate(lines)
+                    ]
+                )
+                best[f"{name}_normalize"] = min(best.get(f"{name}_normalize", secs), secs)
+                esecs, encoded = _timed(lambda e=encode: [e(rec) for rec in records])
+                best[f"{name}_encode"] = min(best.get(f"{name}_encode", esecs), esecs)
+                if r < 2:
+                    digests["normalize"].add(_digest_results(results))
+                    digests["encode"].add(_digest_encoded(encoded))
+                del results, encoded
+
+    n, recs = len(lines), len(records)
+    print(f"{n:,} envelopes of {path.name}, {recs:,} output records; before = {args.before}")
+    for name in ("before", "after"):
         print(
-            f"  {name:<7} normalize {b['normalize_wall'] / n * 1e6:6.2f} µs/event "
-            f"(CPU {b['normalize_cpu'] / n * 1e6:6.2f})   "
-            f"encode {b['encode_wall'] / recs * 1e6:6.2f} µs/record "
-            f"(CPU {b['encode_cpu'] / recs * 1e6:6.2f})   min of {len(rs)}"
+            f"  {name:<7} normalize {best[f'{name}_normalize'] / n * 1e6:6.2f} µs/event   "
+            f"encode {best[f'{name}_encode'] / max(1, recs) * 1e6:6.2f} µs/record   "
+            f"(CPU, min of {args.rounds})"
         )
-    b, a = best["before"], best["after"]
-    print(
-        f"  speed-up: normalize {b['normalize_cpu'] / a['normalize_cpu']:.2f}x CPU "
-        f"({b['normalize_wall'] / a['normalize_wall']:.2f}x wall), "
-        f"encode {b['encode_cpu'] / a['encode_cpu']:.2f}x CPU "
-        f"({b['encode_wall'] / a['encode_wall']:.2f}x wall)"
-    )
-    for what in ("normalize_digest", "encode_digest"):
-        same = {r[what] for rs in runs.values() for r in rs}
-        print(f"  {what.split('_')[0]} outputs: {'identical' if len(same) == 1 else 'DIFFER'}")
+    for what in ("normalize", "encode"):
+        ratio = best[f"before_{what}"] / best[f"after_{what}"]
+        same = "identical" if len(digests[what]) == 1 else "DIFFER"
+        print(f"  {what}: {ratio:.2f}x faster; outputs {same}")
 
 
 if __name__ == "__main__":
