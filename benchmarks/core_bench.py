@@ -1,6 +1,6 @@
 """Normalizer and encoder alone: this tree against a git ref, interleaved in one process.
 
-    python -m benchmarks.core_bench [--before REF] [--events N] [--rounds R]
+    python -m benchmarks.core_bench [--before REF] [--events N] [--rounds R] [--core]
 
 The tree at `--before` (default main) is `git archive`d into a temp dir; its `schemas/`
 is imported as the package `before_schemas` and its `state/encode.py` as `before_encode`
@@ -16,6 +16,11 @@ Reported: the minimum over rounds of CPU µs per event (per record), the ratio, 
 whether both versions' outputs are the same: every Event/DeadLetter field (by `repr`)
 and every encoded record (its wall-clock fields `emitted_at`, and a dead letter's `at`,
 left out). Cyclic GC is off while timing.
+
+`--core` also times the bare core (`replay_bench.Core`: router with the normalizer,
+index, shards, health, desk, encode) of each whole tree on the same envelopes, each
+round in a fresh interpreter per tree (GC tuned as the pipeline tunes it): events/s
+and CPU seconds, min over rounds.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import json
+import os
 import re
 import subprocess
 import sys
@@ -35,6 +42,63 @@ import orjson
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+
+
+_CORE_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+from benchmarks.replay_bench import Core, read_batches
+from schemas.config import load_settings
+from dataflows.gc_tuning import tune_gc
+
+path, limit = Path(sys.argv[1]), int(sys.argv[2])
+settings = load_settings()
+n, kept = 0, []
+for batch in read_batches(path, settings.pipeline.batch_size):
+    if n >= limit:
+        break
+    kept.append(batch)
+    n += len(batch)
+core = Core(settings)
+tune_gc()
+w, c = time.perf_counter(), time.process_time()
+for i, batch in enumerate(kept):
+    core.feed(i, batch)
+print(json.dumps({"events": n, "wall": time.perf_counter() - w, "cpu": time.process_time() - c}))
+"""
+
+
+def _core_run(tree: Path, path: Path, events: int) -> dict:
+    """The bare core of `tree` on the first `events` envelopes, in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGUARD__")}
+    env["PYTHONPATH"] = str(tree)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CORE_CHILD, str(path), str(events)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"core of {tree} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare_core(ref: str, path: Path, events: int, rounds: int) -> None:
+    from benchmarks.replay_bench import _tree
+
+    with tempfile.TemporaryDirectory(prefix="og-before-core-") as tmp:
+        trees = {"before": _tree(ref, Path(tmp)), "after": ROOT}
+        runs: dict[str, list[dict]] = {"before": [], "after": []}
+        for r in range(rounds):
+            for name in ("before", "after") if r % 2 == 0 else ("after", "before"):
+                runs[name].append(_core_run(trees[name], path, events))
+    n = runs["before"][0]["events"]
+    best = {k: (min(x["wall"] for x in v), min(x["cpu"] for x in v)) for k, v in runs.items()}
+    print(f"bare core, {n:,} envelopes, fresh process per run:")
+    for name, (wall, cpu) in best.items():
+        print(f"  {name:<7} {n / wall:>9,.0f} events/s   CPU {cpu:6.2f} s  (min of {rounds})")
+    print(f"  core: {best['before'][1] / best['after'][1]:.2f}x faster (CPU)")
 
 
 def _before(ref: str, into: Path) -> None:
@@ -93,6 +157,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000, help="envelopes from the recording")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--orders", type=int, default=40_000)
+    ap.add_argument("--core", action="store_true", help="also the bare core, whole trees")
     args = ap.parse_args()
     path = scale_dataset(args.orders)
     lines: list[bytes] = []
@@ -161,6 +226,8 @@ def main() -> None:
         ratio = best[f"before_{what}"] / best[f"after_{what}"]
         same = "identical" if len(digests[what]) == 1 else "DIFFER"
         print(f"  {what}: {ratio:.2f}x faster; outputs {same}")
+    if args.core:
+        compare_core(args.before, path, args.events, args.rounds)
 
 
 if __name__ == "__main__":
