@@ -25,7 +25,7 @@ import re
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple, get_args
+from typing import Any, get_args
 
 import orjson
 
@@ -68,7 +68,8 @@ Result = Event | DeadLetter | tuple[Event | DeadLetter, ...]
 """One envelope's outcome: a tuple when its payload was split (`each:`), one per element."""
 
 
-class _Bound(NamedTuple):
+@dataclasses.dataclass(slots=True, frozen=True)
+class _Bound:
     """A path of a split source: read `tail` from the scope's element at `level`."""
 
     level: int  # 0: the payload's root; k: the element of `each`'s k-th [*]
