@@ -781,7 +781,7 @@ class Normalizer:
 
         # who and where: carrier, channel, customer
         carrier = src.carrier
-        if carrier is None:
+        if carrier is None and src.carrier_paths:
             name, _ = text_field(payload, src.carrier_paths, "carrier")
             carrier = name and ids.resolve_carrier(name)
         tracking_valid = False
@@ -790,8 +790,9 @@ class Normalizer:
         if channel is None:
             channel = src.channel
             if channel is None:
-                name, _ = text_field(payload, src.channel_paths, "channel")
-                channel = name and ids.resolve_channel(name)
+                if src.channel_paths:
+                    name, _ = text_field(payload, src.channel_paths, "channel")
+                    channel = name and ids.resolve_channel(name)
                 if channel is None and ref is not None:  # a channel's own id names its channel
                     channel = src.ref_channel
         customer_id = None
