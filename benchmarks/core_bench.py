@@ -12,7 +12,11 @@ either. The data: the first N envelopes of the `replay_bench --compare` recordin
 - normalize: `Normalizer.normalize` on each envelope;
 - encode: `encode` on every output record the bare core (this tree) made from them.
 
-Reported: the minimum over rounds of CPU µs per event (per record), the ratio, and
+Timed batch by batch (1,000 envelopes or records, about what the pipeline holds at
+once): each batch by both versions back to back, in alternating order, every round; a
+batch's figure is its minimum over rounds, and the batches' figures are summed (load
+from other work, which comes and goes, then lands on neither version). Reported: CPU
+µs per event (per record), the ratio, and
 whether both versions' outputs are the same: every Event/DeadLetter field (by `repr`)
 and every encoded record (its wall-clock fields `emitted_at`, and a dead letter's `at`,
 left out). Cyclic GC is off while timing.
@@ -137,16 +141,11 @@ def _digest_encoded(encoded: list) -> str:
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
-    """CPU seconds of `fn()`, without cyclic GC (the pipeline freezes and tunes it; here
-    the results kept alive would make collections a large, varying part of the figure)."""
-    gc.collect()
-    gc.disable()
-    try:
-        c = time.process_time()
-        out = fn()
-        return time.process_time() - c, out
-    finally:
-        gc.enable()
+    """CPU seconds of `fn()` (cyclic GC is off while timing: the pipeline freezes and
+    tunes it, and here collections would be a large, varying part of the figure)."""
+    c = time.process_time()
+    out = fn()
+    return time.process_time() - c, out
 
 
 def main() -> None:
@@ -196,34 +195,58 @@ def main() -> None:
             core.feed(i // size, batch)
         encoders = {"before": before_encode.encode, "after": after_encode.encode}
 
-        best: dict[str, float] = {}
-        digests: dict[str, set[str]] = {"normalize": set(), "encode": set()}
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        # batch by batch, the two versions back to back on each (the order alternating),
+        # the minimum per batch over rounds summed: load from other work lands on both
+        step = 1000
+        batches = [range(i, min(i + step, len(lines))) for i in range(0, len(lines), step)]
+        rec_batches = [records[i : i + step] for i in range(0, len(records), step)]
+        best = {
+            f"{name}_{what}": [float("inf")] * len(bs)
+            for name in ("before", "after")
+            for what, bs in (("normalize", batches), ("encode", rec_batches))
+        }
+        kinds = ("normalize", "encode")
+        hashes = {f"{n}_{w}": hashlib.sha256() for n in normalizers for w in kinds}
         for r in range(args.rounds):
-            for name in ("before", "after") if r % 2 == 0 else ("after", "before"):
-                normalize, encode = normalizers[name], encoders[name]
-                secs, results = _timed(
-                    lambda n=normalize: [
-                        n(raw, origin=origins[seq], seq=seq) for seq, raw in enumerate(lines)
-                    ]
-                )
-                best[f"{name}_normalize"] = min(best.get(f"{name}_normalize", secs), secs)
-                esecs, encoded = _timed(lambda e=encode: [e(rec) for rec in records])
-                best[f"{name}_encode"] = min(best.get(f"{name}_encode", esecs), esecs)
-                if r < 2:
-                    digests["normalize"].add(_digest_results(results))
-                    digests["encode"].add(_digest_encoded(encoded))
-                del results, encoded
+            for b, seqs in enumerate(batches):
+                for name in ("before", "after") if (r + b) % 2 == 0 else ("after", "before"):
+                    n = normalizers[name]
+                    secs, results = _timed(
+                        lambda n=n, seqs=seqs: [
+                            n(lines[seq], origin=origins[seq], seq=seq) for seq in seqs
+                        ]
+                    )
+                    cell = best[f"{name}_normalize"]
+                    cell[b] = min(cell[b], secs)
+                    if r == 0:
+                        hashes[f"{name}_normalize"].update(_digest_results(results).encode())
+            for b, recs in enumerate(rec_batches):
+                for name in ("before", "after") if (r + b) % 2 == 0 else ("after", "before"):
+                    e = encoders[name]
+                    secs, encoded = _timed(lambda e=e, recs=recs: [e(rec) for rec in recs])
+                    cell = best[f"{name}_encode"]
+                    cell[b] = min(cell[b], secs)
+                    if r == 0:
+                        hashes[f"{name}_encode"].update(_digest_encoded(encoded).encode())
+        digests = {
+            what: {hashes[f"{name}_{what}"].hexdigest() for name in ("before", "after")}
+            for what in ("normalize", "encode")
+        }
+        totals = {k: sum(v) for k, v in best.items()}
 
     n, recs = len(lines), len(records)
     print(f"{n:,} envelopes of {path.name}, {recs:,} output records; before = {args.before}")
     for name in ("before", "after"):
         print(
-            f"  {name:<7} normalize {best[f'{name}_normalize'] / n * 1e6:6.2f} µs/event   "
-            f"encode {best[f'{name}_encode'] / max(1, recs) * 1e6:6.2f} µs/record   "
-            f"(CPU, min of {args.rounds})"
+            f"  {name:<7} normalize {totals[f'{name}_normalize'] / n * 1e6:6.2f} µs/event   "
+            f"encode {totals[f'{name}_encode'] / max(1, recs) * 1e6:6.2f} µs/record   "
+            f"(CPU; per batch the min of {args.rounds} rounds, summed)"
         )
     for what in ("normalize", "encode"):
-        ratio = best[f"before_{what}"] / best[f"after_{what}"]
+        ratio = totals[f"before_{what}"] / totals[f"after_{what}"]
         same = "identical" if len(digests[what]) == 1 else "DIFFER"
         print(f"  {what}: {ratio:.2f}x faster; outputs {same}")
     if args.core:
