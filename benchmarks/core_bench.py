@@ -21,6 +21,8 @@ whether both versions' outputs are the same: every Event/DeadLetter field (by `r
 and every encoded record (its wall-clock fields `emitted_at`, and a dead letter's `at`,
 left out). Cyclic GC is off while timing.
 
+Figures go to benchmarks/results/core_compare.json.
+
 `--core` also times the bare core (`replay_bench.Core`: router with the normalizer,
 index, shards, health, desk, encode) of each whole tree on the same envelopes, each
 round in a fresh interpreter per tree (GC tuned as the pipeline tunes it): events/s
@@ -88,7 +90,7 @@ def _core_run(tree: Path, path: Path, events: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def compare_core(ref: str, path: Path, events: int, rounds: int) -> None:
+def compare_core(ref: str, path: Path, events: int, rounds: int) -> dict[str, float]:
     from benchmarks.replay_bench import _tree
 
     with tempfile.TemporaryDirectory(prefix="og-before-core-") as tmp:
@@ -103,6 +105,11 @@ def compare_core(ref: str, path: Path, events: int, rounds: int) -> None:
     for name, (wall, cpu) in best.items():
         print(f"  {name:<7} {n / wall:>9,.0f} events/s   CPU {cpu:6.2f} s  (min of {rounds})")
     print(f"  core: {best['before'][1] / best['after'][1]:.2f}x faster (CPU)")
+    return {
+        **{f"core_{k}_events_per_s": round(n / v[0]) for k, v in best.items()},
+        **{f"core_{k}_cpu_s": round(v[1], 2) for k, v in best.items()},
+        "core_cpu_ratio": round(best["before"][1] / best["after"][1], 3),
+    }
 
 
 def _before(ref: str, into: Path) -> None:
@@ -249,8 +256,16 @@ def main() -> None:
         ratio = totals[f"before_{what}"] / totals[f"after_{what}"]
         same = "identical" if len(digests[what]) == 1 else "DIFFER"
         print(f"  {what}: {ratio:.2f}x faster; outputs {same}")
+    result: dict[str, object] = {"before": args.before, "events": n, "records": recs}
+    for k, v in totals.items():
+        result[f"{k}_us"] = round(v / (n if k.endswith("normalize") else max(1, recs)) * 1e6, 2)
+    for what in ("normalize", "encode"):
+        result[f"{what}_ratio"] = round(totals[f"before_{what}"] / totals[f"after_{what}"], 3)
+        result[f"{what}_identical"] = int(len(digests[what]) == 1)
     if args.core:
-        compare_core(args.before, path, args.events, args.rounds)
+        result.update(compare_core(args.before, path, args.events, args.rounds))
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "core_compare.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
