@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from schemas.config import CarrierSpec, ChannelSpec, Settings
@@ -32,6 +32,10 @@ class OrderRef(NamedTuple):
     order_id: str
     refund_id: str | None
     channel: str
+
+
+_UNKNOWN: Any = object()
+_new = tuple.__new__
 
 
 def _remember(cache: dict[K, V], key: K, value: V) -> V:
@@ -87,18 +91,19 @@ class IdRules:
     # ------------------------------------------------------------------ orders
     def parse_order_id(self, value: str) -> OrderRef | None:
         """The global id (a refund id routed to its original), or None if not an id."""
-        ref = self._order_cache.get(value)
-        if ref is None and value not in self._order_cache:
+        ref = self._order_cache.get(value, _UNKNOWN)
+        if ref is _UNKNOWN:
             ref = _remember(self._order_cache, value, self._parse(value.strip()))
         return ref
 
     def _parse(self, value: str) -> OrderRef | None:
+        # most ids are seen once in a cache's life: tuple.__new__ skips OrderRef's Python __new__
         m = self._global.match(value)
         if m is not None:
-            return OrderRef(value, None, self._channel_of_code[m.group(1)])
+            return _new(OrderRef, (value, None, self._channel_of_code[m.group(1)]))
         m = self._refund.match(value)
         if m is not None:
-            return OrderRef(m.group(1), value, self._channel_of_code[m.group(2)])
+            return _new(OrderRef, (m.group(1), value, self._channel_of_code[m.group(2)]))
         return None
 
     def channel_for_code(self, code: str) -> str | None:

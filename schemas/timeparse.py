@@ -110,6 +110,11 @@ def _rfc_tail(tail: str) -> int:
     return ms
 
 
+_SECOND_HEADS = {f":{sec:02d}": sec * 1000 for sec in range(60)}
+_MILLI_Z_TAILS = {f".{milli:03d}Z": milli for milli in range(1000)}
+"""The ingestion stamp's ":SS" and ".mmmZ", whole tables built once: no regex, no churn."""
+
+
 def parse_rfc3339(s: str) -> int:
     """`2026-02-11T18:44:22.5+01:00` or `...Z` to UTC epoch ms; an offset is required."""
     if type(s) is not str:
@@ -117,18 +122,20 @@ def parse_rfc3339(s: str) -> int:
     key = s[:16]
     tail = s[16:]
     base = _utc_minutes.get(key)
-    if (  # the ingestion stamp's own shape, ":SS.mmmZ": no regex, no cache churn
-        base is not None
-        and len(tail) == 8
-        and tail[7] == "Z"
-        and tail[3] == "."
-        and tail[0] == ":"
-        and tail[1:3].isdigit()
-        and tail[4:7].isdigit()
-        and tail[1] < "6"
-    ):
-        return base + int(tail[1:3]) * 1000 + int(tail[4:7])
-    delta = _rfc_tails.get(tail)
+    if base is not None:
+        if len(tail) == 8:  # the ingestion stamp's own shape, ":SS.mmmZ"
+            sec = _SECOND_HEADS.get(tail[:3])
+            milli = _MILLI_Z_TAILS.get(tail[3:])
+            if sec is not None and milli is not None:
+                return base + sec + milli
+        delta = _rfc_tails.get(tail)
+        if delta is not None:
+            ms = base + delta
+            if not 0 <= ms <= _MS_MAX:
+                raise TimeParseError(f"{_show(s)} is out of range")
+            return ms
+    else:
+        delta = _rfc_tails.get(tail)
     try:
         if base is None:
             base = _utc_minute(key)
@@ -335,20 +342,46 @@ def parse_time(value: object, fmt: str, zone: str = "UTC") -> int:
 
 
 _SECONDS: dict[int, str] = {}
+_MINUTES: dict[int, str] = {}
+_DAYS: dict[int, str] = {}
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
+_MILLIS_Z = tuple(f"{n:03d}Z" for n in range(1000))
+
+
+def _second_prefix(sec: int) -> str:
+    """`2026-03-02T04:25:17.` of an epoch second; the date from strftime, once a day."""
+    minute, s = divmod(sec, 60)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        day, rest = divmod(minute, 1440)
+        date = _DAYS.get(day)
+        if date is None:
+            date = datetime.fromtimestamp(day * 86400, tz=UTC).strftime("%Y-%m-%dT")
+            _put_text(_DAYS, day, date)
+        hour, mi = divmod(rest, 60)
+        prefix = f"{date}{_TWO_DIGITS[hour]}:{_TWO_DIGITS[mi]}:"
+        _put_text(_MINUTES, minute, prefix)
+    prefix = f"{prefix}{_TWO_DIGITS[s]}."
+    _put_text(_SECONDS, sec, prefix)
+    return prefix
+
+
+def _put_text(cache: dict[int, str], key: int, value: str) -> None:
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
 
 
 def iso(ms: int | None) -> str | None:
-    """UTC RFC 3339 with milliseconds and Z (formatted once per second: this is hot)."""
+    """UTC RFC 3339 with milliseconds and Z. Hot (every output record's times): a
+    second's text is cached, built from its minute's (a day of minutes fits the cache)."""
     if ms is None:
         return None
     sec, milli = divmod(ms, 1000)
     prefix = _SECONDS.get(sec)
     if prefix is None:
-        if len(_SECONDS) >= 4096:
-            _SECONDS.clear()
-        prefix = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _SECONDS[sec] = prefix
-    return f"{prefix}{milli:03d}Z"
+        prefix = _second_prefix(sec)
+    return prefix + _MILLIS_Z[milli]
 
 
 def implausible_received(received_ms: int, not_after: int | None) -> str | None:
