@@ -63,7 +63,7 @@ from state.health import HealthBatch, HealthState
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
 from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
-from state.watermark import UNBOUNDED, Held, Inputs, below
+from state.watermark import UNBOUNDED, Held, Inputs, Queues, below
 
 log = logging.getLogger("orderguard.flow")
 
@@ -184,7 +184,7 @@ class IndexStep(Step):
         self,
         settings: Settings,
         observer: Observer,
-        state: tuple[ReferenceIndex, Inputs, Held[Event], tuple[int, int]] | None = None,
+        state: tuple[ReferenceIndex, Inputs, Queues[Event], tuple[int, int]] | None = None,
     ) -> None:
         self._shards = settings.pipeline.shards
         self._nindex = index_shards(settings)
@@ -193,7 +193,7 @@ class IndexStep(Step):
         self.index, self.inputs, self.held, self.told = state or (
             ReferenceIndex(settings),
             Inputs(),
-            Held(),
+            Queues(),
             (-1, -1),
         )
         if state is not None:  # a restart: partitions speak again, shards hear it again
@@ -204,8 +204,7 @@ class IndexStep(Step):
         for msg in values:
             self._me = msg.index
             _update(self.inputs, msg.mark)
-            for e in map(index_event, msg.events):
-                self.held.push(e.seq, e)
+            self.held.extend(msg.mark.part, [(e.seq, e) for e in map(index_event, msg.events)])
         return self._release()
 
     def on_eof(self) -> list[Any]:
@@ -267,7 +266,7 @@ class OrdersStep(Step):
         settings: Settings,
         observer: Observer,
         view: bool = False,
-        state: tuple[Inputs, Held[Any], dict[int, tuple[int, int]], object] | None = None,
+        state: tuple[Inputs, Queues[Any], dict[int, tuple[int, int]], object] | None = None,
     ) -> None:
         self._view = settings if view else None  # emit the Redis view's updates
         self._observer = observer
@@ -282,7 +281,7 @@ class OrdersStep(Step):
             self.indexes = _resumed(self.indexes)
         else:
             self.inputs = Inputs()
-            self.held = Held()  # keyed events, and shard 0's customer commands
+            self.held = Queues()  # keyed events, and shard 0's customer commands
             self.indexes = {}  # index shard -> (watermark, frontier)
 
     def on_batch(self, values: list[ToShard | Released]) -> list[Any]:
@@ -291,13 +290,12 @@ class OrdersStep(Step):
             self._me = msg.shard
             if isinstance(msg, ToShard):
                 _update(self.inputs, msg.mark)
-                for e in msg.events:
-                    held.push((e.seq, 0, e.seq), e)
-                for c in msg.commands:
-                    held.push((c.seq, 0, c.seq), c)
+                sender = (0, msg.mark.part)
+                held.extend(sender, [((e.seq, 0, e.seq), e) for e in msg.events])
+                held.extend(sender, [((c.seq, 0, c.seq), c) for c in msg.commands])
             else:
                 self.indexes[msg.index] = (msg.watermark, msg.frontier)
-                held.extend(msg.events)  # type: ignore[arg-type]
+                held.extend((1, str(msg.index)), msg.events)
         out = self._release()
         self._census()
         return out

@@ -204,6 +204,8 @@ class _SuccessRate:
         return end - end % MINUTE + MINUTE
 
     def advance(self, now_ms: int) -> list[Alert]:
+        if now_ms <= self.done:
+            return []  # called for every input batch: most move nothing
         out = []
         marks = {m + MINUTE for m in self.minutes} | {self._leaves(m) for m in self.minutes}
         for mark in sorted(t for t in marks if self.done < t <= now_ms):
@@ -217,7 +219,9 @@ class _SuccessRate:
 
     def _judge(self, mark: int) -> Alert | None:
         cfg = self.cfg
-        inside = [v for m, v in self.minutes.items() if mark - cfg.window <= m < mark]
+        first = -(-(mark - cfg.window) // MINUTE) * MINUTE  # minutes held may run far ahead
+        minutes = self.minutes
+        inside = [minutes[m] for m in range(first, mark, MINUTE) if m in minutes]
         ok = sum(v[0] for v in inside)
         total = ok + sum(v[1] for v in inside)
         if total < cfg.min_volume:

@@ -19,7 +19,10 @@ ingestion clock deadlines run on) is the slowest open partition's position.
 from __future__ import annotations
 
 import heapq
+from collections import deque
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Generic, TypeVar
 
 CLOCK_SHIFT = 56
@@ -134,3 +137,42 @@ class Held(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._heap)
+
+
+class Queues(Generic[T]):
+    """Items waiting for the watermark, from senders that each send in key order.
+
+    Cheaper than a heap: a sender's items only need their queue, and what one release
+    takes is sorted once (ties, e.g. the elements of one split notification that went
+    two ways, by sender: `senders` order, deterministic).
+    """
+
+    __slots__ = ("_queues",)
+
+    def __init__(self) -> None:
+        self._queues: dict[Hashable, deque[tuple[object, T]]] = {}
+
+    def extend(self, sender: Hashable, keyed: Iterable[tuple[object, T]]) -> None:
+        q = self._queues.get(sender)
+        if q is None:
+            q = self._queues[sender] = deque()
+        q.extend(keyed)
+
+    def release(self, bound: object) -> list[tuple[object, T]]:
+        """Every item whose key is below `bound`, in key order."""
+        out: list[tuple[object, T]] = []
+        runs = 0
+        for sender in sorted(self._queues):
+            q = self._queues[sender]
+            if not q or not q[0][0] < bound:  # type: ignore[operator]
+                continue
+            runs += 1
+            pop = q.popleft
+            while q and q[0][0] < bound:  # type: ignore[operator]
+                out.append(pop())
+        if runs > 1:
+            out.sort(key=itemgetter(0))  # stable: equal keys stay in sender order
+        return out
+
+    def __len__(self) -> int:
+        return sum(map(len, self._queues.values()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from state.watermark import UNBOUNDED, Held, Inputs, below, key_clock, merge_key
+from state.watermark import UNBOUNDED, Held, Inputs, Queues, below, key_clock, merge_key
 
 
 def test_merge_keys_sort_by_clock_then_partition_then_offset():
@@ -56,3 +56,13 @@ def test_held_items_leave_in_key_order_below_the_watermark_only():
     assert [x for _, x in h.release(below(5))] == ["a", "c"]  # 5 may still have a twin
     assert [x for _, x in h.release(below(UNBOUNDED))] == ["b", "late"]
     assert len(h) == 0
+
+
+def test_queues_release_in_key_order_across_senders_and_ties_in_sender_order():
+    q: Queues[str] = Queues()
+    q.extend((1, "0"), [(merge_key(3, 0, 1), "released"), (merge_key(9, 0, 0), "later")])
+    q.extend((0, "b"), [(merge_key(2, 2, 0), "b2"), (merge_key(4, 2, 1), "b4")])
+    q.extend((0, "a"), [(merge_key(3, 0, 1), "direct"), (merge_key(5, 1, 0), "a5")])
+    assert [x for _, x in q.release(below(5))] == ["b2", "direct", "released", "b4"]
+    assert len(q) == 2
+    assert [x for _, x in q.release(below(UNBOUNDED))] == ["a5", "later"]
