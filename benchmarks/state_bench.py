@@ -37,7 +37,6 @@ from dataflows.gc_tuning import tune_gc
 
 path, mode, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
 settings = load_settings()
-tune_gc()
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -72,6 +71,7 @@ if mode == "trace":
     print(json.dumps(out))
     sys.exit()
 
+tune_gc()  # as a live run is when it snapshots: what loading built is frozen
 from state.shard import OrderShard
 def best(fn):
     times = []
@@ -90,8 +90,7 @@ def restore():
     return out
 shards, rw, rc = best(restore)
 def rows(sh):
-    return {k: tuple(getattr(o, f) for f in dir(o) if not f.startswith("_") and
-                     not callable(getattr(o, f))) for k, o in sh.orders.items()}
+    return {k: o.__getstate__() for k, o in sh.orders.items()}
 same = all(rows(a) == rows(b) and a.clock == b.clock for a, b in zip(shards, core.shards))
 iblobs, idw, idc = best(lambda: [pickle.dumps(ix, protocol=P) for ix in core.index])
 index, ilw, ilc = best(lambda: [pickle.loads(b) for b in iblobs])
@@ -172,7 +171,8 @@ def main() -> None:
                 if isinstance(vals[0], float | int) and not isinstance(vals[0], bool)
                 else vals[0]
             )
-            row.append(f"{v:>16,}" if isinstance(v, int) and not isinstance(v, bool) else f"{v!s:>16}")
+            number = isinstance(v, int) and not isinstance(v, bool)
+            row.append(f"{v:>16,}" if number else f"{v!s:>16}")
         print(f"  {k:<24}" + "".join(row))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import insort
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 GRAIN = 60_000  # ms per bucket: large enough that buckets are shared, small enough to sort
 
@@ -25,6 +25,26 @@ class TimerWheel:
         self._heap: list[int] = []
         self._front: list[tuple[int, str]] = []  # the bucket being drained, sorted (due, key)
         self._front_b = -1
+
+    @classmethod
+    def of(cls, deadlines: Iterable[tuple[str, int]]) -> TimerWheel:
+        """A wheel holding each key's live deadline (key, due ms; 0: none) once.
+
+        What a wheel yields depends only on those live deadlines (stale entries are
+        skipped), so this is the same wheel without its stale entries.
+        """
+        wheel = cls()
+        buckets = wheel._buckets
+        for key, due in deadlines:
+            if due:
+                b = due // GRAIN
+                bucket = buckets.get(b)
+                if bucket is None:
+                    buckets[b] = [key]
+                else:
+                    bucket.append(key)
+        wheel._heap = sorted(buckets)
+        return wheel
 
     def schedule(self, key: str, due: int, old_due: int = 0) -> None:
         """Register `key` for `due` (ms); `old_due` avoids a second entry in the same bucket."""
