@@ -113,6 +113,7 @@ print(json.dumps(out))
 
 
 def _tree(ref: str, into: Path) -> Path:
+    into.mkdir(parents=True)
     archive = subprocess.run(
         ["git", "archive", "--format=tar", ref], cwd=HERE.parent, capture_output=True, check=True
     )
@@ -139,6 +140,7 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=240_000)
     ap.add_argument("--open-share", type=float, default=0.9)
     ap.add_argument("--before", default=None, help="a git ref to run side by side")
+    ap.add_argument("--after", default=None, help="a git ref instead of this tree")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1, help="alternate before/after this often")
     ap.add_argument("--tracemalloc", action="store_true")
@@ -149,8 +151,10 @@ def main() -> None:
     mode = "trace" if args.tracemalloc else "time"
     with tempfile.TemporaryDirectory(prefix="og-state-") as tmp:
         trees = {"after": HERE.parent}
+        if args.after:
+            trees = {"after": _tree(args.after, Path(tmp) / "after")}
         if args.before:
-            trees = {"before": _tree(args.before, Path(tmp)), **trees}
+            trees = {"before": _tree(args.before, Path(tmp) / "before"), **trees}
         results: dict[str, list[dict]] = {k: [] for k in trees}
         for _ in range(args.rounds):
             for name, tree in trees.items():

@@ -174,7 +174,7 @@ class Order(array):
         """Every field, the times as bytes: for tests and for pickling one order."""
         return (*(getattr(self, s) for s in Order.__slots__), self.tobytes())
 
-    def __reduce__(self) -> tuple:
+    def __reduce_ex__(self, protocol: object) -> tuple:  # array's own would drop the slots
         return _order_from_state, (self.__getstate__(),)
 
 

@@ -53,6 +53,8 @@ Output = tuple[
 HOLD_ALERTS = frozenset({"DELIVERY_NOT_REFLECTED", "DUPLICATE_SHIPMENT_RISK"})
 PAID_BAND = frozenset({"PAID", "FULFILLING"})
 RETENTION_GRAIN = 3_600_000
+WHEEL_SLACK = 4096
+"""Stale wheel entries beyond one an order that a shard tolerates before compacting."""
 AFTER_DELIVERY = frozenset({"RETURNING", "RETURNED", "DELIVERY_EXCEPTION"})
 
 
@@ -102,7 +104,7 @@ class OrderShard:
         self.__init__(settings)  # type: ignore[misc]
         self.orders = unpack_orders(state["orders"])
         self.clock = state["clock"]
-        self._wheel = TimerWheel.of((k, o[DUE]) for k, o in self.orders.items())
+        self._compact_wheel()
 
     def census(self) -> tuple[Counter[str], Counter[str]]:
         """Orders held by derived status, and open order alerts by type: what is stuck where.
@@ -134,7 +136,14 @@ class OrderShard:
             at = max(self.clock, ev.received_ms)
             self._apply(ev, at, out)
         self.advance(frontier, out)
+        if self._wheel.entries > 2 * len(self.orders) + WHEEL_SLACK:
+            self._compact_wheel()
         return out
+
+    def _compact_wheel(self) -> None:
+        """Drop the wheel's stale entries: each deadline moved earlier leaves one behind
+        (most in far-off retention buckets), several an order over its life."""
+        self._wheel = TimerWheel.of((k, o[DUE]) for k, o in self.orders.items())
 
     def advance(self, now: int, out: list[Output]) -> None:
         """Move the clock to `now`: deadlines strictly before it fire, at their own time."""
