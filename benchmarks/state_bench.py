@@ -37,6 +37,39 @@ from dataflows.gc_tuning import tune_gc
 
 path, mode, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
 settings = load_settings()
+if mode.startswith("pending"):
+    # events waiting in the reference index for their reference (tracking-first scans)
+    from schemas.normalize import Normalizer
+    from state.reference_index import ReferenceIndex
+    n = int(mode.split(":")[1])
+    normalize = Normalizer(settings).normalize
+    idx = ReferenceIndex(settings)
+    waiting = []
+    for batch in read_batches(Path(path), 2000):
+        for seq, raw, origin in batch:
+            r = normalize(raw, origin=origin, seq=seq)
+            e = r[0] if isinstance(r, tuple) else r
+            if getattr(e, "kind", None) == "carrier" and e.tracking_no:
+                e.order_id = None
+                e.tracking_no = f"X{len(waiting)}{e.tracking_no}"  # nobody's: it waits
+                e.raw, e.origin = raw[:256], origin
+                waiting.append(e)
+        if len(waiting) >= n:
+            break
+    idx._pending_max = idx._pending_max_bytes = 10**12
+    idx.process(waiting[:n], waiting[n - 1].received_ms)
+    P = pickle.HIGHEST_PROTOCOL
+    ts = []
+    for _ in range(repeat):
+        c = time.process_time(); b = pickle.dumps(idx, protocol=P); d = time.process_time() - c
+        c = time.process_time(); back = pickle.loads(b); l = time.process_time() - c
+        ts.append((d, l))
+    assert back.pending_count == idx.pending_count == n, (back.pending_count, n)
+    same = all(back.pending[k] == v for k, v in idx.pending.items())
+    print(json.dumps({"pending_events": n, "pending_dumps_cpu_s": round(min(t[0] for t in ts), 3),
+                      "pending_loads_cpu_s": round(min(t[1] for t in ts), 3),
+                      "pending_bytes": len(b), "pending_round_trip": same}))
+    sys.exit()
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -144,11 +177,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1, help="alternate before/after this often")
     ap.add_argument("--tracemalloc", action="store_true")
+    ap.add_argument("--pending", type=int, default=0, help="only: N events waiting in the index")
     args = ap.parse_args()
     from benchmarks.replay_bench import dataset
 
     path = dataset(args.orders, args.open_share)
     mode = "trace" if args.tracemalloc else "time"
+    if args.pending:
+        mode = f"pending:{args.pending}"
     with tempfile.TemporaryDirectory(prefix="og-state-") as tmp:
         trees = {"after": HERE.parent}
         if args.after:
