@@ -54,7 +54,7 @@ HOLD_ALERTS = frozenset({"DELIVERY_NOT_REFLECTED", "DUPLICATE_SHIPMENT_RISK"})
 PAID_BAND = frozenset({"PAID", "FULFILLING"})
 RETENTION_GRAIN = 3_600_000
 WHEEL_SLACK = 4096
-"""Stale wheel entries beyond one an order that a shard tolerates before compacting."""
+"""Wheel entries beyond two an order (the rest stale) a shard tolerates before compacting."""
 AFTER_DELIVERY = frozenset({"RETURNING", "RETURNED", "DELIVERY_EXCEPTION"})
 
 
@@ -141,8 +141,8 @@ class OrderShard:
         return out
 
     def _compact_wheel(self) -> None:
-        """Drop the wheel's stale entries: each deadline moved earlier leaves one behind
-        (most in far-off retention buckets), several an order over its life."""
+        """Drop the wheel's stale entries: a deadline moved earlier leaves its old entry
+        behind until that bucket comes up, days ahead for retention deadlines."""
         self._wheel = TimerWheel.of((k, o[DUE]) for k, o in self.orders.items())
 
     def advance(self, now: int, out: list[Output]) -> None:
