@@ -136,7 +136,7 @@ LAYOUT_FILE = "orderguard-layout.json"
 barriers wait for every shard, so another layout would orphan the state and stall."""
 
 
-LAYOUT_VERSION = 7
+LAYOUT_VERSION = 8
 """Bumped when the dataflow's stateful steps change shape (2: the input sequencer;
 3: two more times per order, for the stage durations; 4: forced breakers, and
 operator commands in the order shards' barrier; 5: the sequencer's plausible-time
