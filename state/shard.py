@@ -53,6 +53,8 @@ Output = tuple[
 HOLD_ALERTS = frozenset({"DELIVERY_NOT_REFLECTED", "DUPLICATE_SHIPMENT_RISK"})
 PAID_BAND = frozenset({"PAID", "FULFILLING"})
 RETENTION_GRAIN = 3_600_000
+WHEEL_SLACK = 4096
+"""Wheel entries beyond two an order (the rest stale) a shard tolerates before compacting."""
 AFTER_DELIVERY = frozenset({"RETURNING", "RETURNED", "DELIVERY_EXCEPTION"})
 
 
@@ -91,13 +93,18 @@ class OrderShard:
         self.stages: list[StageTiming] = []  # the last `process` call's, for the metrics
 
     def __getstate__(self) -> dict:
-        return {"orders": pack_orders(self.orders), "clock": self.clock, "wheel": self._wheel}
+        """The orders, packed (`state.evidence.pack_orders`), and the clock.
+
+        The timer wheel is not kept: every order holds its registered deadline (`DUE`),
+        so `restore` rebuilds it, one entry an order, without the stale ones.
+        """
+        return {"orders": pack_orders(self.orders), "clock": self.clock}
 
     def restore(self, state: dict, settings: Settings) -> None:
         self.__init__(settings)  # type: ignore[misc]
         self.orders = unpack_orders(state["orders"])
         self.clock = state["clock"]
-        self._wheel = state["wheel"]
+        self._compact_wheel()
 
     def census(self) -> tuple[Counter[str], Counter[str]]:
         """Orders held by derived status, and open order alerts by type: what is stuck where.
@@ -129,7 +136,14 @@ class OrderShard:
             at = max(self.clock, ev.received_ms)
             self._apply(ev, at, out)
         self.advance(frontier, out)
+        if self._wheel.entries > 2 * len(self.orders) + WHEEL_SLACK:
+            self._compact_wheel()
         return out
+
+    def _compact_wheel(self) -> None:
+        """Drop the wheel's stale entries: a deadline moved earlier leaves its old entry
+        behind until that bucket comes up, days ahead for retention deadlines."""
+        self._wheel = TimerWheel.of((k, o[DUE]) for k, o in self.orders.items())
 
     def advance(self, now: int, out: list[Output]) -> None:
         """Move the clock to `now`: deadlines strictly before it fire, at their own time."""
@@ -144,7 +158,7 @@ class OrderShard:
                 break
             for due, oid in ready:  # a deadline may set the next one before `now`: loop
                 o = orders[oid]
-                o.t[DUE] = 0
+                o[DUE] = 0
                 self._evaluate(oid, o, due, out)
             nxt = wheel.next_due()
         self.clock = now
@@ -163,9 +177,9 @@ class OrderShard:
             return
         seen = o.seen + digest
         o.seen = seen[-self._seen_bytes :] if len(seen) > self._seen_bytes else seen
-        o.t[LAST_AT] = now
+        o[LAST_AT] = now
         prev = o.status
-        before = (o.reported, o.flags, o.channel, o.carrier, o.t[PAID_AT], o.t[DELIVERED_AT])
+        before = (o.reported, o.flags, o.channel, o.carrier, o[PAID_AT], o[DELIVERED_AT])
         main_before = o.main
         tier = TIER.get(ev.kind, 0)
         kind = ev.kind
@@ -192,23 +206,23 @@ class OrderShard:
         if ev.signal == "reship":
             shipment = True
         if shipment:
-            if o.t[DELIVERED_AT]:
+            if o[DELIVERED_AT]:
                 o.flags |= F_DUP_RISK
             elif o.customer is not None:
                 out.append(("signal", self._signal("shipment", oid, o, now)))
 
         if kind == "gateway" and ev.outcome == "success":
-            if not o.t[PAID_AT]:
-                o.t[PAID_AT] = now
-            o.t[PAID_EV_MS] = max(o.t[PAID_EV_MS], ev.event_ms)
+            if not o[PAID_AT]:
+                o[PAID_AT] = now
+            o[PAID_EV_MS] = max(o[PAID_EV_MS], ev.event_ms)
         elif kind == "carrier":
-            o.t[CARRIER_MS] = now
-            if "DELIVERED" in ev.claims and not o.t[DELIVERED_AT]:
-                o.t[DELIVERED_AT] = now
-                o.t[DELIVERED_MS] = ev.event_ms
+            o[CARRIER_MS] = now
+            if "DELIVERED" in ev.claims and not o[DELIVERED_AT]:
+                o[DELIVERED_AT] = now
+                o[DELIVERED_MS] = ev.event_ms
             elif (
-                o.t[DELIVERED_AT]
-                and ev.event_ms > o.t[DELIVERED_MS]
+                o[DELIVERED_AT]
+                and ev.event_ms > o[DELIVERED_MS]
                 and any(c in AFTER_DELIVERY for c in ev.claims)
             ):
                 o.flags |= F_POST_DELIVERY
@@ -216,7 +230,7 @@ class OrderShard:
         decided = apply_claims(o, ev, tier)
         if lock is not None:
             lock_tracking(o, ev)  # after the claims: the lock must not make them look stale
-        if o.side in CLOSED_SIDES and o.t[PAID_EV_MS] > o.t[CLOSED_EV_MS]:
+        if o.side in CLOSED_SIDES and o[PAID_EV_MS] > o[CLOSED_EV_MS]:
             o.flags |= F_PAID_AFTER_CLOSE
         if kind == "oms" and ev.refund_id is None and ev.claims:
             reported = resolve_claim(o, ev.claims[0])
@@ -229,7 +243,7 @@ class OrderShard:
         if status != prev:
             o.status = status
             if not (prev in PAID_BAND and status in PAID_BAND):
-                o.t[SINCE] = now
+                o[SINCE] = now
             o.version += 1
             reason = f"{ev.source} reported {ev.raw_status}"
             if decided is None and lock is not None:
@@ -237,9 +251,8 @@ class OrderShard:
             out.append(("corrected", self._correction(oid, o, prev, reason, ev)))
         elif (
             o.alerts is None
-            and o.t[DUE]
-            and before
-            == (o.reported, o.flags, o.channel, o.carrier, o.t[PAID_AT], o.t[DELIVERED_AT])
+            and o[DUE]
+            and before == (o.reported, o.flags, o.channel, o.carrier, o[PAID_AT], o[DELIVERED_AT])
         ):
             # Nothing any rule reads has changed but the clocks they count from, which
             # only move deadlines later; the registered deadline re-evaluates then.
@@ -305,19 +318,19 @@ class OrderShard:
                 due = fire_at
         if not o.alerts:
             o.alerts = None
-        keep = o.t[LAST_AT] + (self._keep_terminal if o.status in TERMINAL else self._keep_idle)
+        keep = o[LAST_AT] + (self._keep_terminal if o.status in TERMINAL else self._keep_idle)
         keep += -keep % RETENTION_GRAIN  # coarse: one wheel bucket per hour, not per order
         if keep <= now:
             self._evict(oid, o, now, out)
             return
         if due == 0 or keep < due:
             due = keep
-        registered = o.t[DUE]
+        registered = o[DUE]
         if registered == 0 or due < registered:
             # only ever move a deadline earlier: a later one is found when the registered
             # one comes up and re-evaluates, so the wheel holds one entry per order
             self._wheel.schedule(oid, due, registered)
-            o.t[DUE] = due
+            o[DUE] = due
 
     def _evict(self, oid: str, o: Order, now: int, out: list[Output]) -> None:
         """Retention: the order leaves state; its open alerts resolve with it."""
@@ -367,4 +380,4 @@ class OrderShard:
 
 def _due(orders: dict[str, Order], key: str) -> int:
     o = orders.get(key)
-    return 0 if o is None else o.t[DUE]
+    return 0 if o is None else o[DUE]

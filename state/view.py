@@ -109,7 +109,7 @@ def order_doc(order_id: str, o: Order, clock: int) -> bytes:
         "tracking_numbers": list(o.tracking_numbers()),
         "ids": o.ids(),
         "version": o.version,
-        "last_event_at": iso(o.t[LAST_AT]),
+        "last_event_at": iso(o[LAST_AT]),
         "updated_at": iso(clock),
     }
     return orjson.dumps(doc)
@@ -118,7 +118,7 @@ def order_doc(order_id: str, o: Order, clock: int) -> bytes:
 def order_ttl(o: Order, clock: int, settings: Settings) -> int:
     """Milliseconds until the state forgets the order, on the ingestion clock (at least 1)."""
     r = settings.retention
-    keep = o.t[LAST_AT] + (r.terminal_order if o.status in TERMINAL else r.idle_order)
+    keep = o[LAST_AT] + (r.terminal_order if o.status in TERMINAL else r.idle_order)
     keep += -keep % RETENTION_GRAIN
     return max(1, keep - clock)
 

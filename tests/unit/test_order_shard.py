@@ -385,6 +385,31 @@ def test_outputs_do_not_depend_on_how_input_is_batched(settings, cut):
     assert {a.type for a in alerts(whole)} >= {"PAYMENT_NOT_REFLECTED", "SHIPMENT_DELAYED"}
 
 
+@pytest.mark.parametrize("cut", [1, 4])
+def test_compacting_the_timer_wheel_changes_no_output(settings, cut, monkeypatch):
+    """Stale wheel entries are dropped when they pile up: what fires must stay the same."""
+    import state.shard
+
+    events = _scenario()
+
+    def batches(shard: OrderShard) -> list:
+        out = []
+        for i in range(0, len(events), cut):
+            chunk = events[i : i + cut]
+            out += shard.process(chunk, chunk[-1].received_ms)
+        return out
+
+    whole = batches(OrderShard(settings))
+    compactions = []
+    original = OrderShard._compact_wheel
+    monkeypatch.setattr(state.shard, "WHEEL_SLACK", -(10**9))  # compact at every batch
+    monkeypatch.setattr(
+        OrderShard, "_compact_wheel", lambda s: (compactions.append(1), original(s))
+    )
+    assert batches(OrderShard(settings)) == whole
+    assert len(compactions) > 3
+
+
 def test_shard_state_survives_pickling(settings):
     events = _scenario()
     shard = OrderShard(settings)

@@ -1,0 +1,122 @@
+"""Snapshot forms of the order state (state.packing): smaller, and exactly the same state back.
+
+Snapshots of a shard pack its orders into columns, of the reference index its dicts
+into joined strings and its waiting events into tuples; a restore must give back every
+field, in order, whatever the values hold (the separator included).
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+from schemas.config import Settings
+from schemas.event import Event
+from state.evidence import DUE, LAST_AT, Order, pack_orders, unpack_orders
+from state.packing import SEP, pack_map, pack_strs, unpack_map, unpack_strs
+from state.reference_index import ReferenceIndex
+from state.timers import TimerWheel
+from tests.helpers import HOUR, MIN, T0, ev
+
+
+def _round(value):
+    return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def test_strings_come_back_in_order_also_with_the_separator_or_empty():
+    for items in (["a", "bc", ""], [], [""], ["x" + SEP + "y", "z"], ["é", "中文"]):
+        assert unpack_strs(_round(pack_strs(items))) == items
+    assert isinstance(pack_strs(["a", "b"]), tuple)  # joined, not a list of strings
+
+
+def test_a_map_comes_back_with_its_insertion_order():
+    d = {f"SF{i:012d}": f"TB{i % 7}" for i in range(50)} | {"oms:1": "TB1", "k" + SEP: "v"}
+    back = unpack_map(_round(pack_map(d)))
+    assert back == d and list(back) == list(d)
+
+
+def _order(i: int) -> Order:
+    o = Order()
+    o[LAST_AT] = T0 + i
+    o[DUE] = T0 + i * HOUR
+    o.status = o.main = "SHIPPED" if i % 2 else None
+    o.side = "ON_HOLD" if i % 3 == 0 else None
+    o.side_tier, o.flags, o.version = i % 5, i % 9, i
+    o.reported = "PAID" if i % 4 else None
+    o.tracking = f"SF{i:012d}" if i % 5 else (f"SF{i:012d}", "SF999999999999")
+    o.refs = f"taobao:{i}" if i % 2 else None
+    o.carrier, o.channel = ("sf", "taobao") if i % 3 else (None, None)
+    o.customer = f"C{i // 2}" if i % 7 else None
+    o.alerts = {"SHIPMENT_DELAYED": (T0, T0 - i)} if i % 6 == 0 else None
+    o.seen = bytes(range(i % 12)) * 4
+    return o
+
+
+def test_orders_come_back_field_for_field():
+    orders = {f"TB{i:08d}": _order(i) for i in range(40)}
+    orders["TB" + SEP + "odd"] = _order(41)  # an id holding the separator: not joined
+    back = unpack_orders(_round(pack_orders(orders)))
+    assert list(back) == list(orders)
+    for oid, o in orders.items():
+        assert back[oid].__getstate__() == o.__getstate__(), oid
+    assert unpack_orders(_round(pack_orders({}))) == {}
+
+
+def test_an_order_is_its_times_and_an_entity():
+    a, b = Order(), Order()
+    a[LAST_AT] = 5
+    assert a.t is a and a.t[LAST_AT] == 5
+    assert a != b and a == a and len({a, b}) == 2  # identity, not equal times
+    a.tracking = "SF1"
+    assert _round(a).__getstate__() == a.__getstate__()
+
+
+def _waiting(i: int) -> Event:
+    return ev(
+        "sf", "carrier", None, "IN_TRANSIT", at=T0 + i * MIN, tracking_no=f"SF{i:012d}",
+        tracking_valid=True, raw=b'{"n": %d}' % i, origin={"file": "f", "line": i},
+    )  # fmt: skip
+
+
+def test_the_reference_index_comes_back_whole_with_its_waiting_events():
+    idx = ReferenceIndex(Settings())
+    links = [ev("oms", "oms", f"TB{i}", "PAID", at=T0, links=(f"taobao:{i}",)) for i in range(20)]
+    idx.process(links, T0)
+    idx.process([_waiting(i) for i in range(6)] + [_waiting(2)], T0 + 10 * MIN)
+    idx.previous = {"SF" + SEP: "TB1", "oms:9": "TB9"}
+    assert idx.pending_count == 7
+    back = _round(idx)
+    for name in vars(idx):
+        if name not in ("pending", "pending_queue"):
+            assert getattr(back, name) == getattr(idx, name), name
+    assert list(back.current) == list(idx.current)
+    assert list(back.pending_queue) == list(idx.pending_queue)
+    assert list(back.pending) == list(idx.pending)
+    for key, evs in idx.pending.items():
+        assert back.pending[key] == evs  # dataclass equality: every field
+    # and it behaves the same from there on
+    later = [ev("oms", "oms", "TB77", "SHIPPED", at=T0 + HOUR, tracking_no="SF000000000002",
+                tracking_valid=True)]  # fmt: skip
+    assert back.process(later, T0 + HOUR) == idx.process(later, T0 + HOUR)
+
+
+def test_a_rebuilt_wheel_yields_what_the_one_with_stale_entries_did():
+    rng = random.Random(7)
+    wheel = TimerWheel()
+    dues: dict[str, int] = {}
+    for step in range(3000):
+        key = f"o{rng.randrange(300)}"
+        old = dues.get(key, 0)
+        due = rng.randrange(1, 50) * 37_000 + step
+        if old == 0 or due < old:  # as the shard does: only ever earlier
+            wheel.schedule(key, due, old)
+            dues[key] = due
+    assert wheel.entries > len(dues)  # stale entries were left behind
+    rebuilt = TimerWheel.of(dues.items())
+    assert rebuilt.entries == len(dues)
+    for now in range(0, 2_000_000, 90_000):
+        a = wheel.pop_due(now, lambda k: dues.get(k, 0))
+        assert rebuilt.pop_due(now, lambda k: dues.get(k, 0)) == a
+        for _, k in a:
+            dues[k] = 0
+    assert wheel.entries >= 0 and rebuilt.entries == 0
