@@ -143,7 +143,8 @@ LAYOUT_VERSION = 8
 operator commands in the order shards' barrier; 5: the sequencer's plausible-time
 limits; 6: the reference index in place of the tracking index, known refs per order;
 7: the barriers hold the typed messages of `dataflows.messages`, not tuples; 8: no
-sequencer: merge keys stamped per partition, each step merging to its watermark)."""
+sequencer: merge keys stamped per partition, each step merging to its watermark; orders
+as packed arrays, snapshots in columns, the timer wheel rebuilt on restore)."""
 
 
 def _layout(settings: Settings, input_partitions: dict[str, int] | None) -> dict[str, Any]:
