@@ -163,10 +163,10 @@ class Core:
         self._emit(self.desk.process(signals, clock))
 
     def _owns(self, me: int):
-        from dataflows.router import stable_shard
+        from dataflows.router import index_shard
 
         n = len(self.index)
-        return lambda key: stable_shard(key, n) == me
+        return lambda key: index_shard(key, n) == me
 
     def _emit(self, records: list) -> None:
         from state.encode import encode

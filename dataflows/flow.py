@@ -52,7 +52,7 @@ from dataflows.messages import (
 )
 from dataflows.observer import NULL_OBSERVER, Observer
 from dataflows.placement import StateKeys
-from dataflows.router import Router, index_shards, stable_shard
+from dataflows.router import Router, index_shard, index_shards, stable_shard
 from dataflows.stamp import PartitionStamp
 from schemas.config import Settings
 from schemas.event import Event
@@ -223,7 +223,7 @@ class IndexStep(Step):
         nindex, me = self._nindex, self._me
         conflicts = self.index.conflicts
         released, dead = self.index.process(
-            events, frontier, lambda key: stable_shard(key, nindex) == me
+            events, frontier, lambda key: index_shard(key, nindex) == me
         )
         refused = self.index.conflicts - conflicts
         self._observer.reference_index(index_key(me), self.index.pending_count, refused)
@@ -468,7 +468,7 @@ def build_flow(
     """
     router = Router(settings, normalizer)
     stream_for = cache(stream_of) if stream_of else (lambda _part: None)
-    keys = StateKeys(parts, settings.pipeline.shards)
+    keys = StateKeys(parts, settings.pipeline.shards, index_shards(settings))
 
     def route(batch: RawBatch) -> list[ToShard | ToIndex | ToHealth | Records]:
         mark = Mark(batch.part, batch.clock, batch.parts, batch.caught_up, batch.final)
@@ -496,7 +496,7 @@ def build_flow(
 
     from_index = stateful(
         "tracking_index",
-        op.filter_map("to_index", routed, _keyed(ToIndex, lambda m: index_key(m.index))),
+        op.filter_map("to_index", routed, _keyed(ToIndex, lambda m: keys.index(m.index))),
         lambda: IndexStep(settings, observer),
         lambda state: IndexStep(settings, observer, state),
     )

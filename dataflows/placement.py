@@ -101,10 +101,13 @@ class StateKeys:
     keys are stamped by a step on the worker that reads it; order shard s works on
     lane `s % lanes` (the orders topic's partition `s % lanes`, where producers put its
     orders) and lives where that lane is read, when the shard count is a multiple of the
-    lanes. Without `parts` (tests) keys are plain and Bytewax places them anywhere.
+    lanes; reference-index shards likewise. Without `parts` (tests) keys are plain and
+    Bytewax places them anywhere.
     """
 
-    def __init__(self, parts: list[str] | None, shards: int, lane_stream: str = "orders") -> None:
+    def __init__(
+        self, parts: list[str] | None, shards: int, indexes: int = 0, lane_stream: str = "orders"
+    ) -> None:
         names = sorted(parts or ())
         slot = {p: i for i, p in enumerate(names)}
         lanes = sum(p.startswith(f"{lane_stream}:") for p in names)
@@ -112,11 +115,16 @@ class StateKeys:
         self.colocated = lanes > 0 and shards % lanes == 0
         self._index = slot
         self._input = {p: colocated_key(f"in:{p}", i) for p, i in slot.items()}
-        self._shards = [
-            colocated_key(f"o{s:03d}", slot[f"{lane_stream}:{s % lanes}"])
-            if self.colocated
-            else f"o{s:03d}"
-            for s in range(shards)
+        self._shards = self._placed("o", shards, slot, lane_stream)
+        self._indexes = self._placed("i", indexes, slot, lane_stream)
+
+    def _placed(self, prefix: str, n: int, slot: dict[str, int], lane_stream: str) -> list[str]:
+        """Shard i of n on lane `i % lanes`'s reader, when n is a multiple of the lanes."""
+        lanes = self.lanes
+        if not lanes or n % lanes:
+            return [f"{prefix}{i:03d}" for i in range(n)]
+        return [
+            colocated_key(f"{prefix}{i:03d}", slot[f"{lane_stream}:{i % lanes}"]) for i in range(n)
         ]
 
     def input(self, part: str) -> str:
@@ -124,6 +132,11 @@ class StateKeys:
 
     def shard(self, s: int) -> str:
         return self._shards[s]
+
+    def index(self, i: int) -> str:
+        """Reference-index shard i: by `dataflows.router.index_shard` it holds references
+        whose ids (`schemas.keys`) are read in lane `i % lanes`."""
+        return self._indexes[i]
 
     def part_index(self, part: str) -> int:
         """The partition's number in its merge keys: its place among all, else a hash."""

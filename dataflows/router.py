@@ -26,13 +26,21 @@ from state.reference_index import registered_keys, wait_key
 
 
 def index_shards(settings: Settings) -> int:
-    """Reference-index shards: a quarter of the order shards (lookups are cheap)."""
-    return max(1, settings.pipeline.shards // 4)
+    """Reference-index shards: half the order shards, so that with order shards a multiple
+    of the lanes they are too, and each lives where its lane is read (`StateKeys`)."""
+    return max(1, settings.pipeline.shards // 2)
 
 
 def stable_shard(text: str, n: int) -> int:
     """crc32, not `hash`: the same id maps to the same shard in every process and run."""
     return zlib.crc32(text.encode()) % n
+
+
+def index_shard(reference: str, n: int) -> int:
+    """The index shard of a reference, by its id without the namespace (`taobao:123` by
+    `123`): that is what the reference's own records are keyed by (`schemas.keys`), so an
+    event waiting for its order is held in the lane it was read from, not sent away."""
+    return zlib.crc32(reference.split(":", 1)[-1].encode()) % n
 
 
 class Router:
@@ -95,7 +103,7 @@ class Router:
                     if keys:  # to the index shard of each reference it registers, as a Link
                         owned: dict[int, list[str]] = {}
                         for key in keys:
-                            owned.setdefault(stable_shard(key, nindex), []).append(key)
+                            owned.setdefault(index_shard(key, nindex), []).append(key)
                         for k in sorted(owned):
                             index[k].append((r.seq, r.received_ms, r.order_id, tuple(owned[k])))
                     continue
@@ -104,7 +112,7 @@ class Router:
                     # kept while it waits for its order: what its dead letter would embed
                     r.raw, r.raw_size, r.raw_sha256 = kept(raw, lim.dead_letter_raw)
                     r.origin = origin
-                    index[stable_shard(key, nindex)].append(r)
+                    index[index_shard(key, nindex)].append(r)
         health.clock_ms = max(health.clock_ms, mark.clock)
         out: list[ToShard | ToIndex | ToHealth | Records] = [
             ToShard(mark, i, evs, [] if i else commands) for i, evs in enumerate(direct)

@@ -12,7 +12,7 @@ PARTS = ["control:0"] + [f"{s}:{i}" for s in ("orders", "payments", "tracking") 
 
 @pytest.mark.parametrize("workers", [1, 2, 3, 6])
 def test_stamps_and_shards_live_where_their_partitions_are_read(workers: int) -> None:
-    keys = StateKeys(PARTS, 12)
+    keys = StateKeys(PARTS, 12, 6)
     reader = workers_of_parts(PARTS, workers)
     assert keys.colocated and keys.lanes == 6
     for part in PARTS:
@@ -22,6 +22,19 @@ def test_stamps_and_shards_live_where_their_partitions_are_read(workers: int) ->
         here = worker_of_key(keys.shard(s), workers)
         assert here == reader[f"orders:{lane}"] == reader[f"payments:{lane}"]
         assert here == reader[f"tracking:{lane}"]
+    for i in range(6):  # index shard i holds the references read in lane i
+        assert worker_of_key(keys.index(i), workers) == reader[f"tracking:{i}"]
+
+
+def test_a_reference_waits_in_the_lane_its_own_records_are_read_from() -> None:
+    from dataflows.router import index_shard
+    from schemas.keys import kafka_partition
+
+    for ref, key in [
+        ("taobao:3456789012345678", b"3456789012345678"),
+        ("SF1234567890123", b"SF1234567890123"),
+    ]:
+        assert index_shard(ref, 6) == kafka_partition(key, 6)
 
 
 def test_keys_are_a_function_of_the_layout_only() -> None:
