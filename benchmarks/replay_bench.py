@@ -114,21 +114,33 @@ class Core:
         self.desk = CustomerDesk(settings)
         self.n_shards = settings.pipeline.shards
         self.outputs = 0
+        self._stamps: dict[str, object] = {}
+        self._tolerance = settings.pipeline.max_clock_ahead
 
     def feed(self, n: int, lines: list, stream: str | None = None) -> None:
         """One batch through router, index, shards, health and desk; `stream`: the lines'."""
-        from dataflows.messages import ToHealth, ToIndex, ToShard
+        from connectors.replay import RawBatch
+        from dataflows.messages import Mark, ToHealth, ToIndex, ToShard, index_event
         from dataflows.router import stable_shard
+        from dataflows.stamp import PartitionStamp
 
-        msgs = self.router.route(stream or "bench", n, lines, stream)
+        part = stream or "bench"
+        stamp = self._stamps.setdefault(part, PartitionStamp())
+        now = int(time.time() * 1000)
+        b = stamp.stamp(RawBatch(part, n, lines), len(self._stamps) - 1, now, self._tolerance)
+        if b is None:
+            return
+        mark = Mark(part, b.clock, 1, False, False)
+        msgs = self.router.route(mark, b.lines, stream, b.limits)
         released: list[list] = [[] for _ in self.shards]
         direct: dict[int, ToShard] = {}
         signals: list = []
         clock = 0
         for msg in msgs:
             if isinstance(msg, ToIndex):
-                clock = msg.clock
-                rel, dead = self.index[msg.index].process(msg.events, clock, self._owns(msg.index))
+                clock = msg.mark.clock
+                events = [index_event(e) for e in msg.events]
+                rel, dead = self.index[msg.index].process(events, clock, self._owns(msg.index))
                 for kv in rel:
                     released[stable_shard(kv[1].order_id, self.n_shards)].append(kv)
                 self._emit(dead)
@@ -141,7 +153,7 @@ class Core:
                 self._emit(msg.records)
         for i, shard in enumerate(self.shards):
             to_shard = direct[i]
-            clock = to_shard.clock
+            clock = to_shard.mark.clock
             keyed = [((e.seq, 0, e.seq), e) for e in to_shard.events] + released[i]
             keyed.sort(key=lambda kv: kv[0])
             records = []
@@ -151,10 +163,10 @@ class Core:
         self._emit(self.desk.process(signals, clock))
 
     def _owns(self, me: int):
-        from dataflows.router import stable_shard
+        from dataflows.router import index_shard
 
         n = len(self.index)
-        return lambda key: stable_shard(key, n) == me
+        return lambda key: index_shard(key, n) == me
 
     def _emit(self, records: list) -> None:
         from state.encode import encode

@@ -167,7 +167,7 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
         clock = self._clock()
         # No lines: an idle tick tells every shard this partition is caught up to
         # `clock`, once a tick interval, and at once when it has just caught up (the
-        # sequencer holds its last lines until then); the last batch says it ended.
+        # steps downstream hold its last lines until then); the last batch says it ended.
         just_caught_up = bool(clock) and not self._told_caught_up
         quiet = not clock or (
             not just_caught_up and now - self._last_tick < self._source.tick_interval

@@ -47,9 +47,8 @@ class RawBatch:
     idle tick has no lines). `parts`: how many partitions the source has, so the
     steps downstream know how many positions make the ingestion clock.
     `caught_up`: a live partition at its end; `final`: the partition ends here.
-    `streams`: each line's partition, on the merged stream (`dataflows.sequencer`).
-    `limits`: each line's latest plausible `received_at` there (a later one is
-    dead-lettered `implausible_time`).
+    `limits`: each line's latest plausible `received_at`, once stamped
+    (`dataflows.stamp`; a later one is dead-lettered `implausible_time`).
     """
 
     part: str
@@ -59,7 +58,6 @@ class RawBatch:
     parts: int = 1
     caught_up: bool = False
     final: bool = False
-    streams: list[str] | None = None
     limits: list[int] | None = None
 
 
@@ -142,7 +140,7 @@ class _ReplayPartition(StatefulSourcePartition[RawBatch, Position]):
         if not chunk:
             if self._ended:
                 raise StopIteration()
-            self._ended = True  # tell the sequencer first: nothing more comes from here
+            self._ended = True  # tell the steps first: nothing more comes from here
             return [RawBatch("replay", self._n, [], final=True)]
         paths = self._paths
         lines = [

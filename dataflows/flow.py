@@ -1,12 +1,14 @@
 """The orderguard dataflow: one graph for replay and for Kafka, sources and sinks injected.
 
-    input -> sequencer -> route -+-> orders (shards) --+--> customers ----+
-                                 +-> reference index --+                  +--> encode -> sink
-                                 +-> health --------------------------------+
-                                 +-> dead letters ----------------------------+
+    input -> partitions -> route -+-> orders (shards) --+--> customers ----+
+                                  +-> reference index --+                  +--> encode -> sink
+                                  +-> health --------------------------------+
+                                  +-> dead letters ----------------------------+
 
-The sequencer merges all input partitions into one canonically ordered stream
-(`dataflows.sequencer`); routing and normalizing it is spread over all workers again.
+Each input batch is stamped with merge keys and routed on the worker that read it
+(`dataflows.stamp`); no step sees every event. Every stateful step merges its own
+share up to its watermark (`state.watermark`), so it handles exactly the sequence a
+global merge of all partitions would have given it.
 Steps pass the typed messages of `dataflows.messages` and pick theirs by type; each
 stateful step is a `Step` (messages in, messages out, its state), and `adapter` does
 for all of them what Bytewax asks besides (resume, snapshot, pickling).
@@ -31,10 +33,12 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from connectors.replay import RawBatch
-from dataflows.barrier import Barrier
 from dataflows.gc_tuning import freeze_restored
 from dataflows.messages import (
+    CUSTOMERS_KEY,
+    HEALTH_KEY,
     Keyed,
+    Mark,
     Records,
     Released,
     ToCustomers,
@@ -42,25 +46,28 @@ from dataflows.messages import (
     ToIndex,
     ToShard,
     ViewChange,
+    index_event,
+    index_key,
     shard_key,
 )
 from dataflows.observer import NULL_OBSERVER, Observer
-from dataflows.router import Router, index_shards, stable_shard
-from dataflows.sequencer import Sequencer
+from dataflows.placement import StateKeys
+from dataflows.router import Router, index_shard, index_shards, stable_shard
+from dataflows.stamp import PartitionStamp
 from schemas.config import Settings
+from schemas.event import Event
 from schemas.normalize import Normalizer
-from state.clock import Frontier
-from state.customers import CustomerDesk
+from state.customers import CustomerDesk, in_order
 from state.encode import Encoded, encode, is_replacement
-from state.health import HealthState
+from state.health import HealthBatch, HealthState
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
 from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
+from state.watermark import UNBOUNDED, Held, Inputs, Queues, below
 
-SEQUENCER_KEY = "sequencer"
 log = logging.getLogger("orderguard.flow")
 
-STEP_IDS = ("input", "sequencer", "tracking_index", "orders", "customers", "health", "output")
+STEP_IDS = ("input", "partitions", "tracking_index", "orders", "customers", "health", "output")
 """The steps that hold state or position; renaming one orphans its recovery data
 (`tracking_index` is the reference index, under the step's first name)."""
 
@@ -134,23 +141,42 @@ def adapter(
     return _Adapter(step_id, step, recovery, observer)
 
 
-class SequencerStep(Step):
-    def __init__(self, sequencer: Sequencer, wall_clock: Callable[[], int]) -> None:
-        self.sequencer = sequencer
+class StampStep(Step):
+    """One input partition's merge keys (`dataflows.stamp`), on the worker that reads it."""
+
+    def __init__(
+        self,
+        stamp: PartitionStamp,
+        index_of: Callable[[str], int],
+        tolerance: int,
+        wall_clock: Callable[[], int],
+    ) -> None:
+        self.stamp = stamp
+        self._index_of = index_of
+        self._tolerance = tolerance
         self._wall_clock = wall_clock
 
-    def on_batch(self, values: list[RawBatch]) -> list[Any]:
-        out: list[RawBatch] = []
+    def on_batch(self, values: list[RawBatch]) -> list[RawBatch]:
         now = self._wall_clock()
+        out: list[RawBatch] = []
         for batch in values:
-            out.extend(self.sequencer.add(batch, now))
+            stamped = self.stamp.stamp(batch, self._index_of(batch.part), now, self._tolerance)
+            if stamped is not None:
+                out.append(stamped)
         return out
 
-    def on_eof(self) -> list[Any]:
-        return self.sequencer.flush()
-
     def state(self) -> object:
-        return self.sequencer
+        return self.stamp
+
+
+def _resumed(marks: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """After a restart an upstream shard's (watermark, clock) is no further than its clock:
+    the inputs that had ended or caught up before the restart have not said so again."""
+    return {k: (min(w, f), f) for k, (w, f) in marks.items()}
+
+
+def _update(inputs: Inputs, mark: Mark) -> None:
+    inputs.update(mark.part, mark.clock, mark.parts, mark.caught_up, mark.final)
 
 
 class IndexStep(Step):
@@ -158,39 +184,54 @@ class IndexStep(Step):
         self,
         settings: Settings,
         observer: Observer,
-        state: tuple[ReferenceIndex, Frontier, Barrier[ToIndex]] | None = None,
+        state: tuple[ReferenceIndex, Inputs, Queues[Event], tuple[int, int]] | None = None,
     ) -> None:
         self._shards = settings.pipeline.shards
         self._nindex = index_shards(settings)
         self._observer = observer
-        self.index, self.frontier, self.barrier = state or (
+        self._me = 0
+        self.index, self.inputs, self.held, self.told = state or (
             ReferenceIndex(settings),
-            Frontier(),
-            Barrier(1),
+            Inputs(),
+            Queues(),
+            (-1, -1),
         )
+        if state is not None:  # a restart: partitions speak again, shards hear it again
+            self.inputs.resume()
+            self.told = (-1, -1)
 
     def on_batch(self, values: list[ToIndex]) -> list[Any]:
-        out: list[Any] = []
-        for msg in values:  # batches may arrive out of order from the routing workers
-            for _, _, [ready] in self.barrier.add(msg.part, msg.n, 0, msg):
-                out.extend(self._process(ready))
-        return out
+        for msg in values:
+            self._me = msg.index
+            _update(self.inputs, msg.mark)
+            self.held.extend(msg.mark.part, [(e.seq, e) for e in map(index_event, msg.events)])
+        return self._release()
 
-    def _process(self, msg: ToIndex) -> list[Released | Records]:
-        nindex, me = self._nindex, msg.index
+    def on_eof(self) -> list[Any]:
+        self.inputs.finish()
+        return self._release()
+
+    def _release(self) -> list[Any]:
+        watermark, frontier = self.inputs.watermark(), self.inputs.frontier()
+        ready = [e for _, e in self.held.release(below(watermark))]
+        if not ready and (watermark, frontier) == self.told:
+            return []  # the order shards know all this already
+        self.told = (watermark, frontier)
+        return self._process(ready, watermark, frontier)
+
+    def _process(self, events: list[Event], watermark: int, frontier: int) -> list[Any]:
+        nindex, me = self._nindex, self._me
         conflicts = self.index.conflicts
         released, dead = self.index.process(
-            msg.events,
-            self.frontier.update(msg.part, msg.clock, msg.parts),
-            lambda key: stable_shard(key, nindex) == me,
+            events, frontier, lambda key: index_shard(key, nindex) == me
         )
         refused = self.index.conflicts - conflicts
-        self._observer.reference_index(msg.key, self.index.pending_count, refused)
+        self._observer.reference_index(index_key(me), self.index.pending_count, refused)
         if refused:
             log.warning(
                 "reference index %s: %d link(s) refused: the reference already belongs to "
                 "another order (the first link wins; %d so far)",
-                msg.key,
+                index_key(me),
                 refused,
                 self.index.conflicts,
             )
@@ -198,14 +239,14 @@ class IndexStep(Step):
         for key, ev in released:
             per_shard[stable_shard(ev.order_id, self._shards)].append((key, ev))
         out: list[Released | Records] = [
-            Released(msg.part, msg.n, i, me, evs) for i, evs in enumerate(per_shard)
+            Released(i, me, watermark, frontier, evs) for i, evs in enumerate(per_shard)
         ]
         if dead:
             out.append(Records(dead))
         return out
 
     def state(self) -> object:
-        return (self.index, self.frontier, self.barrier)
+        return (self.index, self.inputs, self.held, self.told)
 
 
 CENSUS_INTERVAL = 10.0
@@ -213,61 +254,89 @@ CENSUS_INTERVAL = 10.0
 
 
 class OrdersStep(Step):
-    """An order shard: the router's events and the index's releases, batch by batch."""
+    """An order shard: the router's events and the index's releases, in merge-key order.
+
+    It handles what lies below both its input partitions' watermark and every index
+    shard's (an index shard may still release an event placed earlier), and runs its
+    deadlines no further than the slower of their clocks.
+    """
 
     def __init__(
         self,
         settings: Settings,
         observer: Observer,
         view: bool = False,
-        state: tuple[Barrier[ToShard | Released], Frontier, object] | None = None,
+        state: tuple[Inputs, Queues[Any], dict[int, tuple[int, int]], object] | None = None,
     ) -> None:
         self._view = settings if view else None  # emit the Redis view's updates
         self._observer = observer
         self._census_at = 0.0
         self._me: int | None = None
+        self._nindex = index_shards(settings)
         self.shard = OrderShard(settings)
         if state is not None:
-            self.barrier, self.frontier, shard_state = state
+            self.inputs, self.held, self.indexes, shard_state = state
             self.shard.restore(shard_state, settings)
+            self.inputs.resume()
+            self.indexes = _resumed(self.indexes)
         else:
-            # sender 0 is the router, 1 + i the reference-index shard i
-            self.barrier = Barrier(1 + index_shards(settings))
-            self.frontier = Frontier()
+            self.inputs = Inputs()
+            self.held = Queues()  # keyed events, and shard 0's customer commands
+            self.indexes = {}  # index shard -> (watermark, frontier)
 
     def on_batch(self, values: list[ToShard | Released]) -> list[Any]:
-        out: list[Any] = []
+        held = self.held
         for msg in values:
-            sender = 0 if isinstance(msg, ToShard) else 1 + msg.index
-            for part, n, msgs in self.barrier.add(msg.part, msg.n, sender, msg):
-                out.extend(self._process(part, n, msgs))  # type: ignore[arg-type]
             self._me = msg.shard
-            self._census()
+            if isinstance(msg, ToShard):
+                _update(self.inputs, msg.mark)
+                sender = (0, msg.mark.part)
+                held.extend(sender, [((e.seq, 0, e.seq), e) for e in msg.events])
+                held.extend(sender, [((c.seq, 0, c.seq), c) for c in msg.commands])
+            else:
+                self.indexes[msg.index] = (msg.watermark, msg.frontier)
+                held.extend((1, str(msg.index)), msg.events)
+        out = self._release()
+        self._census()
         return out
 
-    def _process(self, part: str, n: int, msgs: list[Any]) -> list[Any]:
-        direct: ToShard = msgs[0]  # sender 0's
-        frontier = self.frontier.update(part, direct.clock, direct.parts)
-        keyed: list[Keyed] = [((e.seq, 0, e.seq), e) for e in direct.events]
-        for released in msgs[1:]:
-            keyed.extend(released.events)
-        keyed.sort(key=lambda kv: kv[0])
+    def _release(self) -> list[Any]:
+        held = self.held
+        watermark, frontier = self.inputs.watermark(), self.inputs.frontier()
+        if len(self.indexes) < self._nindex:
+            watermark = frontier = 0
+        else:
+            watermark = min(watermark, *(w for w, _ in self.indexes.values()))
+            frontier = min(frontier, *(f for _, f in self.indexes.values()))
+        return self._process(held.release((below(watermark),)), watermark, frontier)
+
+    def _process(self, ready: list[tuple[Any, Any]], watermark: int, frontier: int) -> list[Any]:
+        events: list[Event] = []
+        commands: list[Any] = []
+        for _, item in ready:
+            (events if type(item) is Event else commands).append(item)
+        shard = self.shard
+        before = shard.clock
+        fresh = first_deliveries(events, shard.orders) if self._view else []
         signals: list[Any] = []
         records: list[Any] = []
-        events = [e for _, e in keyed]
-        fresh = first_deliveries(events, self.shard.orders) if self._view else []
-        for kind, rec in self.shard.process(events, frontier):
+        for kind, rec in shard.process(events, frontier):
             (signals if kind == "signal" else records).append(rec)
+        if not events and not commands and shard.clock == before and watermark < UNBOUNDED:
+            return []  # nothing moved: the desk need not hear of it
         out: list[Any] = []
         if records:
             out.append(Records(records))
         if self._view is not None:
-            view = orders_update(self._view, self.shard, fresh, records)
+            view = orders_update(self._view, shard, fresh, records)
             if view:
                 out.append(ViewChange(view))
-        signals += direct.commands  # the batch's customer commands (shard 0's), for the desk
-        out.append(ToCustomers(part, n, direct.shard, frontier, signals))
-        self._observer.shard_batch(self.shard.stages, frontier)
+        # no later signal is earlier than the shard's clock, nor a command than the watermark
+        done = UNBOUNDED if watermark >= UNBOUNDED and self.inputs.ended() else shard.clock
+        if self._me == 0:  # it holds the customer commands
+            done = min(done, watermark)
+        out.append(ToCustomers(self._me or 0, done, shard.clock, signals + commands))
+        self._observer.shard_batch(shard.stages, frontier)
         return out
 
     def _census(self, *, now: bool = False) -> None:
@@ -278,73 +347,97 @@ class OrdersStep(Step):
             self._observer.census(shard_key(self._me), *self.shard.census())
 
     def on_eof(self) -> list[Any]:
+        """Every input and index shard has ended, whether or not each one said so."""
+        self.inputs.finish()
+        self.indexes = {i: (UNBOUNDED, f) for i, (_, f) in self.indexes.items()}
+        out = self._release()
         self._census(now=True)
-        return []
+        return out
 
     def state(self) -> object:
-        return (self.barrier, self.frontier, self.shard.__getstate__())
+        return (self.inputs, self.held, self.indexes, self.shard.__getstate__())
 
 
 class CustomersStep(Step):
+    """The customer desk: every shard's signals in time order, up to the slowest shard."""
+
     def __init__(
         self,
         settings: Settings,
         observer: Observer,
-        state: tuple[Barrier[ToCustomers], CustomerDesk] | None = None,
+        state: tuple[CustomerDesk, Held[Any], dict[int, tuple[int, int]]] | None = None,
     ) -> None:
         self._observer = observer
-        self.barrier, self.desk = state or (
-            Barrier(settings.pipeline.shards),
-            CustomerDesk(settings),
-        )
+        self._shards = settings.pipeline.shards
+        self.desk, self.held, self.marks = state or (CustomerDesk(settings), Held(), {})
+        self.marks = _resumed(self.marks)
 
     def on_batch(self, values: list[ToCustomers]) -> list[Any]:
-        out: list[Any] = []
         for msg in values:
-            for _, _, msgs in self.barrier.add(msg.part, msg.n, msg.shard, msg):
-                merged = [s for m in msgs for s in m.signals]
-                records = self.desk.process(merged, max(m.clock for m in msgs))
-                if records:
-                    out.append(Records(records))
+            self.marks[msg.shard] = (msg.done, msg.frontier)
+            for s in msg.signals:
+                self.held.push(in_order(s), s)  # (time, ...): `done` is a time
+        return self._release()
+
+    def on_eof(self) -> list[Any]:
+        self.marks = {s: (UNBOUNDED, f) for s, (_, f) in self.marks.items()}
+        self._shards = min(self._shards, len(self.marks))
+        return self._release()
+
+    def _release(self) -> list[Any]:
+        if len(self.marks) < self._shards or not self.marks:
+            return []
+        done = min(d for d, _ in self.marks.values())
+        clock = min(min(f for _, f in self.marks.values()), done)
+        ready = [s for _, s in self.held.release((done,))]
+        records = self.desk.process(ready, clock)
         self._observer.customer_holds(len(self.desk.holds.held))
-        return out
+        return [Records(records)] if records else []
 
     def state(self) -> object:
-        return (self.barrier, self.desk)
+        return (self.desk, self.held, self.marks)
 
 
 class HealthStep(Step):
+    """Source health: counts as batches come, ordered items up to the watermark."""
+
     def __init__(
         self,
         settings: Settings,
         observer: Observer,
-        state: tuple[HealthState, Frontier, Barrier[ToHealth]] | None = None,
+        state: tuple[HealthState, Inputs, list[HealthBatch]] | None = None,
     ) -> None:
         self._observer = observer
-        self.health, self.frontier, self.barrier = state or (
-            HealthState(settings),
-            Frontier(),
-            Barrier(1),
-        )
+        self.health, self.inputs, self.pending = state or (HealthState(settings), Inputs(), [])
+        self.inputs.resume()
 
     def on_batch(self, values: list[ToHealth]) -> list[Any]:
-        out: list[Any] = []
-        ready = [m for v in values for _, _, [m] in self.barrier.add(v.part, v.n, 0, v)]
-        for msg in ready:
-            batch = msg.batch
-            # health counts by the batch's own times; its windows close on the frontier
-            frontier = self.frontier.update(msg.part, batch.clock_ms, msg.parts)
-            batch.clock_ms = min(batch.clock_ms, frontier)
-            records = self.health.apply(batch) + self.health.advance(batch.clock_ms)
-            if records:
-                out.append(Records(records))
-            self._observer.health_batch(batch)
-        if ready:
-            self._observer.breakers(self.health.breaker_states())
-        return out
+        health = self.health
+        for msg in values:
+            _update(self.inputs, msg.mark)
+            health.count(msg.batch)
+            self._observer.health_batch(msg.batch)
+            if msg.batch.has_items():
+                self.pending.append(msg.batch)
+        return self._release()
+
+    def on_eof(self) -> list[Any]:
+        self.inputs.finish()
+        return self._release()
+
+    def _release(self) -> list[Any]:
+        health = self.health
+        bound = below(self.inputs.watermark())
+        frontier = self.inputs.frontier()
+        taken = [b.take_before(bound) for b in self.pending]
+        self.pending = [b for b in self.pending if b.has_items()]
+        records = health.apply(HealthBatch.merged(taken, frontier)) if taken else []
+        records += health.advance(frontier)
+        self._observer.breakers(health.breaker_states())
+        return [Records(records)] if records else []
 
     def state(self) -> object:
-        return (self.health, self.frontier, self.barrier)
+        return (self.health, self.inputs, self.pending)
 
 
 def build_flow(
@@ -359,26 +452,27 @@ def build_flow(
     wall_clock: Callable[[], int] = wall_clock_ms,
     normalizer: Normalizer | None = None,
     observer: Observer = NULL_OBSERVER,
+    parts: list[str] | None = None,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
     `recovery`: whether the run keeps Bytewax recovery snapshots (live runs do).
     `view_sink`: where the Redis order view's updates go (none: they are not even built).
     `wall_clock`: epoch ms now: no input's `received_at` may run ahead of it by more than
-    `pipeline.max_clock_ahead`, live or recorded (`dataflows.sequencer`); tests inject one.
+    `pipeline.max_clock_ahead`, live or recorded (`dataflows.stamp`); tests inject one.
     `normalizer`: the router's (`schemas.normalize.Normalizer` of `settings` by default).
     `observer`: where the steps report (`connectors.metrics.Metrics` for Prometheus).
+    `parts`: every input partition's name, fixed for the life of a recovery store: the
+    steps that belong where a partition is read get keys Bytewax places there
+    (`dataflows.placement.StateKeys`); without it they run wherever Bytewax puts them.
     """
     router = Router(settings, normalizer)
-    stream_for = cache(stream_of) if stream_of else None
+    stream_for = cache(stream_of) if stream_of else (lambda _part: None)
+    keys = StateKeys(parts, settings.pipeline.shards, index_shards(settings))
 
     def route(batch: RawBatch) -> list[ToShard | ToIndex | ToHealth | Records]:
-        streams = None
-        if stream_for is not None and batch.streams is not None:
-            streams = [stream_for(p) for p in batch.streams]
-        return router.route(
-            batch.part, batch.n, batch.lines, None, batch.clock, batch.parts, streams, batch.limits
-        )
+        mark = Mark(batch.part, batch.clock, batch.parts, batch.caught_up, batch.final)
+        return router.route(mark, batch.lines, stream_for(batch.part), batch.limits)
 
     def stateful(
         step_id: str, stream: Stream[Any], fresh: Callable[[], S], restore: Callable[[Any], S]
@@ -392,41 +486,41 @@ def build_flow(
     tolerance = settings.pipeline.max_clock_ahead
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    merged = stateful(
-        "sequencer",
-        op.map("to_sequencer", raw, lambda b: (SEQUENCER_KEY, b)),
-        lambda: SequencerStep(Sequencer(tolerance), wall_clock),
-        lambda seq: SequencerStep(seq.resume(tolerance), wall_clock),
+    stamped = stateful(
+        "partitions",
+        op.map("to_partitions", raw, lambda b: (keys.input(b.part), b)),
+        lambda: StampStep(PartitionStamp(), keys.part_index, tolerance, wall_clock),
+        lambda st: StampStep(st.resume(), keys.part_index, tolerance, wall_clock),
     )
-    spread = op.redistribute("spread", merged)
-    routed = op.flat_map("route", spread, route)
+    routed = op.flat_map("route", stamped, route)
 
     from_index = stateful(
         "tracking_index",
-        op.filter_map("to_index", routed, _keyed(ToIndex)),
+        op.filter_map("to_index", routed, _keyed(ToIndex, lambda m: keys.index(m.index))),
         lambda: IndexStep(settings, observer),
         lambda state: IndexStep(settings, observer, state),
     )
     with_view = view_sink is not None
+    to_shard = _keyed((ToShard, Released), lambda m: keys.shard(m.shard))
     orders_out = stateful(
         "orders",
         op.merge(
             "to_orders",
-            op.filter_map("direct_to_orders", routed, _keyed(ToShard)),
-            op.filter_map("index_to_orders", from_index, _keyed(Released)),
+            op.filter_map("direct_to_orders", routed, to_shard),
+            op.filter_map("index_to_orders", from_index, to_shard),
         ),
         lambda: OrdersStep(settings, observer, with_view),
         lambda state: OrdersStep(settings, observer, with_view, state),
     )
     customers_out = stateful(
         "customers",
-        op.filter_map("to_customers", orders_out, _keyed(ToCustomers)),
+        op.filter_map("to_customers", orders_out, _keyed(ToCustomers, lambda m: CUSTOMERS_KEY)),
         lambda: CustomersStep(settings, observer),
         lambda state: CustomersStep(settings, observer, state),
     )
     health_out = stateful(
         "health",
-        op.filter_map("to_health", routed, _keyed(ToHealth)),
+        op.filter_map("to_health", routed, _keyed(ToHealth, lambda m: HEALTH_KEY)),
         lambda: HealthStep(settings, observer),
         lambda state: HealthStep(settings, observer, state),
     )
@@ -467,12 +561,12 @@ def _value(kv: tuple[str, Any]) -> Any:
 
 
 def _keyed(
-    kind: type[ToShard | ToIndex | Released | ToHealth | ToCustomers],
+    kind: type | tuple[type, ...], key: Callable[[Any], str]
 ) -> Callable[[Any], tuple[str, Any] | None]:
-    """Select the messages of one type, keyed as their stateful step needs (by string)."""
+    """Select the messages of a type, keyed as their stateful step needs (by string)."""
 
     def keyed(msg: Any) -> tuple[str, Any] | None:
-        return (msg.key, msg) if isinstance(msg, kind) else None
+        return (key(msg), msg) if isinstance(msg, kind) else None
 
     return keyed
 

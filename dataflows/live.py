@@ -132,8 +132,9 @@ def claim_share(rdir: Path) -> bool:
 
 
 LAYOUT_FILE = "orderguard-layout.json"
-"""The shard layout a store was written with: state is keyed by shard, and the
-barriers wait for every shard, so another layout would orphan the state and stall."""
+"""The shard layout a store was written with: state is keyed by shard and partition,
+and every step waits for every partition, so another layout would orphan the state
+and stall."""
 
 
 LAYOUT_VERSION = 8
@@ -141,7 +142,9 @@ LAYOUT_VERSION = 8
 3: two more times per order, for the stage durations; 4: forced breakers, and
 operator commands in the order shards' barrier; 5: the sequencer's plausible-time
 limits; 6: the reference index in place of the tracking index, known refs per order;
-7: the barriers hold the typed messages of `dataflows.messages`, not tuples)."""
+7: the barriers hold the typed messages of `dataflows.messages`, not tuples; 8: no
+sequencer: merge keys stamped per partition, each step merging to its watermark; orders
+as packed arrays, snapshots in columns, the timer wheel rebuilt on restore)."""
 
 
 def _layout(settings: Settings, input_partitions: dict[str, int] | None) -> dict[str, Any]:
@@ -385,6 +388,7 @@ def run_live(
         recovery=True,
         view_sink=view_sink,
         observer=Metrics(),
+        parts=source.list_parts(),
     )
     metrics = settings.metrics
     if metrics.port:

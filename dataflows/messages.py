@@ -4,6 +4,10 @@ Each step boundary carries one of these, and a step picks its input by type
 (`isinstance`), never by a string prefix or a tuple position. Bytewax's stateful
 steps still key by a string (`key`): it decides the worker that owns the state.
 
+Every message from the router carries a `Mark`: how far its input partition has
+come. That is how each stateful step knows its watermark without a step that sees
+every event (`state.watermark`). Events carry their merge key in `Event.seq`.
+
 They are frozen `msgspec.Struct`s (slotted, immutable): a message crossing to another
 process is pickled (twice, by Bytewax 0.21), and a Struct builds in ~0.07 µs and
 pickles and unpickles in ~4 µs against ~0.8 µs and ~8 µs for a frozen slotted
@@ -23,7 +27,23 @@ from state.health import HealthBatch
 from state.view import ViewUpdate
 
 Keyed = tuple[tuple[int, int, int], Event]
-"""An event released by the reference index with its sort key in the shard's batch."""
+"""An event with its sort key in an order shard: (merge key, 0, merge key) for its own
+place, (the registering event's key, 1, its own key) when a link released it."""
+
+
+Link = tuple[int, int, str, tuple[str, ...]]
+"""(merge key, received_ms, order id, references): what an event with an order id tells
+an index shard, the references of that shard only. A tuple, not the event: most of the
+index's traffic is links, and they cross to another worker more often than not."""
+
+
+def index_event(item: Event | Link) -> Event:
+    """What the reference index takes: the event, or a `Link` as the event it stands for
+    (the index reads only its key, time, order id and references)."""
+    if type(item) is not tuple:
+        return item  # type: ignore[return-value]
+    seq, received, order_id, refs = item
+    return Event("", "", "link", "", received, received, order_id=order_id, links=refs, seq=seq)
 
 
 def shard_key(i: int) -> str:
@@ -38,34 +58,42 @@ HEALTH_KEY = "health"
 CUSTOMERS_KEY = "customers"
 
 
+class Mark(msgspec.Struct, frozen=True):
+    """Input partition `part` (of `parts`) has come to `clock`; caught up or ended."""
+
+    part: str
+    clock: int
+    parts: int
+    caught_up: bool
+    final: bool
+
+
 class ToShard(msgspec.Struct, frozen=True):
-    """Router -> order shard `shard`: one a batch, even empty (it carries the clock).
+    """Router -> order shard `shard`: one an input batch, even empty (it carries the mark).
 
     `commands`: the batch's customer commands, on shard 0's only (for the desk).
     """
 
-    part: str
-    n: int
+    mark: Mark
     shard: int
-    clock: int
-    parts: int
     events: list[Event]
     commands: list[Command]
 
     @property
     def key(self) -> str:
+        """The shard's name (its Bytewax key may be a placed variant: `StateKeys`)."""
         return shard_key(self.shard)
 
 
 class ToIndex(msgspec.Struct, frozen=True):
-    """Router -> reference-index shard `index`: one a batch, even empty."""
+    """Router -> reference-index shard `index`: one an input batch, even empty.
 
-    part: str
-    n: int
+    `events`: in input order, the `Link`s of events with an order id and the events
+    without one, which wait in the index for theirs."""
+
+    mark: Mark
     index: int
-    clock: int
-    parts: int
-    events: list[Event]
+    events: list[Event | Link]
 
     @property
     def key(self) -> str:
@@ -73,12 +101,13 @@ class ToIndex(msgspec.Struct, frozen=True):
 
 
 class Released(msgspec.Struct, frozen=True):
-    """Reference-index shard `index` -> order shard `shard`: what it releases for batch n."""
+    """Reference-index shard `index` -> order shard `shard`: what it released, and that it
+    has handled every key below `watermark` (`frontier`: its ingestion clock)."""
 
-    part: str
-    n: int
     shard: int
     index: int
+    watermark: int
+    frontier: int
     events: list[Keyed]
 
     @property
@@ -89,9 +118,7 @@ class Released(msgspec.Struct, frozen=True):
 class ToHealth(msgspec.Struct, frozen=True):
     """Router -> health: the batch's counts and channel/carrier commands."""
 
-    part: str
-    n: int
-    parts: int
+    mark: Mark
     batch: HealthBatch
 
     @property
@@ -100,12 +127,14 @@ class ToHealth(msgspec.Struct, frozen=True):
 
 
 class ToCustomers(msgspec.Struct, frozen=True):
-    """Order shard `shard` -> customer desk: its signals (and shard 0's commands) for batch n."""
+    """Order shard `shard` -> customer desk: its signals (and shard 0's commands).
 
-    part: str
-    n: int
+    `done`: no later signal of this shard is earlier than it; `frontier`: its clock.
+    """
+
     shard: int
-    clock: int
+    done: int
+    frontier: int
     signals: list[Any]
 
     @property

@@ -4,7 +4,7 @@
 partitions Kafka would have put its envelopes in (`connectors.replay.KafkaSplit`), then
 read by N local processes (`dataflows.cluster.run_local_cluster`, each one
 `python -m dataflows.replay`) as `orderguard run --processes N` reads Kafka. The split
-does not depend on N, and the sequencer orders the partitions' lines canonically, so
+does not depend on N, and every step handles its lines in one canonical order, so
 the outputs are the same for every N (and worker count).
 
 `recovery_dir` (`orderguard replay --recovery-dir`): Bytewax snapshots at every epoch
@@ -188,6 +188,7 @@ def run_replay(
                 wall_clock=wall_clock,
                 recovery=store is not None,
                 observer=Metrics(),
+                parts=source.list_parts(),
             )
             kwargs = {} if store is None else _recovery_kwargs(store.dir, snapshot_interval)
             if workers == 1:
@@ -278,7 +279,14 @@ def _process_main(argv: list[str] | None = None) -> None:
 
         sink = PartsSink(rdir / PARTS_DIR, flush=True)
         kwargs = _recovery_kwargs(rdir, args.snapshot_interval)
-    flow = build_flow(settings, source, sink, recovery=rdir is not None, observer=Metrics())
+    flow = build_flow(
+        settings,
+        source,
+        sink,
+        recovery=rdir is not None,
+        observer=Metrics(),
+        parts=split.parts(),
+    )
     tune_gc(settings.pipeline.gc_tuning)
     cluster_main(
         flow,

@@ -1,9 +1,9 @@
 """The stateless first step: normalize a batch of raw lines and address the pieces.
 
-Every order shard and every reference-index shard gets exactly one message per
-input batch, even an empty one: it carries the batch's ingestion clock (so
-deadlines fire in quiet shards too) and lets the downstream barriers know the
-batch is complete.
+It runs where the batch was read. Every order shard and every reference-index
+shard gets exactly one message per input batch, even an empty one: it carries the
+partition's `Mark`, from which each step knows its watermark and ingestion clock
+(`state.watermark`), so deadlines fire in quiet shards too.
 
 Lines of the `control` stream are operator commands (`schemas.commands`), not
 envelopes for the normalizer: channel and carrier commands join the health batch
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 
-from dataflows.messages import Records, ToHealth, ToIndex, ToShard
+from dataflows.messages import Link, Mark, Records, ToHealth, ToIndex, ToShard
 from schemas.commands import CONTROL, Command, CommandParser, is_control
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
@@ -26,13 +26,21 @@ from state.reference_index import registered_keys, wait_key
 
 
 def index_shards(settings: Settings) -> int:
-    """Reference-index shards: a quarter of the order shards (lookups are cheap)."""
-    return max(1, settings.pipeline.shards // 4)
+    """Reference-index shards: half the order shards, so that with order shards a multiple
+    of the lanes they are too, and each lives where its lane is read (`StateKeys`)."""
+    return max(1, settings.pipeline.shards // 2)
 
 
 def stable_shard(text: str, n: int) -> int:
     """crc32, not `hash`: the same id maps to the same shard in every process and run."""
     return zlib.crc32(text.encode()) % n
+
+
+def index_shard(reference: str, n: int) -> int:
+    """The index shard of a reference, by its id without the namespace (`taobao:123` by
+    `123`): that is what the reference's own records are keyed by (`schemas.keys`), so an
+    event waiting for its order is held in the lane it was read from, not sent away."""
+    return zlib.crc32(reference.split(":", 1)[-1].encode()) % n
 
 
 class Router:
@@ -47,85 +55,70 @@ class Router:
 
     def route(
         self,
-        part: str,
-        n: int,
+        mark: Mark,
         lines: list[tuple[int, bytes, dict]],
         stream: str | None = None,
-        clock: int = 0,
-        parts: int = 1,
-        streams: list[str | None] | None = None,
         limits: list[int] | None = None,
     ) -> list[ToShard | ToIndex | ToHealth | Records]:
-        """Messages for every shard; `clock`/`parts` as in `connectors.replay.RawBatch`.
+        """Messages for every shard, each with the batch's `mark`.
 
-        `streams`: each line's stream, when the lines come from several (the merged
-        stream of `dataflows.sequencer`); else `stream` is every line's. A batch
-        with a clock keeps it; without one (0) the lines' own times make it.
-        `limits`: each line's latest plausible `received_at` (the sequencer's).
+        `lines`: (merge key, raw, origin) of one input partition (`dataflows.stamp`);
+        `stream`: theirs (None: a line that looks like a command is one, for replays
+        of mixed files). `limits`: each line's latest plausible `received_at`.
         """
-        raise_clock = not clock
         shards, nindex = self._shards, self._index
         direct: list[list[Event]] = [[] for _ in range(shards)]
-        index: list[list[Event]] = [[] for _ in range(nindex)]
+        index: list[list[Event | Link]] = [[] for _ in range(nindex)]
         health = HealthBatch.for_settings(self._settings)
         dead: list[DeadLetter] = []
         commands: list[Command] = []  # the customer desk's, via order shard 0
         normalize = self._normalize
         lim = self._limits
         for i, (seq, raw, origin) in enumerate(lines):
-            line_stream = stream if streams is None else streams[i]
             not_after = None if limits is None else limits[i]
             if len(raw) > lim.input_record:  # any stream, commands too: never parsed
-                result = too_large(
-                    raw, lim.input_record, lim.dead_letter_raw, origin, line_stream, seq
-                )
-            elif line_stream == CONTROL or (line_stream is None and is_control(raw)):
-                result = self._command(raw, origin, seq, line_stream, not_after)
+                result = too_large(raw, lim.input_record, lim.dead_letter_raw, origin, stream, seq)
+            elif stream == CONTROL or (stream is None and is_control(raw)):
+                result = self._command(raw, origin, seq, stream, not_after)
                 if isinstance(result, Command):
-                    if raise_clock and result.received_ms > clock:
-                        clock = result.received_ms
                     if result.breaker == "customer":
                         commands.append(result)
                     else:
-                        health.add_command(result)
+                        health.add_command(result, seq)
                     continue
             else:
-                result = normalize(
-                    raw, origin=origin, stream=line_stream, seq=seq, not_after=not_after
-                )
+                result = normalize(raw, origin=origin, stream=stream, seq=seq, not_after=not_after)
             # a split notification (`each:`) gives a tuple: one result per element
             for r in result if type(result) is tuple else (result,):
                 if isinstance(r, DeadLetter):
-                    health.add_dead_letter(r, self._channel_of.get(r.source or ""))
+                    health.add_dead_letter(r, self._channel_of.get(r.source or ""), seq)
                     dead.append(r)
-                    if raise_clock and r.received_ms is not None and r.received_ms > clock:
-                        clock = r.received_ms
                     continue
-                if raise_clock and r.received_ms > clock:
-                    clock = r.received_ms
-                health.add_event(r)
+                health.add_event(r, seq)
                 if r.kind == "telemetry":
                     continue
                 if r.order_id is not None:
                     direct[stable_shard(r.order_id, shards)].append(r)
                     keys = registered_keys(r)
-                    if keys:  # to the index shard of each reference it registers, once a shard
-                        for k in sorted({stable_shard(key, nindex) for key in keys}):
-                            index[k].append(r)
+                    if keys:  # to the index shard of each reference it registers, as a Link
+                        owned: dict[int, list[str]] = {}
+                        for key in keys:
+                            owned.setdefault(index_shard(key, nindex), []).append(key)
+                        for k in sorted(owned):
+                            index[k].append((r.seq, r.received_ms, r.order_id, tuple(owned[k])))
                     continue
                 key = wait_key(r)
                 if key is not None:
                     # kept while it waits for its order: what its dead letter would embed
                     r.raw, r.raw_size, r.raw_sha256 = kept(raw, lim.dead_letter_raw)
                     r.origin = origin
-                    index[stable_shard(key, nindex)].append(r)
-        health.clock_ms = max(health.clock_ms, clock)
+                    index[index_shard(key, nindex)].append(r)
+        health.clock_ms = max(health.clock_ms, mark.clock)
         out: list[ToShard | ToIndex | ToHealth | Records] = [
-            ToShard(part, n, i, clock, parts, evs, [] if i else commands)
-            for i, evs in enumerate(direct)
+            ToShard(mark, i, evs, [] if i else commands) for i, evs in enumerate(direct)
         ]
-        out.extend(ToIndex(part, n, i, clock, parts, evs) for i, evs in enumerate(index))
-        out.append(ToHealth(part, n, parts, health))
+        out.extend(ToIndex(mark, i, evs) for i, evs in enumerate(index))
+        out.append(ToHealth(mark, health))
         if dead:
             out.append(Records(dead))
         return out

@@ -187,7 +187,7 @@ class Limits(_Strict):
 
 
 class Pipeline(_Strict):
-    shards: int = Field(16, ge=1, le=4096)
+    shards: int = Field(12, ge=1, le=4096)
     batch_size: int = Field(2000, ge=1)
     max_clock_ahead: DurationMs = Field(300_000, gt=0)
     """How far an input's `received_at` may run ahead of the ingestion clock (the wall

@@ -38,7 +38,7 @@ UNPARSEABLE_TIME = "unparseable_time"
 IMPLAUSIBLE_TIME = "implausible_time"
 """The envelope's `received_at` runs ahead of the ingestion clock by more than
 `pipeline.max_clock_ahead` (the wall clock, live and in replay: see
-`dataflows.sequencer`). Dead-lettered so that it moves no clock."""
+`dataflows.stamp`). Dead-lettered so that it moves no clock."""
 UNMAPPED_STATUS = "unmapped_status"
 """A status value the source's map does not know, or a message whose `kind_by` value
 (or absence) selects none of the source's `kinds` (feeds the UNMAPPED_STATUS alert)."""

@@ -22,6 +22,7 @@ from state.breakers import CustomerHolds
 from state.command_ids import SeenCommands
 from state.order_alerts import MESSAGES
 from state.records import Alert, CustomerSignal, Decision
+from state.watermark import key_clock
 
 
 class CustomerDesk:
@@ -36,7 +37,7 @@ class CustomerDesk:
         self, signals: list[CustomerSignal | Command], clock: int
     ) -> list[Alert | Decision | DeadLetter]:
         out: list[Alert | Decision | DeadLetter] = []
-        for s in sorted(signals, key=_in_order):
+        for s in sorted(signals, key=in_order):
             if isinstance(s, Command):
                 at = max(s.received_ms, self.clock)
                 self.advance(at, out)
@@ -120,8 +121,12 @@ class CustomerDesk:
             )
 
 
-def _in_order(s: CustomerSignal | Command) -> tuple[int, int, str, str, str, int]:
-    """Time order; at one time signals first (by order and kind), then commands by position."""
+def in_order(s: CustomerSignal | Command) -> tuple[int, int, str, str, str, int]:
+    """Time order; at one time signals first (by order and kind), then commands by position.
+
+    A command's time is its arrival on the ingestion clock (its merge key's clock, or its
+    own `received_at` if later): a late command cannot reach the desk before that.
+    """
     if isinstance(s, Command):
-        return (s.received_ms, 1, "", "", "", s.seq)
+        return (max(s.received_ms, key_clock(s.seq)), 1, "", "", "", s.seq)
     return (s.at_ms, 0, s.order_id, s.kind, s.alert_type or "", 0)

@@ -20,6 +20,7 @@ from schemas.statuses import SHIPPED_BAND
 from state.breakers import CarrierBreaker, ChannelBreaker
 from state.command_ids import SeenCommands
 from state.records import Alert, Decision
+from state.watermark import key_clock
 
 MINUTE = 60_000
 MAX_KEYS_PER_SOURCE = 1000
@@ -72,7 +73,12 @@ class HealthBatch:
     def for_settings(cls, settings: Settings) -> HealthBatch:
         return cls(settings.thresholds.clock_skew, settings.breakers.channel.window)
 
-    def _tick(self, received_ms: int | None) -> tuple[int, int]:
+    def _tick(self, received_ms: int | None, key: int | None = None) -> tuple[int, int]:
+        if key is not None:  # a merge key: the item's place and time in every partition's order
+            at = key_clock(key)
+            if at > self.clock_ms:
+                self.clock_ms = at
+            return key, at
         pos = self.pos
         self.pos += 1
         if received_ms is not None and received_ms > self.clock_ms:
@@ -84,8 +90,9 @@ class HealthBatch:
         w[0] += 1
         w[1] += bad
 
-    def add_event(self, ev: Event) -> None:
-        pos, at = self._tick(ev.received_ms)
+    def add_event(self, ev: Event, key: int | None = None) -> None:
+        """`key`: the event's merge key (`state.watermark`), else its place in this batch."""
+        pos, at = self._tick(ev.received_ms, key)
         source = sys.intern(ev.source)
         key = (ev.stream, source)
         self.events[key] = self.events.get(key, 0) + 1
@@ -109,18 +116,62 @@ class HealthBatch:
             # implies: a renamed field first seen on an earlier-stage payload stays "new"
             self.keysets.setdefault((source, ev.keys), pos)
 
-    def add_command(self, command: Command) -> None:
+    def add_command(self, command: Command, key: int | None = None) -> None:
         """An operator's command forcing a channel or carrier breaker, in input order."""
-        pos, at = self._tick(command.received_ms)
+        pos, at = self._tick(command.received_ms, key)
         self.commands.append((pos, at, command))
 
-    def add_dead_letter(self, dl: DeadLetter, channel: str | None) -> None:
+    def add_dead_letter(self, dl: DeadLetter, channel: str | None, key: int | None = None) -> None:
         """`channel`: the channel of the dead letter's source, for channel sources only."""
-        pos, at = self._tick(dl.received_ms)
+        pos, at = self._tick(dl.received_ms, key)
         if channel is not None:
             self._count(channel, at, 1)
         if dl.reason == "unmapped_status" and dl.source is not None:
             self.unmapped.append((pos, at, sys.intern(dl.source), dl.value or ""))
+
+    def take_before(self, bound: int) -> HealthBatch:
+        """Move the ordered items placed before `bound` into a batch of their own.
+
+        With merge keys for places, the items of several partitions' batches below a
+        watermark make one batch in every partition's order (`merged`); the counts
+        stay here (`HealthState.count` takes them when the batch arrives).
+        """
+        out = HealthBatch(self.skew_ms, self.window_ms)
+        for name in ("calls", "commands", "unmapped", "skews", "drift"):
+            items = getattr(self, name)
+            if items and items[0][0] < bound:
+                i = 0
+                while i < len(items) and items[i][0] < bound:
+                    i += 1
+                setattr(out, name, items[:i])
+                setattr(self, name, items[i:])
+        if self.keysets:
+            taken = {k: pos for k, pos in self.keysets.items() if pos < bound}
+            if taken:
+                out.keysets = taken
+                self.keysets = {k: pos for k, pos in self.keysets.items() if pos >= bound}
+        return out
+
+    def has_items(self) -> bool:
+        return bool(
+            self.calls or self.commands or self.unmapped or self.skews or self.drift or self.keysets
+        )
+
+    @classmethod
+    def merged(cls, batches: list[HealthBatch], clock_ms: int) -> HealthBatch:
+        """One batch of the ordered items of `batches` (no counts), at `clock_ms`."""
+        out = cls(batches[0].skew_ms, batches[0].window_ms) if batches else cls(0)
+        for b in batches:
+            out.calls += b.calls
+            out.commands += b.commands
+            out.unmapped += b.unmapped
+            out.skews += b.skews
+            out.drift += b.drift
+            for k, pos in b.keysets.items():
+                if k not in out.keysets or pos < out.keysets[k]:
+                    out.keysets[k] = pos
+        out.clock_ms = clock_ms
+        return out
 
 
 class _SuccessRate:
@@ -153,6 +204,8 @@ class _SuccessRate:
         return end - end % MINUTE + MINUTE
 
     def advance(self, now_ms: int) -> list[Alert]:
+        if now_ms <= self.done:
+            return []  # called for every input batch: most move nothing
         out = []
         marks = {m + MINUTE for m in self.minutes} | {self._leaves(m) for m in self.minutes}
         for mark in sorted(t for t in marks if self.done < t <= now_ms):
@@ -166,7 +219,9 @@ class _SuccessRate:
 
     def _judge(self, mark: int) -> Alert | None:
         cfg = self.cfg
-        inside = [v for m, v in self.minutes.items() if mark - cfg.window <= m < mark]
+        first = -(-(mark - cfg.window) // MINUTE) * MINUTE  # minutes held may run far ahead
+        minutes = self.minutes
+        inside = [minutes[m] for m in range(first, mark, MINUTE) if m in minutes]
         ok = sum(v[0] for v in inside)
         total = ok + sum(v[1] for v in inside)
         if total < cfg.min_volume:
@@ -250,13 +305,9 @@ class HealthState:
         self.clock = 0
 
     # ------------------------------------------------------------ the clock
-    def apply(self, batch: HealthBatch) -> list[Record]:
-        """Take in one batch, then fire what is due up to its clock.
-
-        Counts go in first: a window is judged only once the clock has passed its end,
-        after every item before that, and a count for a judged window joins the
-        current one. The ordered items then go one by one, in input order.
-        """
+    def count(self, batch: HealthBatch) -> None:
+        """Take in a batch's counts: windows are judged only once the clock has passed
+        their end, so counts may come before the ordered items around them."""
         if batch.window_ms != self.channel_cfg.window:
             raise ValueError("the batch was built for another channel window")
         for (channel, window), (total, bad) in batch.counts.items():
@@ -264,6 +315,14 @@ class HealthState:
         for (source, minute), (ok, failed) in batch.outcomes.items():
             self._gateway(source).add(minute, ok, failed)
 
+    def apply(self, batch: HealthBatch) -> list[Record]:
+        """Take in one batch, then fire what is due up to its clock.
+
+        Counts go in first: a window is judged only once the clock has passed its end,
+        after every item before that, and a count for a judged window joins the
+        current one. The ordered items then go one by one, in input order.
+        """
+        self.count(batch)
         out: list[Record] = []
         handlers = [
             (batch.calls, 0, self._on_call),

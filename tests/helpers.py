@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from connectors.processes import stop_group
+from dataflows.messages import Mark
 from schemas.config import Settings, load_settings
 from schemas.event import Event
 
@@ -169,3 +170,8 @@ class PrivateRedis:
         proc, self._proc = self._proc, None
         if proc is not None:
             stop_group(proc)
+
+
+def mark(part: str = "p", clock: int = 0) -> Mark:
+    """A router's `Mark` for a batch of partition `part` (one partition in all)."""
+    return Mark(part, clock, 1, False, False)

@@ -9,7 +9,7 @@ them through again. The run must end normally once caught up, and its outputs mu
 hold what an uninterrupted run's hold: the same last status for every order, every
 dead letter (and no dead letter made of the cut itself), no gap anywhere, and no id
 written twice with different content, and record for record the same records (the
-input partitions are merged in one canonical order: `dataflows/sequencer.py`).
+every step merges the input partitions in one canonical order: `state/watermark.py`).
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ live path guarantees):
 - every kill landed on a running pipeline and every restart resumed.
 
 And record for record, because the dataflow merges its input partitions in one
-canonical order (`dataflows/sequencer.py`): a record repeated after a restart is the
+canonical order (`state/watermark.py`): a record repeated after a restart is the
 *same* record, an order's highest version is its final state, and the crashing runs
-together write exactly the uninterrupted run's records. (Before the sequencer, the
+together write exactly the uninterrupted run's records. (Before the canonical order, the
 three topics were merged by timing: two uninterrupted runs over this input differed
 in 10-120 of ~1,800 correction ids, and a restart could write another status under an
 id a killed run had already written, since `corrected` ids are order id + version.)

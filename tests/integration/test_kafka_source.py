@@ -93,7 +93,7 @@ def test_dataflow_over_kafka_agrees_with_replay(broker, tmp_path):
 
     Replay reads one ordered stream; Kafka delivers six partitions (three topics, two
     each) whose batches interleave arbitrarily, and one order's evidence spans topics.
-    The sequencer merges them back into `received_at` order, so every correction,
+    Every step merges them back into `received_at` order, so every correction,
     alert and breaker change is the same record (ids included); dead letters differ
     only in where they came from (file and line, or topic, partition and offset).
     """
@@ -175,7 +175,7 @@ def test_resume_starts_at_offset_and_continues_numbering(broker):
     assert [b.n for b in batches] == list(range(7, 7 + len(batches)))
     assert all(b.part == "tracking:1" and len(b.lines) <= 3 for b in batches)
     assert all(b.lines and not b.final for b in batches[:-1])
-    assert batches[-1].final  # the sequencer learns that nothing more comes from here
+    assert batches[-1].final  # the steps learn that nothing more comes from here
     got = [(seq, raw) for b in batches for seq, raw, _o in b.lines]
     assert got == [(i, values[i]) for i in range(4, 12)]
     assert batches[0].lines[0][2] == {"topic": topics["tracking"], "partition": 1, "offset": 4}

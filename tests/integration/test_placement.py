@@ -98,7 +98,7 @@ def test_keys_and_partitions_land_where_predicted(workers: int) -> None:
     assert len(set(seen_keys.values())) == workers  # the keys did spread
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5, 6, 7, 8, 12])
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5, 6, 8, 12, 16])
 def test_colocated_keys_follow_their_partition(workers: int) -> None:
     parts = [f"g{i:03d}" for i in range(12)]
     readers = workers_of_parts(parts, workers)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from connectors.replay import RawBatch
 from dataflows.messages import Records, ToHealth, ToShard
 from dataflows.operator import (
     CommandRefused,
@@ -17,11 +18,13 @@ from dataflows.operator import (
     prepare,
 )
 from dataflows.router import Router
+from dataflows.stamp import PartitionStamp
 from schemas import errors
 from schemas.commands import Command, CommandParser, is_control, sign
 from schemas.config import Control, load_settings
 from schemas.event import DeadLetter
 from state.health import HealthBatch
+from tests.helpers import mark
 
 KEY = "unit-test-control-key-0123456789"
 SETTINGS = load_settings().model_copy(update={"control": Control(keys={"ops": KEY})})
@@ -210,25 +213,31 @@ def test_router_sends_channel_and_carrier_commands_to_health_and_customers_to_sh
         (1, customer, {"file": "f", "line": 2}),
         (2, env(force(state="BAD")), {"file": "f", "line": 3}),
     ]
-    msgs = router.route("replay", 0, lines)  # replay: the envelopes name the stream
+    batch = PartitionStamp().stamp(
+        RawBatch("replay", 0, lines), 0, AT_MS, SETTINGS.pipeline.max_clock_ahead
+    )
+    assert batch is not None
+    assert batch.clock == AT_MS  # commands move the partition's ingestion clock like any line
+    keys = [key for key, _, _ in batch.lines]
+    # replay: the envelopes name the stream
+    msgs = router.route(mark("replay", batch.clock), batch.lines, None, batch.limits)
     [to_health] = [m for m in msgs if isinstance(m, ToHealth)]
     health = to_health.batch
     assert isinstance(health, HealthBatch)
-    assert [(pos, c.key, c.state) for pos, _, c in health.commands] == [(0, "jt", "CLOSED")]
+    assert [(pos, c.key, c.state) for pos, _, c in health.commands] == [(keys[0], "jt", "CLOSED")]
     shards = sorted((m for m in msgs if isinstance(m, ToShard)), key=lambda m: m.shard)
     shard_0 = shards[0]
     assert shard_0.shard == 0
-    assert [(c.key, c.state, c.seq) for c in shard_0.commands] == [("C1", "RELEASED", 1)]
+    assert [(c.key, c.state, c.seq) for c in shard_0.commands] == [("C1", "RELEASED", keys[1])]
     assert all(m.commands == [] for m in shards[1:])
     [[dl]] = [m.records for m in msgs if isinstance(m, Records)]
     assert (dl.reason, dl.stream) == (errors.INVALID_BREAKER_STATE, "control")
-    assert shard_0.clock == AT_MS  # commands move the batch's ingestion clock like any line
 
 
 def test_router_parses_control_partition_lines_as_commands_not_envelopes():
     router = Router(SETTINGS)
     lines = [(0, env(stream=None), {"topic": "c", "partition": 0, "offset": 0})]
-    msgs = router.route("seq", 0, lines, streams=["control"])
+    msgs = router.route(mark("control:0"), lines, "control")
     assert not any(isinstance(m, Records) for m in msgs)
     [to_health] = [m for m in msgs if isinstance(m, ToHealth)]
     assert len(to_health.batch.commands) == 1

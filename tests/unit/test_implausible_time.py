@@ -2,7 +2,7 @@
 
 An envelope or command whose `received_at` is ahead of the ingestion clock by more
 than `pipeline.max_clock_ahead` is dead-lettered `implausible_time` and moves no
-clock: not the sequencer's, not the shards', not the health clock, so the breakers
+clock: not a partition's, not the shards', not the health clock, so the breakers
 keep their time. The reference is the wall clock, live and in a replay: nothing was
 received in the future.
 """
@@ -16,13 +16,14 @@ import orjson
 
 from connectors.replay import RawBatch
 from dataflows.replay import run_replay
-from dataflows.sequencer import Sequencer
+from dataflows.stamp import PartitionStamp
 from schemas import errors
 from schemas.commands import CommandParser
 from schemas.config import load_settings
 from schemas.event import DeadLetter, Event
 from schemas.normalize import Normalizer
 from schemas.timeparse import parse_rfc3339
+from state.watermark import key_clock
 
 SETTINGS = load_settings()
 TOLERANCE = SETTINGS.pipeline.max_clock_ahead
@@ -166,22 +167,24 @@ def line(offset: int, at: str) -> tuple[int, bytes, dict[str, object]]:
     return (offset, raw(call(at, True)), {"offset": offset})
 
 
-def test_live_the_wall_clock_bounds_received_at_and_the_sequencer_clock_stays():
-    seq = Sequencer(TOLERANCE)
+def test_live_the_wall_clock_bounds_received_at_and_the_partition_clock_stays():
+    stamp = PartitionStamp()
     now = T0_MS + 10_000
     lines = [line(0, iso(T0)), line(1, FAR), line(2, iso(T0))]
     batch = RawBatch("tracking:0", 0, lines, clock=now - 2000, caught_up=True)
-    (out,) = seq.add(batch, now_ms=now)
+    out = stamp.stamp(batch, 0, now, TOLERANCE)
+    assert out is not None
     assert [x[1] for x in out.lines] == [x[1] for x in lines]
     assert out.limits == [now + TOLERANCE] * 3  # the normalizer dead-letters line 1
     assert out.clock == now - 2000  # the wall clock (less its margin), never 2099
-    assert seq.parts["tracking:0"].clock == now - 2000
+    assert stamp.clock == now - 2000
+    assert max(key_clock(k) for k, _, _ in out.lines) == T0_MS  # 2099 moved no key
 
 
 def test_a_record_just_within_the_tolerance_is_taken():
-    seq = Sequencer(TOLERANCE)
+    stamp = PartitionStamp()
     ahead = datetime.fromtimestamp((T0_MS + TOLERANCE) / 1000, UTC)
     batch = RawBatch("tracking:0", 0, [line(0, iso(ahead))], clock=T0_MS - 2000, caught_up=True)
-    (out,) = seq.add(batch, now_ms=T0_MS)
-    assert out.limits == [T0_MS + TOLERANCE]
-    assert seq.parts["tracking:0"].clock == T0_MS + TOLERANCE
+    out = stamp.stamp(batch, 0, T0_MS, TOLERANCE)
+    assert out is not None and out.limits == [T0_MS + TOLERANCE]
+    assert stamp.clock == T0_MS + TOLERANCE

@@ -18,7 +18,7 @@ FORBIDDEN = {
     "state": ("connectors", "dataflows"),
     "connectors": ("dataflows",),
 }
-STEPS = ("flow.py", "router.py", "barrier.py", "messages.py", "observer.py", "sequencer.py")
+STEPS = ("flow.py", "router.py", "messages.py", "observer.py", "stamp.py")
 
 
 def imported(path: Path) -> set[str]:

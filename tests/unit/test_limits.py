@@ -22,7 +22,7 @@ from schemas.normalize import Normalizer
 from state.encode import encode
 from state.records import Alert, Decision
 from state.reference_index import ReferenceIndex
-from tests.helpers import T0, ev
+from tests.helpers import T0, ev, mark
 
 SETTINGS = load_settings()
 LIMITS = SETTINGS.limits
@@ -127,7 +127,7 @@ def test_an_oversize_control_command_is_too_large_before_it_is_parsed():
             "payload": {"command": "hold_release", "customer_id": "C1", "operator": operator},
         }
     )
-    out = Router(SETTINGS).route("control", 0, [(1, raw, ORIGIN)], "control")
+    out = Router(SETTINGS).route(mark("control:0"), [(1, raw, ORIGIN)], "control")
     dead = [d for m in out if isinstance(m, Records) for d in m.records]
     assert [d.reason for d in dead] == [errors.TOO_LARGE]
     assert written(dead[0])["raw_size"] == len(raw)
@@ -249,7 +249,7 @@ def test_a_waiting_scan_keeps_only_the_prefix_its_dead_letter_embeds():
     }
     env = {"source": "sf", "stream": "tracking", "received_at": "2026-01-27T14:41:22Z"}
     raw = orjson.dumps({**env, "payload": scan})
-    out = Router(SETTINGS).route("tracking", 0, [(1, raw, ORIGIN)], "tracking")
+    out = Router(SETTINGS).route(mark("tracking:0"), [(1, raw, ORIGIN)], "tracking")
     [waiting] = [e for m in out if isinstance(m, ToIndex) for e in m.events]
     assert waiting.raw is not None and len(waiting.raw) <= LIMITS.dead_letter_raw
     idx = ReferenceIndex(SETTINGS)

@@ -24,6 +24,7 @@ from schemas.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from schemas.event import DeadLetter, Event
 from schemas.keys import MessageKeys
 from schemas.normalize import Normalizer
+from tests.helpers import mark
 from tests.unit.test_normalize import RECEIVED_AT, RECEIVED_MS, utc_ms
 
 SHIPPED = load_settings()
@@ -759,19 +760,21 @@ def test_a_carriers_unreadable_order_ref_falls_back_to_the_tracking_number() -> 
 
 def test_the_router_routes_every_element_and_dead_letters_the_bad_one() -> None:
     raw = envelope("routes", push(route(1), route(2, "99"), route(3, orderid=None)))
-    out = Router(SETTINGS).route("tracking", 0, [(9, raw, ORIGIN)], "tracking")
+    out = Router(SETTINGS).route(mark("tracking:0"), [(9, raw, ORIGIN)], "tracking")
     direct = [e for m in out if isinstance(m, ToShard) for e in m.events]
     index = [e for m in out if isinstance(m, ToIndex) for e in m.events]
     [dead_letters] = [m.records for m in out if isinstance(m, Records)]
     assert [e.event_id for e in direct] == ["R1"]  # the order id's shard
     # R1 also registers its tracking number; R3 waits for an order that holds it, with the
     # notification's bytes for its dead letter should none ever come
-    assert [(e.event_id, e.raw is not None) for e in index] == [("R1", False), ("R3", True)]
+    [link, waiting] = index
+    assert isinstance(link, tuple) and link[2:] == ("TB2026012700123", (link[3][0],))
+    assert (waiting.event_id, waiting.raw is not None) == ("R3", True)
     assert [(d.reason, d.origin["element"]) for d in dead_letters] == [
         (errors.UNMAPPED_STATUS, "1")
     ]  # type: ignore[union-attr]
     health = next(m for m in out if isinstance(m, ToHealth))
-    assert health.part == "tracking"
+    assert health.mark.part == "tracking:0"
 
 
 def test_split_and_kind_sources_have_a_message_key() -> None:

@@ -1,8 +1,7 @@
-"""Timer wheel, batch barrier and reference index: the pieces that make sharding deterministic."""
+"""Timer wheel and reference index: pieces that make sharding deterministic."""
 
 from __future__ import annotations
 
-from dataflows.barrier import Barrier
 from schemas.config import Settings
 from state.reference_index import ReferenceIndex, tracking_key
 from state.timers import TimerWheel
@@ -32,22 +31,6 @@ def test_wheel_keeps_entries_due_later_in_the_same_bucket():
     wheel.schedule("b", 1_700, 1_900)
     assert wheel.pop_due(2_000, dues.__getitem__) == [(1_700, "b")]
     assert wheel.next_due() is None
-
-
-def test_barrier_releases_complete_batches_in_order():
-    b: Barrier[str] = Barrier(2)
-    assert b.add("p", 1, 0, "1a") == []
-    assert b.add("p", 1, 1, "1b") == []  # batch 0 still missing
-    assert b.add("p", 0, 1, "0b") == []
-    assert b.add("p", 0, 0, "0a") == [("p", 0, ["0a", "0b"]), ("p", 1, ["1a", "1b"])]
-    assert b.pending() == 0
-
-
-def test_barrier_keeps_partitions_apart():
-    b: Barrier[int] = Barrier(1)
-    assert b.add("x", 0, 0, 1) == [("x", 0, [1])]
-    assert b.add("y", 1, 0, 2) == []
-    assert b.add("y", 0, 0, 3) == [("y", 0, [3]), ("y", 1, [2])]
 
 
 def _scan(tracking: str, at: int):

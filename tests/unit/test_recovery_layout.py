@@ -36,7 +36,7 @@ def test_first_use_initializes_the_store_and_records_the_layout(tmp_path):
     assert layout == {
         "version": LAYOUT_VERSION,
         "shards": 8,
-        "index_shards": 2,
+        "index_shards": 4,
         "partitioner": "consistent_random",
         "key_function": KEY_FUNCTION,
     }

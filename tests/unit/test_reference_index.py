@@ -13,7 +13,7 @@ from schemas import errors
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
 from state.reference_index import ReferenceIndex, registered_keys, tracking_key, wait_key
-from tests.helpers import HOUR, MIN, T0, ev
+from tests.helpers import HOUR, MIN, T0, ev, mark
 
 OID = "TB2026030200001"
 OTHER = "TB2026030200002"
@@ -174,7 +174,7 @@ def _route(settings: Settings, *events: Event) -> dict[str, Any]:
 
     prepared = {f"line{i}".encode(): e for i, e in enumerate(events)}
     lines = [(e.seq, raw, {"line": i}) for i, (raw, e) in enumerate(prepared.items())]
-    msgs = Router(settings, _Prepared(prepared)).route("p", 0, lines, "orders")
+    msgs = Router(settings, _Prepared(prepared)).route(mark(), lines, "orders")
     return {"out" if isinstance(m, Records) else m.key: m for m in msgs}
 
 
@@ -193,7 +193,7 @@ def _direct(settings: Settings, out: dict[str, Any]) -> list[Event]:
 
 
 def test_an_event_by_reference_goes_to_the_index_shard_of_its_reference_only():
-    from dataflows.router import index_shards, stable_shard
+    from dataflows.router import index_shard, index_shards
 
     settings = Settings(pipeline={"shards": 16})
     n = index_shards(settings)
@@ -201,13 +201,13 @@ def test_an_event_by_reference_goes_to_the_index_shard_of_its_reference_only():
     out = _route(settings, by_ref)
     assert _direct(settings, out) == []
     assert {i: _index_items(out, i) for i in range(n) if _index_items(out, i)} == {
-        stable_shard(TID, n): [by_ref]
+        index_shard(TID, n): [by_ref]
     }
     assert by_ref.raw == b"line0" and by_ref.origin == {"line": 0}  # for its dead letter
 
 
 def test_a_registration_goes_to_its_order_and_to_the_index_shard_of_each_reference_once():
-    from dataflows.router import index_shards, stable_shard
+    from dataflows.router import index_shard, index_shards
 
     settings = Settings(pipeline={"shards": 16})
     n = index_shards(settings)
@@ -215,9 +215,16 @@ def test_a_registration_goes_to_its_order_and_to_the_index_shard_of_each_referen
     link = _link(OID, T0, *refs, tracking="SF123456789012")
     out = _route(settings, link)
     assert _direct(settings, out) == [link]
-    want = {stable_shard(k, n) for k in ("SF123456789012", *refs)}
+    want = {index_shard(k, n) for k in ("SF123456789012", *refs)}
     assert {i for i in range(n) if _index_items(out, i)} == want
-    assert all(_index_items(out, i) in ([], [link]) for i in range(n))  # once a shard
+    # once a shard, as a Link naming that shard's references only, all of them once
+    links = [item for i in range(n) for item in _index_items(out, i)]
+    assert all(len(_index_items(out, i)) <= 1 for i in range(n))
+    assert all(lk[:3] == (link.seq, link.received_ms, OID) for lk in links)
+    assert sorted(r for lk in links for r in lk[3]) == sorted(("SF123456789012", *refs))
+    assert all(
+        index_shard(r, n) == i for i in range(n) for lk in _index_items(out, i) for r in lk[3]
+    )
     assert link.raw is None  # a registration keeps no raw bytes
 
 

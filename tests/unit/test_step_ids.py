@@ -8,7 +8,7 @@ from connectors.replay import PartsSink, ReplaySource
 from dataflows.flow import STEP_IDS, build_flow
 from schemas.config import Settings
 
-FROZEN = ("input", "sequencer", "tracking_index", "orders", "customers", "health", "output")
+FROZEN = ("input", "partitions", "tracking_index", "orders", "customers", "health", "output")
 
 
 def test_stateful_and_positional_step_ids_are_frozen(tmp_path: Path):

@@ -1,14 +1,22 @@
-"""The sequencer's merged order does not depend on how partitions were batched or interleaved."""
+"""A step's merged order does not depend on how partitions were batched or interleaved.
+
+Each partition's batches are stamped (`dataflows.stamp`) and reach one step in any
+interleaving; the step handles what lies below its watermark (`state.watermark`).
+What it handles, and in which order, must be the same for every cut and interleaving:
+the order a global merge of all partitions by key would give.
+"""
 
 from __future__ import annotations
 
 import pickle
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.replay import RawBatch
-from dataflows.sequencer import Sequencer
+from dataflows.stamp import PartitionStamp
+from state.watermark import Held, Inputs, below
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 TOLERANCE = 300_000  # pipeline.max_clock_ahead
@@ -71,24 +79,46 @@ def batches_of(parts: list[list[int | None]], cuts: st.DataObject) -> list[list[
     return out
 
 
+class Step:
+    """A stateful step's merge, as the dataflow's steps do it."""
+
+    def __init__(self) -> None:
+        self.inputs = Inputs()
+        self.held: Held[bytes] = Held()
+        self.stamps: dict[str, PartitionStamp] = {}
+        self.out: list[tuple[int, bytes]] = []
+        self.limits: list[int] = []
+
+    def add(self, batch: RawBatch) -> None:
+        stamp = self.stamps.setdefault(batch.part, PartitionStamp())
+        b = stamp.stamp(batch, int(batch.part[1:]), NOW, TOLERANCE)
+        if b is None:
+            return
+        self.inputs.update(b.part, b.clock, b.parts, b.caught_up, b.final)
+        for key, raw, _ in b.lines:
+            self.held.push(key, raw)
+        self.limits += b.limits or ()
+        self.release()
+
+    def release(self) -> None:
+        self.out += self.held.release(below(self.inputs.watermark()))  # type: ignore[arg-type]
+
+
 def run(per_part: list[list[RawBatch]], order: list[int]) -> tuple[list[bytes], int, list[int]]:
-    seq = Sequencer(TOLERANCE)
+    step = Step()
     queues = [list(b) for b in per_part]
-    out: list[RawBatch] = []
     for i in order:
         q = queues[i % len(queues)]
         if q:
-            out += seq.add(q.pop(0), NOW)
+            step.add(q.pop(0))
     for q in queues:  # whatever the drawn order left
         while q:
-            out += seq.add(q.pop(0), NOW)
-    out += seq.flush()
-    assert [b.n for b in out] == list(range(len(out)))
-    lines = [ln for b in out for ln in b.lines]
-    assert [s for s, _, _ in lines] == list(range(len(lines)))
-    limits = [x for b in out for x in b.limits or ()]
-    assert len(limits) == len(lines)
-    return [raw for _, raw, _ in lines], max((b.clock for b in out), default=0), limits
+            step.add(q.pop(0))
+    assert len(step.held) == 0  # every partition ended: nothing is held
+    keys = [k for k, _ in step.out]
+    assert keys == sorted(keys)  # released in key order, never one behind another
+    clock = step.inputs.frontier()
+    return [raw for _, raw in step.out], clock, sorted(step.limits)
 
 
 @settings(max_examples=200, deadline=None)
@@ -107,40 +137,51 @@ def test_any_batching_and_interleaving_gives_the_same_merged_order(parts, data):
     assert len(merged_a) == sum(len(b.lines) for p in a for b in p)  # nothing lost
 
 
+def _offsets(step: Step) -> list[tuple[str, int]]:
+    docs = [orjson.loads(raw) for _, raw in step.out]
+    return [(d["part"][1:], d["offset"]) for d in docs]
+
+
 def test_a_partition_not_heard_from_holds_everything_back():
-    seq = Sequencer(TOLERANCE)
-    assert seq.add(RawBatch("a", 0, [line("a", 0, T0)], parts=2), NOW) == []
-    [out] = seq.add(RawBatch("b", 0, [line("b", 0, T0 + 5)], parts=2), NOW)
-    assert out.lines == [] and out.clock == T0  # a may still send another line at T0
-    [out] = seq.add(RawBatch("a", 1, [line("a", 1, T0 + 10)], parts=2), NOW)
-    assert [(o["part"], o["offset"]) for _, _, o in out.lines] == [("a", 0)]
-    assert out.clock == T0 + 5  # the slowest partition's position; b may send T0+5 again
+    step = Step()
+    step.add(RawBatch("p0", 0, [line("p0", 0, T0)], parts=2))
+    assert step.out == []
+    step.add(RawBatch("p1", 0, [line("p1", 0, T0 + 5)], parts=2))
+    assert step.out == [] and step.inputs.frontier() == T0  # p0 may still send a line at T0
+    step.add(RawBatch("p0", 1, [line("p0", 1, T0 + 10)], parts=2))
+    assert _offsets(step) == [("0", 0)]
+    assert step.inputs.frontier() == T0 + 5  # p1 may send T0+5 again
 
 
 def test_a_caught_up_partition_does_not_hold_the_others_back():
-    seq = Sequencer(TOLERANCE)
-    seq.add(RawBatch("a", 0, [], clock=T0 + 60_000, parts=2, caught_up=True), NOW)
-    [out] = seq.add(RawBatch("b", 0, [line("b", 0, T0), line("b", 1, T0 + 1)], parts=2), NOW)
-    assert [o["offset"] for _, _, o in out.lines] == [0]  # b's own last line may have a twin
-    assert out.clock == T0 + 1  # deadlines still wait for the slowest position
+    step = Step()
+    step.add(RawBatch("p0", 0, [], clock=T0 + 60_000, parts=2, caught_up=True))
+    step.add(RawBatch("p1", 0, [line("p1", 0, T0), line("p1", 1, T0 + 1)], parts=2))
+    assert _offsets(step) == [("1", 0)]  # p1's own last line may have a twin
+    assert step.inputs.frontier() == T0 + 1  # deadlines still wait for the slowest position
 
 
 def test_unreadable_lines_keep_their_place_in_their_partition():
-    seq = Sequencer(TOLERANCE)
-    batch = RawBatch("a", 0, [line("a", 0, T0), line("a", 1, None), line("a", 2, T0 + 1)])
-    out = seq.add(batch, NOW) + seq.flush()
-    assert [o["offset"] for b in out for _, _, o in b.lines] == [0, 1, 2]
+    step = Step()
+    step.add(RawBatch("p0", 0, [line("p0", 0, T0), line("p0", 1, None), line("p0", 2, T0 + 1)]))
+    step.add(RawBatch("p0", 1, [], final=True))
+    assert [k for k, _ in step.out] == sorted(k for k, _ in step.out)
+    assert len(step.out) == 3
 
 
 def test_a_partition_ended_in_an_earlier_run_blocks_again_when_it_delivers():
-    seq = Sequencer(TOLERANCE)
-    seq.add(RawBatch("a", 0, [line("a", 0, T0)], parts=2, final=True), NOW)
-    seq.add(RawBatch("b", 0, [line("b", 0, T0 + 1)], parts=2, final=True), NOW)
-    assert seq.held() == 0
-    seq = pickle.loads(pickle.dumps(seq)).resume(TOLERANCE)  # the next run: b delivers first
-    b = RawBatch("b", 1, [line("b", 1, T0 + 100), line("b", 2, T0 + 150)], parts=2)
-    assert seq.add(b, NOW) == []  # a has not spoken in this run: it may be behind
-    [out] = seq.add(RawBatch("a", 1, [line("a", 1, T0 + 50), line("a", 2, T0 + 200)], parts=2), NOW)
-    assert [(o["part"], o["offset"]) for _, _, o in out.lines] == [("a", 1), ("b", 1)]
-    [out] = seq.flush()
-    assert [(o["part"], o["offset"]) for _, _, o in out.lines] == [("b", 2), ("a", 2)]
+    step = Step()
+    step.add(RawBatch("p0", 0, [line("p0", 0, T0)], parts=2, final=True))
+    step.add(RawBatch("p1", 0, [line("p1", 0, T0 + 1)], parts=2, final=True))
+    assert len(step.held) == 0
+    step = pickle.loads(pickle.dumps(step))  # the next run: p1 delivers first
+    step.inputs.resume()
+    step.stamps = {p: s.resume() for p, s in step.stamps.items()}
+    step.out = []
+    step.add(RawBatch("p1", 1, [line("p1", 1, T0 + 100), line("p1", 2, T0 + 150)], parts=2))
+    assert step.out == []  # p0 has not spoken in this run: it may be behind
+    step.add(RawBatch("p0", 1, [line("p0", 1, T0 + 50), line("p0", 2, T0 + 200)], parts=2))
+    assert _offsets(step) == [("0", 1), ("1", 1)]
+    step.inputs.finish()
+    step.release()
+    assert _offsets(step)[2:] == [("1", 2), ("0", 2)]
