@@ -2,8 +2,10 @@
 
     python -m benchmarks.kafka_bench [--quick] [--orders N] [--skip STAGE ...]
 
-Generates (once, cached under benchmarks/.data/) order-created and paid events for N
-orders (default 1M; channel payloads from ops/sources.yaml's channels and gateways,
+Generates (once, cached under benchmarks/.data/) order-created, OMS-synced and paid
+events for N orders (the OMS event links the channel's own id to the order: without it
+nothing would be an open order, only references waiting in the index; default 1M;
+channel payloads from ops/sources.yaml's channels and gateways,
 built by the simulator's payload builders), produces them to input topics on the
 embedded Tansu broker, then measures side by side in one run:
 
@@ -75,11 +77,14 @@ def _orders(
     span_ms: int,
     t0_fixed: int | None = None,
     id_base: int = 0,
+    oms: bool = True,
 ):
     """(order, entries) for `orders` simulated orders, own-site orders left out.
 
-    Each order: its channel's order-created event, then the gateway's payment success
-    (Pinduoduo, which only shows paid orders: the payment, then its channel's paid).
+    Each order: its channel's order-created event, the OMS's copy of it (which links the
+    channel's id to the order), then the gateway's payment success (Pinduoduo, which only
+    shows paid orders: the payment, then its channel's paid and the OMS's). `oms=False`:
+    no OMS event.
     Entries are (received_ms, event_ms, kind, arg).
     """
     from random import Random
@@ -104,13 +109,17 @@ def _orders(
         lo, hi = DELAY[o.gateway]
         pay = (t0 + tp + lo + int(rng.random() * (hi - lo)), t0 + tp, "pay", "success")
         lo, hi = DELAY[o.channel]
+        olo, ohi = DELAY["oms"]
         if o.channel == "pinduoduo":
             t = t0 + tp + 3 * SECOND
             ch = (t + lo + int(rng.random() * (hi - lo)), t, "ch", "paid")
-            yield o, (pay, ch)
+            # the OMS links the channel's own id to the order (README "Identity")
+            sync = (ch[0] + olo + int(rng.random() * (ohi - olo)), t, "oms", ("paid", False))
+            yield o, (pay, ch, sync) if oms else (pay, ch)
         else:
             ch = (t0 + lo + int(rng.random() * (hi - lo)), t0, "ch", "created")
-            yield o, (ch, pay)
+            sync = (ch[0] + olo + int(rng.random() * (ohi - olo)), t0, "oms", ("pending", False))
+            yield o, (ch, sync, pay) if oms else (ch, pay)
 
 
 def _envelope(ctx, o, entry, received: str | None = None) -> tuple[str, bytes]:
@@ -134,7 +143,7 @@ def dataset(orders: int, seed: int = 7) -> Path:
     from sim.payloads import Ctx
 
     DATA.mkdir(exist_ok=True)
-    path = DATA / f"kafka-{orders}-{seed}.tsv"
+    path = DATA / f"kafka-{orders}-{seed}-oms.tsv"  # -oms: with the OMS event that links
     if path.exists():
         return path
     t = time.perf_counter()
@@ -535,8 +544,8 @@ class LatencyProbe:
         first: list[tuple] = []
         second: list[tuple] = []
         # event times 15 min before arrival at most: never ahead of it (CLOCK_SKEW)
-        made = _orders(
-            n_orders, self._seed, now_ms, 1, t0_fixed=now_ms - 900_000, id_base=self._ids
+        made = _orders(  # no OMS event: the timed PAID is the payment's, by the order id
+            n_orders, self._seed, now_ms, 1, t0_fixed=now_ms - 900_000, id_base=self._ids, oms=False
         )
         self._ids += 10 * n_orders + 10
         for o, (e1, e2) in made:
