@@ -19,6 +19,9 @@ crossing later. `tests/integration/test_placement.py` checks both against a real
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+
+from dataflows.messages import index_key, shard_key
 
 _MASK = (1 << 64) - 1
 
@@ -110,22 +113,25 @@ class StateKeys:
     ) -> None:
         names = sorted(parts or ())
         slot = {p: i for i, p in enumerate(names)}
-        lanes = sum(p.startswith(f"{lane_stream}:") for p in names)
-        self.lanes = lanes
-        self.colocated = lanes > 0 and shards % lanes == 0
+        self.lanes = sum(p.startswith(f"{lane_stream}:") for p in names)
+        self.colocated = self._on_lanes(shards)
         self._index = slot
         self._input = {p: colocated_key(f"in:{p}", i) for p, i in slot.items()}
-        self._shards = self._placed("o", shards, slot, lane_stream)
-        self._indexes = self._placed("i", indexes, slot, lane_stream)
+        self._shards = self._placed(shard_key, shards, slot, lane_stream)
+        self._indexes = self._placed(index_key, indexes, slot, lane_stream)
 
-    def _placed(self, prefix: str, n: int, slot: dict[str, int], lane_stream: str) -> list[str]:
+    def _on_lanes(self, n: int) -> bool:
+        """Whether n shards split evenly over the lanes (else they are placed anywhere)."""
+        return self.lanes > 0 and n % self.lanes == 0
+
+    def _placed(
+        self, name: Callable[[int], str], n: int, slot: dict[str, int], lane_stream: str
+    ) -> list[str]:
         """Shard i of n on lane `i % lanes`'s reader, when n is a multiple of the lanes."""
+        if not self._on_lanes(n):
+            return [name(i) for i in range(n)]
         lanes = self.lanes
-        if not lanes or n % lanes:
-            return [f"{prefix}{i:03d}" for i in range(n)]
-        return [
-            colocated_key(f"{prefix}{i:03d}", slot[f"{lane_stream}:{i % lanes}"]) for i in range(n)
-        ]
+        return [colocated_key(name(i), slot[f"{lane_stream}:{i % lanes}"]) for i in range(n)]
 
     def input(self, part: str) -> str:
         return self._input.get(part) or f"in:{part}"

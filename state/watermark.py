@@ -119,13 +119,6 @@ class Held(Generic[T]):
         heapq.heappush(self._heap, (key, self._n, item))
         self._n += 1
 
-    def extend(self, keyed: list[tuple[object, T]]) -> None:
-        heap, push, n = self._heap, heapq.heappush, self._n
-        for key, item in keyed:
-            push(heap, (key, n, item))
-            n += 1
-        self._n = n
-
     def release(self, bound: object) -> list[tuple[object, T]]:
         """Every item whose key is below `bound`, in key order."""
         heap, pop = self._heap, heapq.heappop
