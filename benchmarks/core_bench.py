@@ -76,18 +76,10 @@ print(json.dumps({"events": n, "wall": time.perf_counter() - w, "cpu": time.proc
 
 def _core_run(tree: Path, path: Path, events: int) -> dict:
     """The bare core of `tree` on the first `events` envelopes, in a fresh interpreter."""
+    from benchmarks.replay_bench import tree_child
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGUARD__")}
-    env["PYTHONPATH"] = str(tree)
-    proc = subprocess.run(
-        [sys.executable, "-c", _CORE_CHILD, str(path), str(events)],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"core of {tree} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return tree_child(tree, _CORE_CHILD, [str(path), str(events)], env, f"core of {tree}")
 
 
 def compare_core(ref: str, path: Path, events: int, rounds: int) -> dict[str, float]:

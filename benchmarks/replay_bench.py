@@ -284,20 +284,27 @@ def _tree(ref: str, into: Path) -> Path:
     return into
 
 
-def _replay_run(tree: Path, path: Path, out: Path, env: dict[str, str] | None = None, **kw):
-    """One `run_replay` of `tree`'s code in a fresh interpreter (this venv)."""
-    full = {**os.environ, "PYTHONPATH": str(tree), **(env or {})}
-    full = {k: v for k, v in full.items() if not k.startswith("ORDERGUARD__") or k in (env or {})}
+def tree_child(tree: Path, code: str, args: list[str], env: dict[str, str], what: str) -> dict:
+    """Run `code` with `args` in a fresh interpreter (this venv) on `tree`'s code; its last
+    line of output is the JSON answer. Every before/after benchmark runs its trees so."""
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), str(out), json.dumps(kw)],
+        [sys.executable, "-c", code, *args],
         cwd=tree,
-        env=full,
+        env={**env, "PYTHONPATH": str(tree)},
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"replay of {tree} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _replay_run(tree: Path, path: Path, out: Path, env: dict[str, str] | None = None, **kw):
+    """One `run_replay` of `tree`'s code in a fresh interpreter (this venv)."""
+    full = {**os.environ, **(env or {})}
+    full = {k: v for k, v in full.items() if not k.startswith("ORDERGUARD__") or k in (env or {})}
+    args = [str(path), str(out), json.dumps(kw)]
+    return tree_child(tree, _CHILD, args, full, f"replay of {tree}")
 
 
 def _records(out: Path) -> dict[str, list[bytes]]:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -146,26 +144,16 @@ print(json.dumps(out))
 
 
 def _tree(ref: str, into: Path) -> Path:
+    from benchmarks.replay_bench import _tree as unpacked
+
     into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref], cwd=HERE.parent, capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into
+    return unpacked(ref, into)
 
 
 def _child(tree: Path, path: Path, mode: str, repeat: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), mode, str(repeat)],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{tree}: {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from benchmarks.replay_bench import tree_child
+
+    return tree_child(tree, _CHILD, [str(path), mode, str(repeat)], dict(os.environ), str(tree))
 
 
 def main() -> None:
