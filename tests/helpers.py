@@ -175,3 +175,15 @@ class PrivateRedis:
 def mark(part: str = "p", clock: int = 0) -> Mark:
     """A router's `Mark` for a batch of partition `part` (one partition in all)."""
     return Mark(part, clock, 1, False, False)
+
+
+def simulated_day(path: Path, orders: int, seed: int, incidents: tuple[str, ...]) -> Path:
+    """A simulated day (2026-03-02, UTC) with `incidents`, as JSONL envelopes in `path`."""
+    from sim import generate, write_jsonl
+
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    envelopes = generate(
+        orders=orders, seed=seed, start=start, hours=24, incidents=frozenset(incidents)
+    )
+    write_jsonl(path, envelopes)
+    return path

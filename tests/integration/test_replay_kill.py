@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -26,8 +25,7 @@ from connectors.recovery_store import RecoveryStoreError, read_progress
 from dataflows.live import RecoveryDirError
 from dataflows.replay_recovery import IDENTITY_FILE, PARTS_DIR, prepare_replay_store
 from schemas.config import load_settings
-from sim import generate, write_jsonl
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, simulated_day
 from tests.integration.test_determinism import outputs
 
 INCIDENTS = (
@@ -45,16 +43,7 @@ KILL_AT_EPOCH = 2
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
     """A day of 2,500 orders (about 50k envelopes): long enough to be killed mid-run."""
-    path = tmp_path_factory.mktemp("in") / "day.jsonl"
-    envelopes = generate(
-        orders=2500,
-        seed=11,
-        start=datetime(2026, 3, 2, tzinfo=UTC),
-        hours=24,
-        incidents=frozenset(INCIDENTS),
-    )
-    write_jsonl(path, envelopes)
-    return path
+    return simulated_day(tmp_path_factory.mktemp("in") / "day.jsonl", 2500, 11, INCIDENTS)
 
 
 @pytest.fixture(scope="module")

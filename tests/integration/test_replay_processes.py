@@ -18,8 +18,8 @@ from connectors.broker import ensure_topics
 from connectors.kafka_envelopes import produce_envelopes
 from connectors.replay import KafkaSplit
 from schemas.config import load_settings
-from sim import generate, write_jsonl
-from tests.helpers import run_cli
+from sim import generate
+from tests.helpers import run_cli, simulated_day
 from tests.integration.test_determinism import outputs
 from tests.integration.test_run_live import live_env
 
@@ -37,16 +37,7 @@ INCIDENTS = (
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
     """A day with incidents (alerts, breakers and dead letters all appear)."""
-    path = tmp_path_factory.mktemp("in") / "day.jsonl"
-    envelopes = generate(
-        orders=300,
-        seed=5,
-        start=datetime(2026, 3, 2, tzinfo=UTC),
-        hours=24,
-        incidents=frozenset(INCIDENTS),
-    )
-    write_jsonl(path, envelopes)
-    return path
+    return simulated_day(tmp_path_factory.mktemp("in") / "day.jsonl", 300, 5, INCIDENTS)
 
 
 def _sorted(result: dict[str, list[dict]]) -> dict[str, list[bytes]]:
