@@ -23,7 +23,9 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 import bytewax.operators as op
@@ -32,6 +34,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from connectors.increments import Chain, chain_dir
 from connectors.replay import RawBatch
 from dataflows.gc_tuning import freeze_restored
 from dataflows.messages import (
@@ -95,14 +98,48 @@ class Step:
         raise NotImplementedError
 
 
+class IncrementalStep(Step):
+    """A step whose large state goes to a chain of increments (`connectors.increments`),
+    not into every snapshot: an epoch pickles what changed, not everything held."""
+
+    def name(self) -> str:
+        """The chain's name: the step's logical key, the same whatever the placement."""
+        raise NotImplementedError
+
+    def track_changes(self) -> None:
+        raise NotImplementedError
+
+    def increment(self, base: bool) -> tuple[bool, object]:
+        """(whether it is a base, the increment): everything when `base` (or when the
+        step must), else what changed since the last call. Forgets the changes."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Chained:
+    """An incremental step's Bytewax snapshot: its chain's name and version, the rest."""
+
+    name: str
+    version: int
+    small: object
+
+
 S = TypeVar("S", bound=Step)
 
 
 class _Adapter(StatefulBatchLogic):
-    def __init__(self, step_id: str, step: Step, recovery: bool, observer: Observer) -> None:
+    def __init__(
+        self,
+        step_id: str,
+        step: Step,
+        recovery_dir: Path | None,
+        observer: Observer,
+        chain: Chain | None = None,
+    ) -> None:
         self._id = step_id
-        self._recovery = recovery
+        self._rdir = recovery_dir
         self._observer = observer
+        self._chain = chain
         self.step = step
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
@@ -117,10 +154,18 @@ class _Adapter(StatefulBatchLogic):
         Bytewax asks for snapshots even when recovery is off; pickling whole shards for
         nothing would cost replay a large share of its time, so then we hand back None.
         """
-        if not self._recovery:
+        if self._rdir is None:
             return None
         started = time.perf_counter()
-        data = pickle.dumps(self.step.state(), protocol=pickle.HIGHEST_PROTOCOL)
+        step = self.step
+        state = step.state()
+        if isinstance(step, IncrementalStep):
+            chain = self._chain
+            if chain is None:  # a fresh key: whatever its directory holds, no run completed
+                chain = self._chain = Chain(chain_dir(self._rdir, self._id, step.name()))
+            base, increment = step.increment(chain.wants_base())
+            state = Chained(step.name(), chain.write(increment, base), state)
+        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         self._observer.snapshot(self._id, time.perf_counter() - started)
         return data
 
@@ -130,15 +175,27 @@ def adapter(
     resume: bytes | None,
     fresh: Callable[[], S],
     restore: Callable[[Any], S],
-    recovery: bool,
+    recovery_dir: Path | None,
     observer: Observer,
 ) -> _Adapter:
-    """The Bytewax logic of one stateful step: `fresh()` or `restore(its snapshot's state)`."""
+    """The Bytewax logic of one stateful step: `fresh()` or `restore(its snapshot's state)`.
+
+    An `IncrementalStep` is restored from `(its snapshot's rest, its increments)`.
+    """
+    chain = None
     if resume is None:
-        return _Adapter(step_id, fresh(), recovery, observer)
-    step = restore(pickle.loads(resume))
-    freeze_restored()
-    return _Adapter(step_id, step, recovery, observer)
+        step = fresh()
+    else:
+        state = pickle.loads(resume)
+        if isinstance(state, Chained):
+            assert recovery_dir is not None  # Bytewax resumes only with recovery on
+            chain = Chain(chain_dir(recovery_dir, step_id, state.name), state.version)
+            state = (state.small, chain.read())
+        step = restore(state)
+        freeze_restored()
+    if recovery_dir is not None and isinstance(step, IncrementalStep):
+        step.track_changes()
+    return _Adapter(step_id, step, recovery_dir, observer, chain)
 
 
 class StampStep(Step):
@@ -179,24 +236,25 @@ def _update(inputs: Inputs, mark: Mark) -> None:
     inputs.update(mark.part, mark.clock, mark.parts, mark.caught_up, mark.final)
 
 
-class IndexStep(Step):
+IndexState = tuple[dict[str, Any], Inputs, Queues[Event], tuple[int, int], int]
+
+
+class IndexStep(IncrementalStep):
     def __init__(
         self,
         settings: Settings,
         observer: Observer,
-        state: tuple[ReferenceIndex, Inputs, Queues[Event], tuple[int, int]] | None = None,
+        state: tuple[IndexState, list[Any]] | None = None,
     ) -> None:
         self._shards = settings.pipeline.shards
         self._nindex = index_shards(settings)
         self._observer = observer
-        self._me = 0
-        self.index, self.inputs, self.held, self.told = state or (
-            ReferenceIndex(settings),
-            Inputs(),
-            Queues(),
-            (-1, -1),
-        )
-        if state is not None:  # a restart: partitions speak again, shards hear it again
+        if state is None:
+            self.index = ReferenceIndex(settings)
+            self.inputs, self.held, self.told, self._me = Inputs(), Queues(), (-1, -1), 0
+        else:  # a restart: partitions speak again, shards hear it again
+            (small, self.inputs, self.held, _, self._me), increments = state
+            self.index = ReferenceIndex.from_increments(settings, small, increments)
             self.inputs.resume()
             self.told = (-1, -1)
 
@@ -245,15 +303,27 @@ class IndexStep(Step):
             out.append(Records(dead))
         return out
 
-    def state(self) -> object:
-        return (self.index, self.inputs, self.held, self.told)
+    def name(self) -> str:
+        return index_key(self._me)
+
+    def track_changes(self) -> None:
+        self.index.track_changes()
+
+    def increment(self, base: bool) -> tuple[bool, object]:
+        return self.index.increment(base)
+
+    def state(self) -> IndexState:
+        return (self.index.small_state(), self.inputs, self.held, self.told, self._me)
 
 
 CENSUS_INTERVAL = 10.0
 """Seconds between counts of a shard's orders for the gauges (a pass over its orders)."""
 
 
-class OrdersStep(Step):
+OrdersState = tuple[Inputs, Queues[Any], dict[int, tuple[int, int]], int, int | None]
+
+
+class OrdersStep(IncrementalStep):
     """An order shard: the router's events and the index's releases, in merge-key order.
 
     It handles what lies below both its input partitions' watermark and every index
@@ -266,7 +336,7 @@ class OrdersStep(Step):
         settings: Settings,
         observer: Observer,
         view: bool = False,
-        state: tuple[Inputs, Queues[Any], dict[int, tuple[int, int]], object] | None = None,
+        state: tuple[OrdersState, list[Any]] | None = None,
     ) -> None:
         self._view = settings if view else None  # emit the Redis view's updates
         self._observer = observer
@@ -275,8 +345,8 @@ class OrdersStep(Step):
         self._nindex = index_shards(settings)
         self.shard = OrderShard(settings)
         if state is not None:
-            self.inputs, self.held, self.indexes, shard_state = state
-            self.shard.restore(shard_state, settings)
+            (self.inputs, self.held, self.indexes, clock, self._me), increments = state
+            self.shard.restore_increments(clock, increments, settings)
             self.inputs.resume()
             self.indexes = _resumed(self.indexes)
         else:
@@ -354,8 +424,17 @@ class OrdersStep(Step):
         self._census(now=True)
         return out
 
-    def state(self) -> object:
-        return (self.inputs, self.held, self.indexes, self.shard.__getstate__())
+    def name(self) -> str:
+        return shard_key(self._me or 0)
+
+    def track_changes(self) -> None:
+        self.shard.track_changes()
+
+    def increment(self, base: bool) -> tuple[bool, object]:
+        return self.shard.increment(base)
+
+    def state(self) -> OrdersState:
+        return (self.inputs, self.held, self.indexes, self.shard.clock, self._me)
 
 
 class CustomersStep(Step):
@@ -447,7 +526,7 @@ def build_flow(
     *,
     flow_id: str = "orderguard",
     stream_of: Callable[[str], str | None] | None = None,
-    recovery: bool = False,
+    recovery: Path | None = None,
     view_sink: Sink[ViewUpdate] | None = None,
     wall_clock: Callable[[], int] = wall_clock_ms,
     normalizer: Normalizer | None = None,
@@ -456,7 +535,8 @@ def build_flow(
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
-    `recovery`: whether the run keeps Bytewax recovery snapshots (live runs do).
+    `recovery`: the Bytewax recovery directory when the run keeps snapshots (live runs
+    do); the large steps keep their increments in it (`connectors.increments`).
     `view_sink`: where the Redis order view's updates go (none: they are not even built).
     `wall_clock`: epoch ms now: no input's `received_at` may run ahead of it by more than
     `pipeline.max_clock_ahead`, live or recorded (`dataflows.stamp`); tests inject one.

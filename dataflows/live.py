@@ -137,14 +137,15 @@ and every step waits for every partition, so another layout would orphan the sta
 and stall."""
 
 
-LAYOUT_VERSION = 8
+LAYOUT_VERSION = 9
 """Bumped when the dataflow's stateful steps change shape (2: the input sequencer;
 3: two more times per order, for the stage durations; 4: forced breakers, and
 operator commands in the order shards' barrier; 5: the sequencer's plausible-time
 limits; 6: the reference index in place of the tracking index, known refs per order;
 7: the barriers hold the typed messages of `dataflows.messages`, not tuples; 8: no
 sequencer: merge keys stamped per partition, each step merging to its watermark; orders
-as packed arrays, snapshots in columns, the timer wheel rebuilt on restore)."""
+as packed arrays, snapshots in columns, the timer wheel rebuilt on restore; 9: orders and
+references in chains of increments beside the store, `connectors.increments`)."""
 
 
 def _layout(settings: Settings, input_partitions: dict[str, int] | None) -> dict[str, Any]:
@@ -385,7 +386,7 @@ def run_live(
         source,
         sink,
         stream_of=stream_of_part,
-        recovery=True,
+        recovery=settings.recovery.dir,
         view_sink=view_sink,
         observer=Metrics(),
         parts=source.list_parts(),

@@ -186,7 +186,7 @@ def run_replay(
                 source,
                 PartsSink(parts, flush=store is not None),
                 wall_clock=wall_clock,
-                recovery=store is not None,
+                recovery=None if store is None else store.dir,
                 observer=Metrics(),
                 parts=source.list_parts(),
             )
@@ -283,7 +283,7 @@ def _process_main(argv: list[str] | None = None) -> None:
         settings,
         source,
         sink,
-        recovery=rdir is not None,
+        recovery=rdir,
         observer=Metrics(),
         parts=split.parts(),
     )

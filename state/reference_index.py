@@ -97,15 +97,59 @@ class ReferenceIndex:
         self.pending_bytes = 0
         self.conflicts = 0
         """Links refused because their reference already belonged to another order."""
+        self.changed: set[str] | None = None  # `current` keys set since the last increment
+        self.rotated = False  # since the last increment
 
-    def __getstate__(self) -> dict[str, Any]:
+    # the registrations are most of an index's state: snapshots keep them in increments
+    # (`connectors.increments`), the waiting events (bounded) in every snapshot
+    _INCREMENTAL = ("current", "previous", "changed", "rotated")
+
+    def track_changes(self) -> None:
+        """Remember which registrations change, for `increment` (recovery on)."""
+        self.changed = set()
+
+    def increment(self, base: bool) -> tuple[bool, Any]:
+        """The registrations for a snapshot: all (`base`, or after a rotation), or the
+        `current` entries set since the last increment. Forgets the changes."""
+        changed, self.changed = self.changed, set()
+        if base or self.rotated or changed is None:
+            self.rotated = False
+            return True, (pack_map(self.current), pack_map(self.previous))
+        current = self.current
+        return False, pack_map({k: current[k] for k in changed})
+
+    def small_state(self) -> dict[str, Any]:
+        """What a snapshot keeps beside the increments: the waiting events and counters."""
+        full = self.__getstate__(packed_maps=False)
+        for name in self._INCREMENTAL:
+            full.pop(name, None)
+        return full
+
+    @classmethod
+    def from_increments(
+        cls, settings: Settings, small: dict[str, Any], increments: list[Any]
+    ) -> ReferenceIndex:
+        """The index `small_state` and the increments since a base describe."""
+        self = cls(settings)
+        (current, previous), *deltas = increments
+        self.__setstate__(
+            {**small, "current": current, "previous": previous, "changed": None, "rotated": False}
+        )
+        for delta in deltas:
+            self.current.update(unpack_map(delta))
+        self.track_changes()
+        return self
+
+    def __getstate__(self, packed_maps: bool = True) -> dict[str, Any]:
         """Every reference as two joined strings, waiting events as tuples (see state.packing).
 
         Pickling the dicts entry by entry cost most of an epoch close in a live run.
         """
         state = self.__dict__.copy()
-        state["current"] = pack_map(self.current)
-        state["previous"] = pack_map(self.previous)
+        state["changed"], state["rotated"] = None, False
+        if packed_maps:
+            state["current"] = pack_map(self.current)
+            state["previous"] = pack_map(self.previous)
         waiting = self.pending.values()
         state["pending"] = (
             pack_strs(list(self.pending)),
@@ -139,6 +183,8 @@ class ReferenceIndex:
             oid = self.previous.get(key)
             if oid is not None:
                 self.current[key] = oid
+                if self.changed is not None:
+                    self.changed.add(key)
         return oid
 
     def process(
@@ -179,6 +225,8 @@ class ReferenceIndex:
                 self.conflicts += 1  # FIRST LINK WINS
                 return
             self.current[key] = oid
+            if self.changed is not None:
+                self.changed.add(key)
         waiting = self.pending.pop(key, None)
         if waiting:
             self.pending_count -= len(waiting)
@@ -249,3 +297,4 @@ class ReferenceIndex:
             self.previous = self.current
             self.current = {}
             self.rotated_at = now
+            self.rotated = True

@@ -32,6 +32,7 @@ from state.evidence import (
     TERMINAL,
     TIER,
     Order,
+    PackedOrders,
     apply_claims,
     derive,
     judge_report,
@@ -45,6 +46,9 @@ from state.order_alerts import MESSAGES, RULES, Thresholds, candidates
 from state.records import Alert, Correction, CustomerSignal
 from state.stages import StageTiming, time_stages
 from state.timers import TimerWheel
+
+Increment = tuple[PackedOrders, tuple[str, ...]]
+"""`OrderShard.increment`'s: orders packed, and the ids that left state since the last."""
 
 Output = tuple[
     str, object
@@ -91,6 +95,7 @@ class OrderShard:
         self._seen_bytes = 4 * r.seen_events_per_order
         self.duplicates = 0
         self.stages: list[StageTiming] = []  # the last `process` call's, for the metrics
+        self.changed: set[str] | None = None  # ids touched since the last increment
 
     def __getstate__(self) -> dict:
         """The orders, packed (`state.evidence.pack_orders`), and the clock.
@@ -104,6 +109,36 @@ class OrderShard:
         self.__init__(settings)  # type: ignore[misc]
         self.orders = unpack_orders(state["orders"])
         self.clock = state["clock"]
+        self._compact_wheel()
+
+    # ------------------------------------------------------------------ increments
+    def track_changes(self) -> None:
+        """Remember which orders change, for `increment` (recovery on: off, it would only
+        grow)."""
+        self.changed = set()
+
+    def increment(self, base: bool) -> tuple[bool, Increment]:
+        """The orders for a snapshot: all of them (`base`), or those changed since the last
+        increment, packed, with the ids that left. Forgets the changes."""
+        changed, self.changed = self.changed, set()
+        orders = self.orders
+        if base or changed is None:
+            return True, (pack_orders(orders), ())
+        kept = {k: o for k in changed if (o := orders.get(k)) is not None}
+        return False, (pack_orders(kept), tuple(k for k in changed if k not in orders))
+
+    def restore_increments(
+        self, clock: int, increments: list[Increment], settings: Settings
+    ) -> None:
+        """The state a base and the deltas after it describe (`increment`'s, oldest first)."""
+        self.__init__(settings)  # type: ignore[misc]
+        orders: dict[str, Order] = {}
+        for packed, gone in increments:
+            orders.update(unpack_orders(packed))
+            for k in gone:
+                orders.pop(k, None)
+        self.orders = orders
+        self.clock = clock
         self._compact_wheel()
 
     def census(self) -> tuple[Counter[str], Counter[str]]:
@@ -156,6 +191,8 @@ class OrderShard:
             ready = wheel.pop_due(now, lambda k: _due(orders, k))
             if not ready:
                 break
+            if self.changed is not None:
+                self.changed.update(oid for _, oid in ready)
             for due, oid in ready:  # a deadline may set the next one before `now`: loop
                 o = orders[oid]
                 o[DUE] = 0
@@ -168,6 +205,8 @@ class OrderShard:
         oid = ev.order_id
         if oid is None:  # the router never sends these; keep the contract explicit
             return
+        if self.changed is not None:
+            self.changed.add(oid)
         o = self.orders.get(oid)
         if o is None:
             o = self.orders[oid] = Order()

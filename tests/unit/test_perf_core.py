@@ -96,7 +96,7 @@ def test_a_partitioner_the_split_cannot_mirror_is_refused():
     assert {consistent.part_of(b"{not json %d" % i) for i in range(20)} == {"orders:0"}
 
 
-def test_a_step_restored_from_its_snapshot_is_frozen(gc_restored):
+def test_a_step_restored_from_its_snapshot_is_frozen(gc_restored, tmp_path):
     from dataflows.flow import OrdersStep, adapter
     from dataflows.observer import NULL_OBSERVER
     from schemas.config import load_settings
@@ -110,7 +110,7 @@ def test_a_step_restored_from_its_snapshot_is_frozen(gc_restored):
             resume,
             lambda: OrdersStep(settings, NULL_OBSERVER),
             lambda state: OrdersStep(settings, NULL_OBSERVER, state=state),
-            True,
+            tmp_path,
             NULL_OBSERVER,
         )
 

@@ -1,0 +1,180 @@
+"""Incremental snapshots: a chain of increments gives back exactly the state it was taken of.
+
+An order shard and a reference index hand each snapshot what changed since the last
+(`increment`); `connectors.increments.Chain` keeps those as files and, on resume,
+gives back the base and deltas up to the version Bytewax's snapshot names. Restored
+from them, a step must hold the same state and behave the same as the one that ran
+on, and a chain that lacks a file it needs must be refused, not restored from less.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from connectors.increments import KEEP, Chain, IncrementsError, chain_dir
+from schemas.config import Settings
+from state.reference_index import ReferenceIndex
+from state.shard import OrderShard
+from tests.helpers import HOUR, MIN, T0, label, oms, pay, scan
+
+SETTINGS = Settings(retention={"terminal_order": "6h", "idle_order": "12h"})  # ints are seconds
+
+
+def _orders(shard: OrderShard) -> dict[str, object]:
+    return {k: (bytes(o), o.__getstate__()) for k, o in shard.orders.items()}
+
+
+def _day(seed: int, n: int) -> list:
+    """Events of a few hundred orders over two days: new, paid, shipped, delivered, idle."""
+    rnd = random.Random(seed)
+    out, at = [], T0
+    for i in range(n):
+        at += rnd.randrange(1, 6 * MIN)
+        oid = f"TB{rnd.randrange(300):06d}"
+        kind = rnd.randrange(5)
+        if kind == 0:
+            out.append(oms(oid, "PENDING_PAYMENT", at))
+        elif kind == 1:
+            out.append(pay(oid, at))
+        elif kind == 2:
+            out.append(label(oid, f"SF{int(oid[2:]):012d}", at))
+        elif kind == 3:
+            out.append(scan(oid, "DELIVERED", at, tracking=f"SF{int(oid[2:]):012d}"))
+        else:
+            out.append(oms(oid, "SHIPPED", at))
+    return out
+
+
+def _chain_of(tmp_path, chain: Chain, state_of, increment, step_events, events):
+    """Run `events` in batches, writing an increment after each; return the versions."""
+    for start in range(0, len(events), 37):
+        step_events(events[start : start + 37])
+        base, inc = increment(chain.wants_base())
+        chain.write(inc, base)
+    return chain.version
+
+
+def test_a_shard_restored_from_its_increments_holds_and_does_what_the_original_does(tmp_path):
+    events = _day(1, 1600)
+    shard = OrderShard(SETTINGS)
+    shard.track_changes()
+    chain = Chain(tmp_path / "o000")
+    _chain_of(
+        tmp_path, chain, None, shard.increment, lambda evs: shard.process(evs, evs[-1].received_ms),
+        events[:1200],
+    )  # fmt: skip
+    assert any(f.endswith(".delta") for f in map(str, (tmp_path / "o000").iterdir()))
+    restored = OrderShard(SETTINGS)
+    restored.restore_increments(
+        shard.clock, Chain(tmp_path / "o000", chain.version).read(), SETTINGS
+    )
+    assert _orders(restored) == _orders(shard)
+    later = events[1200:]
+    clock = later[-1].received_ms + 3 * 86_400_000  # past every deadline, evictions included
+    assert restored.process(later, clock) == shard.process(later, clock)
+    assert _orders(restored) == _orders(shard)
+
+
+def test_an_order_that_left_state_stays_gone_after_a_restore(tmp_path):
+    shard = OrderShard(SETTINGS)
+    shard.track_changes()
+    chain = Chain(tmp_path / "o")
+    shard.process([oms("TB1", "PENDING_PAYMENT", T0), oms("TB2", "PENDING_PAYMENT", T0)], T0)
+    chain.write(*reversed(shard.increment(True)))  # a base with both
+    shard.process([], T0 + 20 * HOUR)  # both idle past retention: evicted
+    assert shard.orders == {}
+    base, inc = shard.increment(chain.wants_base())
+    assert not base and inc[1] and set(inc[1]) == {"TB1", "TB2"}
+    chain.write(inc, base)
+    restored = OrderShard(SETTINGS)
+    restored.restore_increments(shard.clock, Chain(tmp_path / "o", chain.version).read(), SETTINGS)
+    assert restored.orders == {}
+
+
+def test_an_index_restored_from_its_increments_across_rotations_is_the_same(tmp_path):
+    index = ReferenceIndex(Settings(retention={"idle_order": "4h"}))
+    index.track_changes()
+    chain = Chain(tmp_path / "i")
+    kinds = []
+    for step in range(40):
+        at = T0 + step * 15 * MIN  # rotates every 2 h: several times
+        evs = [label(f"TB{step}-{j}", f"SF{step:06d}{j:06d}", at + j) for j in range(5)]
+        evs.append(scan(None, "IN_TRANSIT", at + 9, tracking=f"SF{step - 3:06d}{1:06d}"))
+        evs.append(scan(None, "IN_TRANSIT", at + 10, tracking=f"SF9{step:011d}"))  # waits
+        index.process(evs, at + 10)
+        base, inc = index.increment(chain.wants_base())
+        kinds.append(base)
+        chain.write(inc, base)
+    assert kinds.count(True) >= 3 and kinds.count(False) >= 20  # rotations force bases
+    small = index.small_state()
+    back = ReferenceIndex.from_increments(
+        Settings(retention={"idle_order": "4h"}), small, Chain(tmp_path / "i", 40).read()
+    )
+    assert back.current == index.current  # order aside: nothing reads it
+    assert back.previous == index.previous
+    assert back.pending_count == index.pending_count and list(back.pending) == list(index.pending)
+    assert back.rotated_at == index.rotated_at
+
+
+def test_a_chain_resumes_at_its_snapshots_version_and_forgets_what_came_after(tmp_path):
+    d = tmp_path / "c"
+    chain = Chain(d)
+    for i in range(5):
+        chain.write({"n": i}, base=i == 0)
+    again = Chain(d, 3)  # the run after version 3 was lost
+    assert again.read() == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert sorted(p.name for p in d.iterdir())[-1].startswith("000000000003")
+    assert again.write({"n": "new"}, base=False) == 4
+    assert Chain(d, 4).read()[-1] == {"n": "new"}
+    assert Chain(d).read() == [] and not list(d.iterdir())  # a fresh key: nothing completed
+
+
+def test_a_chain_writes_a_base_once_the_deltas_outweigh_it_and_prunes_behind_keep(tmp_path):
+    d = tmp_path / "c"
+    chain = Chain(d)
+    bases = []
+    for i in range(60):
+        base = chain.wants_base()
+        bases.append(base)
+        chain.write({"big": b"x" * 1000} if base else {"small": b"y" * 300, "i": i}, base)
+    assert bases[0] and 5 <= bases.count(True) <= 20
+    versions = sorted(int(p.name[:12]) for p in d.iterdir())
+    assert len(versions) < 30 and versions[-1] == 60
+    for resume in range(60 - KEEP, 61):  # every version a resume may still ask for
+        incs = Chain(d, resume).read() if resume == 60 else _read_only(d, resume)
+        assert "big" in incs[0] and all("small" in x for x in incs[1:])
+
+
+def _read_only(d, version):
+    """Read at `version` without deleting the later files (a copy of the directory)."""
+    import shutil
+
+    copy = d.parent / f"copy{version}"
+    shutil.copytree(d, copy)
+    return Chain(copy, version).read()
+
+
+def test_a_chain_missing_its_files_is_refused_with_the_directory_named(tmp_path):
+    d = tmp_path / "o003"
+    chain = Chain(d)
+    for i in range(4):
+        chain.write(i, base=i == 0)
+    (d / "000000000002.delta").unlink()
+    with pytest.raises(IncrementsError, match=r"version 4 .*o003.*must move with"):
+        Chain(d, 4).read()
+    with pytest.raises(IncrementsError, match="not all there"):
+        Chain(tmp_path / "elsewhere", 2).read()  # a key whose chain is on another machine
+
+
+def test_an_interrupted_write_leaves_no_file_a_resume_would_read(tmp_path):
+    d = tmp_path / "c"
+    Chain(d).write("a", base=True)
+    (d / "000000000002.tmp").write_bytes(b"half")
+    assert Chain(d, 1).read() == ["a"] and not list(d.glob("*.tmp"))
+
+
+def test_a_key_becomes_a_safe_directory_name(tmp_path):
+    assert chain_dir(tmp_path, "orders", "o001") == tmp_path / "increments" / "orders" / "o001"
+    assert chain_dir(tmp_path, "orders", "a/b c").name == "a%2fb%20c"
