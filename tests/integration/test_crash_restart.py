@@ -357,7 +357,16 @@ def crash_and_restart(
                     # connectors.recovery_store) or by its first new correction (start-up
                     # is over; a run that got far would leave the next one too little
                     # output to reach its kill mark).
-                    wait = rng.uniform(0.3, 1.5)
+                    # The moment counts from when the run has registered its execution
+                    # in the store: a kill before that is no restart of the store (and on a
+                    # loaded machine start-up alone can outlast the longest wait).
+                    executions = len(read_progress(recovery).exs)
+                    while len(read_progress(recovery).exs) == executions:
+                        running(proc, f"run {k} ended before it registered its execution")
+                        assert time.monotonic() - started < 60, f"run {k}: never registered"
+                        time.sleep(0.01)
+                    wait = rng.uniform(0.0, 1.2)
+                    started = time.monotonic()
                     resume = read_progress(recovery).resume_epoch
                     while (
                         time.monotonic() - started < wait
@@ -365,7 +374,7 @@ def crash_and_restart(
                         and read_progress(recovery).resume_epoch == resume
                     ):
                         pass
-                    kills.append(f"{time.monotonic() - started:.2f}s after start")
+                    kills.append(f"{time.monotonic() - started:.2f}s after it registered")
                 else:
                     mark = begin + rng.uniform(0.03, 0.15) * total
                     while tail.poll() < mark:
