@@ -30,7 +30,7 @@ def _day(seed: int, n: int) -> list:
     """Events of a few hundred orders over two days: new, paid, shipped, delivered, idle."""
     rnd = random.Random(seed)
     out, at = [], T0
-    for i in range(n):
+    for _ in range(n):
         at += rnd.randrange(1, 6 * MIN)
         oid = f"TB{rnd.randrange(300):06d}"
         kind = rnd.randrange(5)
@@ -47,30 +47,20 @@ def _day(seed: int, n: int) -> list:
     return out
 
 
-def _chain_of(tmp_path, chain: Chain, state_of, increment, step_events, events):
-    """Run `events` in batches, writing an increment after each; return the versions."""
-    for start in range(0, len(events), 37):
-        step_events(events[start : start + 37])
-        base, inc = increment(chain.wants_base())
-        chain.write(inc, base)
-    return chain.version
-
-
 def test_a_shard_restored_from_its_increments_holds_and_does_what_the_original_does(tmp_path):
     events = _day(1, 1600)
     shard = OrderShard(SETTINGS)
     shard.track_changes()
     chain = Chain(tmp_path / "o000")
-    _chain_of(
-        tmp_path, chain, None, shard.increment, lambda evs: shard.process(evs, evs[-1].received_ms),
-        events[:1200],
-    )  # fmt: skip
+    for start in range(0, 1200, 37):  # an epoch's events, then its increment
+        batch = events[start : min(start + 37, 1200)]
+        shard.process(batch, batch[-1].received_ms + 2 * HOUR)  # deadlines fire, orders leave
+        chain.write(*reversed(shard.increment(chain.wants_base())))
+        restored = OrderShard(SETTINGS)
+        increments = Chain(tmp_path / "o000", chain.version).read()
+        restored.restore_increments(shard.clock, increments, SETTINGS)
+        assert _orders(restored) == _orders(shard), chain.version
     assert any(f.endswith(".delta") for f in map(str, (tmp_path / "o000").iterdir()))
-    restored = OrderShard(SETTINGS)
-    restored.restore_increments(
-        shard.clock, Chain(tmp_path / "o000", chain.version).read(), SETTINGS
-    )
-    assert _orders(restored) == _orders(shard)
     later = events[1200:]
     clock = later[-1].received_ms + 3 * 86_400_000  # past every deadline, evictions included
     assert restored.process(later, clock) == shard.process(later, clock)
@@ -94,7 +84,8 @@ def test_an_order_that_left_state_stays_gone_after_a_restore(tmp_path):
 
 
 def test_an_index_restored_from_its_increments_across_rotations_is_the_same(tmp_path):
-    index = ReferenceIndex(Settings(retention={"idle_order": "4h"}))
+    index_settings = Settings(retention={"idle_order": "4h"})
+    index = ReferenceIndex(index_settings)
     index.track_changes()
     chain = Chain(tmp_path / "i")
     kinds = []
@@ -107,11 +98,11 @@ def test_an_index_restored_from_its_increments_across_rotations_is_the_same(tmp_
         base, inc = index.increment(chain.wants_base())
         kinds.append(base)
         chain.write(inc, base)
+        back = ReferenceIndex.from_increments(
+            index_settings, index.small_state(), Chain(tmp_path / "i", chain.version).read()
+        )
+        assert (back.current, back.previous) == (index.current, index.previous), step
     assert kinds.count(True) >= 3 and kinds.count(False) >= 20  # rotations force bases
-    small = index.small_state()
-    back = ReferenceIndex.from_increments(
-        Settings(retention={"idle_order": "4h"}), small, Chain(tmp_path / "i", 40).read()
-    )
     assert back.current == index.current  # order aside: nothing reads it
     assert back.previous == index.previous
     assert back.pending_count == index.pending_count and list(back.pending) == list(index.pending)
@@ -178,3 +169,53 @@ def test_an_interrupted_write_leaves_no_file_a_resume_would_read(tmp_path):
 def test_a_key_becomes_a_safe_directory_name(tmp_path):
     assert chain_dir(tmp_path, "orders", "o001") == tmp_path / "increments" / "orders" / "o001"
     assert chain_dir(tmp_path, "orders", "a/b c").name == "a%2fb%20c"
+
+
+def _orders_logic(resume, rdir):
+    """The orders step's logic as Bytewax builds it."""
+    from dataflows.flow import OrdersStep, adapter
+    from dataflows.observer import NULL_OBSERVER
+
+    settings = Settings()
+    return adapter(
+        "orders",
+        resume,
+        lambda: OrdersStep(settings, NULL_OBSERVER),
+        lambda state: OrdersStep(settings, NULL_OBSERVER, state=state),
+        rdir,
+        NULL_OBSERVER,
+    )
+
+
+def test_a_step_snapshot_names_its_chain_and_resumes_from_it_or_refuses(tmp_path):
+    import pickle
+
+    from dataflows.flow import Chained
+
+    logic = _orders_logic(None, tmp_path)
+    logic.step.shard.process([oms(f"TB{i:05d}", "PENDING_PAYMENT", T0 + i) for i in range(50)], T0)
+    first = logic.snapshot()
+    logic.step.shard.process([pay("TB00007", T0 + MIN)], T0 + MIN)
+    second = logic.snapshot()
+    snap = pickle.loads(second)
+    assert isinstance(snap, Chained) and snap.version == 2 and snap.name == "o000"
+    assert len(first) < 400  # the 50 orders are in the chain, not in the snapshot
+    chain = tmp_path / "increments" / "orders" / "o000"
+    assert sorted(p.suffix for p in chain.iterdir()) == [".base", ".delta"]
+    restored = _orders_logic(second, tmp_path).step
+    assert _orders(restored.shard) == _orders(logic.step.shard)
+    assert restored.shard.changed == set()  # tracking again
+    resumed_first = _orders_logic(first, tmp_path).step  # as if epoch 2 never completed
+    assert resumed_first.shard.orders["TB00007"].status == "PENDING_PAYMENT"
+    assert [p.suffix for p in chain.iterdir()] == [".base"]
+    for p in chain.iterdir():
+        p.unlink()
+    with pytest.raises(IncrementsError, match="o000"):
+        _orders_logic(first, tmp_path)
+
+
+def test_without_recovery_nothing_is_tracked_or_written(tmp_path):
+    logic = _orders_logic(None, None)
+    logic.step.shard.process([oms("TB1", "PENDING_PAYMENT", T0)], T0)
+    assert logic.snapshot() is None and logic.step.shard.changed is None
+    assert not (tmp_path / "increments").exists()
