@@ -33,6 +33,7 @@ from connectors.metrics import CAUGHT_UP, CONSUMER_LAG, INPUT_RECORDS
 from connectors.replay import RawBatch
 from schemas.commands import CONTROL
 from schemas.config import Stream
+from state.watermark import Alignment
 
 log = logging.getLogger("orderguard.kafka")
 
@@ -131,6 +132,10 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
         if self._eof_stop:
             raise StopIteration()
         assert self._consumer is not None, "partition used after close()"
+        alignment = self._source.alignment
+        if alignment is not None and alignment.ahead(self._part):
+            self._idle = True  # ahead of the slowest partition: asked again after a poll wait
+            return []
         # Non-blocking: one worker serves many partitions, so none may hold it up;
         # next_awake makes Bytewax wait instead when nothing was there.
         msgs = self._consumer.consume(self._batch_size, 0)
@@ -233,6 +238,7 @@ class KafkaInputSource(FixedPartitionedSource[RawBatch, Position]):
         *,
         stop_at_eof: bool = False,
         metadata_timeout: float = 10.0,
+        alignment: Alignment | None = None,
     ) -> None:
         unknown = sorted(set(topics) - _STREAMS)
         if unknown:
@@ -250,6 +256,8 @@ class KafkaInputSource(FixedPartitionedSource[RawBatch, Position]):
         self.poll_timeout = poll_timeout
         self.stop_at_eof = stop_at_eof
         self.metadata_timeout = metadata_timeout
+        self.alignment = alignment
+        """A partition it says runs ahead of the slowest is not read (`state.watermark`)."""
         self.caught_up: dict[str, bool] = {}
         self.parts_count = 1
         """All partitions of the input topics (from `list_parts`): the clock needs them all."""

@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -31,6 +32,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from schemas.config import Settings
 from schemas.keys import CRC32_PARTITIONERS, DEFAULT_PARTITIONER, MessageKeys, kafka_partition
 from state.encode import TOPICS, Encoded
+from state.watermark import Alignment
+
+ALIGNMENT_WAIT = timedelta(milliseconds=1)
+"""How long a partition read ahead of the slowest one rests before it asks again."""
 
 _RECEIVED = b'"received_at"'
 
@@ -253,8 +258,11 @@ class _SplitPartition(StatefulSourcePartition[RawBatch, Position]):
         names: list[str],
         batch_size: int,
         resume: Position | None,
+        alignment: Alignment | None,
     ) -> None:
         self._f = path.open("rb")
+        self._alignment = alignment
+        self._waiting = False
         self._part, self._parts, self._names = part, parts, names
         self._batch_size = batch_size
         skip, self._n = resume if resume is not None else (0, 0)
@@ -264,6 +272,9 @@ class _SplitPartition(StatefulSourcePartition[RawBatch, Position]):
             self._offset += 1
 
     def next_batch(self) -> list[RawBatch]:
+        self._waiting = self._alignment is not None and self._alignment.ahead(self._part)
+        if self._waiting:
+            return []
         rows = list(islice(self._f, self._batch_size))
         if not rows:
             if self._ended:
@@ -280,6 +291,10 @@ class _SplitPartition(StatefulSourcePartition[RawBatch, Position]):
         self._n += 1
         return [batch]
 
+    def next_awake(self) -> datetime | None:
+        """Ahead of the slowest partition: give the others the worker for a moment."""
+        return datetime.now(UTC) + ALIGNMENT_WAIT if self._waiting else None
+
     def snapshot(self) -> Position:
         return (self._offset, self._n)
 
@@ -292,12 +307,19 @@ class SplitReplaySource(FixedPartitionedSource[RawBatch, Position]):
     spread over every worker of every process like the live Kafka source's."""
 
     def __init__(
-        self, directory: Path, parts: list[str], inputs: list[Path], batch_size: int
+        self,
+        directory: Path,
+        parts: list[str],
+        inputs: list[Path],
+        batch_size: int,
+        alignment: Alignment | None = None,
     ) -> None:
         self._dir = directory
         self._parts = parts
         self._names = [str(p) for p in inputs]
         self._batch_size = batch_size
+        self.alignment = alignment
+        """A partition it says runs ahead of the slowest is not read (`state.watermark`)."""
 
     def list_parts(self) -> list[str]:
         return list(self._parts)
@@ -305,7 +327,13 @@ class SplitReplaySource(FixedPartitionedSource[RawBatch, Position]):
     def build_part(self, step_id: str, for_part: str, resume_state: Position | None):
         path = self._dir / f"{for_part}.split"
         return _SplitPartition(
-            path, for_part, len(self._parts), self._names, self._batch_size, resume_state
+            path,
+            for_part,
+            len(self._parts),
+            self._names,
+            self._batch_size,
+            resume_state,
+            self.alignment,
         )
 
 

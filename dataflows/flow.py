@@ -66,7 +66,7 @@ from state.health import HealthBatch, HealthState
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
 from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
-from state.watermark import UNBOUNDED, Held, Inputs, Queues, below
+from state.watermark import UNBOUNDED, Alignment, Held, Inputs, Queues, below
 
 log = logging.getLogger("orderguard.flow")
 
@@ -207,11 +207,13 @@ class StampStep(Step):
         index_of: Callable[[str], int],
         tolerance: int,
         wall_clock: Callable[[], int],
+        alignment: Alignment | None,
     ) -> None:
         self.stamp = stamp
         self._index_of = index_of
         self._tolerance = tolerance
         self._wall_clock = wall_clock
+        self._alignment = alignment
 
     def on_batch(self, values: list[RawBatch]) -> list[RawBatch]:
         now = self._wall_clock()
@@ -220,6 +222,9 @@ class StampStep(Step):
             stamped = self.stamp.stamp(batch, self._index_of(batch.part), now, self._tolerance)
             if stamped is not None:
                 out.append(stamped)
+            if self._alignment is not None:
+                open_ = not (batch.caught_up or batch.final)
+                self._alignment.report(batch.part, self.stamp.clock, open_)
         return out
 
     def state(self) -> object:
@@ -532,6 +537,7 @@ def build_flow(
     normalizer: Normalizer | None = None,
     observer: Observer = NULL_OBSERVER,
     parts: list[str] | None = None,
+    alignment: Alignment | None = None,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
 
@@ -545,6 +551,7 @@ def build_flow(
     `parts`: every input partition's name, fixed for the life of a recovery store: the
     steps that belong where a partition is read get keys Bytewax places there
     (`dataflows.placement.StateKeys`); without it they run wherever Bytewax puts them.
+    `alignment`: the source's (`state.watermark.Alignment`), told each partition's clock.
     """
     router = Router(settings, normalizer)
     stream_for = cache(stream_of) if stream_of else (lambda _part: None)
@@ -569,8 +576,8 @@ def build_flow(
     stamped = stateful(
         "partitions",
         op.map("to_partitions", raw, lambda b: (keys.input(b.part), b)),
-        lambda: StampStep(PartitionStamp(), keys.part_index, tolerance, wall_clock),
-        lambda st: StampStep(st.resume(), keys.part_index, tolerance, wall_clock),
+        lambda: StampStep(PartitionStamp(), keys.part_index, tolerance, wall_clock, alignment),
+        lambda st: StampStep(st.resume(), keys.part_index, tolerance, wall_clock, alignment),
     )
     routed = op.flat_map("route", stamped, route)
 

@@ -36,6 +36,7 @@ from dataflows.gc_tuning import tune_gc
 from dataflows.router import index_shards
 from schemas.config import Settings
 from schemas.keys import DEFAULT_PARTITIONER, KEY_FUNCTION
+from state.watermark import Alignment
 
 log = logging.getLogger("orderguard.recovery")
 
@@ -351,6 +352,7 @@ def run_live(
         check_process_id(process_id, addresses)
     processes = len(addresses) if addresses else 1
     client = kafka.client_config()
+    alignment = Alignment(settings.pipeline.max_partition_skew)
     source = KafkaInputSource(
         kafka.bootstrap_servers,
         kafka.source_topics(),
@@ -358,6 +360,7 @@ def run_live(
         batch_size=settings.pipeline.batch_size,
         stop_at_eof=exit_when_caught_up,
         metadata_timeout=connect_timeout,
+        alignment=alignment,
     )
     if not process_id:
         created, initialized = setup_live(settings, connect_timeout=connect_timeout, source=source)
@@ -390,6 +393,7 @@ def run_live(
         view_sink=view_sink,
         observer=Metrics(),
         parts=source.list_parts(),
+        alignment=alignment,
     )
     metrics = settings.metrics
     if metrics.port:

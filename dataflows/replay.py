@@ -41,6 +41,7 @@ from connectors.replay import (
 )
 from dataflows.flow import build_flow, wall_clock_ms
 from schemas.config import Settings, load_settings
+from state.watermark import Alignment
 
 
 class ReplayFailed(RuntimeError):
@@ -163,6 +164,7 @@ def run_replay(
         if parts.exists():
             shutil.rmtree(parts)
     progress = Progress(show=show_progress if processes is None else False)
+    alignment = None
     if processes is None:
         source: ReplaySource | SplitReplaySource = ReplaySource(inputs, batch, progress)
     else:
@@ -173,7 +175,8 @@ def run_replay(
         split = KafkaSplit(settings)
         progress.read = split_recording(inputs, split_dir, split)
         summary.split_seconds = time.perf_counter() - started
-        source = SplitReplaySource(split_dir, split.parts(), inputs, batch)
+        alignment = Alignment(settings.pipeline.max_partition_skew)
+        source = SplitReplaySource(split_dir, split.parts(), inputs, batch, alignment)
     tune_gc(settings.pipeline.gc_tuning)
     started = time.perf_counter()
     try:
@@ -189,6 +192,7 @@ def run_replay(
                 recovery=None if store is None else store.dir,
                 observer=Metrics(),
                 parts=source.list_parts(),
+                alignment=alignment,
             )
             kwargs = {} if store is None else _recovery_kwargs(store.dir, snapshot_interval)
             if workers == 1:
@@ -270,7 +274,10 @@ def _process_main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     settings = load_settings(args.config)
     split = KafkaSplit(settings)
-    source = SplitReplaySource(args.out / ".split", split.parts(), args.inputs, args.batch_size)
+    alignment = Alignment(settings.pipeline.max_partition_skew)
+    source = SplitReplaySource(
+        args.out / ".split", split.parts(), args.inputs, args.batch_size, alignment
+    )
     rdir = args.recovery_dir
     if rdir is None:
         sink, kwargs = PartsSink(args.out / ".parts"), {}
@@ -286,6 +293,7 @@ def _process_main(argv: list[str] | None = None) -> None:
         recovery=rdir,
         observer=Metrics(),
         parts=split.parts(),
+        alignment=alignment,
     )
     tune_gc(settings.pipeline.gc_tuning)
     cluster_main(

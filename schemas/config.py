@@ -193,6 +193,10 @@ class Pipeline(_Strict):
     """How far an input's `received_at` may run ahead of the ingestion clock (the wall
     clock, live and in replay); beyond, it is dead-lettered
     `implausible_time` instead of moving every clock to a wrong future."""
+    max_partition_skew: DurationMs = Field(10_000, gt=0)
+    """How far (in `received_at` time) a partition may be read ahead of the slowest one its
+    process reads before it waits for it (`state.watermark.Alignment`): what runs ahead
+    only waits downstream for the watermark, in memory and in every snapshot."""
     gc_tuning: bool = True
     """Freeze start-up and restored state out of the cyclic GC's reach and collect the
     young generation less often (`dataflows.gc_tuning`); off: CPython's defaults."""

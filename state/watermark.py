@@ -169,3 +169,36 @@ class Queues(Generic[T]):
 
     def __len__(self) -> int:
         return sum(map(len, self._queues.values()))
+
+
+class Alignment:
+    """Watermark alignment (as Flink's, FLIP-182) among the partitions one process reads.
+
+    Every step downstream holds what a partition delivers until the slowest partition's
+    clock passes it. Catching up on a backlog, a partition whose topic has fewer events
+    per second of `received_at` runs ahead in batches of the same size, and what it read
+    waits: at a million orders, half the payments sat in the order shards, in memory and
+    in every snapshot. So a partition whose clock is more than `max_skew` ahead of the
+    slowest open one is not read until that one catches up. The slowest is never held
+    back, so reading always goes on; a caught-up or ended partition does not count.
+    Batch cuts do not change the outputs, so neither does this. Bytewax runs a process's
+    workers as threads: each report and test is one dict operation under the GIL.
+    """
+
+    __slots__ = ("_clocks", "max_skew")
+
+    def __init__(self, max_skew: int) -> None:
+        self.max_skew = max_skew
+        self._clocks: dict[str, int] = {}  # the open partitions' clocks
+
+    def report(self, part: str, clock: int, open_: bool) -> None:
+        """A partition's stamped clock, and whether it still has a backlog to read."""
+        if open_:
+            self._clocks[part] = clock
+        else:
+            self._clocks.pop(part, None)
+
+    def ahead(self, part: str) -> bool:
+        """Whether `part` should wait: it runs more than `max_skew` ahead of the slowest."""
+        clock = self._clocks.get(part)
+        return clock is not None and clock > min(self._clocks.values()) + self.max_skew

@@ -66,3 +66,74 @@ def test_queues_release_in_key_order_across_senders_and_ties_in_sender_order():
     assert [x for _, x in q.release(below(5))] == ["b2", "direct", "released", "b4"]
     assert len(q) == 2
     assert [x for _, x in q.release(below(UNBOUNDED))] == ["a5", "later"]
+
+
+def test_alignment_holds_back_only_a_partition_ahead_of_the_slowest_open_one():
+    from state.watermark import Alignment
+
+    board = Alignment(max_skew=10_000)
+    assert not board.ahead("payments:0")  # nothing reported yet: read
+    board.report("orders:0", 1_000, True)
+    board.report("payments:0", 11_000, True)
+    assert not board.ahead("payments:0")  # exactly the skew: still read
+    board.report("payments:0", 11_001, True)
+    assert board.ahead("payments:0") and not board.ahead("orders:0")  # the slowest reads on
+    board.report("orders:0", 5_000, True)
+    assert not board.ahead("payments:0")
+    board.report("orders:0", 5_000, False)  # caught up (or ended): no longer counts
+    assert not board.ahead("payments:0")
+    board.report("tracking:0", 0, True)
+    assert board.ahead("payments:0") and not board.ahead("tracking:0")
+
+
+def test_an_aligned_split_source_reads_every_line_within_the_skew(tmp_path):
+    """Payments alone run three times as fast in received_at; aligned, they wait for orders."""
+    from connectors.replay import SplitReplaySource
+    from dataflows.stamp import PartitionStamp
+    from state.watermark import Alignment
+
+    parts = ["orders:0", "payments:0"]
+    split = tmp_path / "split"
+    split.mkdir()
+    base = 1_772_409_600_000  # 2026-03-02T00:00:00Z
+    for part, step in (("orders:0", 1_000), ("payments:0", 3_000)):
+        with (split / f"{part}.split").open("wb") as f:
+            for i in range(300):
+                line = b'{"stream":"x","received_at":"%s"}' % _iso(base + i * step).encode()
+                f.write(b"0\t%d\t%b\n" % (i, line))
+
+    def run(board: Alignment | None) -> tuple[dict[str, int], int]:
+        source = SplitReplaySource(split, parts, [tmp_path / "in.jsonl"], 10, board)
+        readers = {p: source.build_part("input", p, None) for p in parts}
+        stamps = {p: PartitionStamp() for p in parts}
+        read, spread, ended = dict.fromkeys(parts, 0), 0, set()
+        while readers:
+            for p, r in list(readers.items()):
+                try:
+                    batches = r.next_batch()
+                except StopIteration:
+                    del readers[p]
+                    continue
+                for batch in batches:
+                    read[p] += len(batch.lines)
+                    stamps[p].stamp(batch, 0, base + 10**10, 0)
+                    if batch.final:
+                        ended.add(p)
+                    if board is not None:
+                        board.report(p, stamps[p].clock, not batch.final)
+            if all(read.values()) and not ended:
+                spread = max(spread, stamps["payments:0"].clock - stamps["orders:0"].clock)
+        return read, spread
+
+    everything = {"orders:0": 300, "payments:0": 300}
+    read, spread = run(Alignment(max_skew=20_000))
+    assert read == everything
+    assert spread <= 20_000 + 10 * 3_000  # the skew, plus one batch of the faster partition
+    read, spread = run(None)
+    assert read == everything and spread > 200_000  # unaligned, payments run far ahead
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
