@@ -258,7 +258,7 @@ class _SplitPartition(StatefulSourcePartition[RawBatch, Position]):
         names: list[str],
         batch_size: int,
         resume: Position | None,
-        alignment: Alignment | None,
+        alignment: Alignment | None = None,
     ) -> None:
         self._f = path.open("rb")
         self._alignment = alignment
