@@ -136,10 +136,12 @@ def test_simulate_to_kafka_then_run_corrects_every_order_and_resumes(broker, tmp
 
     # (b) the store was initialized, with the configured partition count
     assert sorted(p.name for p in rdir.iterdir()) == [
+        "increments",  # the order shards' and reference indexes' chains
         "orderguard-layout.json",
         *(f"part-{i}.sqlite3" for i in range(8)),
     ]
     assert all(p.stat().st_size > 0 for p in rdir.iterdir())
+    assert {p.name for p in (rdir / "increments").iterdir()} == {"orders", "tracking_index"}
 
     # Nothing new: a resumed run reads nothing and writes nothing.
     idle = ok(orderguard(env, "run", "--exit-when-caught-up"))
