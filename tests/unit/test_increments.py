@@ -26,6 +26,15 @@ def _orders(shard: OrderShard) -> dict[str, object]:
     return {k: (bytes(o), o.__getstate__()) for k, o in shard.orders.items()}
 
 
+def _census(shard: OrderShard) -> tuple[dict[str, int], dict[str, int]]:
+    """The census as the gauges show it: what is held (a type gone to 0 shows 0)."""
+    return tuple({k: n for k, n in c.items() if n} for c in shard.census())  # type: ignore[return-value]
+
+
+def _census_counted(shard: OrderShard) -> tuple[dict[str, int], dict[str, int]]:
+    return tuple(dict(c) for c in shard.count())  # type: ignore[return-value]
+
+
 def _day(seed: int, n: int) -> list:
     """Events of a few hundred orders over two days: new, paid, shipped, delivered, idle."""
     rnd = random.Random(seed)
@@ -60,6 +69,7 @@ def test_a_shard_restored_from_its_increments_holds_and_does_what_the_original_d
         increments = Chain(tmp_path / "o000", chain.version).read()
         restored.restore_increments(shard.clock, increments, SETTINGS)
         assert _orders(restored) == _orders(shard), chain.version
+        assert _census(shard) == _census(restored) == _census_counted(shard), chain.version
     assert any(f.endswith(".delta") for f in map(str, (tmp_path / "o000").iterdir()))
     later = events[1200:]
     clock = later[-1].received_ms + 3 * 86_400_000  # past every deadline, evictions included
