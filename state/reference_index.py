@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -97,85 +97,109 @@ class ReferenceIndex:
         self.pending_bytes = 0
         self.conflicts = 0
         """Links refused because their reference already belonged to another order."""
-        self.changed: set[str] | None = None  # `current` keys set since the last increment
-        self.rotated = False  # since the last increment
+        self._tracking = False
+        self._reset_changes()
 
-    # the registrations are most of an index's state: snapshots keep them in increments
-    # (`connectors.increments`), the waiting events (bounded) in every snapshot
-    _INCREMENTAL = ("current", "previous", "changed", "rotated")
+    # ------------------------------------------------------------------ snapshots
+    # Most of an index is its registrations and waiting events: snapshots keep them in
+    # increments (`connectors.increments`), the counters in every snapshot.
+    _INCREMENTAL = (
+        "current",
+        "previous",
+        "pending",
+        "pending_queue",
+        "changed",
+        "rotated",
+        "waits_changed",
+        "queue_added",
+        "queue_popped",
+        "_tracking",
+    )
+
+    def _reset_changes(self) -> None:
+        self.changed: set[str] = set()  # `current` keys set since the last increment
+        self.rotated = False
+        self.waits_changed: set[str] = set()  # `pending` keys whose events changed
+        self.queue_added: list[tuple[int, str]] = []  # `pending_queue`, appended
+        self.queue_popped = 0  # and popped from its left
 
     def track_changes(self) -> None:
-        """Remember which registrations change, for `increment` (recovery on)."""
-        self.changed = set()
+        """Remember what changes, for `increment` (recovery on; off, it would only grow)."""
+        self._tracking = True
+        self._reset_changes()
 
     def increment(self, base: bool) -> tuple[bool, Any]:
-        """The registrations for a snapshot: all (`base`, or after a rotation), or the
-        `current` entries set since the last increment. Forgets the changes."""
-        changed, self.changed = self.changed, set()
-        if base or self.rotated or changed is None:
-            self.rotated = False
-            return True, (pack_map(self.current), pack_map(self.previous))
-        current = self.current
-        return False, pack_map({k: current[k] for k in changed})
+        """The registrations and waiting events for a snapshot: all (`base`, or after a
+        rotation), or what changed since the last increment. Forgets the changes."""
+        if base or self.rotated or not self._tracking:
+            inc: Any = (
+                pack_map(self.current),
+                pack_map(self.previous),
+                _pack_waiting(self.pending),
+                _pack_queue(self.pending_queue),
+            )
+            self._reset_changes()
+            return True, inc
+        current, pending = self.current, self.pending
+        inc = (
+            pack_map({k: current[k] for k in self.changed}),
+            _pack_waiting({k: pending.get(k, []) for k in self.waits_changed}),
+            _pack_queue(self.queue_added),
+            self.queue_popped,
+        )
+        self._reset_changes()
+        return False, inc
 
     def small_state(self) -> dict[str, Any]:
-        """What a snapshot keeps beside the increments: the waiting events and counters."""
-        full = self.__getstate__(packed_maps=False)
-        for name in self._INCREMENTAL:
-            full.pop(name, None)
-        return full
+        """What a snapshot keeps beside the increments: the counters and clocks."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._INCREMENTAL}
 
     @classmethod
     def from_increments(
         cls, settings: Settings, small: dict[str, Any], increments: list[Any]
     ) -> ReferenceIndex:
-        """The index `small_state` and the increments since a base describe."""
+        """The index `small_state` and a base with the deltas after it describe."""
         self = cls(settings)
-        (current, previous), *deltas = increments
-        self.__setstate__(
-            {**small, "current": current, "previous": previous, "changed": None, "rotated": False}
-        )
-        for delta in deltas:
-            self.current.update(unpack_map(delta))
+        self.__dict__.update(small)
+        (current, previous, waiting, queue), *deltas = increments
+        self.current, self.previous = unpack_map(current), unpack_map(previous)
+        self.pending = _unpack_waiting(waiting)
+        self.pending_queue = deque(_unpack_queue(queue))
+        for current, waiting, added, popped in deltas:
+            self.current.update(unpack_map(current))
+            for k, evs in _unpack_waiting(waiting).items():
+                if evs:
+                    self.pending[k] = evs
+                else:
+                    self.pending.pop(k, None)
+            q = self.pending_queue
+            q.extend(_unpack_queue(added))  # appended right, popped left: order-free
+            for _ in range(popped):
+                q.popleft()
         self.track_changes()
         return self
 
-    def __getstate__(self, packed_maps: bool = True) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, Any]:
         """Every reference as two joined strings, waiting events as tuples (see state.packing).
 
         Pickling the dicts entry by entry cost most of an epoch close in a live run.
         """
-        state = self.__dict__.copy()
-        state["changed"], state["rotated"] = None, False
-        if packed_maps:
-            state["current"] = pack_map(self.current)
-            state["previous"] = pack_map(self.previous)
-        waiting = self.pending.values()
-        state["pending"] = (
-            pack_strs(list(self.pending)),
-            array("q", map(len, waiting)).tobytes(),
-            pack_events([e for evs in waiting for e in evs]),
-        )
-        q = self.pending_queue
-        state["pending_queue"] = (
-            array("q", [r for r, _ in q]).tobytes(),
-            pack_strs([k for _, k in q]),
-        )
+        state = self.small_state()
+        state["current"] = pack_map(self.current)
+        state["previous"] = pack_map(self.previous)
+        state["pending"] = _pack_waiting(self.pending)
+        state["pending_queue"] = _pack_queue(self.pending_queue)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         state["current"] = unpack_map(state["current"])
         state["previous"] = unpack_map(state["previous"])
-        keys, counts, rows = state["pending"]
-        events = iter(unpack_events(rows))
-        state["pending"] = {
-            k: [next(events) for _ in range(n)]
-            for k, n in zip(unpack_strs(keys), array("q", counts), strict=True)
-        }
-        received, qkeys = state["pending_queue"]
-        state["pending_queue"] = deque(zip(array("q", received), unpack_strs(qkeys), strict=True))
+        state["pending"] = _unpack_waiting(state["pending"])
+        state["pending_queue"] = deque(_unpack_queue(state["pending_queue"]))
         self.__dict__.update(state)
+        self._tracking = False
+        self._reset_changes()
 
     def lookup(self, key: str) -> str | None:
         oid = self.current.get(key)
@@ -183,7 +207,7 @@ class ReferenceIndex:
             oid = self.previous.get(key)
             if oid is not None:
                 self.current[key] = oid
-                if self.changed is not None:
+                if self._tracking:
                     self.changed.add(key)
         return oid
 
@@ -225,10 +249,12 @@ class ReferenceIndex:
                 self.conflicts += 1  # FIRST LINK WINS
                 return
             self.current[key] = oid
-            if self.changed is not None:
+            if self._tracking:
                 self.changed.add(key)
         waiting = self.pending.pop(key, None)
         if waiting:
+            if self._tracking:
+                self.waits_changed.add(key)
             self.pending_count -= len(waiting)
             for w in waiting:
                 self.pending_bytes -= self._size(w)
@@ -239,6 +265,9 @@ class ReferenceIndex:
     def _hold(self, key: str, ev: Event, dead: list[DeadLetter]) -> None:
         self.pending.setdefault(key, []).append(ev)
         self.pending_queue.append((ev.received_ms, key))
+        if self._tracking:
+            self.waits_changed.add(key)
+            self.queue_added.append((ev.received_ms, key))
         self.pending_count += 1
         self.pending_bytes += self._size(ev)
         while self.pending_count > self._pending_max or (
@@ -256,10 +285,14 @@ class ReferenceIndex:
 
     def _drop_oldest(self, overflow: str | None, dead: list[DeadLetter]) -> None:
         received, key = self.pending_queue.popleft()
+        if self._tracking:
+            self.queue_popped += 1
         waiting = self.pending.get(key)
         if not waiting or waiting[0].received_ms != received:
             return  # already released
         ev = waiting.pop(0)
+        if self._tracking:
+            self.waits_changed.add(key)
         if not waiting:
             del self.pending[key]
         self.pending_count -= 1
@@ -298,3 +331,32 @@ class ReferenceIndex:
             self.current = {}
             self.rotated_at = now
             self.rotated = True
+
+
+def _pack_waiting(pending: dict[str, list[Event]]) -> tuple[Any, bytes, list[tuple[Any, ...]]]:
+    """Waiting events by key, as tuples (`state.packing`); a key with none: it left."""
+    waiting = pending.values()
+    return (
+        pack_strs(list(pending)),
+        array("q", map(len, waiting)).tobytes(),
+        pack_events([e for evs in waiting for e in evs]),
+    )
+
+
+def _unpack_waiting(packed: tuple[Any, bytes, list[tuple[Any, ...]]]) -> dict[str, list[Event]]:
+    keys, counts, rows = packed
+    events = iter(unpack_events(rows))
+    return {
+        k: [next(events) for _ in range(n)]
+        for k, n in zip(unpack_strs(keys), array("q", counts), strict=True)
+    }
+
+
+def _pack_queue(q: Iterable[tuple[int, str]]) -> tuple[bytes, Any]:
+    entries = list(q)
+    return array("q", [r for r, _ in entries]).tobytes(), pack_strs([k for _, k in entries])
+
+
+def _unpack_queue(packed: tuple[bytes, Any]) -> list[tuple[int, str]]:
+    received, keys = packed
+    return list(zip(array("q", received), unpack_strs(keys), strict=True))
