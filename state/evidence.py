@@ -20,6 +20,7 @@ Rules, each named so a reader finds it here in one hop:
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 from itertools import accumulate, chain, compress, count
 from operator import attrgetter
 
@@ -80,7 +81,9 @@ LABEL_AT = 12  # ingestion ms the main path reached LABEL_CREATED (state.stages)
 PICKUP_AT = 13  # ingestion ms the main path reached PICKED_UP (state.stages)
 _TIMES = 14
 _TIMES_BYTES = 8 * _TIMES
-_ZEROS = bytes(_TIMES_BYTES)
+_ZEROS = array("q", bytes(_TIMES_BYTES))
+"""An order's times start as a copy of this: an array built from an array of its type is
+allocated to size, one built from bytes with room to grow (24 bytes more an order)."""
 _new_array = array.__new__
 
 
@@ -179,7 +182,7 @@ class Order(array):
 
 
 def _order_from_state(state: tuple) -> Order:
-    o = _new_array(Order, "q", state[-1])
+    o = _new_array(Order, "q", array("q", state[-1]))
     for name, value in zip(Order.__slots__, state[:-1], strict=True):
         setattr(o, name, value)
     return o
@@ -230,8 +233,7 @@ def unpack_orders(packed: PackedOrders) -> dict[str, Order]:
     ends = list(accumulate(array("I", seen_len)))
     seen = map(seen_blob.__getitem__, map(slice, [0, *ends[:-1]], ends))
     ints = iter(array("q", ints_b))
-    size = _TIMES_BYTES
-    chunks = map(times.__getitem__, map(slice, range(0, len(times), size), count(size, size)))
+    chunks = _times_of(times)
     new = _new_array
     out: dict[str, Order] = {}
     for oid, tb, carrier, channel, customer, main, refs, reported, side, status, tracking, sn, (
@@ -245,6 +247,14 @@ def unpack_orders(packed: PackedOrders) -> dict[str, Order]:
     for i, a in zip(sparse, alerts, strict=True):
         out[ids[i]].alerts = a
     return out
+
+
+def _times_of(blob: bytes, block: int = 4096) -> Iterator[array]:
+    """Each order's times as an array of its size (see `_ZEROS`), read `block` orders at a time."""
+    step = _TIMES
+    for start in range(0, len(blob), block * _TIMES_BYTES):
+        a = array("q", blob[start : start + block * _TIMES_BYTES])
+        yield from map(a.__getitem__, map(slice, range(0, len(a), step), count(step, step)))
 
 
 MAX_REFS = 8
