@@ -53,7 +53,8 @@ PICKUP_RANK = RANK["PICKED_UP"]
 DELIVERED_RANK = RANK["DELIVERED"]
 
 REF_SEP = "\x1f"
-"""Between the references of `Order.refs` (the ASCII unit separator: no id holds one)."""
+"""Between the references of a joined `Order.refs`, as snapshots before tuples held them
+(the ASCII unit separator: no id holds one)."""
 
 # Order.flags bits: event-triggered conditions the alert rules read.
 F_REGRESSION = 1  # the OMS reported a status behind the evidence
@@ -120,8 +121,7 @@ class Order(array):
         o.side_tier = 0
         o.reported = None  # OMS's latest, canonicalized
         o.tracking = None  # str | tuple[str, ...] | None
-        # other ids it is known by (`taobao:3456…`), REF_SEP-joined; None for most orders
-        o.refs = None
+        o.refs = None  # str | tuple[str, ...] | None: other ids (`taobao:3456…`)
         o.carrier = None
         o.channel = None
         o.customer = None
@@ -139,7 +139,7 @@ class Order(array):
     side_tier: int
     reported: str | None
     tracking: str | tuple[str, ...] | None
-    refs: str | None
+    refs: str | tuple[str, ...] | None
     carrier: str | None
     channel: str | None
     customer: str | None
@@ -167,7 +167,10 @@ class Order(array):
         return (t,) if isinstance(t, str) else t
 
     def known_refs(self) -> tuple[str, ...]:
-        return () if self.refs is None else tuple(self.refs.split(REF_SEP))
+        r = self.refs
+        if r is None:
+            return ()
+        return tuple(r.split(REF_SEP)) if isinstance(r, str) else r
 
     def ids(self) -> list[str]:
         """Every id the order is known by but its canonical one, sorted: for output records."""
@@ -265,14 +268,16 @@ bound, so a source that links hundreds cannot grow one order past the memory bud
 def remember_refs(o: Order, refs: tuple[str, ...]) -> None:
     """Add the references an event knew the order by (its `ref`, its `links`).
 
-    Kept as one joined string: two references cost one string (~110 bytes), not two
-    strings and a tuple (~210). One holding REF_SEP is left out of `ids` (the index
-    still resolves it).
+    The event's own strings, as `tracking`: one reference is that string, more a tuple of
+    them (~64 bytes for two). They are the very strings the reference index keys them
+    by (the router hands it the same `links`), where a joined copy cost ~110 bytes more.
+    One holding REF_SEP is left out of `ids` (the index still resolves it).
     """
     have = o.known_refs()
     new = [r for r in dict.fromkeys(refs) if r not in have and REF_SEP not in r]
     if new and len(have) < MAX_REFS:
-        o.refs = REF_SEP.join((*have, *new)[:MAX_REFS])
+        kept = (*have, *new)[:MAX_REFS]
+        o.refs = kept[0] if len(kept) == 1 else kept
 
 
 def derive(o: Order) -> str | None:
