@@ -1,6 +1,6 @@
 """Replay benchmark: events/s through Bytewax vs the bare core, and RSS per open order.
 
-    python -m benchmarks.replay_bench [--orders N] [--open-share S] [--quick]
+    python -m benchmarks.replay_bench [--orders N] [--open-share S] [--quick] [--memory-only]
     python -m benchmarks.replay_bench --compare [--before REF] [--orders N] [--quick]
 
 Generates (once, cached under benchmarks/.data/) a realistic dataset from all
@@ -410,6 +410,7 @@ def main() -> None:
     ap.add_argument("--open-share", type=float, default=0.9)
     ap.add_argument("--quick", action="store_true", help="a small run to check the harness")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true", help="only the RSS per open order")
     ap.add_argument("--compare", action="store_true", help="before/after, gc, 1 vs 2 processes")
     ap.add_argument("--before", default=BEFORE, help="the git ref to compare with (--compare)")
     args = ap.parse_args()
@@ -426,6 +427,11 @@ def main() -> None:
 
     settings = load_settings()
     path = dataset(args.orders, args.open_share)
+    if args.memory_only:
+        mem = bench_memory(path)
+        per_order = mem["rss_growth"] / max(1, mem["open_orders"])
+        print(json.dumps({**mem, "rss_bytes_per_open_order": round(per_order)}))
+        return
     events = sum(1 for _ in path.open("rb"))
     print(f"dataset: {events:,} events, {args.orders:,} orders ({path.name})")
 

@@ -20,6 +20,7 @@ Rules, each named so a reader finds it here in one hop:
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 from itertools import accumulate, chain, compress, count
 from operator import attrgetter
 
@@ -52,7 +53,8 @@ PICKUP_RANK = RANK["PICKED_UP"]
 DELIVERED_RANK = RANK["DELIVERED"]
 
 REF_SEP = "\x1f"
-"""Between the references of `Order.refs` (the ASCII unit separator: no id holds one)."""
+"""Between the references of a joined `Order.refs`, as snapshots before tuples held them
+(the ASCII unit separator: no id holds one)."""
 
 # Order.flags bits: event-triggered conditions the alert rules read.
 F_REGRESSION = 1  # the OMS reported a status behind the evidence
@@ -80,7 +82,9 @@ LABEL_AT = 12  # ingestion ms the main path reached LABEL_CREATED (state.stages)
 PICKUP_AT = 13  # ingestion ms the main path reached PICKED_UP (state.stages)
 _TIMES = 14
 _TIMES_BYTES = 8 * _TIMES
-_ZEROS = bytes(_TIMES_BYTES)
+_ZEROS = array("q", bytes(_TIMES_BYTES))
+"""An order's times start as a copy of this: an array built from an array of its type is
+allocated to size, one built from bytes with room to grow (24 bytes more an order)."""
 _new_array = array.__new__
 
 
@@ -117,8 +121,7 @@ class Order(array):
         o.side_tier = 0
         o.reported = None  # OMS's latest, canonicalized
         o.tracking = None  # str | tuple[str, ...] | None
-        # other ids it is known by (`taobao:3456…`), REF_SEP-joined; None for most orders
-        o.refs = None
+        o.refs = None  # str | tuple[str, ...] | None: other ids (`taobao:3456…`)
         o.carrier = None
         o.channel = None
         o.customer = None
@@ -136,7 +139,7 @@ class Order(array):
     side_tier: int
     reported: str | None
     tracking: str | tuple[str, ...] | None
-    refs: str | None
+    refs: str | tuple[str, ...] | None
     carrier: str | None
     channel: str | None
     customer: str | None
@@ -164,7 +167,10 @@ class Order(array):
         return (t,) if isinstance(t, str) else t
 
     def known_refs(self) -> tuple[str, ...]:
-        return () if self.refs is None else tuple(self.refs.split(REF_SEP))
+        r = self.refs
+        if r is None:
+            return ()
+        return tuple(r.split(REF_SEP)) if isinstance(r, str) else r
 
     def ids(self) -> list[str]:
         """Every id the order is known by but its canonical one, sorted: for output records."""
@@ -179,7 +185,7 @@ class Order(array):
 
 
 def _order_from_state(state: tuple) -> Order:
-    o = _new_array(Order, "q", state[-1])
+    o = _new_array(Order, "q", array("q", state[-1]))
     for name, value in zip(Order.__slots__, state[:-1], strict=True):
         setattr(o, name, value)
     return o
@@ -230,8 +236,7 @@ def unpack_orders(packed: PackedOrders) -> dict[str, Order]:
     ends = list(accumulate(array("I", seen_len)))
     seen = map(seen_blob.__getitem__, map(slice, [0, *ends[:-1]], ends))
     ints = iter(array("q", ints_b))
-    size = _TIMES_BYTES
-    chunks = map(times.__getitem__, map(slice, range(0, len(times), size), count(size, size)))
+    chunks = _times_of(times)
     new = _new_array
     out: dict[str, Order] = {}
     for oid, tb, carrier, channel, customer, main, refs, reported, side, status, tracking, sn, (
@@ -247,6 +252,14 @@ def unpack_orders(packed: PackedOrders) -> dict[str, Order]:
     return out
 
 
+def _times_of(blob: bytes, block: int = 4096) -> Iterator[array]:
+    """Each order's times as an array of its size (see `_ZEROS`), read `block` orders at a time."""
+    step = _TIMES
+    for start in range(0, len(blob), block * _TIMES_BYTES):
+        a = array("q", blob[start : start + block * _TIMES_BYTES])
+        yield from map(a.__getitem__, map(slice, range(0, len(a), step), count(step, step)))
+
+
 MAX_REFS = 8
 """References an order remembers for its `ids` (a channel id, payment references): a
 bound, so a source that links hundreds cannot grow one order past the memory budget."""
@@ -255,14 +268,16 @@ bound, so a source that links hundreds cannot grow one order past the memory bud
 def remember_refs(o: Order, refs: tuple[str, ...]) -> None:
     """Add the references an event knew the order by (its `ref`, its `links`).
 
-    Kept as one joined string: two references cost one string (~110 bytes), not two
-    strings and a tuple (~210). One holding REF_SEP is left out of `ids` (the index
-    still resolves it).
+    The event's own strings, as `tracking`: one reference is that string, more a tuple of
+    them (~64 bytes for two). They are the very strings the reference index keys them
+    by (the router hands it the same `links`), where a joined copy cost ~110 bytes more.
+    One holding REF_SEP is left out of `ids` (the index still resolves it).
     """
     have = o.known_refs()
     new = [r for r in dict.fromkeys(refs) if r not in have and REF_SEP not in r]
     if new and len(have) < MAX_REFS:
-        o.refs = REF_SEP.join((*have, *new)[:MAX_REFS])
+        kept = (*have, *new)[:MAX_REFS]
+        o.refs = kept[0] if len(kept) == 1 else kept
 
 
 def derive(o: Order) -> str | None:

@@ -8,7 +8,7 @@ import pytest
 from dataflows.lookup import OrderLookup, aliases, render
 from schemas.config import Settings
 from state.encode import encode
-from state.evidence import MAX_REFS, Order, pack_orders, remember_refs, unpack_orders
+from state.evidence import MAX_REFS, REF_SEP, Order, pack_orders, remember_refs, unpack_orders
 from state.records import Alert, Correction
 from state.shard import OrderShard
 from state.view import order_doc, timeline_member
@@ -106,3 +106,12 @@ def test_lookup_table_names_the_other_ids_and_the_timeline_the_reference(setting
     view = OrderLookup(orjson.loads(order_doc(OID, shard.orders[OID], T0 + MIN)), [member])
     facts = {line[:18].strip(): line[18:].strip() for line in render(view).splitlines()[:13]}
     assert facts["known as"] == TID
+
+
+def test_references_are_the_events_own_strings_and_a_joined_one_still_reads():
+    tid, pi = "".join((TID, "")), "".join((PI, ""))  # not the constants: fresh strings
+    o = Order()
+    remember_refs(o, (tid, pi))
+    assert o.refs[0] is tid and o.refs[1] is pi  # the strings the index keys, not copies
+    o.refs = TID + REF_SEP + PI  # as snapshots before this stored them
+    assert o.known_refs() == (TID, PI) and o.ids() == [PI, TID]

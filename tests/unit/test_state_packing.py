@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import sys
+from array import array
 
 from schemas.config import Settings
 from schemas.event import Event
@@ -69,6 +71,16 @@ def test_an_order_is_its_times_and_an_entity():
     assert a != b and a == a and len({a, b}) == 2  # identity, not equal times
     a.tracking = "SF1"
     assert _round(a).__getstate__() == a.__getstate__()
+
+
+def test_an_orders_times_are_allocated_to_size_new_restored_or_unpickled():
+    """An array built from bytes keeps room to grow (24 bytes); an order's times never grow."""
+    exact = sys.getsizeof(array.__new__(Order, "q", [0] * len(Order())))
+    orders = {f"TB{i}": _order(i) for i in range(5000)}  # more than one block of `_times_of`
+    back = unpack_orders(_round(pack_orders(orders)))
+    assert [list(o) for o in back.values()] == [list(o) for o in orders.values()]
+    sizes = {sys.getsizeof(o) for o in (Order(), _round(Order()), *back.values())}
+    assert sizes == {exact}
 
 
 def _waiting(i: int) -> Event:
