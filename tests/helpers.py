@@ -187,3 +187,18 @@ def simulated_day(path: Path, orders: int, seed: int, incidents: tuple[str, ...]
     )
     write_jsonl(path, envelopes)
     return path
+
+
+def orders_logic(settings: Settings, resume: bytes | None, recovery_dir: Path | None):
+    """The orders step's logic as Bytewax builds it (`dataflows.flow.adapter`)."""
+    from dataflows.flow import OrdersStep, adapter
+    from dataflows.observer import NULL_OBSERVER
+
+    return adapter(
+        "orders",
+        resume,
+        lambda: OrdersStep(settings, NULL_OBSERVER),
+        lambda state: OrdersStep(settings, NULL_OBSERVER, state=state),
+        recovery_dir,
+        NULL_OBSERVER,
+    )

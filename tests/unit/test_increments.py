@@ -17,7 +17,7 @@ from connectors.increments import KEEP, Chain, IncrementsError, chain_dir
 from schemas.config import Settings
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
-from tests.helpers import HOUR, MIN, T0, label, oms, pay, scan
+from tests.helpers import HOUR, MIN, T0, label, oms, orders_logic, pay, scan
 
 SETTINGS = Settings(retention={"terminal_order": "6h", "idle_order": "12h"})  # ints are seconds
 
@@ -196,19 +196,7 @@ def test_a_key_becomes_a_safe_directory_name(tmp_path):
 
 
 def _orders_logic(resume, rdir):
-    """The orders step's logic as Bytewax builds it."""
-    from dataflows.flow import OrdersStep, adapter
-    from dataflows.observer import NULL_OBSERVER
-
-    settings = Settings()
-    return adapter(
-        "orders",
-        resume,
-        lambda: OrdersStep(settings, NULL_OBSERVER),
-        lambda state: OrdersStep(settings, NULL_OBSERVER, state=state),
-        rdir,
-        NULL_OBSERVER,
-    )
+    return orders_logic(Settings(), resume, rdir)
 
 
 def test_a_step_snapshot_names_its_chain_and_resumes_from_it_or_refuses(tmp_path):

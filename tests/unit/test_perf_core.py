@@ -97,22 +97,13 @@ def test_a_partitioner_the_split_cannot_mirror_is_refused():
 
 
 def test_a_step_restored_from_its_snapshot_is_frozen(gc_restored, tmp_path):
-    from dataflows.flow import OrdersStep, adapter
-    from dataflows.observer import NULL_OBSERVER
     from schemas.config import load_settings
-    from tests.helpers import T0, oms
+    from tests.helpers import T0, oms, orders_logic
 
     settings = load_settings()
 
-    def orders(resume: bytes | None):  # the orders step's logic as Bytewax builds it
-        return adapter(
-            "orders",
-            resume,
-            lambda: OrdersStep(settings, NULL_OBSERVER),
-            lambda state: OrdersStep(settings, NULL_OBSERVER, state=state),
-            tmp_path,
-            NULL_OBSERVER,
-        )
+    def orders(resume: bytes | None):
+        return orders_logic(settings, resume, tmp_path)
 
     logic = orders(None)
     logic.step.shard.process([oms(f"TB20260302{i:05d}", "待支付", T0 + i) for i in range(200)], T0)
