@@ -68,9 +68,11 @@ class Chain:
         """
         self.dir = directory
         self.version = version
-        self._files = [f for f in _list(directory) if f.version <= version]
+        self._files = []
         for f in _list(directory):
-            if f.version > version:
+            if f.version <= version:
+                self._files.append(f)
+            else:
                 f.path.unlink(missing_ok=True)
         self._base_bytes = 0
         self._delta_bytes = 0
@@ -84,11 +86,10 @@ class Chain:
         """The increments up to `version`, oldest first, starting with a base."""
         if self.version == 0:
             return []
-        wanted = list(range(1, self.version + 1))
         by_version = {f.version: f for f in self._files}
-        bases = [f.version for f in self._files if f.base]
-        start = max(bases, default=None)
-        if start is None or any(v not in by_version for v in wanted[start - 1 :]):
+        start = max((f.version for f in self._files if f.base), default=None)
+        wanted = range(start or 1, self.version + 1)
+        if start is None or any(v not in by_version for v in wanted):
             raise IncrementsError(
                 f"the state snapshot names version {self.version} of the increments in "
                 f"{self.dir}, but its files are not all there (have versions "
@@ -96,7 +97,7 @@ class Chain:
                 "recovery partitions (docs/scale-out.md)"
             )
         out = []
-        for v in wanted[start - 1 :]:
+        for v in wanted:
             try:
                 out.append(pickle.loads(by_version[v].path.read_bytes()))
             except (OSError, pickle.UnpicklingError, EOFError) as e:

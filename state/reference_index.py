@@ -176,7 +176,6 @@ class ReferenceIndex:
             q.extend(_unpack_queue(added))  # appended right, popped left: order-free
             for _ in range(popped):
                 q.popleft()
-        self.track_changes()
         return self
 
     def __getstate__(self) -> dict[str, Any]:

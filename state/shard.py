@@ -109,11 +109,8 @@ class OrderShard:
         return {"orders": pack_orders(self.orders), "clock": self.clock}
 
     def restore(self, state: dict, settings: Settings) -> None:
-        self.__init__(settings)  # type: ignore[misc]
-        self.orders = unpack_orders(state["orders"])
-        self.clock = state["clock"]
-        self._compact_wheel()
-        self.statuses, self.open_alerts = self.count()
+        """From `__getstate__`'s whole form: one base and no deltas."""
+        self.restore_increments(state["clock"], [(state["orders"], ())], settings)
 
     # ------------------------------------------------------------------ increments
     def track_changes(self) -> None:
@@ -136,8 +133,9 @@ class OrderShard:
     ) -> None:
         """The state a base and the deltas after it describe (`increment`'s, oldest first)."""
         self.__init__(settings)  # type: ignore[misc]
-        orders: dict[str, Order] = {}
-        for packed, gone in increments:
+        (base, _), *deltas = increments
+        orders = unpack_orders(base)
+        for packed, gone in deltas:
             orders.update(unpack_orders(packed))
             for k in gone:
                 orders.pop(k, None)
