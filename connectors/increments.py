@@ -14,12 +14,17 @@ epochs that no run completed (the files of one step's key are written by that ke
 logic alone, one version per snapshot, so versions are consecutive).
 
 A base is written when the deltas since the last base outweigh it, so a restore
-reads at most about twice the state. Files older than the latest base that lies
-`KEEP` versions back are deleted: Bytewax resumes from a snapshot of an epoch every
-worker completed, which trails the newest snapshot by an epoch or two, never by
-`KEEP`. Should a resume ask for a deleted version anyway, or for files that are not
-on this machine (a key moved to a machine without its chain), it is refused with
-`IncrementsError` naming the directory, never restored from less.
+reads at most about twice the state. The shards of a step grow alike and would all
+fall due in the same epoch, stalling that epoch's close for all their bases at once
+(at 4,000 events/s that one close took a second, and latency spiked to 2 s); so a
+due base waits for its chain's turn, one version in `SPREAD`.
+
+Files older than the latest base that lies `KEEP` versions back are deleted: Bytewax
+resumes from a snapshot of an epoch every worker completed, which trails the newest
+snapshot by an epoch or two, never by `KEEP`. Should a resume ask for a deleted
+version anyway, or for files that are not on this machine (a key moved to a machine
+without its chain), it is refused with `IncrementsError` naming the directory, never
+restored from less.
 
 Layout: `<recovery dir>/increments/<step>/<key>/<version>.base|.delta`, pickled.
 Back it up (or move it between machines) together with the partition files.
@@ -30,12 +35,16 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 INCREMENTS_DIR = "increments"
 KEEP = 8
 """Versions kept behind the newest one that a resume may still ask for."""
+SPREAD = 4
+"""A due base is written at its chain's turn: versions whose remainder by SPREAD is the
+chain's (the number its key ends with, as shards' keys do)."""
 
 _NAME = re.compile(r"^(\d{12})\.(base|delta)$")
 
@@ -68,6 +77,9 @@ class Chain:
         """
         self.dir = directory
         self.version = version
+        digits = re.search(r"\d+$", directory.name)
+        number = int(digits.group()) if digits else zlib.crc32(directory.name.encode())
+        self._turn = number % SPREAD
         self._files = []
         for f in _list(directory):
             if f.version <= version:
@@ -106,8 +118,11 @@ class Chain:
 
     def wants_base(self) -> bool:
         """Whether the next increment should hold everything: no base yet, or the deltas
-        since the last one outweigh it."""
-        return self._base_bytes == 0 or self._delta_bytes > self._base_bytes
+        since the last one outweigh it and it is this chain's turn."""
+        if self._base_bytes == 0:
+            return True
+        due = self._delta_bytes > self._base_bytes
+        return due and (self.version + 1) % SPREAD == self._turn
 
     def write(self, increment: object, base: bool) -> int:
         """Write the next version durably; return its number (for the Bytewax snapshot)."""

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from connectors.increments import KEEP, Chain, IncrementsError, chain_dir
+from connectors.increments import KEEP, SPREAD, Chain, IncrementsError, chain_dir
 from schemas.config import Settings
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
@@ -160,6 +160,29 @@ def test_a_chain_writes_a_base_once_the_deltas_outweigh_it_and_prunes_behind_kee
     for resume in range(60 - KEEP, 61):  # every version a resume may still ask for
         incs = Chain(d, resume).read() if resume == 60 else _read_only(d, resume)
         assert "big" in incs[0] and all("small" in x for x in incs[1:])
+
+
+def test_the_shards_of_a_step_write_their_due_bases_in_different_epochs(tmp_path):
+    """Shards grow alike; were their bases written in one epoch, that close would stall
+    for all of them. Each still gets its base within SPREAD versions of falling due."""
+    chains = [Chain(tmp_path / f"o{i:03d}") for i in range(12)]
+    bases_at: dict[int, list[int]] = {}
+    due_since = [0] * 12
+    for v in range(1, 41):
+        for i, chain in enumerate(chains):
+            due = chain._base_bytes == 0 or chain._delta_bytes > chain._base_bytes
+            base = chain.wants_base()
+            if base:
+                bases_at.setdefault(v, []).append(i)
+                due_since[i] = 0
+            elif due:
+                due_since[i] += 1
+                assert due_since[i] < SPREAD, f"shard {i} waited {due_since[i]} versions"
+            chain.write(b"x" * 1000 if base else b"y" * 300, base)
+    assert bases_at[1] == list(range(12))  # no base yet: all at once, while small
+    later = {v: shards for v, shards in bases_at.items() if v > 1}
+    assert later and max(map(len, later.values())) <= 12 // SPREAD
+    assert sum(map(len, later.values())) >= 12 * 3  # every shard went on writing bases
 
 
 def _read_only(d, version):
