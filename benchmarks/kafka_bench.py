@@ -20,11 +20,14 @@ embedded Tansu broker, then measures side by side in one run:
 - quix         Quix Streams running the same per-order rules keyed by order id in its
                RocksDB State (benchmarks/quix_peer.py says what it leaves out)
 - processes    `orderguard run --processes 2 --exit-when-caught-up` vs 1 process
-- latency      a continuously running pipeline fed at a fixed rate (20k/s, then a
-               sustainable 5k/s); produce call -> corrected record consumed, p50/p99
+- latency      a continuously running pipeline fed at a fixed rate: half the rate the
+               one-process run sustained, for 30 s; produce call -> corrected record
+               consumed, p50/p99, and each second's worst (spikes every epoch are
+               snapshots)
 
-Targets (the issue): pipeline >= 0.7x the plain loop; >= 2x Quix Streams; 2 processes
->= 1.7x one; p99 <= 250 ms at 20k events/s; restart <= 15 s from a 1M-order snapshot.
+Targets (issue 14): pipeline >= 0.8x the plain loop; >= 2x Quix Streams (issue 12);
+2 processes >= 1.7x one; p99 <= 250 ms at half the rate one process sustains;
+restart <= 15 s from a 1M-order snapshot.
 Figures are merged into benchmarks/results/latest.json (flat numeric keys; keys of
 other benchmarks are kept) and printed as a table. `--quick` (100k orders, shorter
 latency phases) checks the harness in a few minutes and writes nothing.
@@ -61,10 +64,10 @@ START_MS = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 RECV_PLACEHOLDER = b"2000-01-01T00:00:00.000Z"
 
 TARGETS = {
-    "pipeline_to_plain_ratio": 0.7,
+    "pipeline_to_plain_ratio": 0.8,
     "pipeline_to_quix_ratio": 2.0,
     "processes_2_to_1_ratio": 1.7,
-    "latency_20k_p99_ms": 250,
+    "latency_half_p99_ms": 250,
     "restart_seconds": 15,
 }
 
@@ -631,7 +634,8 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def run_latency(bootstrap: str, phases: list[tuple[float, float]], drain: float) -> dict:
+def run_latency(bootstrap: str, phases: list[tuple[str, float, float]], drain: float) -> dict:
+    """Each phase (name, events/s, seconds) on one continuously running pipeline."""
     inputs, outputs = topic_names("lat")
     rdir = DATA / "recovery-lat"
     shutil.rmtree(rdir, ignore_errors=True)
@@ -651,8 +655,8 @@ def run_latency(bootstrap: str, phases: list[tuple[float, float]], drain: float)
         warm = probe.phase(200, 1, 60)  # wait until the pipeline answers
         if warm["matched"] == 0:
             raise RuntimeError("the pipeline did not answer within 60 s")
-        for rate, secs in phases:
-            results[f"{rate / 1000:g}k"] = probe.phase(rate, secs, drain)
+        for name, rate, secs in phases:
+            results[name] = probe.phase(rate, secs, drain)
             time.sleep(2)
     finally:
         probe.close()
@@ -704,19 +708,17 @@ def _rows(f: dict[str, float]) -> Iterator[tuple[str, str, str, str, str]]:
     yield ("plain confluent-kafka loop", num("kafka_plain_events_per_s", " ev/s"), "", "", "")
     yield ("Quix Streams peer", num("kafka_quix_events_per_s", " ev/s"), "", "", "")
     for key, label, target in (
-        ("pipeline_to_plain_ratio", "pipeline / plain loop", ">= 0.7x"),
+        ("pipeline_to_plain_ratio", "pipeline / plain loop", ">= 0.8x"),
         ("pipeline_to_quix_ratio", "pipeline / Quix Streams", ">= 2x"),
         ("processes_2_to_1_ratio", "2 processes / 1", ">= 1.7x"),
     ):
         r, met = judged(key)
         yield (label, num(key, "x", ".2f"), target, r, met)
     yield ("2 processes", num("kafka_pipeline_2proc_events_per_s", " ev/s"), "", "", "")
-    r, met = judged("latency_20k_p99_ms", lower_is_better=True)
-    yield ("p99 latency at 20k ev/s", num("latency_20k_p99_ms", " ms"), "<= 250 ms", r, met)
-    yield ("  achieved produce rate", num("latency_20k_achieved_rate", " ev/s"), "", "", "")
-    yield ("  p50", num("latency_20k_p50_ms", " ms"), "", "", "")
-    yield ("p99 latency at 5k ev/s", num("latency_5k_p99_ms", " ms"), "", "", "")
-    yield ("  p50", num("latency_5k_p50_ms", " ms"), "", "", "")
+    r, met = judged("latency_half_p99_ms", lower_is_better=True)
+    yield ("p99 latency, half the rate", num("latency_half_p99_ms", " ms"), "<= 250 ms", r, met)
+    yield ("  achieved produce rate", num("latency_half_achieved_rate", " ev/s"), "", "", "")
+    yield ("  p50", num("latency_half_p50_ms", " ms"), "", "", "")
     r, met = judged("restart_seconds", lower_is_better=True)
     yield ("restart from snapshot", num("restart_seconds", " s", ".1f"), "<= 15 s", r, met)
     yield ("  open orders in it", num("kafka_open_orders"), "", "", "")
@@ -739,7 +741,7 @@ def main() -> None:
         "--latency-phase",
         action="append",
         metavar="RATE:SECONDS",
-        help="with --latency-only: these phases instead of 20k then 5k (repeatable)",
+        help="these phases instead of half the one-process rate for 30 s (repeatable)",
     )
     ap.add_argument("--plain-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -750,13 +752,18 @@ def main() -> None:
         args.orders = 100_000 if args.quick else 1_000_000
     if args.quick:
         args.quix_max_seconds = min(args.quix_max_seconds, 90)
-    phases = [(20_000, 15), (5_000, 20)] if not args.quick else [(20_000, 5), (5_000, 6)]
 
     from connectors.broker import EmbeddedBroker
 
     bench_t0 = time.perf_counter()
+    phases: list[tuple[str, float, float]] = []
     if args.latency_phase:
-        phases = [(float(r), float(t)) for r, t in (p.split(":") for p in args.latency_phase)]
+        phases = [
+            (f"{float(r) / 1000:g}k", float(r), float(t))
+            for r, t in (p.split(":") for p in args.latency_phase)
+        ]
+    elif args.latency_only:
+        phases = [("4k", 4000.0, 30.0)]
     if args.latency_only:
         with EmbeddedBroker(startup_timeout=30) as broker:
             lat = run_latency(broker.bootstrap, phases, drain=60 if not args.quick else 30)
@@ -895,6 +902,9 @@ def main() -> None:
 
         # (f) latency, on fresh topics and a continuously running pipeline
         if "latency" not in args.skip:
+            if not args.latency_phase:  # issue 14: half the rate one process sustains
+                half = round(f["kafka_pipeline_events_per_s_excl_startup"] / 2, -2)
+                phases = [("half", half, 30.0 if not args.quick else 10.0)]
             lat = run_latency(bs, phases, drain=60 if not args.quick else 30)
             for name, r in lat.items():
                 for k in ("p50_ms", "p99_ms", "max_ms", "achieved_rate"):
@@ -903,7 +913,8 @@ def main() -> None:
                 print(
                     f"latency at {name}/s: p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms "
                     f"({r['matched']:,}/{r['expected']:,} matched, "
-                    f"produced at {r['achieved_rate']:,.0f}/s)"
+                    f"produced at {r['achieved_rate']:,.0f}/s); each second's worst: "
+                    f"{r['timeline_worst_ms']}"
                 )
 
     f["kafka_bench_seconds"] = round(time.perf_counter() - bench_t0, 1)
