@@ -99,15 +99,7 @@ class Chain:
         if self.version == 0:
             return []
         by_version = {f.version: f for f in self._files}
-        start = max((f.version for f in self._files if f.base), default=None)
-        wanted = range(start or 1, self.version + 1)
-        if start is None or any(v not in by_version for v in wanted):
-            raise IncrementsError(
-                f"the state snapshot names version {self.version} of the increments in "
-                f"{self.dir}, but its files are not all there (have versions "
-                f"{sorted(by_version) or 'none'}); the increments directory must move with the "
-                "recovery partitions (docs/scale-out.md)"
-            )
+        wanted = _wanted(self.dir, self._files, self.version)
         out = []
         for v in wanted:
             try:
@@ -164,7 +156,31 @@ class Chain:
         self._files = keep
 
 
-def _list(directory: Path) -> list[_File]:
+def check_chain(directory: Path, version: int) -> None:
+    """Refuse (`IncrementsError`) a chain that cannot give `version`, before a run starts;
+    reads only the directory listing and deletes nothing."""
+    if version:
+        _wanted(
+            directory, [f for f in _list(directory, tidy=False) if f.version <= version], version
+        )
+
+
+def _wanted(directory: Path, files: list[_File], version: int) -> range:
+    """The versions a resume at `version` reads: the latest base up to it, the deltas after."""
+    have = {f.version for f in files}
+    start = max((f.version for f in files if f.base), default=None)
+    wanted = range(start or 1, version + 1)
+    if start is None or any(v not in have for v in wanted):
+        raise IncrementsError(
+            f"the state snapshot names version {version} of the increments in "
+            f"{directory}, but its files are not all there (have versions "
+            f"{sorted(have) or 'none'}); the increments directory must move with the "
+            "recovery partitions (docs/scale-out.md)"
+        )
+    return wanted
+
+
+def _list(directory: Path, tidy: bool = True) -> list[_File]:
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -176,6 +192,6 @@ def _list(directory: Path) -> list[_File]:
         m = _NAME.match(name)
         if m:
             files.append(_File(int(m.group(1)), m.group(2) == "base", directory / name))
-        elif name.endswith(".tmp"):
+        elif tidy and name.endswith(".tmp"):
             (directory / name).unlink(missing_ok=True)  # a write a kill interrupted
     return sorted(files, key=lambda f: f.version)

@@ -24,7 +24,9 @@ them (docs/scale-out.md).
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +133,30 @@ def drop_unfinished_snapshots(rdir: Path) -> Pruned:
             except sqlite3.Error as e:
                 raise RecoveryStoreError(f"cannot drop stale snapshots in {path}: {e}") from None
     return Pruned(epoch, dropped)
+
+
+def resumed_snapshots(rdir: Path) -> Iterator[tuple[str, str, bytes]]:
+    """(step id, state key, snapshot) of every state key a resume loads: its latest
+    snapshot before the resume epoch, as Bytewax's `resume_from` picks it (a key whose
+    latest is a deletion loads nothing). Bytewax pickles what a step's `snapshot` gave."""
+    progress = read_progress(rdir)
+    epoch = progress.resume_epoch
+    if epoch is None:
+        return
+    for path in progress.files:
+        with closing(_connect(path)) as conn:
+            try:
+                rows = conn.execute(
+                    "SELECT step_id, state_key, ser_change FROM snaps JOIN ("
+                    " SELECT step_id, state_key, MAX(snap_epoch) AS snap_epoch FROM snaps"
+                    " WHERE snap_epoch < ? GROUP BY step_id, state_key"
+                    ") USING (step_id, state_key, snap_epoch) WHERE ser_change IS NOT NULL",
+                    (epoch,),
+                ).fetchall()
+            except sqlite3.Error as e:
+                raise RecoveryStoreError(f"cannot read recovery partition {path}: {e}") from None
+        for step_id, key, ser in rows:
+            yield step_id, key, pickle.loads(ser)
 
 
 RUNNING_TABLE = "orderguard_running"

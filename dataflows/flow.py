@@ -80,6 +80,10 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
+FLOW_ID = "orderguard"
+"""The dataflow's id: Bytewax names each step `FLOW_ID.step` in the recovery store."""
+
+
 class Step:
     """A stateful step's logic: messages in, messages out, and the state its snapshot keeps.
 
@@ -529,7 +533,7 @@ def build_flow(
     source: Source[RawBatch],
     sink: Sink[list[Encoded]],
     *,
-    flow_id: str = "orderguard",
+    flow_id: str = FLOW_ID,
     stream_of: Callable[[str], str | None] | None = None,
     recovery: Path | None = None,
     view_sink: Sink[ViewUpdate] | None = None,

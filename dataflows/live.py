@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.broker import BrokerError, ensure_topics
+from connectors.increments import IncrementsError, chain_dir, check_chain
 from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, MissingTopicError, stream_of_part
 from connectors.metrics import Metrics, serve
@@ -28,10 +30,11 @@ from connectors.recovery_store import (
     mark_running,
     marked_running,
     read_progress,
+    resumed_snapshots,
     unmark_running,
 )
 from connectors.redis_view import RedisViewSink
-from dataflows.flow import build_flow
+from dataflows.flow import FLOW_ID, Chained, build_flow
 from dataflows.gc_tuning import tune_gc
 from dataflows.router import index_shards
 from schemas.config import Settings
@@ -82,6 +85,7 @@ def prepare_recovery(settings: Settings, input_partitions: dict[str, int] | None
             )
         _check_layout(settings, input_partitions)
         _drop_unfinished_snapshots(rdir)
+        _check_increments(rdir)
         return False
     try:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +109,23 @@ def _drop_unfinished_snapshots(rdir: Path) -> None:
             pruned.dropped,
             pruned.resume_epoch,
         )
+
+
+def _check_increments(rdir: Path) -> None:
+    """Before a run: the chain of increments every resumed step names is all here
+    (`connectors.increments`), so a store whose `increments/` did not move with it is
+    refused in one line now, not from inside Bytewax once it restores the step. A share
+    of a split store is not checked (no resume epoch is known here): its keys' chains
+    are on the machines that run them."""
+    prefix = f"{FLOW_ID}."
+    try:
+        for step_id, _key, snapshot in resumed_snapshots(rdir):
+            state = pickle.loads(snapshot) if isinstance(snapshot, bytes) else None
+            if isinstance(state, Chained):
+                step = step_id.removeprefix(prefix)
+                check_chain(chain_dir(rdir, step, state.name), state.version)
+    except (RecoveryStoreError, IncrementsError) as e:
+        raise RecoveryDirError(str(e)) from None
 
 
 def claim_share(rdir: Path) -> bool:

@@ -7,6 +7,7 @@ configured through environment overrides only.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,21 @@ def test_simulate_to_kafka_then_run_corrects_every_order_and_resumes(broker, tmp
     idle = ok(orderguard(env, "run", "--exit-when-caught-up"))
     assert "recovery resumed from" in idle and "caught up: 0 records delivered" in idle
     assert {t: len(read_topic(broker.bootstrap, t)) for t in outputs} == totals_1
+
+    # A copy of the store without one shard's increments is refused before the run
+    # starts, in one line naming the directory (not from inside Bytewax's restore),
+    # and is left as it was: nothing read, nothing deleted.
+    moved = tmp_path / "moved"
+    shutil.copytree(rdir, moved)
+    lost = moved / "increments" / "orders" / "o003"
+    shutil.rmtree(lost)
+    before = sorted(p.relative_to(moved) for p in moved.rglob("*"))
+    moved_env = env | {"ORDERGUARD__RECOVERY__DIR": str(moved)}
+    refused = orderguard(moved_env, "run", "--exit-when-caught-up")
+    err = refused.stderr.strip()
+    assert refused.returncode != 0 and "Traceback" not in err and "panicked" not in err, err
+    assert len(err.splitlines()) == 1 and str(lost) in err and "must move with" in err, err
+    assert sorted(p.relative_to(moved) for p in moved.rglob("*")) == before
 
     # A second day: the resumed run corrects the new orders (state and per-batch
     # sequencing were restored: a fresh shard would hold every batch back, waiting
