@@ -802,7 +802,7 @@ def main() -> None:
         f["kafka_pipeline_seconds"] = round(wall, 2)
         f["kafka_pipeline_events_per_s"] = round(events / wall)
         f["kafka_pipeline_events_per_s_excl_startup"] = round(events / max(0.1, wall - startup))
-        f["kafka_pipeline_records_out"] = count_topic(bs, outs["corrected"])
+        f["kafka_pipeline_records_out"] = sum(count_topic(bs, t) for t in outs.values())
         print(f"pipeline: {wall:.1f} s, {events / wall:,.0f} events/s")
         delete_topics(bs, list(outs.values()))
         f["kafka_open_orders"] = args.orders
@@ -889,7 +889,9 @@ def main() -> None:
                 f["kafka_pipeline_2proc_events_per_s_excl_startup"] = round(
                     events / max(0.1, wall2 - startup2)
                 )
-                f["kafka_pipeline_2proc_records_out"] = count_topic(bs, outs["corrected"])
+                f["kafka_pipeline_2proc_records_out"] = sum(
+                    count_topic(bs, t) for t in outs.values()
+                )
                 f["processes_2_to_1_ratio"] = round(
                     f["kafka_pipeline_2proc_events_per_s_excl_startup"]
                     / f["kafka_pipeline_events_per_s_excl_startup"],
