@@ -604,13 +604,15 @@ class LatencyProbe:
         deadline = time.time() + drain
         while time.time() < deadline and not all(i in self.arrived for i in want):
             time.sleep(0.2)
-        lat = sorted((self.arrived[i] - sent_at[i]) * 1000 for i in want if i in self.arrived)
-        # the worst latency of each second sent: spikes at the epoch interval are snapshots
-        worst: dict[int, float] = {}
+        lat: list[float] = []
+        worst: dict[int, float] = {}  # each second sent: spikes at the epoch interval are snapshots
         for i in want:
             if i in self.arrived:
+                ms = (self.arrived[i] - sent_at[i]) * 1000
+                lat.append(ms)
                 s = int(sent_at[i] - t0)
-                worst[s] = max(worst.get(s, 0.0), (self.arrived[i] - sent_at[i]) * 1000)
+                worst[s] = max(worst.get(s, 0.0), ms)
+        lat.sort()
         return {
             "timeline_worst_ms": [round(worst.get(s, float("nan"))) for s in range(int(seconds))],
             "events": len(built),

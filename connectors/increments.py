@@ -108,13 +108,17 @@ class Chain:
                 raise IncrementsError(f"cannot read {by_version[v].path}: {e}") from None
         return out
 
+    @property
+    def due(self) -> bool:
+        """A base is due: there is none yet, or the deltas since the last one outweigh it."""
+        return self._base_bytes == 0 or self._delta_bytes > self._base_bytes
+
     def wants_base(self) -> bool:
-        """Whether the next increment should hold everything: no base yet, or the deltas
-        since the last one outweigh it and it is this chain's turn."""
+        """Whether the next increment should hold everything: a base is due and it is this
+        chain's turn (the first base at once, while everything is small)."""
         if self._base_bytes == 0:
             return True
-        due = self._delta_bytes > self._base_bytes
-        return due and (self.version + 1) % SPREAD == self._turn
+        return self.due and (self.version + 1) % SPREAD == self._turn
 
     def write(self, increment: object, base: bool) -> int:
         """Write the next version durably; return its number (for the Bytewax snapshot)."""

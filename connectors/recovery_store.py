@@ -135,15 +135,12 @@ def drop_unfinished_snapshots(rdir: Path) -> Pruned:
     return Pruned(epoch, dropped)
 
 
-def resumed_snapshots(rdir: Path) -> Iterator[tuple[str, str, bytes]]:
-    """(step id, state key, snapshot) of every state key a resume loads: its latest
-    snapshot before the resume epoch, as Bytewax's `resume_from` picks it (a key whose
-    latest is a deletion loads nothing). Bytewax pickles what a step's `snapshot` gave."""
-    progress = read_progress(rdir)
-    epoch = progress.resume_epoch
-    if epoch is None:
-        return
-    for path in progress.files:
+def resumed_snapshots(rdir: Path, epoch: int) -> Iterator[tuple[str, str, bytes]]:
+    """(step id, state key, snapshot) of every state key a resume at `epoch` (as
+    `drop_unfinished_snapshots` found it) loads: its latest snapshot before the epoch, as
+    Bytewax's `resume_from` picks it (a key whose latest is a deletion loads nothing).
+    Bytewax pickles what a step's `snapshot` gave."""
+    for path in sorted(rdir.glob(PARTITION_GLOB)):
         with closing(_connect(path)) as conn:
             try:
                 rows = conn.execute(

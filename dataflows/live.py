@@ -84,8 +84,9 @@ def prepare_recovery(settings: Settings, input_partitions: dict[str, int] | None
                 f"recovery.dir {rdir} is not empty and holds no Bytewax recovery partitions"
             )
         _check_layout(settings, input_partitions)
-        _drop_unfinished_snapshots(rdir)
-        _check_increments(rdir)
+        resume_epoch = _drop_unfinished_snapshots(rdir)
+        if resume_epoch is not None:  # None: unused, or a share of a split store
+            _check_increments(rdir, resume_epoch)
         return False
     try:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -96,9 +97,10 @@ def prepare_recovery(settings: Settings, input_partitions: dict[str, int] | None
     return True
 
 
-def _drop_unfinished_snapshots(rdir: Path) -> None:
+def _drop_unfinished_snapshots(rdir: Path) -> int | None:
     """Before a run: snapshots a killed run left of epochs it never completed would be
-    loaded by a later resume beside newer state (`connectors.recovery_store`)."""
+    loaded by a later resume beside newer state (`connectors.recovery_store`). Returns
+    the epoch the run resumes at (None for an unused store or a share)."""
     try:
         pruned = drop_unfinished_snapshots(rdir)
     except RecoveryStoreError as e:
@@ -109,17 +111,18 @@ def _drop_unfinished_snapshots(rdir: Path) -> None:
             pruned.dropped,
             pruned.resume_epoch,
         )
+    return pruned.resume_epoch
 
 
-def _check_increments(rdir: Path) -> None:
+def _check_increments(rdir: Path, resume_epoch: int) -> None:
     """Before a run: the chain of increments every resumed step names is all here
     (`connectors.increments`), so a store whose `increments/` did not move with it is
     refused in one line now, not from inside Bytewax once it restores the step. A share
-    of a split store is not checked (no resume epoch is known here): its keys' chains
+    of a split store is not checked (no resume epoch is known there): its keys' chains
     are on the machines that run them."""
     prefix = f"{FLOW_ID}."
     try:
-        for step_id, _key, snapshot in resumed_snapshots(rdir):
+        for step_id, _key, snapshot in resumed_snapshots(rdir, resume_epoch):
             state = pickle.loads(snapshot) if isinstance(snapshot, bytes) else None
             if isinstance(state, Chained):
                 step = step_id.removeprefix(prefix)

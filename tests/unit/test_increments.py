@@ -170,8 +170,7 @@ def test_the_shards_of_a_step_write_their_due_bases_in_different_epochs(tmp_path
     due_since = [0] * 12
     for v in range(1, 41):
         for i, chain in enumerate(chains):
-            due = chain._base_bytes == 0 or chain._delta_bytes > chain._base_bytes
-            base = chain.wants_base()
+            due, base = chain.due, chain.wants_base()
             if base:
                 bases_at.setdefault(v, []).append(i)
                 due_since[i] = 0
