@@ -15,8 +15,11 @@ embedded Tansu broker, then measures side by side in one run:
 - restart      the same command again on its recovery dir with no new input: the time
                to restore the N-order snapshot and exit; the recovery dir's size
 - plain loop   one process, a confluent-kafka consumer over all input partitions
-               feeding the same core (router, tracking index, order shards, health,
-               customer desk) and a producer: the ceiling without Bytewax
+               feeding the pipeline's own steps (`benchmarks.step_loop`: stamps, router,
+               reference index, order shards, customer desk, health, each merging up
+               to its watermark) and a producer: the ceiling without Bytewax. Its
+               records must equal the pipeline's (compared as multisets, wall-clock
+               fields apart); both runs' CPU per event is reported beside the ratio
 - quix         Quix Streams running the same per-order rules keyed by order id in its
                RocksDB State (benchmarks/quix_peer.py says what it leaves out)
 - processes    `orderguard run --processes 2 --exit-when-caught-up` vs 1 process
@@ -37,8 +40,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -62,6 +67,9 @@ SPAN_MS = 2 * 3_600_000
 every order holds its deadline and none fires while the benchmark runs."""
 START_MS = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 RECV_PLACEHOLDER = b"2000-01-01T00:00:00.000Z"
+
+WALL_CLOCK_FIELDS = ("emitted_at", "at")
+"""When a record was written (dead letters' `at` too): the only fields two runs differ in."""
 
 TARGETS = {
     "pipeline_to_plain_ratio": 0.8,
@@ -263,14 +271,18 @@ def list_topics(bootstrap: str) -> list[str]:
     return sorted(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics)
 
 
-def count_topic(bootstrap: str, topic: str, timeout: float = 120) -> int:
-    """Records in a topic, read to the end of every partition (not from watermarks)."""
+def topic_digest(bootstrap: str, topic: str, timeout: float = 120) -> tuple[int, int]:
+    """(records, a digest of their keys and values that ignores their order), read to the
+    end of every partition (not from watermarks): equal digests, equal multisets. The
+    fields that record when a record was written (`WALL_CLOCK_FIELDS`) are left out.
+    """
+    import orjson
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
     from confluent_kafka.admin import AdminClient
 
     meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics.get(topic)
     if meta is None:
-        return 0
+        return 0, 0
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -281,17 +293,32 @@ def count_topic(bootstrap: str, topic: str, timeout: float = 120) -> int:
     )
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
     left = set(meta.partitions)
-    n = 0
+    n = digest = 0
     deadline = time.monotonic() + timeout
     while left and time.monotonic() < deadline:
         for m in c.consume(10_000, 0.5):
             err = m.error()
             if err is None:
                 n += 1
+                doc = orjson.loads(m.value() or b"{}")
+                for field in WALL_CLOCK_FIELDS:
+                    doc.pop(field, None)
+                h = hashlib.blake2b(m.key() or b"", digest_size=8)
+                h.update(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+                digest = (digest + int.from_bytes(h.digest())) & 0xFFFF_FFFF_FFFF_FFFF
             elif err.code() == KafkaError._PARTITION_EOF:
                 left.discard(m.partition())
     c.close()
-    return n
+    return n, digest
+
+
+def outputs_digest(bootstrap: str, outputs: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Each output's (records, digest), by output name."""
+    return {name: topic_digest(bootstrap, topic) for name, topic in outputs.items()}
+
+
+def count_topic(bootstrap: str, topic: str, timeout: float = 120) -> int:
+    return topic_digest(bootstrap, topic, timeout)[0]
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -316,6 +343,12 @@ def pipeline_env(bootstrap: str, inputs: dict, outputs: dict, recovery: Path) ->
 
 def orderguard_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "dataflows.cli", "run", *args]
+
+
+def children_cpu() -> float:
+    """CPU seconds (user and system) of every child process reaped so far."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
 
 
 def run_pipeline(env: dict[str, str], *args: str, timeout: float = 1800) -> float:
@@ -350,44 +383,56 @@ def supports_processes() -> bool:
 
 # ---------------------------------------------------------------- the plain loop
 def plain_child(spec: str) -> None:
-    """In a fresh process: consume every input partition to its end through the core."""
+    """In a fresh process: consume every input partition to its end through the steps.
+
+    The pipeline's own steps (`benchmarks.step_loop`), so the work and the records are
+    the pipeline's; the same partitions (the control topic too: its partition counts in
+    every merge key and watermark) and the same alignment, by pausing a partition that
+    runs ahead instead of not polling it.
+    """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    from benchmarks.replay_bench import Core
+    from benchmarks.step_loop import StepLoop
+    from connectors.kafka_source import stream_of_part
+    from connectors.replay import RawBatch
+    from dataflows.gc_tuning import tune_gc
     from schemas.config import load_settings
     from state.encode import encode
+    from state.watermark import Alignment
 
     args = json.loads(spec)
-    bootstrap, inputs, outputs = args["bootstrap"], args["inputs"], args["outputs"]
+    bootstrap, outputs = args["bootstrap"], args["outputs"]
     settings = load_settings()
-    core = Core(settings)
     producer = _producer(bootstrap)
     failed: list[str] = []
+    written = 0
 
     def on_delivery(err, msg) -> None:
         if err is not None:
             failed.append(err.str())
 
     def emit(records: list) -> None:
+        nonlocal written
         for r in records:
-            topic, key, _sort, value = encode(r)
+            topic, key, _sort, value = encode(r, settings.limits)
             while True:
                 try:
                     producer.produce(outputs[topic], value, key.encode(), on_delivery=on_delivery)
                     break
                 except BufferError:
                     producer.poll(0.05)
-        core.outputs += len(records)
-
-    core._emit = emit  # outputs go to Kafka instead of being counted
+        written += len(records)
 
     topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics
-    parts = [
-        TopicPartition(t, p, OFFSET_BEGINNING)
-        for t in inputs.values()
-        for p in topics[t].partitions
-    ]
+    inputs = dict(args["inputs"])
+    if settings.kafka.control_topic in topics:  # the pipeline created it and reads it
+        inputs["control"] = settings.kafka.control_topic
+    part_of = {(t, p): f"{s}:{p}" for s, t in inputs.items() for p in sorted(topics[t].partitions)}
+    tps = {part: TopicPartition(t, p) for (t, p), part in part_of.items()}
+    alignment = Alignment(settings.pipeline.max_partition_skew)
+    loop = StepLoop(settings, list(part_of.values()), emit, stream_of_part, alignment)
+    tune_gc(settings.pipeline.gc_tuning)  # as `orderguard run` does
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -396,32 +441,56 @@ def plain_child(spec: str) -> None:
             "enable.partition.eof": True,
         }
     )
-    consumer.assign(parts)
-    stream_of = {t: s for s, t in inputs.items()}
-    left = {(tp.topic, tp.partition) for tp in parts}
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in part_of])
+    n_parts = len(part_of)
+    numbers = dict.fromkeys(part_of.values(), 0)
+    # What a partition ahead of the slowest (`Alignment`) read waits here, as it waits in
+    # its own consumer's queue in the pipeline; past a few batches the partition pauses.
+    waiting: dict[str, list] = {part: [] for part in part_of.values()}
+    at_end: set[str] = set()
+    left = set(part_of.values())
+    paused: set[str] = set()
+    most = 4 * settings.pipeline.batch_size
     wall0 = time.perf_counter()
     started = None
-    n_in = batches = 0
+    n_in = rounds = 0
     while left:
-        msgs = consumer.consume(settings.pipeline.batch_size, 0.1)
-        groups: dict[str, list] = {}
-        for m in msgs:
+        for m in consumer.consume(settings.pipeline.batch_size * PARTITIONS, 0.1):
             err = m.error()
+            part = part_of[(m.topic(), m.partition())]
             if err is None:
-                topic, off = m.topic(), m.offset()
-                origin = {"topic": topic, "partition": m.partition(), "offset": off}
-                groups.setdefault(topic, []).append((off, m.value() or b"", origin))
+                off = m.offset()
+                origin = {"topic": m.topic(), "partition": m.partition(), "offset": off}
+                waiting[part].append((off, m.value() or b"", origin))
             elif err.code() == KafkaError._PARTITION_EOF:
-                left.discard((m.topic(), m.partition()))
+                at_end.add(part)
             else:
                 raise RuntimeError(f"consume error: {err.str()}")
-        if groups and started is None:
-            started = time.perf_counter()
-        for topic, lines in groups.items():
-            core.feed(batches, lines, stream_of[topic])
-            batches += 1
+        batches = []
+        for part in sorted(left):
+            lines = waiting[part]
+            if alignment.ahead(part) or not (lines or part in at_end):
+                continue
+            final = part in at_end
+            batches.append(RawBatch(part, numbers[part], lines, parts=n_parts, final=final))
+            numbers[part] += 1
             n_in += len(lines)
+            waiting[part] = []
+            if final:
+                left.discard(part)
+        if batches:
+            started = started or time.perf_counter()
+            loop.feed(batches)
+            rounds += 1
+        full = {p for p in left if len(waiting[p]) > most}
+        if full != paused:
+            if full - paused:
+                consumer.pause([tps[p] for p in full - paused])
+            if paused - full:
+                consumer.resume([tps[p] for p in paused - full])
+            paused = full
         producer.poll(0)
+    loop.finish()
     left_out = producer.flush(120)
     done = time.perf_counter()
     consumer.close()
@@ -431,10 +500,11 @@ def plain_child(spec: str) -> None:
         json.dumps(
             {
                 "events": n_in,
-                "records_out": core.outputs,
+                "records_out": written,
                 "seconds": done - (started or done),
                 "wall": done - wall0,
-                "open_orders": core.open_orders(),
+                "open_orders": loop.open_orders(),
+                "rounds": rounds,
             }
         )
     )
@@ -709,6 +779,12 @@ def _rows(f: dict[str, float]) -> Iterator[tuple[str, str, str, str, str]]:
     )
     yield ("plain confluent-kafka loop", num("kafka_plain_events_per_s", " ev/s"), "", "", "")
     yield ("Quix Streams peer", num("kafka_quix_events_per_s", " ev/s"), "", "", "")
+    for key, label, unit, fmt in (
+        ("kafka_pipeline_cpu_us_per_event", "pipeline CPU per event", " us", ".1f"),
+        ("kafka_plain_cpu_us_per_event", "plain loop CPU per event", " us", ".1f"),
+        ("plain_to_pipeline_cpu_ratio", "  plain / pipeline CPU", "x", ".2f"),
+    ):
+        yield (label, num(key, unit, fmt), "", "", "")
     for key, label, target in (
         ("pipeline_to_plain_ratio", "pipeline / plain loop", ">= 0.8x"),
         ("pipeline_to_quix_ratio", "pipeline / Quix Streams", ">= 2x"),
@@ -717,6 +793,12 @@ def _rows(f: dict[str, float]) -> Iterator[tuple[str, str, str, str, str]]:
         r, met = judged(key)
         yield (label, num(key, "x", ".2f"), target, r, met)
     yield ("2 processes", num("kafka_pipeline_2proc_events_per_s", " ev/s"), "", "", "")
+    for key, label in (
+        ("kafka_plain_outputs_identical", "plain loop's records = pipeline's"),
+        ("kafka_pipeline_2proc_outputs_identical", "2 processes' records = 1's"),
+    ):
+        v = f.get(key)
+        yield (label, "missing" if v is None else ("yes" if v else "NO"), "", "", "")
     r, met = judged("latency_half_p99_ms", lower_is_better=True)
     yield ("p99 latency, half the rate", num("latency_half_p99_ms", " ms"), "<= 250 ms", r, met)
     yield ("  achieved produce rate", num("latency_half_achieved_rate", " ev/s"), "", "", "")
@@ -800,11 +882,14 @@ def main() -> None:
         rdir = DATA / "recovery-a"
         shutil.rmtree(rdir, ignore_errors=True)
         env_a = pipeline_env(bs, inputs, outs, rdir)
+        cpu0 = children_cpu()
         wall = run_pipeline(env_a)
+        f["kafka_pipeline_cpu_us_per_event"] = round((children_cpu() - cpu0) / events * 1e6, 1)
         f["kafka_pipeline_seconds"] = round(wall, 2)
         f["kafka_pipeline_events_per_s"] = round(events / wall)
         f["kafka_pipeline_events_per_s_excl_startup"] = round(events / max(0.1, wall - startup))
-        f["kafka_pipeline_records_out"] = sum(count_topic(bs, t) for t in outs.values())
+        pipeline_out = outputs_digest(bs, outs)
+        f["kafka_pipeline_records_out"] = sum(n for n, _ in pipeline_out.values())
         print(f"pipeline: {wall:.1f} s, {events / wall:,.0f} events/s")
         delete_topics(bs, list(outs.values()))
         f["kafka_open_orders"] = args.orders
@@ -822,17 +907,28 @@ def main() -> None:
         if "plain" not in args.skip:
             _, outs = topic_names("plain")
             create_topics(bs, list(outs.values()))
+            cpu0 = children_cpu()
             r = run_plain(bs, inputs, outs)
+            f["kafka_plain_cpu_us_per_event"] = round((children_cpu() - cpu0) / events * 1e6, 1)
             f["kafka_plain_events_per_s"] = round(r["events"] / r["wall"])
             f["kafka_plain_events_per_s_excl_startup"] = round(r["events"] / r["seconds"])
             f["kafka_plain_records_out"] = r["records_out"]
+            plain_out = outputs_digest(bs, outs)
+            same = plain_out == pipeline_out
+            f["kafka_plain_outputs_identical"] = int(same)
+            if not same:
+                notes.append(f"plain loop's outputs differ: {plain_out} vs {pipeline_out}")
             f["kafka_open_orders"] = r["open_orders"]  # counted in the core's shards
+            f["plain_to_pipeline_cpu_ratio"] = round(
+                f["kafka_plain_cpu_us_per_event"] / f["kafka_pipeline_cpu_us_per_event"], 3
+            )
             f["pipeline_to_plain_ratio"] = round(
                 f["kafka_pipeline_events_per_s_excl_startup"]
                 / f["kafka_plain_events_per_s_excl_startup"],
                 3,
             )
-            print(f"plain loop: {r['wall']:.1f} s, {r['events'] / r['wall']:,.0f} events/s")
+            rate = r["events"] / r["wall"]
+            print(f"plain loop: {r['wall']:.1f} s, {rate:,.0f} events/s, {r['rounds']:,} rounds")
             delete_topics(bs, list(outs.values()))
 
         # (c) Quix Streams
@@ -891,9 +987,11 @@ def main() -> None:
                 f["kafka_pipeline_2proc_events_per_s_excl_startup"] = round(
                     events / max(0.1, wall2 - startup2)
                 )
-                f["kafka_pipeline_2proc_records_out"] = sum(
-                    count_topic(bs, t) for t in outs.values()
-                )
+                two_out = outputs_digest(bs, outs)
+                f["kafka_pipeline_2proc_records_out"] = sum(n for n, _ in two_out.values())
+                f["kafka_pipeline_2proc_outputs_identical"] = int(two_out == pipeline_out)
+                if two_out != pipeline_out:
+                    notes.append(f"2 processes' outputs differ: {two_out} vs {pipeline_out}")
                 f["processes_2_to_1_ratio"] = round(
                     f["kafka_pipeline_2proc_events_per_s_excl_startup"]
                     / f["kafka_pipeline_events_per_s_excl_startup"],
