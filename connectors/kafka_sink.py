@@ -2,10 +2,20 @@
 
 Bytewax 0.21.1's own KafkaSink registers no delivery callback (a failed delivery is
 lost silently) and crashes on BufferError. Here every record gets a delivery
-callback and every `write_batch` flushes: the batch either is acknowledged by the
-broker (acks=all, idempotent producer) or raises `SinkDeliveryError`, so Bytewax
-never considers an epoch written when it was not. Delivery is at least once;
-records carry stable ids for consumers to de-duplicate.
+callback, and the end of every epoch settles what was produced: a sink partition's
+`snapshot`, which Bytewax takes after the epoch's last `write_batch` and before it
+commits the epoch, waits until the broker has acknowledged every record the worker
+produced (acks=all, idempotent producer) or raises `SinkDeliveryError`. So Bytewax
+never commits an epoch whose records were not written, and a restart reads and
+writes them again. Delivery is at least once; records carry stable ids for consumers
+to de-duplicate. Waiting once an epoch rather than once a batch keeps the worker busy
+while the broker acknowledges (a flush per batch cost about a tenth of the throughput).
+
+The sink's partitions are the input partitions' names. Bytewax places both alike
+(round robin over the sorted names: `dataflows.placement`), and the dataflow keys
+each record batch by the input partition beside which it was made, so a record is
+written by the worker that made it, without crossing. One producer per worker serves
+every partition placed there.
 
 One exception: a record Kafka refuses for what it is (too large, invalid: `PER_RECORD`)
 could never be written, and failing the run on it would fail every restart too. Such a
@@ -18,10 +28,11 @@ even that, or takes nothing, still fails the run.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.metrics import OUTPUT_REPLACED, SINK_FAILURES
@@ -51,9 +62,10 @@ class SinkDeliveryError(RuntimeError):
 
 
 class _Batch:
-    """Outcome of one write_batch; callbacks of an earlier batch never count here."""
+    """Outcome of what was produced since the last settle (or of one record sent alone):
+    callbacks of an earlier one never count here."""
 
-    def __init__(self, part: _KafkaOutputPartition) -> None:
+    def __init__(self, part: _WorkerProducer) -> None:
         self.part = part
         self.sent = 0
         self.delivered = 0
@@ -80,7 +92,9 @@ class _Batch:
             self.first_error = (topic, error)
 
 
-class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
+class _WorkerProducer:
+    """One worker's producer: every sink partition placed on the worker writes through it."""
+
     def __init__(
         self,
         config: dict[str, object],
@@ -93,20 +107,29 @@ class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
         self._logical = {real: name for name, real in topics.items()}
         self._timeout = flush_timeout
         self._limits = limits
+        self._pending = _Batch(self)
         self.replaced = 0
         """Records refused by Kafka for what they are, replaced by a dead letter."""
         self.delivered = 0
-        """Records the broker acknowledged, since this partition was built."""
+        """Records the broker acknowledged, since this producer was built."""
         self.failed = 0
         """Records whose delivery failed (reported by librdkafka or refused locally)."""
 
-    def write_batch(self, items: list[list[Encoded]]) -> None:
-        batch = _Batch(self)
+    def send(self, items: list[list[Encoded]]) -> None:
+        """Produce without waiting; a failure already reported fails the batch at once."""
+        batch = self._pending
         deadline = time.monotonic() + self._timeout
         for records in items:
             for topic, key, _sort_key, value in records:
                 self._produce(batch, self._topics[topic], key.encode(), value, deadline)
-        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        self._producer.poll(0)  # serve the delivery reports that are in
+        if batch.failed:
+            raise _delivery_error(batch, len(self._producer), self._timeout)
+
+    def settle(self) -> None:
+        """Wait until the broker acknowledged everything produced; raise if it did not."""
+        batch, self._pending = self._pending, _Batch(self)
+        remaining = self._producer.flush(self._timeout)
         if batch.failed or remaining:
             raise _delivery_error(batch, remaining, self._timeout)
         for refused in batch.refused:
@@ -172,6 +195,22 @@ class _KafkaOutputPartition(StatelessSinkPartition[list[Encoded]]):
             log.error("Kafka sink closed with %d records undelivered", left)
 
 
+class _KafkaOutputPartition(StatefulSinkPartition[list[Encoded], None]):
+    """A sink partition: its state is nothing, its snapshot the epoch's settling."""
+
+    def __init__(self, producer: _WorkerProducer) -> None:
+        self._producer = producer
+
+    def write_batch(self, values: list[list[Encoded]]) -> None:
+        self._producer.send(values)
+
+    def snapshot(self) -> None:
+        self._producer.settle()
+
+    def close(self) -> None:
+        self._producer.close()
+
+
 def _on_error(err: KafkaError) -> None:
     # librdkafka retries transient errors itself; what it cannot deliver reaches the
     # delivery callbacks and so SinkDeliveryError. Only fatal errors are news here.
@@ -187,10 +226,12 @@ def _delivery_error(batch: _Batch, undelivered: int, timeout: float) -> SinkDeli
     )
 
 
-class KafkaOutputSink(DynamicSink[list[Encoded]]):
-    """One idempotent producer per worker; logical outputs map to real topic names.
+class KafkaOutputSink(FixedPartitionedSink[list[Encoded], None]):
+    """Record batches, keyed by their sink partition's index (`part_fn`), to Kafka.
 
     `topics` maps each of corrected/alerts/breakers/dead_letters to its Kafka topic.
+    `parts`: the input partitions' names, whose sorted order the keys index (a key
+    beyond them wraps around, as Bytewax does).
     `config` is passed through to librdkafka (security, linger, message.timeout.ms,
     ...) except acks and idempotence, which this sink's guarantee depends on.
     `message.timeout.ms` defaults to the flush timeout, so a record that cannot be
@@ -201,6 +242,7 @@ class KafkaOutputSink(DynamicSink[list[Encoded]]):
         self,
         bootstrap: str,
         topics: Mapping[str, str],
+        parts: Sequence[str],
         config: Mapping[str, object] | None = None,
         flush_timeout: float = 30.0,
         limits: Limits = DEFAULT_LIMITS,
@@ -208,6 +250,8 @@ class KafkaOutputSink(DynamicSink[list[Encoded]]):
         missing = [t for t in TOPICS if t not in topics]
         if missing:
             raise ValueError(f"no Kafka topic given for output(s): {', '.join(missing)}")
+        if not parts:
+            raise ValueError("the Kafka sink needs the input partitions' names")
         extra = dict(config or {})
         if str(extra.get("acks", "all")).lower() not in ("all", "-1"):
             raise ValueError(f"Kafka sink requires acks=all, got {extra['acks']!r}")
@@ -225,10 +269,23 @@ class KafkaOutputSink(DynamicSink[list[Encoded]]):
         self._topics = dict(topics)
         self._timeout = flush_timeout
         self._limits = limits
-        self.partitions: list[_KafkaOutputPartition] = []
-        """The partitions built so far (one per worker), for their counters."""
+        self._parts = sorted(parts)
+        self._by_worker: dict[int, _WorkerProducer] = {}
+        self.producers: list[_WorkerProducer] = []
+        """The producers built so far (one per worker), for their counters."""
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaOutputPartition:
-        part = _KafkaOutputPartition(self._config, self._topics, self._timeout, self._limits)
-        self.partitions.append(part)
-        return part
+    def list_parts(self) -> list[str]:
+        return list(self._parts)
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _KafkaOutputPartition:
+        # Bytewax builds and drives a worker's partitions on that worker's thread
+        worker = threading.get_ident()
+        producer = self._by_worker.get(worker)
+        if producer is None:
+            producer = _WorkerProducer(self._config, self._topics, self._timeout, self._limits)
+            self._by_worker[worker] = producer
+            self.producers.append(producer)
+        return _KafkaOutputPartition(producer)

@@ -32,7 +32,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from connectors.increments import Chain, chain_dir
 from connectors.replay import RawBatch
@@ -531,7 +531,7 @@ class HealthStep(Step):
 def build_flow(
     settings: Settings,
     source: Source[RawBatch],
-    sink: Sink[list[Encoded]],
+    sink: Sink[list[Encoded]] | FixedPartitionedSink[list[Encoded], Any],
     *,
     flow_id: str = FLOW_ID,
     stream_of: Callable[[str], str | None] | None = None,
@@ -544,6 +544,10 @@ def build_flow(
     alignment: Alignment | None = None,
 ) -> Dataflow:
     """Wire the pure core into a Bytewax graph; `stream_of(part)` names a partition's stream.
+
+    `sink`: a partitioned one (the Kafka sink) gets each batch of records keyed by the
+    input partition beside which it was made (`Records.slot`), so it writes them on the
+    worker that made them; any other gets the batches alone.
 
     `recovery`: the Bytewax recovery directory when the run keeps snapshots (live runs
     do); the large steps keep their increments in it (`connectors.increments`).
@@ -563,7 +567,8 @@ def build_flow(
 
     def route(batch: RawBatch) -> list[ToShard | ToIndex | ToHealth | Records]:
         mark = Mark(batch.part, batch.clock, batch.parts, batch.caught_up, batch.final)
-        return router.route(mark, batch.lines, stream_for(batch.part), batch.limits)
+        out = router.route(mark, batch.lines, stream_for(batch.part), batch.limits)
+        return [_at(m, keys.part_index(batch.part)) for m in out]
 
     def stateful(
         step_id: str, stream: Stream[Any], fresh: Callable[[], S], restore: Callable[[Any], S]
@@ -572,7 +577,7 @@ def build_flow(
         logic = op.stateful_batch(
             step_id, stream, lambda r: adapter(step_id, r, fresh, restore, recovery, observer)
         )
-        return op.map(f"{step_id}_out", logic, _value)
+        return op.map(f"{step_id}_out", logic, lambda kv: _at(kv[1], keys.home(kv[0])))
 
     tolerance = settings.pipeline.max_clock_ahead
     flow = Dataflow(flow_id)
@@ -626,14 +631,15 @@ def build_flow(
     )
     # records travel as one list per batch: Bytewax's cost is per item, not per record
     limits = settings.limits
+    partitioned = isinstance(sink, FixedPartitionedSink)
 
-    def count_and_encode(msg: Records) -> list[Encoded]:
+    def count_and_encode(msg: Records) -> list[Encoded] | tuple[str, list[Encoded]]:
         observer.records(msg.records)
         out = [encode(r, limits) for r in msg.records]
         replaced = sum(map(is_replacement, out))
         if replaced:
             observer.output_replaced(replaced)
-        return out
+        return (str(msg.slot), out) if partitioned else out
 
     encoded = op.map("encode", records, count_and_encode)
     op.output("output", encoded, sink)
@@ -647,8 +653,9 @@ def build_flow(
     return flow
 
 
-def _value(kv: tuple[str, Any]) -> Any:
-    return kv[1]
+def _at(msg: Any, slot: int) -> Any:
+    """Records with the input partition beside which they were made; other messages as they are."""
+    return Records(msg.records, slot) if type(msg) is Records and slot else msg
 
 
 def _keyed(

@@ -400,9 +400,11 @@ def run_live(
                 )
         except KeyboardInterrupt:
             raise Stopped() from None
+    part_names = source.list_parts()
     sink = KafkaOutputSink(
         kafka.bootstrap_servers,
         kafka.output_topics.model_dump(),
+        part_names,
         config=client,
         flush_timeout=kafka.flush_timeout / 1000,
         limits=settings.limits,
@@ -416,7 +418,7 @@ def run_live(
         recovery=settings.recovery.dir,
         view_sink=view_sink,
         observer=Metrics(),
-        parts=source.list_parts(),
+        parts=part_names,
         alignment=alignment,
     )
     metrics = settings.metrics
@@ -455,7 +457,7 @@ def run_live(
         raise Stopped() from None  # interrupted mid-epoch: the share stays marked
     if share:
         unmark_running(settings.recovery.dir)
-    delivered = sum(p.delivered for p in sink.partitions)
+    delivered = sum(p.delivered for p in sink.producers)
     return LiveResult(created, initialized, delivered)
 
 

@@ -143,9 +143,15 @@ class ToCustomers(msgspec.Struct, frozen=True):
 
 
 class Records(msgspec.Struct, frozen=True):
-    """Output records of one batch of one step, for the encoder: one item, not one a record."""
+    """Output records of one batch of one step, for the encoder: one item, not one a record.
+
+    `slot`: the input partition (its place among the sorted names) beside which they
+    were made, when known: the Kafka sink writes them in the partition of that name,
+    on the same worker (`connectors.kafka_sink`); else 0.
+    """
 
     records: list[Any]
+    slot: int = 0
 
 
 class ViewChange(msgspec.Struct, frozen=True):

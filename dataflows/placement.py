@@ -9,7 +9,9 @@ every event) needs both placements, and Bytewax computes each deterministically:
   `PartitionFn`; `StateKey(String)` derives `Hash`);
 - input partitions, listed by every worker, are assigned in sorted key order to the
   worker with the fewest so far, the lowest index on ties (`src/timely.rs`
-  `calc_primaries`): round robin over the sorted partition names.
+  `calc_primaries`): round robin over the sorted partition names. A partitioned
+  sink's partitions are assigned the same way, so the Kafka sink, partitioned by the
+  input partitions' names, writes on each worker what that worker made.
 
 Only speed rests on these: a key that lands elsewhere still reaches its state, one
 crossing later. `tests/integration/test_placement.py` checks both against a real
@@ -117,6 +119,7 @@ class StateKeys:
         self.colocated = self._on_lanes(shards)
         self._index = slot
         self._input = {p: colocated_key(f"in:{p}", i) for p, i in slot.items()}
+        self._home = {key: slot[p] for p, key in self._input.items()}
         self._shards = self._placed(shard_key, shards, slot, lane_stream)
         self._indexes = self._placed(index_key, indexes, slot, lane_stream)
 
@@ -131,7 +134,12 @@ class StateKeys:
         if not self._on_lanes(n):
             return [name(i) for i in range(n)]
         lanes = self.lanes
-        return [colocated_key(name(i), slot[f"{lane_stream}:{i % lanes}"]) for i in range(n)]
+        keys = []
+        for i in range(n):
+            lane = slot[f"{lane_stream}:{i % lanes}"]
+            keys.append(colocated_key(name(i), lane))
+            self._home[keys[-1]] = lane
+        return keys
 
     def input(self, part: str) -> str:
         return self._input.get(part) or f"in:{part}"
@@ -143,6 +151,11 @@ class StateKeys:
         """Reference-index shard i: by `dataflows.router.index_shard` it holds references
         whose ids (`schemas.keys`) are read in lane `i % lanes`."""
         return self._indexes[i]
+
+    def home(self, key: str) -> int:
+        """The input partition (its place among the sorted names) read on the worker that
+        holds a stateful step's `key`, for keys placed beside one; else 0."""
+        return self._home.get(key, 0)
 
     def part_index(self, part: str) -> int:
         """The partition's number in its merge keys: its place among all, else a hash."""

@@ -131,14 +131,24 @@ def test_unreachable_broker_raises_quickly_naming_the_address():
     assert bootstrap in message and "\n" not in message
 
 
+PARTS = ["orders:0", "orders:1", "payments:0"]
+
+
+def sink_part(bootstrap: str, names: dict[str, str], **kw):
+    """One partition of a Kafka sink, as Bytewax builds it; (sink, partition)."""
+    sink = KafkaOutputSink(bootstrap, names, PARTS, **kw)
+    return sink, sink.build_part("output", PARTS[0], None)
+
+
 def test_sink_delivers_every_record_to_its_topic_with_its_key(broker):
     names = fresh_topics(broker.bootstrap)
-    sink = KafkaOutputSink(broker.bootstrap, names, flush_timeout=10)
-    part = sink.build("output", 0, 1)
+    sink, part = sink_part(broker.bootstrap, names, flush_timeout=10)
     batch = records(40)
     part.write_batch([batch[:25], batch[25:]])
+    part.snapshot()
     part.close()
-    assert (part.delivered, part.failed) == (40, 0)
+    (producer,) = sink.producers
+    assert (producer.delivered, producer.failed) == (40, 0)
 
     got = consume(broker.bootstrap, list(names.values()), expected=40)
     assert sorted((t, k, v) for t, _p, k, v in got) == sorted(
@@ -152,28 +162,48 @@ def test_sink_delivers_every_record_to_its_topic_with_its_key(broker):
     assert len({p for (t, _k), ps in placed.items() if t == names["corrected"] for p in ps}) > 1
 
 
+def test_the_epochs_snapshot_waits_for_every_acknowledgement(broker):
+    """A batch is produced without waiting; the snapshot Bytewax takes before it commits
+    the epoch returns only once the broker has acknowledged all of it. With a 30 s
+    linger, nothing would have left the producer yet without the snapshot's flush."""
+    names = fresh_topics(broker.bootstrap)
+    sink, part = sink_part(broker.bootstrap, names, config={"linger.ms": 30_000}, flush_timeout=60)
+    other = sink.build_part("output", PARTS[2], None)  # same worker: same producer
+    part.write_batch([records(30)])
+    other.write_batch([records(12)])
+    (producer,) = sink.producers
+    assert producer.delivered == 0  # produced, not yet acknowledged
+    started = time.monotonic()
+    assert part.snapshot() is None  # no state: the snapshot is the settling
+    assert time.monotonic() - started < 10
+    assert (producer.delivered, producer.failed) == (42, 0)
+    other.snapshot()  # nothing left to wait for
+    assert len(consume(broker.bootstrap, list(names.values()), expected=42)) == 42
+
+
 def test_sink_waits_for_room_when_the_local_queue_is_full(broker):
     names = fresh_topics(broker.bootstrap)
     config = {"queue.buffering.max.messages": 5, "linger.ms": 50}
-    part = KafkaOutputSink(broker.bootstrap, names, config=config, flush_timeout=10).build(
-        "output", 0, 1
-    )
+    sink, part = sink_part(broker.bootstrap, names, config=config, flush_timeout=10)
     batch = records(60)
     part.write_batch([batch])  # BufferError many times over, never lost
-    assert (part.delivered, part.failed) == (60, 0)
+    part.snapshot()
+    assert (sink.producers[0].delivered, sink.producers[0].failed) == (60, 0)
     assert len(consume(broker.bootstrap, list(names.values()), expected=60)) == 60
 
 
 def test_sink_works_as_a_bytewax_output(broker):
+    """Keyed by the index of the partition (here of 3) each batch is written in."""
     names = fresh_topics(broker.bootstrap)
     batch = records(12)
-    sink = KafkaOutputSink(broker.bootstrap, names, flush_timeout=10)
+    sink = KafkaOutputSink(broker.bootstrap, names, PARTS, flush_timeout=10)
     flow = Dataflow("kafka_sink_test")
-    stream = op.input("input", flow, TestingSource([batch[:5], batch[5:]]))
+    items = [("0", batch[:5]), ("2", batch[5:9]), ("4", batch[9:])]  # 4 wraps around to 1
+    stream = op.input("input", flow, TestingSource(items))
     op.output("output", stream, sink)
     run_main(flow)
 
-    assert sum(p.delivered for p in sink.partitions) == 12
+    assert sum(p.delivered for p in sink.producers) == 12
     got = consume(broker.bootstrap, list(names.values()), expected=12)
     assert sorted(v for *_, v in got) == sorted(v for *_, v in batch)
 
@@ -181,31 +211,35 @@ def test_sink_works_as_a_bytewax_output(broker):
 def test_sink_raises_instead_of_losing_records_when_broker_is_gone():
     with EmbeddedBroker() as b:
         names = fresh_topics(b.bootstrap)
-        sink = KafkaOutputSink(
+        sink, part = sink_part(
             b.bootstrap, names, config={"message.timeout.ms": 1500}, flush_timeout=4
         )
-        part = sink.build("output", 0, 1)
         part.write_batch([records(4)])  # connected and delivering
-        assert part.delivered == 4
+        part.snapshot()
+        (producer,) = sink.producers
+        assert producer.delivered == 4
         b.stop()
         started = time.monotonic()
         with pytest.raises(SinkDeliveryError) as info:
             part.write_batch([records(8)])
+            part.snapshot()  # the epoch is not committed: its records go again on restart
         # message.timeout.ms fails the records before the 4 s flush timeout runs out.
         assert time.monotonic() - started < 4
     message = str(info.value)
     assert "8 of 8 records" in message and "first error on topic og." in message
-    assert (part.delivered, part.failed) == (4, 8)
+    assert (producer.delivered, producer.failed) == (4, 8)
 
 
 def test_sink_refuses_incomplete_topic_map_and_weaker_guarantees():
     names = {t: t for t in TOPICS}
     with pytest.raises(ValueError, match="alerts"):
-        KafkaOutputSink("127.0.0.1:1", {t: t for t in TOPICS if t != "alerts"})
+        KafkaOutputSink("127.0.0.1:1", {t: t for t in TOPICS if t != "alerts"}, PARTS)
     with pytest.raises(ValueError, match="acks"):
-        KafkaOutputSink("127.0.0.1:1", names, config={"acks": 1})
+        KafkaOutputSink("127.0.0.1:1", names, PARTS, config={"acks": 1})
     with pytest.raises(ValueError, match="idempotence"):
-        KafkaOutputSink("127.0.0.1:1", names, config={"enable.idempotence": False})
+        KafkaOutputSink("127.0.0.1:1", names, PARTS, config={"enable.idempotence": False})
+    with pytest.raises(ValueError, match="partitions"):
+        KafkaOutputSink("127.0.0.1:1", names, [])
 
 
 def test_sink_replaces_a_record_kafka_refuses_as_too_large_and_goes_on(broker):
@@ -213,15 +247,16 @@ def test_sink_replaces_a_record_kafka_refuses_as_too_large_and_goes_on(broker):
     run at every restart. It becomes a bounded dead letter; its batch is delivered."""
     names = fresh_topics(broker.bootstrap)
     config = {"message.max.bytes": 100_000}
-    part = KafkaOutputSink(broker.bootstrap, names, config=config, flush_timeout=10).build(
-        "output", 0, 1
-    )
+    sink, part = sink_part(broker.bootstrap, names, config=config, flush_timeout=10)
     batch = records(20)
     huge = ("corrected", "order-x", "huge", b'{"x": "' + b"y" * 200_000 + b'"}')
     part.write_batch([[*batch[:10], huge, *batch[10:]]])
-    part.write_batch([records(4)])  # and the next batch too
+    part.snapshot()
+    part.write_batch([records(4)])  # and the next epoch too
+    part.snapshot()
     part.close()
-    assert (part.delivered, part.failed, part.replaced) == (25, 0, 1)
+    (producer,) = sink.producers
+    assert (producer.delivered, producer.failed, producer.replaced) == (25, 0, 1)
     got = consume(broker.bootstrap, list(names.values()), expected=25)
     dead = [orjson.loads(v) for t, _p, _k, v in got if t == names["dead_letters"]]
     replaced = [d for d in dead if d.get("reason") == "output_too_large"]

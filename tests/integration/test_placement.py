@@ -1,8 +1,9 @@
 """Bytewax 0.21.1 places stateful keys and input partitions where `dataflows.placement` says.
 
-A real 2- and 3-worker run records the thread each partition is read on and each key's
-state lives on, and the worker index of every thread (from a dynamic source, which is
-told it). If a Bytewax upgrade moves either placement, this fails.
+A real 2- and 3-worker run records the thread each partition is read on, each key's
+state lives on and each sink partition is written on, and the worker index of every
+thread (from a dynamic source, which is told it). If a Bytewax upgrade moves any of
+these placements, this fails.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bytewax.inputs import (
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from bytewax.testing import TestingSink, cluster_main
 
 from dataflows.placement import colocated_key, worker_of_key, workers_of_parts
@@ -53,6 +55,33 @@ class _Parts(FixedPartitionedSource[str, None]):
         return _Once(for_part, self._seen)
 
 
+class _Written(StatefulSinkPartition[str, None]):
+    def __init__(self, part: str, seen: dict) -> None:
+        self._part, self._seen = part, seen
+
+    def write_batch(self, values: list[str]) -> None:
+        self._seen[self._part] = threading.get_ident()
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _SinkParts(FixedPartitionedSink[str, None]):
+    """Partitioned as the Kafka sink is: the input partitions' names, keyed by index."""
+
+    def __init__(self, seen: dict) -> None:
+        self._seen = seen
+
+    def list_parts(self) -> list[str]:
+        return list(PARTS)
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Written:
+        return _Written(for_part, self._seen)
+
+
 class _Probe(StatelessSourcePartition[str]):
     def __init__(self, index: int, threads: dict) -> None:
         threads[threading.get_ident()] = index
@@ -73,11 +102,16 @@ class _Workers(DynamicSource[str]):
 def test_keys_and_partitions_land_where_predicted(workers: int) -> None:
     part_thread: dict[str, int] = {}
     key_thread: dict[str, int] = {}
+    sink_thread: dict[str, int] = {}
     worker_of_thread: dict[int, int] = {}
     flow = Dataflow("placement")
     op.output("probe_out", op.input("probe", flow, _Workers(worker_of_thread)), TestingSink([]))
     parts = op.input("parts", flow, _Parts(part_thread))
     keys = op.flat_map("keys", parts, lambda p: [(k, p) for k in KEYS] if p == PARTS[0] else [])
+    slots = {p: i for i, p in enumerate(sorted(PARTS))}
+    op.output(
+        "written", op.map("slot", parts, lambda p: (str(slots[p]), p)), _SinkParts(sink_thread)
+    )
 
     def where(state: None, value: str) -> tuple[None, str]:
         return None, value
@@ -94,6 +128,8 @@ def test_keys_and_partitions_land_where_predicted(workers: int) -> None:
     seen_parts = {p: worker_of_thread[t] for p, t in part_thread.items()}
     seen_keys = {k: worker_of_thread[t] for k, t in key_thread.items()}
     assert seen_parts == workers_of_parts(PARTS, workers)
+    # the Kafka sink's partitions land with the input partitions of the same name
+    assert sink_thread == part_thread
     assert seen_keys == {k: worker_of_key(k, workers) for k in KEYS}
     assert len(set(seen_keys.values())) == workers  # the keys did spread
 
