@@ -63,7 +63,7 @@ if mode.startswith("pending"):
         c = time.process_time(); back = pickle.loads(b); l = time.process_time() - c
         ts.append((d, l))
     assert back.pending_count == idx.pending_count == n, (back.pending_count, n)
-    same = all(back.pending[k] == v for k, v in idx.pending.items())
+    same = all(back.waiting(k) == idx.waiting(k) for k in idx.pending)
     print(json.dumps({"pending_events": n, "pending_dumps_cpu_s": round(min(t[0] for t in ts), 3),
                       "pending_loads_cpu_s": round(min(t[1] for t in ts), 3),
                       "pending_bytes": len(b), "pending_round_trip": same}))

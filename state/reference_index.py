@@ -20,8 +20,13 @@ linked yet waits here (bounded by `retention.pending_tracking`, and per shard by
 `pending_tracking_max` events and `pending_tracking_max_bytes` of them: the bounds of
 every waiting reference; an event keeps only the prefix of its raw bytes that its
 dead letter would embed) and is released right behind the event that registers the
-reference. Expired or overflowing ones become dead letters (`unmatched_tracking` for
-scans, `unlinked_reference` for the others, `pending_overflow`): never silently dropped.
+reference. A waiting event is kept pickled (`_freeze`): pickling is paid when it starts
+waiting, spread over the epoch, instead of all at the epoch close that snapshots it
+(packing a backlog of waiting events there stalled the worker for most of a second),
+and the bytes take less memory than the event (1.56 against 1.83 kB for a 700-byte
+record), which the byte bound now counts. Expired or overflowing ones become dead
+letters (`unmatched_tracking` for scans, `unlinked_reference` for the others,
+`pending_overflow`): never silently dropped.
 
 Registrations live in two generations (`current`, `previous`) rotated every half
 retention period, so entries no one used for a whole period fall away without a
@@ -30,6 +35,7 @@ timestamp per entry.
 
 from __future__ import annotations
 
+import pickle
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -40,7 +46,7 @@ import orjson
 from schemas import errors
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
-from state.packing import pack_events, pack_map, pack_strs, unpack_events, unpack_map, unpack_strs
+from state.packing import pack_map, pack_strs, unpack_events, unpack_map, unpack_strs
 
 Released = tuple[tuple[int, int, int], Event]
 """(ordering key, event): the key places a released event right behind its registration."""
@@ -78,9 +84,23 @@ def _everything(_key: str) -> bool:
     return True
 
 
+def _freeze(ev: Event) -> bytes:
+    """A waiting event as its arrival time (8 bytes, for the expiry check) and its pickle."""
+    return ev.received_ms.to_bytes(8, "little", signed=True) + pickle.dumps(ev, protocol=5)
+
+
+def _thaw(frozen: bytes) -> Event:
+    ev: Event = pickle.loads(memoryview(frozen)[8:])
+    return ev
+
+
+def _frozen_received(frozen: bytes) -> int:
+    return int.from_bytes(frozen[:8], "little", signed=True)
+
+
 class ReferenceIndex:
-    EVENT_BYTES = 512
-    """What a waiting event costs besides its raw bytes (the Event, its strings, the queue)."""
+    EVENT_BYTES = 160
+    """What a waiting event costs besides its frozen bytes (their object, list and queue slots)."""
 
     def __init__(self, settings: Settings) -> None:
         r = settings.retention
@@ -91,7 +111,7 @@ class ReferenceIndex:
         self.current: dict[str, str] = {}
         self.previous: dict[str, str] = {}
         self.rotated_at = 0
-        self.pending: dict[str, list[Event]] = {}
+        self.pending: dict[str, list[bytes]] = {}  # frozen events (`_freeze`) by key
         self.pending_queue: deque[tuple[int, str]] = deque()
         self.pending_count = 0
         self.pending_bytes = 0
@@ -255,27 +275,33 @@ class ReferenceIndex:
             if self._tracking:
                 self.waits_changed.add(key)
             self.pending_count -= len(waiting)
-            for w in waiting:
-                self.pending_bytes -= self._size(w)
+            for frozen in waiting:
+                self.pending_bytes -= self._size(frozen)
+                w = _thaw(frozen)
                 w.order_id = oid
                 w.raw = w.origin = None
                 released.append(((seq, 1, w.seq), w))
 
     def _hold(self, key: str, ev: Event, dead: list[DeadLetter]) -> None:
-        self.pending.setdefault(key, []).append(ev)
+        frozen = _freeze(ev)
+        self.pending.setdefault(key, []).append(frozen)
         self.pending_queue.append((ev.received_ms, key))
         if self._tracking:
             self.waits_changed.add(key)
             self.queue_added.append((ev.received_ms, key))
         self.pending_count += 1
-        self.pending_bytes += self._size(ev)
+        self.pending_bytes += self._size(frozen)
         while self.pending_count > self._pending_max or (
             self.pending_bytes > self._pending_max_bytes and self.pending_count
         ):
             self._drop_oldest(errors.PENDING_OVERFLOW, dead)
 
-    def _size(self, ev: Event) -> int:
-        return self.EVENT_BYTES + (len(ev.raw) if ev.raw is not None else 0)
+    def _size(self, frozen: bytes) -> int:
+        return self.EVENT_BYTES + len(frozen)
+
+    def waiting(self, key: str) -> list[Event]:
+        """The events waiting for `key`, oldest first (copies: the index keeps them frozen)."""
+        return [_thaw(f) for f in self.pending.get(key, ())]
 
     def _expire(self, now: int, dead: list[DeadLetter]) -> None:
         q = self.pending_queue
@@ -287,15 +313,16 @@ class ReferenceIndex:
         if self._tracking:
             self.queue_popped += 1
         waiting = self.pending.get(key)
-        if not waiting or waiting[0].received_ms != received:
+        if not waiting or _frozen_received(waiting[0]) != received:
             return  # already released
-        ev = waiting.pop(0)
+        frozen = waiting.pop(0)
         if self._tracking:
             self.waits_changed.add(key)
         if not waiting:
             del self.pending[key]
         self.pending_count -= 1
-        self.pending_bytes -= self._size(ev)
+        self.pending_bytes -= self._size(frozen)
+        ev = _thaw(frozen)
         scan = is_tracking(key)
         value = key.removeprefix(TRACKING) if scan else key
         if overflow is not None:
@@ -332,21 +359,23 @@ class ReferenceIndex:
             self.rotated = True
 
 
-def _pack_waiting(pending: dict[str, list[Event]]) -> tuple[Any, bytes, list[tuple[Any, ...]]]:
-    """Waiting events by key, as tuples (`state.packing`); a key with none: it left."""
+def _pack_waiting(pending: dict[str, list[bytes]]) -> tuple[Any, bytes, list[bytes]]:
+    """Waiting events by key: keys, counts, the frozen events; a key with none: it left."""
     waiting = pending.values()
     return (
         pack_strs(list(pending)),
         array("q", map(len, waiting)).tobytes(),
-        pack_events([e for evs in waiting for e in evs]),
+        [f for fs in waiting for f in fs],
     )
 
 
-def _unpack_waiting(packed: tuple[Any, bytes, list[tuple[Any, ...]]]) -> dict[str, list[Event]]:
-    keys, counts, rows = packed
-    events = iter(unpack_events(rows))
+def _unpack_waiting(packed: tuple[Any, bytes, list[Any]]) -> dict[str, list[bytes]]:
+    keys, counts, items = packed
+    if items and isinstance(items[0], tuple):  # a store written before events were frozen
+        items = [_freeze(e) for e in unpack_events(items)]
+    frozen = iter(items)
     return {
-        k: [next(events) for _ in range(n)]
+        k: [next(frozen) for _ in range(n)]
         for k, n in zip(unpack_strs(keys), array("q", counts), strict=True)
     }
 

@@ -36,7 +36,7 @@ def _census_counted(shard: OrderShard) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def _index(ix: ReferenceIndex) -> tuple:
-    waiting = {k: [(e.event_id, e.seq, e.order_id) for e in evs] for k, evs in ix.pending.items()}
+    waiting = {k: [(e.event_id, e.seq, e.order_id) for e in ix.waiting(k)] for k in ix.pending}
     return (
         ix.current, ix.previous, waiting, list(ix.pending_queue), ix.pending_count,
         ix.pending_bytes, ix.conflicts, ix.rotated_at,

@@ -1,7 +1,7 @@
 """Snapshot forms of the order state (state.packing): smaller, and exactly the same state back.
 
 Snapshots of a shard pack its orders into columns, of the reference index its dicts
-into joined strings and its waiting events into tuples; a restore must give back every
+into joined strings (its waiting events are kept pickled all along); a restore must give back every
 field, in order, whatever the values hold (the separator included).
 """
 
@@ -15,7 +15,7 @@ from array import array
 from schemas.config import Settings
 from schemas.event import Event
 from state.evidence import DUE, LAST_AT, Order, pack_orders, unpack_orders
-from state.packing import SEP, pack_map, pack_strs, unpack_map, unpack_strs
+from state.packing import SEP, pack_events, pack_map, pack_strs, unpack_map, unpack_strs
 from state.reference_index import ReferenceIndex
 from state.timers import TimerWheel
 from tests.helpers import HOUR, MIN, T0, ev
@@ -94,7 +94,8 @@ def test_the_reference_index_comes_back_whole_with_its_waiting_events():
     idx = ReferenceIndex(Settings())
     links = [ev("oms", "oms", f"TB{i}", "PAID", at=T0, links=(f"taobao:{i}",)) for i in range(20)]
     idx.process(links, T0)
-    idx.process([_waiting(i) for i in range(6)] + [_waiting(2)], T0 + 10 * MIN)
+    held = [_waiting(i) for i in range(6)] + [_waiting(2)]
+    idx.process(held, T0 + 10 * MIN)
     idx.previous = {"SF" + SEP: "TB1", "oms:9": "TB9"}
     assert idx.pending_count == 7
     back = _round(idx)
@@ -104,8 +105,9 @@ def test_the_reference_index_comes_back_whole_with_its_waiting_events():
     assert list(back.current) == list(idx.current)
     assert list(back.pending_queue) == list(idx.pending_queue)
     assert list(back.pending) == list(idx.pending)
-    for key, evs in idx.pending.items():
-        assert back.pending[key] == evs  # dataclass equality: every field
+    for key in idx.pending:
+        assert back.waiting(key) == idx.waiting(key)  # dataclass equality: every field
+    assert idx.waiting("SF000000000002") == [held[2], held[6]]  # every field, kept
     # and it behaves the same from there on
     later = [ev("oms", "oms", "TB77", "SHIPPED", at=T0 + HOUR, tracking_no="SF000000000002",
                 tracking_valid=True)]  # fmt: skip
@@ -132,3 +134,18 @@ def test_a_rebuilt_wheel_yields_what_the_one_with_stale_entries_did():
         for _, k in a:
             dues[k] = 0
     assert wheel.entries >= 0 and rebuilt.entries == 0
+
+
+def test_a_store_written_when_waiting_events_were_tuples_still_loads():
+    """Stores written before the index kept its waiting events pickled held them as
+    `pack_events` tuples; a restart on such a store must give the same events back."""
+    idx = ReferenceIndex(Settings())
+    idx.process([_waiting(i) for i in range(3)], T0 + 10 * MIN)
+    state = idx.__getstate__()
+    keys, counts, _frozen = state["pending"]
+    events = [e for k in idx.pending for e in idx.waiting(k)]
+    state["pending"] = (keys, counts, pack_events(events))  # the old form
+    back = ReferenceIndex.__new__(ReferenceIndex)
+    back.__setstate__(state)
+    assert [e for k in back.pending for e in back.waiting(k)] == events
+    assert back.pending_bytes == idx.pending_bytes  # re-frozen alike: the bounds still add up
