@@ -4,14 +4,15 @@ Bytewax's per-key `notify_at` scans every key with a timer on each activation,
 which collapses with a million open orders; so each shard keeps its own wheel:
 coarse buckets of keys (a list slot each, 8 bytes) plus a heap of bucket numbers.
 A key holds its live deadline itself, so rescheduling is O(1) and stale entries
-are skipped when their bucket comes up. The bucket coming due is sorted once into
-a small exact queue, so the hot path asks one integer comparison per event.
+are skipped when their bucket comes up. The bucket coming due becomes an exact
+min-heap (a sorted list already is one), so the hot path asks one integer comparison
+per event and draining a bucket of n keys costs n log n, not the n² of popping a
+sorted list's head.
 """
 
 from __future__ import annotations
 
 import heapq
-from bisect import insort
 from collections.abc import Callable, Iterable
 
 GRAIN = 900_000
@@ -26,7 +27,7 @@ class TimerWheel:
     def __init__(self) -> None:
         self._buckets: dict[int, list[str]] = {}
         self._heap: list[int] = []
-        self._front: list[tuple[int, str]] = []  # the bucket being drained, sorted (due, key)
+        self._front: list[tuple[int, str]] = []  # the bucket being drained: a heap of (due, key)
         self._front_b = -1
         self.entries = 0
         """Entries held, stale ones included: the owner rebuilds (`of`) when they pile up."""
@@ -56,7 +57,7 @@ class TimerWheel:
         """Register `key` for `due` (ms); `old_due` avoids a second entry in the same bucket."""
         b = due // GRAIN
         if b == self._front_b:
-            insort(self._front, (due, key))
+            heapq.heappush(self._front, (due, key))
             self.entries += 1
             return
         if old_due and old_due // GRAIN == b:
@@ -81,13 +82,13 @@ class TimerWheel:
         while True:
             front = self._front
             while front and front[0][0] < now:
-                due, key = front.pop(0)
+                due, key = heapq.heappop(front)
                 self.entries -= 1
                 live = due_of(key)
                 if live == due:
                     ready.append((due, key))
                 elif live and live // GRAIN == self._front_b and live != due:
-                    insort(front, (live, key))  # moved within this bucket
+                    heapq.heappush(front, (live, key))  # moved within this bucket
                     self.entries += 1
             if front:
                 break

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 from schemas.config import Settings
 from state.reference_index import ReferenceIndex, tracking_key
-from state.timers import TimerWheel
+from state.timers import GRAIN, TimerWheel
 from tests.helpers import HOUR, T0, ev
 
 
@@ -31,6 +33,32 @@ def test_wheel_keeps_entries_due_later_in_the_same_bucket():
     wheel.schedule("b", 1_700, 1_900)
     assert wheel.pop_due(2_000, dues.__getitem__) == [(1_700, "b")]
     assert wheel.next_due() is None
+
+
+def test_wheel_matches_a_plain_model_through_random_reschedules_and_drains():
+    """Many keys in the bucket being drained, moved, cancelled and added while it drains:
+    each drain gives exactly the live deadlines passed, in (due, key) order."""
+    rng = random.Random(5)
+    wheel, dues, now = TimerWheel(), {}, 0
+    for step in range(3000):
+        key = f"k{rng.randrange(400)}"
+        if rng.random() < 0.7:
+            old = dues.get(key, 0)
+            due = now + 1 + rng.randrange(3 * GRAIN)
+            dues[key] = due
+            wheel.schedule(key, due, old)
+        elif key in dues:
+            dues[key] = 0  # cancelled: its entry is stale
+        if step % 7 == 0:
+            now += rng.randrange(GRAIN // 3)
+            want = sorted((d, k) for k, d in dues.items() if d and d < now)
+            got = wheel.pop_due(now, lambda k: dues.get(k, 0))
+            assert got == want, step
+            for _, k in got:
+                dues[k] = 0
+            live = [d for d in dues.values() if d]
+            nxt = wheel.next_due()
+            assert (nxt is None) == (not live) and (nxt is None or nxt <= min(live))
 
 
 def _scan(tracking: str, at: int):
