@@ -376,6 +376,7 @@ class OrdersStep(IncrementalStep):
                 self.indexes[msg.index] = (msg.watermark, msg.frontier)
                 held.extend((1, str(msg.index)), msg.events)
         out = self._release()
+        self.shard.prepack()
         self._census()
         return out
 

@@ -85,6 +85,60 @@ def test_a_shard_restored_from_its_increments_holds_and_does_what_the_original_d
     assert _orders(restored) == _orders(shard)
 
 
+def test_orders_packed_ahead_of_the_close_restore_to_the_same_shard(tmp_path, monkeypatch):
+    """`prepack` packs changed orders as they gather; an epoch's delta is then several
+    packings, and an order changed (or gone) after its first must come back as it ended."""
+    monkeypatch.setattr("state.shard.PREPACK", 3)
+    events = _day(2, 1600)
+    shard = OrderShard(SETTINGS)
+    shard.track_changes()
+    chain = Chain(tmp_path / "o000")
+    several = 0
+    for start in range(0, 1200, 60):  # an epoch: four batches, a prepack after each
+        for at in range(start, min(start + 60, 1200), 15):
+            batch = events[at : at + 15]
+            shard.process(batch, batch[-1].received_ms + 2 * HOUR)
+            shard.prepack()
+        base, inc = shard.increment(chain.wants_base())
+        several += isinstance(inc, list)
+        chain.write(inc, base)
+        restored = OrderShard(SETTINGS)
+        restored.restore_increments(
+            shard.clock, Chain(tmp_path / "o000", chain.version).read(), SETTINGS
+        )
+        assert _orders(restored) == _orders(shard), chain.version
+        assert _census(restored) == _census(shard), chain.version
+    assert several >= 10  # most epochs' deltas were written in several packings
+    later = events[1200:]
+    clock = later[-1].received_ms + 3 * 86_400_000
+    assert restored.process(later, clock) == shard.process(later, clock)
+
+
+def test_an_order_packed_ahead_then_changed_or_gone_comes_back_as_it_ended(tmp_path, monkeypatch):
+    monkeypatch.setattr("state.shard.PREPACK", 1)
+    shard = OrderShard(SETTINGS)
+    shard.track_changes()
+    chain = Chain(tmp_path / "o")
+    chain.write(*reversed(shard.increment(True)))
+    shard.process([oms("TB1", "PENDING_PAYMENT", T0), oms("TB2", "PENDING_PAYMENT", T0)], T0)
+    shard.prepack()  # both packed as pending
+    shard.process([pay("TB1", T0 + MIN)], T0 + MIN)
+    base, inc = shard.increment(chain.wants_base())  # TB1 paid, packed again at the close
+    assert not base and isinstance(inc, list)
+    chain.write(inc, base)
+    restored = OrderShard(SETTINGS)
+    restored.restore_increments(shard.clock, Chain(tmp_path / "o", chain.version).read(), SETTINGS)
+    assert restored.orders["TB1"].status == shard.orders["TB1"].status == "PAID"
+    shard.process([oms("TB3", "PENDING_PAYMENT", T0 + 2 * MIN)], T0 + 2 * MIN)
+    shard.prepack()  # TB3 packed, then everything idles out of the shard before the close
+    shard.process([], T0 + 20 * HOUR)
+    assert shard.orders == {}
+    chain.write(*reversed(shard.increment(chain.wants_base())))
+    restored = OrderShard(SETTINGS)
+    restored.restore_increments(shard.clock, Chain(tmp_path / "o", chain.version).read(), SETTINGS)
+    assert restored.orders == {}
+
+
 def test_an_order_that_left_state_stays_gone_after_a_restore(tmp_path):
     shard = OrderShard(SETTINGS)
     shard.track_changes()
