@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from itertools import chain
+from operator import attrgetter
 
 from schemas.config import Settings
 from schemas.event import Event
@@ -71,6 +73,8 @@ RETENTION_GRAIN = 3_600_000
 WHEEL_SLACK = 4096
 """Wheel entries beyond two an order (the rest stale) a shard tolerates before compacting."""
 AFTER_DELIVERY = frozenset({"RETURNING", "RETURNED", "DELIVERY_EXCEPTION"})
+_STATUS = attrgetter("status")
+_ALERTS = attrgetter("alerts")
 
 
 def event_digest(ev: Event) -> bytes:
@@ -179,13 +183,17 @@ class OrderShard:
         return self.statuses, self.open_alerts
 
     def count(self) -> tuple[Counter[str], Counter[str]]:
-        """The census counted over every order (a pass over the state)."""
-        statuses: Counter[str] = Counter()
-        open_alerts: Counter[str] = Counter()
-        for o in self.orders.values():
-            statuses[o.status or "UNKNOWN"] += 1
-            if o.alerts:
-                open_alerts.update(o.alerts.keys())
+        """The census counted over every order (a pass over the state).
+
+        Counted in C (`Counter` of a `map`): a Python loop over a million restored
+        orders was an eighth of a restart."""
+        orders = self.orders.values()
+        statuses: Counter[str] = Counter(map(_STATUS, orders))
+        for empty in (None, ""):
+            n = statuses.pop(empty, 0)  # type: ignore[call-overload]
+            if n:
+                statuses["UNKNOWN"] += n
+        open_alerts: Counter[str] = Counter(chain.from_iterable(filter(None, map(_ALERTS, orders))))
         return statuses, open_alerts
 
     # ------------------------------------------------------------------ input

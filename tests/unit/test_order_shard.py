@@ -462,3 +462,15 @@ def test_nothing_timed_fires_before_every_partition_has_reported(settings):
     assert alerts(out) == []
     out = shard.process([], T0 + 5 * HOUR)
     assert fired(out) == [("SHIPMENT_DELAYED", "firing")]
+
+
+def test_the_census_counts_orders_without_a_status_as_unknown_and_every_open_alert():
+    shard = OrderShard(Settings())
+    shard.process([oms(f"TB{i}", "PENDING_PAYMENT", T0) for i in range(5)], T0)
+    shard.orders["TB0"].status = None
+    shard.orders["TB1"].status = ""
+    shard.orders["TB2"].alerts = {"PAYMENT_NOT_REFLECTED": (T0, 1), "SHIPMENT_DELAYED": (T0, 2)}
+    shard.orders["TB3"].alerts = {"PAYMENT_NOT_REFLECTED": (T0, 3)}
+    statuses, alerts = shard.count()
+    assert dict(statuses) == {"UNKNOWN": 2, "PENDING_PAYMENT": 3}
+    assert dict(alerts) == {"PAYMENT_NOT_REFLECTED": 2, "SHIPMENT_DELAYED": 1}
