@@ -196,7 +196,14 @@ class ReferenceIndex:
             q.extend(_unpack_queue(added))  # appended right, popped left: order-free
             for _ in range(popped):
                 q.popleft()
+        self._recount()
         return self
+
+    def _recount(self) -> None:
+        """The waiting events' count and bytes, from the events themselves: a store written
+        before events were frozen counted other sizes."""
+        self.pending_count = sum(map(len, self.pending.values()))
+        self.pending_bytes = sum(self._size(f) for fs in self.pending.values() for f in fs)
 
     def __getstate__(self) -> dict[str, Any]:
         """Every reference as two joined strings, waiting events as tuples (see state.packing).
@@ -217,6 +224,7 @@ class ReferenceIndex:
         state["pending"] = _unpack_waiting(state["pending"])
         state["pending_queue"] = deque(_unpack_queue(state["pending_queue"]))
         self.__dict__.update(state)
+        self._recount()
         self._tracking = False
         self._reset_changes()
 

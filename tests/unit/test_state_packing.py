@@ -145,7 +145,10 @@ def test_a_store_written_when_waiting_events_were_tuples_still_loads():
     keys, counts, _frozen = state["pending"]
     events = [e for k in idx.pending for e in idx.waiting(k)]
     state["pending"] = (keys, counts, pack_events(events))  # the old form
+    state["pending_bytes"] = 3 * (512 + len(b'{"n": 0}'))  # and its old sizes
     back = ReferenceIndex.__new__(ReferenceIndex)
     back.__setstate__(state)
     assert [e for k in back.pending for e in back.waiting(k)] == events
-    assert back.pending_bytes == idx.pending_bytes  # re-frozen alike: the bounds still add up
+    assert back.pending_bytes == idx.pending_bytes  # recounted: the bound adds up again
+    back.process([], T0 + 30 * 86_400_000)  # all expire, each taking its size back out
+    assert back.pending_count == back.pending_bytes == 0
