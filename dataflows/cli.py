@@ -248,6 +248,21 @@ def run(
     processes: int | None,
 ) -> None:
     """Run the live dataflow: Kafka in, Kafka out, resuming from recovery snapshots."""
+    try:
+        _run(config_path, workers, exit_when_caught_up, process_id, addresses, processes)
+    except KeyboardInterrupt:  # Ctrl-C while starting, before the run's own handling: a stop
+        click.echo("stopped while starting; the next run starts from the recovery dir as it is")
+        sys.exit(130)
+
+
+def _run(
+    config_path: Path | None,
+    workers: int,
+    exit_when_caught_up: bool,
+    process_id: int | None,
+    addresses: str | None,
+    processes: int | None,
+) -> None:
     from connectors.broker import BrokerError
     from connectors.kafka_source import MissingTopicError
     from connectors.metrics import MetricsPortInUse

@@ -58,6 +58,9 @@ from sim import generate
 
 STOP_GRACE = 20.0
 """Seconds the pipeline gets to stop on SIGINT before it is killed."""
+STOPPED = (0, 130, -signal.SIGINT)
+"""How a pipeline asked to stop may end: done, stopped (130, also while starting), or
+ended by that very SIGINT while Python was still importing it (no handler yet)."""
 
 
 @dataclass
@@ -445,7 +448,7 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
             tally.stop()
         webhooks = sender.stats if sender is not None else None
         out.write(_status_line(produced, last, rate, webhooks) + "\n\n" + _body(tally, last) + "\n")
-        if code == 0 and pipeline_code in (0, 130) and gateway_code in (0, 130):
+        if code == 0 and pipeline_code in STOPPED and gateway_code in (0, 130):
             shutil.rmtree(work, ignore_errors=True)
         else:
             out.write(
