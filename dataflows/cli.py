@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,22 @@ config_option = click.option(
     default=None,
     help="Configuration file (default: ops/orderguard.yaml).",
 )
+
+
+def _ctrl_c_while_starting_stops(command: Callable[..., None]) -> Callable[..., None]:
+    """Ctrl-C before the command's own SIGINT handling took over (it was still starting:
+    reading its config, setting up topics) is a stop, exit 130, not click's "Aborted!" and
+    exit 1, which the demo took for a failed pipeline."""
+
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("stopped while starting; the next run starts from the recovery dir as it is")
+            sys.exit(130)
+
+    return guarded
 
 
 @click.group()
@@ -239,6 +257,7 @@ def simulate(
     default=None,
     help="Launch this many local processes (`run -i k -a ...`) on free loopback ports.",
 )
+@_ctrl_c_while_starting_stops
 def run(
     config_path: Path | None,
     workers: int,
@@ -248,21 +267,6 @@ def run(
     processes: int | None,
 ) -> None:
     """Run the live dataflow: Kafka in, Kafka out, resuming from recovery snapshots."""
-    try:
-        _run(config_path, workers, exit_when_caught_up, process_id, addresses, processes)
-    except KeyboardInterrupt:  # Ctrl-C while starting, before the run's own handling: a stop
-        click.echo("stopped while starting; the next run starts from the recovery dir as it is")
-        sys.exit(130)
-
-
-def _run(
-    config_path: Path | None,
-    workers: int,
-    exit_when_caught_up: bool,
-    process_id: int | None,
-    addresses: str | None,
-    processes: int | None,
-) -> None:
     from connectors.broker import BrokerError
     from connectors.kafka_source import MissingTopicError
     from connectors.metrics import MetricsPortInUse

@@ -206,7 +206,7 @@ class ReferenceIndex:
         self.pending_bytes = sum(self._size(f) for fs in self.pending.values() for f in fs)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Every reference as two joined strings, waiting events as tuples (see state.packing).
+        """Every reference as two joined strings, waiting events as their frozen bytes.
 
         Pickling the dicts entry by entry cost most of an epoch close in a live run.
         """

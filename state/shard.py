@@ -61,7 +61,6 @@ at 4,000 events/s, all twelve shards in one close, and the latency spiked with i
 Packed as they gather, the close packs at most this many a shard; an order changed
 again after it was packed is packed again, which costs little while epochs are short
 against the spacing of an order's events."""
-"""`OrderShard.increment`'s: orders packed, and the ids that left state since the last."""
 
 Output = tuple[
     str, object
