@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import resource
@@ -350,6 +351,17 @@ def orderguard_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "dataflows.cli", "run", *args]
 
 
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user and system) a running process has used so far; NaN if unknown."""
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children_cpu() -> float:
     """CPU seconds (user and system) of every child process reaped so far."""
     use = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -569,10 +581,13 @@ def run_quix(
 class LatencyProbe:
     """Produce orders at a fixed rate, consume corrections, match (order id, status)."""
 
-    def __init__(self, bootstrap: str, inputs: dict, corrected: str) -> None:
+    def __init__(
+        self, bootstrap: str, inputs: dict, corrected: str, broker_pid: int | None = None
+    ) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.bootstrap = bootstrap
+        self.broker_pid = broker_pid
         self.inputs = inputs
         self.producer = _producer(bootstrap, linger_ms=5)
         self.expected: dict[tuple[str, str], int] = {}
@@ -661,7 +676,10 @@ class LatencyProbe:
         self.sent_at.extend([0.0] * len(built))
         produce, poll, sent_at = self.producer.produce, self.producer.poll, self.sent_at
         t0 = time.time()
+        broker_cpu = [process_cpu(self.broker_pid)]  # at each second's start
         for k, (topic, key, value, idx) in enumerate(built):
+            if k % int(rate) == 0 and k:
+                broker_cpu.append(process_cpu(self.broker_pid))
             ahead = t0 + k / rate - time.time()
             if ahead > 0.001:
                 time.sleep(ahead)
@@ -691,6 +709,9 @@ class LatencyProbe:
         to_sink: list[float] = []  # produce -> the sink's produce call
         hop: list[float] = []  # the sink's produce call -> consumed here: one broker hop
         worst: dict[int, float] = {}  # each second sent: spikes at the epoch interval are snapshots
+        worst_in: dict[int, float] = {}  # the same, produce -> emitted_at
+        worst_hop: dict[int, float] = {}  # the same, the output's broker hop
+        thirds: list[list[float]] = [[], [], []]  # by when sent: the broker slows as it fills
         for i in want:
             if i in self.arrived:
                 ms = (self.arrived[i] - sent_at[i]) * 1000
@@ -700,12 +721,26 @@ class LatencyProbe:
                 hop.append((self.arrived[i] - self.written[i]) * 1000)
                 s = int(sent_at[i] - t0)
                 worst[s] = max(worst.get(s, 0.0), ms)
+                worst_in[s] = max(worst_in.get(s, 0.0), inside[-1])
+                worst_hop[s] = max(worst_hop.get(s, 0.0), hop[-1])
+                thirds[min(2, int(3 * (sent_at[i] - t0) / seconds))].append(ms)
         lat.sort()
         inside.sort()
         to_sink.sort()
         hop.sort()
         return {
+            "started_at": t0,
             "timeline_worst_ms": [round(worst.get(s, float("nan"))) for s in range(int(seconds))],
+            "timeline_emitted_worst_ms": [
+                round(worst_in.get(s, float("nan"))) for s in range(int(seconds))
+            ],
+            "timeline_broker_out_worst_ms": [
+                round(worst_hop.get(s, float("nan"))) for s in range(int(seconds))
+            ],
+            # Tansu's memory store lists every batch a partition holds on each fetch, so
+            # its CPU grows with what the phase has produced (docs/scale-out.md "Latency")
+            "p99_by_third_ms": [_pct(sorted(t), 0.99) for t in thirds],
+            "timeline_broker_cpu": [round(b - a, 2) for a, b in itertools.pairwise(broker_cpu)],
             "events": len(built),
             "achieved_rate": len(built) / produced_s,
             "matched": len(lat),
@@ -733,7 +768,12 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def run_latency(bootstrap: str, phases: list[tuple[str, float, float]], drain: float) -> dict:
+def run_latency(
+    bootstrap: str,
+    phases: list[tuple[str, float, float]],
+    drain: float,
+    broker_pid: int | None = None,
+) -> dict:
     """Each phase (name, events/s, seconds) on one continuously running pipeline."""
     inputs, outputs = topic_names("lat")
     rdir = DATA / "recovery-lat"
@@ -748,7 +788,7 @@ def run_latency(bootstrap: str, phases: list[tuple[str, float, float]], drain: f
         stderr=subprocess.PIPE,
         text=True,
     )
-    probe = LatencyProbe(bootstrap, inputs, outputs["corrected"])
+    probe = LatencyProbe(bootstrap, inputs, outputs["corrected"], broker_pid)
     results: dict[str, dict] = {}
     try:
         warm = probe.phase(200, 1, 60)  # wait until the pipeline answers
@@ -879,7 +919,9 @@ def main() -> None:
         phases = [("4k", 4000.0, 30.0)]
     if args.latency_only:
         with EmbeddedBroker(startup_timeout=30) as broker:
-            lat = run_latency(broker.bootstrap, phases, drain=60 if not args.quick else 30)
+            lat = run_latency(
+                broker.bootstrap, phases, drain=60 if not args.quick else 30, broker_pid=broker.pid
+            )
         for name, r in lat.items():
             print(f"latency at {name}/s: {r}")
         return
@@ -1036,7 +1078,7 @@ def main() -> None:
             if not args.latency_phase:  # issue 14: half the rate one process sustains
                 half = round(f["kafka_pipeline_events_per_s_excl_startup"] / 2, -2)
                 phases = [("half", half, 30.0 if not args.quick else 10.0)]
-            lat = run_latency(bs, phases, drain=60 if not args.quick else 30)
+            lat = run_latency(bs, phases, drain=60 if not args.quick else 30, broker_pid=broker.pid)
             for name, r in lat.items():
                 for k in (
                     *("p50_ms", "p99_ms", "max_ms", "achieved_rate"),
@@ -1044,6 +1086,13 @@ def main() -> None:
                 ):
                     f[f"latency_{name}_{k}"] = round(r[k], 1)
                 f[f"latency_{name}_matched_share"] = round(r["matched"] / max(1, r["expected"]), 4)
+                thirds = zip(("first", "middle", "last"), r["p99_by_third_ms"], strict=True)
+                for third, p99 in thirds:
+                    f[f"latency_{name}_p99_{third}_third_ms"] = round(p99, 1)
+                cpu = r["timeline_broker_cpu"]
+                if cpu:
+                    f[f"latency_{name}_broker_cpu_first_s"] = cpu[0]
+                    f[f"latency_{name}_broker_cpu_last_s"] = cpu[-1]
                 print(
                     f"latency at {name}/s: p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms "
                     f"({r['matched']:,}/{r['expected']:,} matched, "
@@ -1051,7 +1100,9 @@ def main() -> None:
                     f"{r['timeline_worst_ms']}; produce -> emitted_at p50 "
                     f"{r['emitted_p50_ms']:.0f} ms, p99 {r['emitted_p99_ms']:.0f} ms; the output's "
                     f"broker hop p50 {r['broker_out_p50_ms']:.0f} ms, "
-                    f"p99 {r['broker_out_p99_ms']:.0f} ms"
+                    f"p99 {r['broker_out_p99_ms']:.0f} ms; p99 by third of the phase "
+                    f"{[round(x) for x in r['p99_by_third_ms']]} ms; the broker's CPU "
+                    f"each second {r['timeline_broker_cpu']}"
                 )
 
     f["kafka_bench_seconds"] = round(time.perf_counter() - bench_t0, 1)
