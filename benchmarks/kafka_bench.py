@@ -761,9 +761,9 @@ class LatencyProbe:
             "timeline_broker_out_worst_ms": [
                 round(worst_hop.get(s, float("nan"))) for s in range(int(seconds))
             ],
+            "p99_by_third_ms": [_pct(sorted(t), 0.99) for t in thirds],
             # Tansu's memory store lists every batch a partition holds on each fetch, so
             # its CPU grows with what the phase has produced (docs/scale-out.md "Latency")
-            "p99_by_third_ms": [_pct(sorted(t), 0.99) for t in thirds],
             "timeline_broker_cpu": [round(b - a, 2) for a, b in itertools.pairwise(broker_cpu)],
             "events": len(built),
             "achieved_rate": len(built) / produced_s,
@@ -968,8 +968,8 @@ def main() -> None:
         "--latency-phase",
         action="append",
         metavar="RATE:SECONDS[:LINGER_MS]",
-        help="these phases instead of half the one-process rate for 30 s, the probe producing "
-        "with linger.ms 5, then 20 (repeatable)",
+        help="these phases instead of the default (half the one-process rate for 30 s, the "
+        "probe producing at linger.ms 5, then at 20); LINGER_MS defaults to 5 (repeatable)",
     )
     ap.add_argument("--plain-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
