@@ -858,98 +858,70 @@ def _merge_results(figures: dict[str, float]) -> None:
     tmp.replace(LATEST)
 
 
-def _rows(f: dict[str, float]) -> Iterator[tuple[str, str, str, str, str]]:
+Row = tuple[str, str, str, str, str]
+"""A table row: figure, value, target, ratio to it, and the verdict."""
+
+
+def _rows(f: dict[str, float]) -> Iterator[Row]:
     def num(key: str, unit: str = "", fmt: str = ",.0f") -> str:
         v = f.get(key)
         return "missing" if v is None else f"{v:{fmt}}{unit}"
 
-    def judged(key: str, *, lower_is_better: bool = False) -> tuple[str, str]:
+    def shown(label: str, key: str, unit: str = "", fmt: str = ",.0f") -> Row:
+        """A figure reported beside the targets, not judged."""
+        return (label, num(key, unit, fmt), "", "", "")
+
+    def judged(label: str, key: str, unit: str, fmt: str, target: str, *, lower: bool) -> Row:
         v, t = f.get(key), TARGETS.get(key)
         if v is None or t is None or v != v:
-            return "", "missing"
-        ok = v <= t if lower_is_better else v >= t
-        return (f"{t / v:.2f}" if lower_is_better else f"{v / t:.2f}"), ("met" if ok else "MISSED")
+            return (label, num(key, unit, fmt), target, "", "missing")
+        ok = v <= t if lower else v >= t
+        ratio = f"{t / v:.2f}" if lower else f"{v / t:.2f}"
+        return (label, num(key, unit, fmt), target, ratio, "met" if ok else "MISSED")
 
-    yield ("pipeline, 1 process", num("kafka_pipeline_events_per_s", " ev/s"), "", "", "")
-    yield (
-        "  excluding start-up",
-        num("kafka_pipeline_events_per_s_excl_startup", " ev/s"),
-        "",
-        "",
-        "",
+    yield shown("pipeline, 1 process", "kafka_pipeline_events_per_s", " ev/s")
+    yield shown("  excluding start-up", "kafka_pipeline_events_per_s_excl_startup", " ev/s")
+    yield shown("plain confluent-kafka loop", "kafka_plain_events_per_s", " ev/s")
+    yield shown("Quix Streams peer", "kafka_quix_events_per_s", " ev/s")
+    yield shown("pipeline CPU per event", "kafka_pipeline_cpu_us_per_event", " us", ".1f")
+    yield shown("plain loop CPU per event", "kafka_plain_cpu_us_per_event", " us", ".1f")
+    yield shown("  plain / pipeline CPU", "plain_to_pipeline_cpu_ratio", "x", ".2f")
+    yield judged(
+        "pipeline / plain loop", "pipeline_to_plain_ratio", "x", ".2f", ">= 0.8x", lower=False
     )
-    yield ("plain confluent-kafka loop", num("kafka_plain_events_per_s", " ev/s"), "", "", "")
-    yield ("Quix Streams peer", num("kafka_quix_events_per_s", " ev/s"), "", "", "")
-    for key, label, unit, fmt in (
-        ("kafka_pipeline_cpu_us_per_event", "pipeline CPU per event", " us", ".1f"),
-        ("kafka_plain_cpu_us_per_event", "plain loop CPU per event", " us", ".1f"),
-        ("plain_to_pipeline_cpu_ratio", "  plain / pipeline CPU", "x", ".2f"),
-    ):
-        yield (label, num(key, unit, fmt), "", "", "")
-    for key, label, target in (
-        ("pipeline_to_plain_ratio", "pipeline / plain loop", ">= 0.8x"),
-        ("pipeline_to_quix_ratio", "pipeline / Quix Streams", ">= 2x"),
-    ):
-        r, met = judged(key)
-        yield (label, num(key, "x", ".2f"), target, r, met)
+    yield judged(
+        "pipeline / Quix Streams", "pipeline_to_quix_ratio", "x", ".2f", ">= 2x", lower=False
+    )
     # Issue 14 sets 1.7x on replay, where nothing competes; here it is reported only
-    yield (
-        "2 processes / 1 (shared cores)",
-        num("processes_2_to_1_ratio", "x", ".2f"),
-        "",
-        "",
-        "",
-    )
-    yield ("2 processes", num("kafka_pipeline_2proc_events_per_s", " ev/s"), "", "", "")
+    yield shown("2 processes / 1 (shared cores)", "processes_2_to_1_ratio", "x", ".2f")
+    yield shown("2 processes", "kafka_pipeline_2proc_events_per_s", " ev/s")
     for key, label in (
         ("kafka_plain_outputs_identical", "plain loop's records = pipeline's"),
         ("kafka_pipeline_2proc_outputs_identical", "2 processes' records = 1's"),
     ):
         v = f.get(key)
         yield (label, "missing" if v is None else ("yes" if v else "NO"), "", "", "")
-    r, met = judged("latency_half_p99_ms", lower_is_better=True)
-    yield ("p99 latency, half the rate", num("latency_half_p99_ms", " ms"), "<= 250 ms", r, met)
-    yield ("  achieved produce rate", num("latency_half_achieved_rate", " ev/s"), "", "", "")
-    yield ("  p50", num("latency_half_p50_ms", " ms"), "", "", "")
-    yield ("  p99 produce -> emitted_at", num("latency_half_emitted_p99_ms", " ms"), "", "", "")
-    yield ("  p99 output's broker hop", num("latency_half_broker_out_p99_ms", " ms"), "", "", "")
+    lat = "latency_half"
+    yield judged(
+        "p99 latency, half the rate", f"{lat}_p99_ms", " ms", ",.0f", "<= 250 ms", lower=True
+    )
+    yield shown("  achieved produce rate", f"{lat}_achieved_rate", " ev/s")
+    yield shown("  p50", f"{lat}_p50_ms", " ms")
+    yield shown("  p99 produce -> emitted_at", f"{lat}_emitted_p99_ms", " ms")
+    yield shown("  p99 output's broker hop", f"{lat}_broker_out_p99_ms", " ms")
     for third in ("first", "middle", "last"):
-        key = f"latency_half_p99_{third}_third_ms"
-        yield (f"  p99, the phase's {third} third", num(key, " ms"), "", "", "")
-    yield (
-        "  broker CPU, first second",
-        num("latency_half_broker_cpu_first_s", " cores", ".2f"),
-        "",
-        "",
-        "",
+        yield shown(f"  p99, the phase's {third} third", f"{lat}_p99_{third}_third_ms", " ms")
+    yield shown("  broker CPU, first second", f"{lat}_broker_cpu_first_s", " cores", ".2f")
+    yield shown("  broker CPU, last second", f"{lat}_broker_cpu_last_s", " cores", ".2f")
+    lat20 = "latency_half_linger20"
+    yield judged(
+        "  the same, upstream linger 20", f"{lat20}_p99_ms", " ms", ",.0f", "<= 250 ms", lower=True
     )
-    yield (
-        "  broker CPU, last second",
-        num("latency_half_broker_cpu_last_s", " cores", ".2f"),
-        "",
-        "",
-        "",
-    )
-    r, met = judged("latency_half_linger20_p99_ms", lower_is_better=True)
-    yield (
-        "  the same, upstream linger 20",
-        num("latency_half_linger20_p99_ms", " ms"),
-        "<= 250 ms",
-        r,
-        met,
-    )
-    yield ("    p50", num("latency_half_linger20_p50_ms", " ms"), "", "", "")
-    yield (
-        "    broker CPU, last second",
-        num("latency_half_linger20_broker_cpu_last_s", " cores", ".2f"),
-        "",
-        "",
-        "",
-    )
-    r, met = judged("restart_seconds", lower_is_better=True)
-    yield ("restart from snapshot", num("restart_seconds", " s", ".1f"), "<= 15 s", r, met)
-    yield ("  open orders in it", num("kafka_open_orders"), "", "", "")
-    yield ("  recovery dir", num("recovery_dir_bytes", " B"), "", "", "")
+    yield shown("    p50", f"{lat20}_p50_ms", " ms")
+    yield shown("    broker CPU, last second", f"{lat20}_broker_cpu_last_s", " cores", ".2f")
+    yield judged("restart from snapshot", "restart_seconds", " s", ".1f", "<= 15 s", lower=True)
+    yield shown("  open orders in it", "kafka_open_orders")
+    yield shown("  recovery dir", "recovery_dir_bytes", " B")
 
 
 def main() -> None:
