@@ -56,7 +56,8 @@ class TimerWheel:
     def schedule(self, key: str, due: int, old_due: int = 0) -> None:
         """Register `key` for `due` (ms); `old_due` avoids a second entry in the same bucket."""
         b = due // GRAIN
-        if b == self._front_b:
+        if b <= self._front_b:  # this bucket, or one drained before it (a deadline set
+            # by evaluating an earlier one, still before the drain's `now`): due at once
             heapq.heappush(self._front, (due, key))
             self.entries += 1
             return

@@ -343,9 +343,9 @@ def test_terminal_orders_leave_state_after_retention(settings):
     shard = OrderShard(settings)
     run(shard, ev("taobao", "channel", OID, "COMPLETED", at=T0))
     run(shard, clock=T0 + settings.retention.terminal_order - 1)
-    assert OID in shard.orders
+    assert OID in shard
     run(shard, clock=T0 + settings.retention.terminal_order + 1)
-    assert OID not in shard.orders
+    assert OID not in shard
 
 
 def test_open_alerts_resolve_when_an_idle_order_leaves_state(settings):
@@ -353,7 +353,7 @@ def test_open_alerts_resolve_when_an_idle_order_leaves_state(settings):
     run(shard, scan(OID, "IN_TRANSIT", T0))
     out = run(shard, clock=T0 + settings.retention.idle_order + 1)
     assert fired(out) == [("TRACKING_STALLED", "firing"), ("TRACKING_STALLED", "resolved")]
-    assert OID not in shard.orders
+    assert OID not in shard
 
 
 def _scenario():

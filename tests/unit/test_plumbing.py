@@ -35,6 +35,23 @@ def test_wheel_keeps_entries_due_later_in_the_same_bucket():
     assert wheel.next_due() is None
 
 
+def test_a_deadline_set_in_a_bucket_already_drained_comes_out_at_the_next_pop():
+    """A drain passes several buckets, then the caller evaluates each deadline at its own
+    time; one evaluated in an early bucket may set the next deadline in that same bucket,
+    still before `now`. It must come out at once, not once the later bucket drains."""
+    wheel = TimerWheel()
+    dues = {"a": GRAIN + 100, "b": 2 * GRAIN + 900}
+    for k, d in dues.items():
+        wheel.schedule(k, d)
+    now = 2 * GRAIN + 500  # past a's bucket, into b's
+    assert wheel.pop_due(now, dues.__getitem__) == [(GRAIN + 100, "a")]
+    dues["a"] = GRAIN + 200  # a's evaluation at GRAIN + 100 sets its next deadline
+    wheel.schedule("a", GRAIN + 200)
+    assert wheel.next_due() == GRAIN + 200
+    assert wheel.pop_due(now, dues.__getitem__) == [(GRAIN + 200, "a")]
+    assert wheel.pop_due(2 * GRAIN + 1000, dues.__getitem__) == [(2 * GRAIN + 900, "b")]
+
+
 def test_wheel_matches_a_plain_model_through_random_reschedules_and_drains():
     """Many keys in the bucket being drained, moved, cancelled and added while it drains:
     each drain gives exactly the live deadlines passed, in (due, key) order."""
