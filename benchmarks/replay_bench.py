@@ -176,7 +176,7 @@ class Core:
         self.outputs += len(records)
 
     def open_orders(self) -> int:
-        return sum(len(s) for s in self.shards)
+        return sum(len(s.orders) for s in self.shards)
 
 
 def bench_core(path: Path, settings) -> tuple[int, float]:

@@ -121,7 +121,7 @@ def restore():
     return out
 shards, rw, rc = best(restore)
 def rows(sh):
-    return {k: o.__getstate__() for k, o in sh.every_order().items()}
+    return {k: o.__getstate__() for k, o in sh.orders.items()}
 same = all(rows(a) == rows(b) and a.clock == b.clock for a, b in zip(shards, core.shards))
 iblobs, idw, idc = best(lambda: [pickle.dumps(ix, protocol=P) for ix in core.index])
 index, ilw, ilc = best(lambda: [pickle.loads(b) for b in iblobs])

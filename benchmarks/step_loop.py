@@ -127,4 +127,4 @@ class StepLoop:
             self._emit(out.records)
 
     def open_orders(self) -> int:
-        return sum(len(s.shard) for s in self.orders)
+        return sum(len(s.shard.orders) for s in self.orders)

@@ -397,7 +397,7 @@ class OrdersStep(IncrementalStep):
             (events if type(item) is Event else commands).append(item)
         shard = self.shard
         before = shard.clock
-        fresh = first_deliveries(events, shard) if self._view else []
+        fresh = first_deliveries(events, shard.orders) if self._view else []
         signals: list[Any] = []
         records: list[Any] = []
         for kind, rec in shard.process(events, frontier):

@@ -135,10 +135,6 @@ class Retention(_Strict):
     pending_tracking_max: int = Field(200_000, ge=1)
     pending_tracking_max_bytes: int = Field(128 * 1_048_576, ge=1)  # per index shard
     seen_events_per_order: int = Field(64, ge=4)
-    pack_idle_order: DurationMs = 3_600_000
-    """An order with no event for this long is held packed, one bytes object (~290 bytes
-    instead of ~480), until an event or a deadline reaches it; 0 keeps every order
-    unpacked. Shorter saves memory and costs CPU: an order unpacked for each event."""
 
 
 RECORD_OVERHEAD = 512

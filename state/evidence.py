@@ -19,8 +19,6 @@ Rules, each named so a reader finds it here in one hop:
 
 from __future__ import annotations
 
-import marshal
-import struct
 from array import array
 from collections.abc import Iterator
 from itertools import accumulate, chain, compress, count
@@ -260,68 +258,6 @@ def _times_of(blob: bytes, block: int = 4096) -> Iterator[array]:
     for start in range(0, len(blob), block * _TIMES_BYTES):
         a = array("q", blob[start : start + block * _TIMES_BYTES])
         yield from map(a.__getitem__, map(slice, range(0, len(a), step), count(step, step)))
-
-
-# ---------------------------------------------------------------- idle orders
-# An open order waits hours or days between its events (paid, shipped, a scan a day),
-# and alive it costs ~480 bytes with its strings; as one bytes object, ~290. So a shard
-# keeps orders idle past `retention.pack_idle_order` packed, and unpacks one when an
-# event or a deadline reaches it (`state.shard.OrderShard.get`). The form: the times as
-# they are in memory, then the other fields marshalled (C speed both ways, statuses come
-# back as the interned constants they were).
-_row = attrgetter(*Order.__slots__)
-_DUE = struct.Struct("q")
-_STATUS_COLUMN = Order.__slots__.index("status")
-_ALERTS_COLUMN = Order.__slots__.index("alerts")
-
-
-def pack_order(o: Order) -> bytes:
-    return o.tobytes() + marshal.dumps(_row(o))
-
-
-def unpack_order(packed: bytes) -> Order:
-    o = _new_array(Order, "q", _ZEROS)
-    memoryview(o).cast("B")[:] = packed[:_TIMES_BYTES]  # in place: the array stays sized
-    (
-        o.alerts, o.carrier, o.channel, o.customer, o.flags, o.main, o.refs, o.reported,
-        o.seen, o.side, o.side_tier, o.status, o.tracking, o.version,
-    ) = marshal.loads(memoryview(packed)[_TIMES_BYTES:])  # fmt: skip
-    return o
-
-
-def packed_due(packed: bytes) -> int:
-    """A packed order's registered deadline (`DUE`), read without unpacking it."""
-    return _DUE.unpack_from(packed, 8 * DUE)[0]
-
-
-def packed_census(packed: bytes) -> tuple[str | None, dict[str, tuple[int, int]] | None]:
-    """A packed order's status and open alerts, for a recount (`OrderShard.count`)."""
-    row = marshal.loads(memoryview(packed)[_TIMES_BYTES:])
-    return row[_STATUS_COLUMN], row[_ALERTS_COLUMN]
-
-
-PackedIdle = tuple
-
-
-def pack_idle(idle: dict[str, bytes]) -> PackedIdle:
-    """Packed orders for a snapshot: their ids, their lengths, and all of them in one blob."""
-    return (
-        pack_strs(list(idle)),
-        array("I", map(len, idle.values())).tobytes(),
-        b"".join(idle.values()),
-    )
-
-
-def unpack_idle(packed: PackedIdle) -> dict[str, bytes]:
-    ids_p, lengths, blob = packed
-    ends = list(accumulate(array("I", lengths)))
-    return dict(
-        zip(
-            unpack_strs(ids_p),
-            map(blob.__getitem__, map(slice, [0, *ends[:-1]], ends)),
-            strict=True,
-        )
-    )
 
 
 MAX_REFS = 8

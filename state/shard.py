@@ -34,21 +34,14 @@ from state.evidence import (
     TERMINAL,
     TIER,
     Order,
-    PackedIdle,
     PackedOrders,
     apply_claims,
     derive,
     judge_report,
     lock_tracking,
-    pack_idle,
-    pack_order,
     pack_orders,
-    packed_census,
-    packed_due,
     remember_refs,
     resolve_claim,
-    unpack_idle,
-    unpack_order,
     unpack_orders,
 )
 from state.order_alerts import MESSAGES, RULES, Thresholds, candidates
@@ -56,11 +49,9 @@ from state.records import Alert, Correction, CustomerSignal
 from state.stages import StageTiming, time_stages
 from state.timers import TimerWheel
 
-Increment = tuple[PackedOrders, tuple[str, ...], PackedIdle]
-"""The orders changed since the last increment, packed, the ids that left, and the changed
-orders held packed (idle since). A delta written with orders packed ahead
-(`OrderShard.prepack`) is a list of them, oldest first. Snapshots written before idle
-orders were held packed have no third part."""
+Increment = tuple[PackedOrders, tuple[str, ...]]
+"""The orders changed since the last increment, packed, and the ids that left. A delta
+written with orders packed ahead (`OrderShard.prepack`) is a list of them, oldest first."""
 
 PREPACK = 512
 """Changed orders a shard packs ahead of the epoch close once that many have gathered.
@@ -104,17 +95,10 @@ def seen_before(seen: bytes, digest: bytes) -> bool:
 
 
 class OrderShard:
-    """Orders keyed by canonical (OMS) id, with a timer wheel on the ingestion clock.
-
-    An order is either alive in `orders` or, once idle for `retention.pack_idle_order`,
-    packed in `idle` (`state.evidence.pack_order`); `get` finds it either way. Packing
-    is a deadline like the others (`_evaluate` registers it), so the wheel's one entry
-    an order is all it takes.
-    """
+    """Orders keyed by canonical (OMS) id, with a timer wheel on the ingestion clock."""
 
     def __init__(self, settings: Settings) -> None:
         self.orders: dict[str, Order] = {}
-        self.idle: dict[str, bytes] = {}
         self.clock = 0
         self._wheel = TimerWheel()
         self._settings = settings
@@ -123,7 +107,6 @@ class OrderShard:
         self._keep_terminal = r.terminal_order
         self._keep_idle = r.idle_order
         self._seen_bytes = 4 * r.seen_events_per_order
-        self._pack_after = r.pack_idle_order
         self.duplicates = 0
         self.stages: list[StageTiming] = []  # the last `process` call's, for the metrics
         self.changed: set[str] | None = None  # ids touched since the last increment
@@ -138,42 +121,11 @@ class OrderShard:
         The timer wheel is not kept: every order holds its registered deadline (`DUE`),
         so `restore` rebuilds it, one entry an order, without the stale ones.
         """
-        return {
-            "orders": pack_orders(self.orders),
-            "idle": pack_idle(self.idle),
-            "clock": self.clock,
-        }
+        return {"orders": pack_orders(self.orders), "clock": self.clock}
 
     def restore(self, state: dict, settings: Settings) -> None:
         """From `__getstate__`'s whole form: one base and no deltas."""
-        base = (state["orders"], (), *([state["idle"]] if "idle" in state else []))
-        self.restore_increments(state["clock"], [base], settings)
-
-    def __len__(self) -> int:
-        """Orders held, alive and packed: the open orders."""
-        return len(self.orders) + len(self.idle)
-
-    def __contains__(self, oid: object) -> bool:
-        return oid in self.orders or oid in self.idle
-
-    def every_order(self) -> dict[str, Order]:
-        """Every order held, the packed ones unpacked as copies (they stay packed): for
-        comparing states and for tools, not for the event path."""
-        return {**self.orders, **{k: unpack_order(p) for k, p in self.idle.items()}}
-
-    def get(self, oid: str) -> Order | None:
-        """The order, unpacked (and kept alive from now on) if it was held packed."""
-        o = self.orders.get(oid)
-        if o is None:
-            packed = self.idle.pop(oid, None)
-            if packed is None:
-                return None
-            o = self.orders[oid] = unpack_order(packed)
-            due = self.clock + self._pack_after  # packed again unless something changes it
-            if not o[DUE] or due < o[DUE]:
-                self._wheel.schedule(oid, due, o[DUE])
-                o[DUE] = due
-        return o
+        self.restore_increments(state["clock"], [(state["orders"], ())], settings)
 
     # ------------------------------------------------------------------ increments
     def track_changes(self) -> None:
@@ -194,41 +146,29 @@ class OrderShard:
         changed, self.changed = self.changed, set()
         packed, self._packed = self._packed, []
         if base or changed is None:
-            return True, (pack_orders(self.orders), (), pack_idle(self.idle))
+            return True, (pack_orders(self.orders), ())
         if packed:
             return False, [*packed, self._delta(changed)]
         return False, self._delta(changed)
 
     def _delta(self, changed: set[str]) -> Increment:
-        orders, idle = self.orders, self.idle
+        orders = self.orders
         kept = {k: o for k in changed if (o := orders.get(k)) is not None}
-        packed = {k: p for k in changed if (p := idle.get(k)) is not None}
-        gone = tuple(k for k in changed if k not in orders and k not in idle)
-        return pack_orders(kept), gone, pack_idle(packed)
+        return pack_orders(kept), tuple(k for k in changed if k not in orders)
 
     def restore_increments(
         self, clock: int, increments: list[Increment | list[Increment]], settings: Settings
     ) -> None:
         """The state a base and the deltas after it describe (`increment`'s, oldest first)."""
         self.__init__(settings)  # type: ignore[misc]
-        (base, _, *base_idle), *deltas = increments
+        (base, _), *deltas = increments
         orders = unpack_orders(base)
-        idle = unpack_idle(base_idle[0]) if base_idle else {}
         for delta in deltas:
-            for packed, gone, *delta_idle in delta if isinstance(delta, list) else (delta,):
-                alive = unpack_orders(packed)
-                orders.update(alive)
-                for k in alive:
-                    idle.pop(k, None)
-                if delta_idle:
-                    held = unpack_idle(delta_idle[0])
-                    idle.update(held)
-                    for k in held:
-                        orders.pop(k, None)
+            for packed, gone in delta if isinstance(delta, list) else (delta,):
+                orders.update(unpack_orders(packed))
                 for k in gone:
                     orders.pop(k, None)
-                    idle.pop(k, None)
-        self.orders, self.idle = orders, idle
+        self.orders = orders
         self.clock = clock
         self._compact_wheel()
         self.statuses, self.open_alerts = self.count()
@@ -247,15 +187,12 @@ class OrderShard:
         Counted in C (`Counter` of a `map`): a Python loop over a million restored
         orders was an eighth of a restart."""
         orders = self.orders.values()
-        packed = list(map(packed_census, self.idle.values()))
         statuses: Counter[str] = Counter(map(_STATUS, orders))
-        statuses.update(status for status, _ in packed)
         for empty in (None, ""):
             n = statuses.pop(empty, 0)  # type: ignore[call-overload]
             if n:
                 statuses["UNKNOWN"] += n
         open_alerts: Counter[str] = Counter(chain.from_iterable(filter(None, map(_ALERTS, orders))))
-        open_alerts.update(chain.from_iterable(alerts for _, alerts in packed if alerts))
         return statuses, open_alerts
 
     # ------------------------------------------------------------------ input
@@ -274,28 +211,24 @@ class OrderShard:
             at = max(self.clock, ev.received_ms)
             self._apply(ev, at, out)
         self.advance(frontier, out)
-        if self._wheel.entries > 2 * len(self) + WHEEL_SLACK:
+        if self._wheel.entries > 2 * len(self.orders) + WHEEL_SLACK:
             self._compact_wheel()
         return out
 
     def _compact_wheel(self) -> None:
         """Drop the wheel's stale entries: a deadline moved earlier leaves its old entry
         behind until that bucket comes up, days ahead for retention deadlines."""
-        self._wheel = TimerWheel.of(
-            chain(
-                ((k, o[DUE]) for k, o in self.orders.items()),
-                ((k, packed_due(p)) for k, p in self.idle.items()),
-            )
-        )
+        self._wheel = TimerWheel.of((k, o[DUE]) for k, o in self.orders.items())
 
     def advance(self, now: int, out: list[Output]) -> None:
         """Move the clock to `now`: deadlines strictly before it fire, at their own time."""
         if now <= self.clock:
             return
+        orders = self.orders
         wheel = self._wheel
         nxt = wheel.next_due()
         while nxt is not None and nxt < now:
-            ready = wheel.pop_due(now, self._due)
+            ready = wheel.pop_due(now, lambda k: _due(orders, k))
             if not ready:
                 break
             if self.changed is not None:
@@ -307,17 +240,9 @@ class OrderShard:
                     for later, key in ready[i:]:
                         wheel.schedule(key, later)
                     break
-                o = self.get(oid)
-                assert o is not None  # `_due` found it
+                o = orders[oid]
                 o[DUE] = 0
                 self._evaluate(oid, o, due, out)
-                if (
-                    self._pack_after
-                    and o[LAST_AT] + self._pack_after <= due
-                    and self.orders.get(oid) is o
-                ):
-                    del self.orders[oid]  # PACK IDLE ORDERS
-                    self.idle[oid] = pack_order(o)
             nxt = wheel.next_due()
         self.clock = now
 
@@ -328,7 +253,7 @@ class OrderShard:
             return
         if self.changed is not None:
             self.changed.add(oid)
-        o = self.get(oid)
+        o = self.orders.get(oid)
         if o is None:
             o = self.orders[oid] = Order()
             self.statuses["UNKNOWN"] += 1
@@ -490,10 +415,6 @@ class OrderShard:
             return
         if due == 0 or keep < due:
             due = keep
-        if self._pack_after:
-            pack_at = o[LAST_AT] + self._pack_after
-            if now < pack_at < due:
-                due = pack_at
         registered = o[DUE]
         if registered == 0 or due < registered:
             # only ever move a deadline earlier: a later one is found when the registered
@@ -510,14 +431,6 @@ class OrderShard:
             self.open_alerts[typ] -= 1
         self.statuses[o.status or "UNKNOWN"] -= 1
         del self.orders[oid]
-
-    def _due(self, oid: str) -> int:
-        """The order's registered deadline (0: none, or not held), alive or packed."""
-        o = self.orders.get(oid)
-        if o is not None:
-            return o[DUE]
-        packed = self.idle.get(oid)
-        return 0 if packed is None else packed_due(packed)
 
     def _alert(
         self, typ: str, state: str, oid: str, o: Order, now: int, since: int | None = None
@@ -555,3 +468,8 @@ class OrderShard:
             channel=o.channel,
             carrier=o.carrier,
         )
+
+
+def _due(orders: dict[str, Order], key: str) -> int:
+    o = orders.get(key)
+    return 0 if o is None else o[DUE]

@@ -144,11 +144,8 @@ def timeline_member(ev: Event) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
-def first_deliveries(events: list[Event], orders: OrderShard | dict[str, Order]) -> list[Event]:
-    """The events the shard will apply: call before it does (it ignores repeated deliveries).
-
-    `orders`: the shard (`get` unpacks an order it held packed, as applying would).
-    """
+def first_deliveries(events: list[Event], orders: dict[str, Order]) -> list[Event]:
+    """The events the shard will apply: call before it does (it ignores repeated deliveries)."""
     out: list[Event] = []
     batch: set[tuple[str, bytes]] = set()
     for ev in events:
@@ -173,6 +170,7 @@ def orders_update(
     batch emitted. The time is the shard's clock, or the batch's last arrival when that
     is ahead (the clock waits for the slowest input partition).
     """
+    orders = shard.orders
     clock = max(shard.clock, max((ev.received_ms for ev in events), default=0))
     touched = dict.fromkeys(ev.order_id for ev in events if ev.order_id is not None)
     for r in records:
@@ -183,7 +181,7 @@ def orders_update(
     update = ViewUpdate()
     held: set[str] = set()
     for oid in touched:
-        o = shard.get(oid)
+        o = orders.get(oid)
         if o is None:  # it changed, then left state in the same batch (a jump of the clock)
             update.forgotten.append(oid)
             continue

@@ -116,7 +116,7 @@ def _order_states(lines: list[tuple[str, dict[str, Any], str]]) -> dict[str, tup
     core = Core(SETTINGS)
     for n, i in enumerate(range(0, len(raws), 3)):
         core.feed(n, [(seq, raw, {"line": seq}) for seq, raw in enumerate(raws[i : i + 3], i)])
-    return {oid: o.__getstate__() for s in core.shards for oid, o in s.every_order().items()}
+    return {oid: o.__getstate__() for s in core.shards for oid, o in s.orders.items()}
 
 
 BASELINE: dict[str, Any] = {}

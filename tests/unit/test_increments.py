@@ -23,7 +23,7 @@ SETTINGS = Settings(retention={"terminal_order": "6h", "idle_order": "12h"})  # 
 
 
 def _orders(shard: OrderShard) -> dict[str, object]:
-    return {k: (bytes(o), o.__getstate__()) for k, o in shard.every_order().items()}
+    return {k: (bytes(o), o.__getstate__()) for k, o in shard.orders.items()}
 
 
 def _census(shard: OrderShard) -> tuple[dict[str, int], dict[str, int]]:

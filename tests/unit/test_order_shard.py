@@ -343,9 +343,9 @@ def test_terminal_orders_leave_state_after_retention(settings):
     shard = OrderShard(settings)
     run(shard, ev("taobao", "channel", OID, "COMPLETED", at=T0))
     run(shard, clock=T0 + settings.retention.terminal_order - 1)
-    assert OID in shard
+    assert OID in shard.orders
     run(shard, clock=T0 + settings.retention.terminal_order + 1)
-    assert OID not in shard
+    assert OID not in shard.orders
 
 
 def test_open_alerts_resolve_when_an_idle_order_leaves_state(settings):
@@ -353,7 +353,7 @@ def test_open_alerts_resolve_when_an_idle_order_leaves_state(settings):
     run(shard, scan(OID, "IN_TRANSIT", T0))
     out = run(shard, clock=T0 + settings.retention.idle_order + 1)
     assert fired(out) == [("TRACKING_STALLED", "firing"), ("TRACKING_STALLED", "resolved")]
-    assert OID not in shard
+    assert OID not in shard.orders
 
 
 def _scenario():
@@ -474,3 +474,26 @@ def test_the_census_counts_orders_without_a_status_as_unknown_and_every_open_ale
     statuses, alerts = shard.count()
     assert dict(statuses) == {"UNKNOWN": 2, "PENDING_PAYMENT": 3}
     assert dict(alerts) == {"PAYMENT_NOT_REFLECTED": 2, "SHIPMENT_DELAYED": 1}
+
+
+def test_deadlines_an_evaluation_sets_during_a_jump_fire_in_the_same_jump_in_time_order():
+    """The clock jumps 40 minutes at once (a batch after a pause). Order A's payment alert
+    at +10 sets its shipment deadline at +20, a wheel bucket the jump has already drained;
+    B's alert is due at +35, C's at +44 (after the jump). A's second alert must fire in this
+    jump, and before B's: deadlines fire at their own time, in time order."""
+    thresholds = {"payment_not_reflected": "10m", "shipment_delayed": "20m"}
+    shard = OrderShard(Settings(thresholds=thresholds))
+    paid = [
+        e
+        for oid, at in (("TB-A", T0), ("TB-B", T0 + 25 * MIN), ("TB-C", T0 + 34 * MIN))
+        for e in (oms(oid, "PENDING_PAYMENT", at - 1), pay(oid, at))
+    ]
+    assert alerts(run(shard, *paid, clock=T0)) == []
+    fired = [
+        (a.subject["order_id"], a.type, a.at_ms) for a in alerts(run(shard, clock=T0 + 40 * MIN))
+    ]
+    assert fired == [
+        ("TB-A", "PAYMENT_NOT_REFLECTED", T0 + 10 * MIN),
+        ("TB-A", "SHIPMENT_DELAYED", T0 + 20 * MIN),
+        ("TB-B", "PAYMENT_NOT_REFLECTED", T0 + 35 * MIN),
+    ]

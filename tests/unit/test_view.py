@@ -135,7 +135,7 @@ def test_an_order_that_leaves_state_while_touched_is_deleted_from_the_view(setti
     shard = OrderShard(settings)
     batch(settings, shard, scan(OID, "IN_TRANSIT", T0))
     update = batch(settings, shard, clock=T0 + settings.retention.idle_order + HOUR)
-    assert OID not in shard  # its open alert resolved as it left: it was touched
+    assert OID not in shard.orders  # its open alert resolved as it left: it was touched
     assert (update.orders, update.forgotten) == ([], [OID])
     # a change and the end of retention in one batch (the clock jumped ahead)
     update = batch(
@@ -151,7 +151,7 @@ def test_an_order_that_leaves_state_untouched_is_left_to_expire(settings):
     shard = OrderShard(settings)
     batch(settings, shard, ev("taobao", "channel", OID, "COMPLETED", at=T0))
     update = batch(settings, shard, clock=T0 + settings.retention.terminal_order + 2 * HOUR)
-    assert OID not in shard
+    assert OID not in shard.orders
     assert not update  # nothing emitted for it: its keys expire with the ttl last written
 
 
