@@ -63,6 +63,7 @@ from schemas.normalize import Normalizer
 from state.customers import CustomerDesk, in_order
 from state.encode import Encoded, encode, is_replacement
 from state.health import HealthBatch, HealthState
+from state.packing import forget_restored
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
 from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
@@ -160,6 +161,7 @@ class _Adapter(StatefulBatchLogic):
         """
         if self._rdir is None:
             return None
+        forget_restored()  # every step resumed before the first epoch closed
         started = time.perf_counter()
         step = self.step
         state = step.state()

@@ -307,3 +307,19 @@ def test_without_recovery_nothing_is_tracked_or_written(tmp_path):
     logic.step.shard.process([oms("TB1", "PENDING_PAYMENT", T0)], T0)
     assert logic.snapshot() is None and logic.step.shard.changed is None
     assert not (tmp_path / "increments").exists()
+
+
+def test_the_first_epoch_close_after_a_resume_empties_the_restore_table(tmp_path):
+    """Steps restore through one table of ids (`state.packing`), so the shard and the index
+    share their strings; once the run is under way the table must not keep them alive."""
+    from state import packing
+
+    logic = _orders_logic(None, tmp_path)
+    logic.step.shard.process([label(f"TB{i:03d}", f"SF{i:012d}", T0 + i) for i in range(30)], T0)
+    snapshot = logic.snapshot()
+    packing.forget_restored()
+    resumed = _orders_logic(snapshot, tmp_path)
+    assert "TB007" in packing._RESTORED and "SF000000000007" in packing._RESTORED
+    resumed.snapshot()
+    assert packing._RESTORED == {}
+    assert _orders(resumed.step.shard) == _orders(logic.step.shard)
