@@ -40,7 +40,7 @@ _RESTORED: dict[str, str] = {}
 """Each id restored since the run began, once. Live, an order's references and tracking
 numbers are the very strings the reference index keys them by, and most index entries
 name their order with the shard's string; unpacked apart, each step would hold its own
-copy (~230 bytes an open order more after a restart). The steps of a process restore in
+copy (~200 bytes an open order more after a restart). The steps of a process restore in
 turn, through this table; `forget_restored` empties it at the first epoch close."""
 
 
