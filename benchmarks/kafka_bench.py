@@ -585,6 +585,10 @@ def run_quix(
 
 
 # ---------------------------------------------------------------- latency
+PROBE_LINGER_MS = 5
+"""The probe's `linger.ms` unless a phase says otherwise: librdkafka's default."""
+
+
 @dataclass(frozen=True, slots=True)
 class Phase:
     """One latency phase: `rate` events/s for `seconds`, the probe producing as an upstream
@@ -593,7 +597,7 @@ class Phase:
     name: str
     rate: float
     seconds: float
-    linger_ms: int = 5
+    linger_ms: int = PROBE_LINGER_MS
 
 
 class LatencyProbe:
@@ -653,7 +657,9 @@ class LatencyProbe:
             self._producers[linger_ms] = _producer(self.bootstrap, linger_ms=linger_ms)
         return self._producers[linger_ms]
 
-    def phase(self, rate: float, seconds: float, drain: float, linger_ms: int = 5) -> dict:
+    def phase(
+        self, rate: float, seconds: float, drain: float, linger_ms: int = PROBE_LINGER_MS
+    ) -> dict:
         """Produce rate*seconds events at `rate`; wait up to `drain` s for their corrections."""
         from sim.payloads import Ctx
 
@@ -960,8 +966,8 @@ def main() -> None:
     if args.latency_phase:
         for spec in args.latency_phase:
             rate, secs, *linger = spec.split(":")
-            lms = int(linger[0]) if linger else 5
-            name = f"{float(rate) / 1000:g}k" + (f"_linger{lms}" if lms != 5 else "")
+            lms = int(linger[0]) if linger else PROBE_LINGER_MS
+            name = f"{float(rate) / 1000:g}k" + (f"_linger{lms}" if lms != PROBE_LINGER_MS else "")
             phases.append(Phase(name, float(rate), float(secs), lms))
     elif args.latency_only:
         phases = [Phase("4k", 4000.0, 30.0)]
