@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from functools import partial
 from itertools import chain
 from operator import attrgetter
 
@@ -224,26 +225,17 @@ class OrderShard:
         """Move the clock to `now`: deadlines strictly before it fire, at their own time."""
         if now <= self.clock:
             return
-        orders = self.orders
-        wheel = self._wheel
-        nxt = wheel.next_due()
-        while nxt is not None and nxt < now:
-            ready = wheel.pop_due(now, lambda k: _due(orders, k))
-            if not ready:
-                break
-            if self.changed is not None:
-                self.changed.update(oid for _, oid in ready)
-            for i, (due, oid) in enumerate(ready):
-                if i and (first := wheel.next_due()) is not None and first < due:
-                    # an evaluation set a deadline before the rest: they wait behind it, so
-                    # deadlines fire in time order however they were registered
-                    for later, key in ready[i:]:
-                        wheel.schedule(key, later)
-                    break
+        nxt = self._wheel.next_due()
+        if nxt is not None and nxt < now:
+            orders, changed, pop = self.orders, self.changed, self._wheel.pop_next
+            due_of = partial(_due, orders)
+            while (entry := pop(now, due_of)) is not None:
+                due, oid = entry
+                if changed is not None:
+                    changed.add(oid)
                 o = orders[oid]
                 o[DUE] = 0
                 self._evaluate(oid, o, due, out)
-            nxt = wheel.next_due()
         self.clock = now
 
     # ------------------------------------------------------------------ one event

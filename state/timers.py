@@ -77,31 +77,29 @@ class TimerWheel:
             return self._front[0][0]
         return self._heap[0] * GRAIN if self._heap else None
 
-    def pop_due(self, now: int, due_of: Callable[[str], int]) -> list[tuple[int, str]]:
-        """All live (due, key) with due < now, in (due, key) order; `due_of` reads the deadline."""
-        ready: list[tuple[int, str]] = []
+    def pop_next(self, now: int, due_of: Callable[[str], int]) -> tuple[int, str] | None:
+        """The earliest live (due, key) with due < now, taken out; None when none is left.
+
+        One at a time, so that a deadline the caller sets while handling one, still before
+        `now`, comes out in its turn: deadlines leave in (due, key) order however they were
+        registered. The caller moves or clears the key's deadline (`due_of`) before the
+        next call; an entry whose key no longer holds its due is stale and skipped.
+        """
         while True:
             front = self._front
             while front and front[0][0] < now:
-                due, key = heapq.heappop(front)
+                entry = heapq.heappop(front)
                 self.entries -= 1
-                live = due_of(key)
-                if live == due:
-                    ready.append((due, key))
-                elif live and live // GRAIN == self._front_b and live != due:
-                    heapq.heappush(front, (live, key))  # moved within this bucket
-                    self.entries += 1
+                if due_of(entry[1]) == entry[0]:
+                    return entry  # a second entry of it is stale once the caller moves it
             if front:
-                break
+                return None
             self._front_b = -1
             if not self._heap or self._heap[0] * GRAIN >= now:
-                break
+                return None
             b = heapq.heappop(self._heap)
             keys = self._buckets.pop(b, ())
             entries = {(d, k) for k in keys if (d := due_of(k)) and d // GRAIN == b}
             self._front = sorted(entries)
             self.entries += len(self._front) - len(keys)
             self._front_b = b
-        ready.sort()
-        # a key rescheduled while its bucket drained can sit there twice: keep one
-        return [r for i, r in enumerate(ready) if i == 0 or r != ready[i - 1]]

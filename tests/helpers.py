@@ -19,6 +19,7 @@ from connectors.processes import stop_group
 from dataflows.messages import Mark
 from schemas.config import Settings, load_settings
 from schemas.event import Event
+from state.timers import TimerWheel
 
 T0 = int(datetime(2026, 3, 2, 8, 0, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000
@@ -170,6 +171,16 @@ class PrivateRedis:
         proc, self._proc = self._proc, None
         if proc is not None:
             stop_group(proc)
+
+
+def drain(wheel: TimerWheel, now: int, dues: dict[str, int]) -> list[tuple[int, str]]:
+    """Every deadline before `now` the wheel gives, each cleared as the shard clears it
+    (`dues`: key -> due ms, 0 for none)."""
+    out = []
+    while (entry := wheel.pop_next(now, lambda k: dues.get(k, 0))) is not None:
+        out.append(entry)
+        dues[entry[1]] = 0
+    return out
 
 
 def mark(part: str = "p", clock: int = 0) -> Mark:

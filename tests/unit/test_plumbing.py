@@ -7,7 +7,7 @@ import random
 from schemas.config import Settings
 from state.reference_index import ReferenceIndex, tracking_key
 from state.timers import GRAIN, TimerWheel
-from tests.helpers import HOUR, T0, ev
+from tests.helpers import HOUR, T0, drain, ev
 
 
 def test_wheel_pops_due_keys_in_time_order_and_skips_stale_entries():
@@ -17,9 +17,9 @@ def test_wheel_pops_due_keys_in_time_order_and_skips_stale_entries():
         wheel.schedule(k, d)
     dues["c"] = 20_000  # rescheduled: its old entry is stale
     wheel.schedule("c", 20_000, 9_000)
-    assert wheel.pop_due(10_000, dues.__getitem__) == [(1_200, "b"), (5_500, "a")]
-    assert wheel.pop_due(10_000, dues.__getitem__) == []
-    assert wheel.pop_due(20_001, dues.__getitem__) == [(20_000, "c")]
+    assert drain(wheel, 10_000, dues) == [(1_200, "b"), (5_500, "a")]
+    assert drain(wheel, 10_000, dues) == []
+    assert drain(wheel, 20_001, dues) == [(20_000, "c")]
 
 
 def test_wheel_keeps_entries_due_later_in_the_same_bucket():
@@ -27,11 +27,11 @@ def test_wheel_keeps_entries_due_later_in_the_same_bucket():
     dues = {"a": 1_100, "b": 1_900}
     for k, d in dues.items():
         wheel.schedule(k, d)
-    assert wheel.pop_due(1_500, dues.__getitem__) == [(1_100, "a")]
+    assert drain(wheel, 1_500, dues) == [(1_100, "a")]
     assert wheel.next_due() == 1_900
     dues["b"] = 1_700  # moved within the bucket being drained
     wheel.schedule("b", 1_700, 1_900)
-    assert wheel.pop_due(2_000, dues.__getitem__) == [(1_700, "b")]
+    assert drain(wheel, 2_000, dues) == [(1_700, "b")]
     assert wheel.next_due() is None
 
 
@@ -44,38 +44,75 @@ def test_a_deadline_set_in_a_bucket_already_drained_comes_out_at_the_next_pop():
     for k, d in dues.items():
         wheel.schedule(k, d)
     now = 2 * GRAIN + 500  # past a's bucket, into b's
-    assert wheel.pop_due(now, dues.__getitem__) == [(GRAIN + 100, "a")]
+    assert drain(wheel, now, dues) == [(GRAIN + 100, "a")]
     dues["a"] = GRAIN + 200  # a's evaluation at GRAIN + 100 sets its next deadline
     wheel.schedule("a", GRAIN + 200)
     assert wheel.next_due() == GRAIN + 200
-    assert wheel.pop_due(now, dues.__getitem__) == [(GRAIN + 200, "a")]
-    assert wheel.pop_due(2 * GRAIN + 1000, dues.__getitem__) == [(2 * GRAIN + 900, "b")]
+    assert drain(wheel, now, dues) == [(GRAIN + 200, "a")]
+    assert drain(wheel, 2 * GRAIN + 1000, dues) == [(2 * GRAIN + 900, "b")]
+
+
+def test_a_deadline_set_while_handling_one_comes_out_in_its_turn_within_the_same_jump():
+    """The caller handles each deadline as it comes; one it sets before `now` waits only
+    for those due before it: in the bucket being drained, or in a later one."""
+    wheel = TimerWheel()
+    dues = {"a": GRAIN + 100, "b": GRAIN + 400, "c": 2 * GRAIN + 100}
+    for k, d in dues.items():
+        wheel.schedule(k, d)
+    now, got = 3 * GRAIN, []
+    then = {"a": [GRAIN + 300, 2 * GRAIN + 50], "b": [], "c": []}  # each of a's next deadlines
+    while (entry := wheel.pop_next(now, lambda k: dues.get(k, 0))) is not None:
+        got.append(entry)
+        key = entry[1]
+        dues[key] = then[key].pop(0) if then[key] else 0
+        if dues[key]:
+            wheel.schedule(key, dues[key])
+    assert got == [
+        (GRAIN + 100, "a"),
+        (GRAIN + 300, "a"),  # set in the bucket being drained, ahead of b
+        (GRAIN + 400, "b"),
+        (2 * GRAIN + 50, "a"),  # set in the next bucket, ahead of c
+        (2 * GRAIN + 100, "c"),
+    ]
+    assert wheel.next_due() is None
 
 
 def test_wheel_matches_a_plain_model_through_random_reschedules_and_drains():
-    """Many keys in the bucket being drained, moved, cancelled and added while it drains:
-    each drain gives exactly the live deadlines passed, in (due, key) order."""
+    """Keys moved, cancelled and added between drains and while a drain is under way,
+    the just-handled key among them: each pop gives the earliest live deadline before
+    `now`, as a plain model of the live deadlines says."""
     rng = random.Random(5)
     wheel, dues, now = TimerWheel(), {}, 0
+
+    def reschedule(key: str, earliest: int) -> None:
+        old = dues.get(key, 0)
+        due = earliest + 1 + rng.randrange(3 * GRAIN)
+        dues[key] = due
+        wheel.schedule(key, due, old)
+
     for step in range(3000):
         key = f"k{rng.randrange(400)}"
         if rng.random() < 0.7:
-            old = dues.get(key, 0)
-            due = now + 1 + rng.randrange(3 * GRAIN)
-            dues[key] = due
-            wheel.schedule(key, due, old)
+            reschedule(key, now)
         elif key in dues:
             dues[key] = 0  # cancelled: its entry is stale
         if step % 7 == 0:
             now += rng.randrange(GRAIN // 3)
-            want = sorted((d, k) for k, d in dues.items() if d and d < now)
-            got = wheel.pop_due(now, lambda k: dues.get(k, 0))
-            assert got == want, step
-            for _, k in got:
-                dues[k] = 0
-            live = [d for d in dues.values() if d]
+            while True:
+                live = [(d, k) for k, d in dues.items() if d and d < now]
+                got = wheel.pop_next(now, lambda k: dues.get(k, 0))
+                assert got == (min(live) if live else None), step
+                if got is None:
+                    break
+                dues[got[1]] = 0
+                if rng.random() < 0.3:  # handling it set its next deadline, maybe before now
+                    reschedule(got[1], got[0] - GRAIN // 2)
+                if rng.random() < 0.2:  # or moved another key's
+                    reschedule(f"k{rng.randrange(400)}", got[0] - GRAIN // 2)
+            live_dues = [d for d in dues.values() if d]
             nxt = wheel.next_due()
-            assert (nxt is None) == (not live) and (nxt is None or nxt <= min(live))
+            assert (nxt is None) == (not live_dues)
+            assert nxt is None or nxt <= min(live_dues)
 
 
 def _scan(tracking: str, at: int):
