@@ -19,6 +19,7 @@ from connectors.processes import stop_group
 from dataflows.messages import Mark
 from schemas.config import Settings, load_settings
 from schemas.event import Event
+from schemas.statuses import CLAIMABLE, conditional
 from state.timers import TimerWheel
 
 T0 = int(datetime(2026, 3, 2, 8, 0, tzinfo=UTC).timestamp() * 1000)
@@ -46,7 +47,13 @@ def ev(
     event_id: str | None = None,
     **fields: object,
 ) -> Event:
-    """An event received at `at` (ms) about `order_id`; its own time defaults to `at`."""
+    """An event received at `at` (ms) about `order_id`; its own time defaults to `at`.
+
+    Its claims are what a validated status map can produce (`schemas.config` refuses any
+    other), so a test cannot feed the core a claim real input never carries."""
+    for claim in claims:
+        for part in conditional(claim) or (claim,):
+            assert part in CLAIMABLE, f"{claim!r} is not a claim a status map can produce"
     seq = next(_seq)
     e = Event(
         stream=_STREAM[kind],

@@ -60,7 +60,7 @@ def _day(seed: int, n: int) -> list:
         elif kind == 3:
             out.append(scan(oid, "DELIVERED", at, tracking=f"SF{int(oid[2:]):012d}"))
         else:
-            out.append(oms(oid, "SHIPPED", at))
+            out.append(oms(oid, "LABEL_CREATED", at))  # an OMS "shipped", as the maps give it
     return out
 
 

@@ -106,7 +106,9 @@ def test_a_step_restored_from_its_snapshot_is_frozen(gc_restored, tmp_path):
         return orders_logic(settings, resume, tmp_path)
 
     logic = orders(None)
-    logic.step.shard.process([oms(f"TB20260302{i:05d}", "待支付", T0 + i) for i in range(200)], T0)
+    logic.step.shard.process(
+        [oms(f"TB20260302{i:05d}", "PENDING_PAYMENT", T0 + i) for i in range(200)], T0
+    )
     snapshot = logic.snapshot()
     assert snapshot is not None
     gc_tuning.tune_gc(True)

@@ -47,7 +47,7 @@ def test_an_event_by_a_linked_reference_goes_to_its_order_at_once():
 
 def test_events_before_their_link_wait_and_follow_it_in_input_order():
     idx = ReferenceIndex(Settings())
-    first, second = _by_ref(TID, T0), _by_ref(TID, T0 + MIN, "SHIPPED")
+    first, second = _by_ref(TID, T0), _by_ref(TID, T0 + MIN, "LABEL_CREATED")
     assert idx.process([first, second], T0 + MIN) == ([], [])
     assert idx.pending_count == 2
     link = _link(OID, T0 + HOUR, TID)

@@ -42,7 +42,7 @@ def test_a_whole_life_times_every_stage_once():
     ]
     # a late duplicate milestone and the OMS catching up time nothing again
     assert feed(s, scan(OID, "PICKED_UP", T0 + 31 * HOUR, event_at=T0 + 5 * HOUR)) == []
-    assert feed(s, oms(OID, "SHIPPED", T0 + 32 * HOUR)) == []
+    assert feed(s, oms(OID, "LABEL_CREATED", T0 + 32 * HOUR)) == []
 
 
 def test_a_skipped_milestone_times_only_the_stages_whose_start_was_seen():
@@ -73,4 +73,4 @@ def test_a_shard_keeps_only_the_last_calls_timings():
     assert feed(s, oms(OID, "PAID", T0 + 2 * HOUR)) == [
         StageTiming("payment_to_oms", "unknown", "sf", 2 * HOUR)
     ]
-    assert feed(s, oms(OID, "SHIPPED", T0 + 3 * HOUR)) == []
+    assert feed(s, oms(OID, "LABEL_CREATED", T0 + 3 * HOUR)) == []

@@ -50,7 +50,7 @@ def _order(i: int) -> Order:
     o = Order()
     o[LAST_AT] = T0 + i
     o[DUE] = T0 + i * HOUR
-    o.status = o.main = "SHIPPED" if i % 2 else None
+    o.status = o.main = "IN_TRANSIT" if i % 2 else None
     o.side = "ON_HOLD" if i % 3 == 0 else None
     o.side_tier, o.flags, o.version = i % 5, i % 9, i
     o.reported = "PAID" if i % 4 else None
@@ -118,7 +118,7 @@ def test_the_reference_index_comes_back_whole_with_its_waiting_events():
         assert back.waiting(key) == idx.waiting(key)  # dataclass equality: every field
     assert idx.waiting("SF000000000002") == [held[2], held[6]]  # every field, kept
     # and it behaves the same from there on
-    later = [ev("oms", "oms", "TB77", "SHIPPED", at=T0 + HOUR, tracking_no="SF000000000002",
+    later = [ev("oms", "oms", "TB77", "LABEL_CREATED", at=T0 + HOUR, tracking_no="SF000000000002",
                 tracking_valid=True)]  # fmt: skip
     assert back.process(later, T0 + HOUR) == idx.process(later, T0 + HOUR)
 
