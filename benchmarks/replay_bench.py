@@ -10,6 +10,8 @@ sources with many orders cut off mid-life, then measures, side by side in one ru
 - the bare core: router + tracking index + order shards     events/s (the ceiling)
 - the Bytewax replay dataflow, 1 worker                     events/s and ratio to the core
 - RSS per open order after loading the dataset into state   bytes (fresh subprocess)
+- the same state saved as snapshot bases and restored in     bytes, and the restore's CPU
+  another fresh process, as a restart restores it
 
 Targets (issue 2): replay >= 150k events/s on one core; <= 600 bytes per open order.
 Figures go to benchmarks/results/replay.json.
@@ -36,6 +38,7 @@ import argparse
 import gc
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -201,8 +204,10 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def memory_child(path: str) -> None:
-    """Run in a fresh process: RSS growth from loading the dataset into state."""
+def memory_child(path: str, snapshots: str | None = None) -> None:
+    """Run in a fresh process: RSS growth from loading the dataset into state; with
+    `snapshots`, the order shards and reference indexes are then saved there as the
+    bases a snapshot writes (`restore_child` reads them back)."""
     from schemas.config import load_settings
 
     settings = load_settings()
@@ -218,6 +223,14 @@ def memory_child(path: str) -> None:
     after = _rss()
     open_orders = core.open_orders()
     pending = sum(ix.pending_count for ix in core.index)
+    if snapshots is not None:
+        out = Path(snapshots)
+        for i, shard in enumerate(core.shards):
+            saved = (shard.clock, shard.increment(True)[1])
+            (out / f"shard-{i}.pickle").write_bytes(pickle.dumps(saved, protocol=5))
+        for i, ix in enumerate(core.index):
+            saved = (ix.small_state(), ix.increment(True)[1])
+            (out / f"index-{i}.pickle").write_bytes(pickle.dumps(saved, protocol=5))
     print(
         json.dumps(
             {
@@ -230,15 +243,73 @@ def memory_child(path: str) -> None:
     )
 
 
-def bench_memory(path: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.replay_bench", "--memory-child", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=HERE.parent,
+def restore_child(snapshots: str) -> None:
+    """Run in a fresh process: RSS growth from restoring what `memory_child` saved, as a
+    restart restores it (every step through the restore table, `state.packing`), and
+    again once the first epoch close has emptied the table; and the restore's CPU."""
+    from schemas.config import load_settings
+    from state.packing import forget_restored
+    from state.reference_index import ReferenceIndex
+    from state.shard import OrderShard
+
+    settings = load_settings()
+    files = sorted(Path(snapshots).glob("*.pickle"))
+    gc.collect()
+    before = _rss()
+    cpu = time.process_time()
+    shards, indexes = [], []
+    for f in files:
+        saved = pickle.loads(f.read_bytes())
+        if f.name.startswith("shard-"):
+            shard = OrderShard(settings)
+            shard.restore_increments(saved[0], [saved[1]], settings)
+            shards.append(shard)
+        else:
+            indexes.append(ReferenceIndex.from_increments(settings, saved[0], [saved[1]]))
+        del saved
+    cpu = time.process_time() - cpu
+    gc.collect()
+    held = _rss()
+    forget_restored()
+    gc.collect()
+    after = _rss()
+    print(
+        json.dumps(
+            {
+                "restored_rss_growth": after - before,
+                "restored_rss_growth_table_held": held - before,
+                "restored_open_orders": sum(len(s.orders) for s in shards),
+                "restore_cpu_seconds": round(cpu, 2),
+            }
+        )
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(path: Path, restore: bool = True) -> dict:
+    """`memory_child`'s figures, and with `restore` `restore_child`'s beside them."""
+    import tempfile
+
+    def child(*args: str) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.replay_bench", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=HERE.parent,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    if not restore:
+        return child("--memory-child", str(path))
+    with tempfile.TemporaryDirectory(prefix="og-restore-") as snaps:
+        mem = child("--memory-child", str(path), "--snapshots", snaps)
+        restored = child("--restore-child", snaps)
+    if restored["restored_open_orders"] != mem["open_orders"]:
+        raise RuntimeError(
+            f"restored {restored['restored_open_orders']:,} open orders, not"
+            f" the {mem['open_orders']:,} saved"
+        )
+    return {**mem, **restored}
 
 
 BEFORE = "3ae51cb"
@@ -404,18 +475,34 @@ def compare(orders: int, before: str) -> None:
     print(f"\nwritten to {RESULTS / 'replay_compare.json'}")
 
 
+def _per_order(mem: dict) -> dict[str, int]:
+    """RSS growth per open order: live, and after a restore (with the table, and without)."""
+    figures = {"rss_bytes_per_open_order": round(mem["rss_growth"] / max(1, mem["open_orders"]))}
+    if "restored_rss_growth" in mem:
+        n = max(1, mem["restored_open_orders"])
+        figures["restored_rss_bytes_per_open_order"] = round(mem["restored_rss_growth"] / n)
+        held = mem["restored_rss_growth_table_held"]
+        figures["restored_rss_bytes_per_open_order_table_held"] = round(held / n)
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--orders", type=int, default=240_000)
     ap.add_argument("--open-share", type=float, default=0.9)
     ap.add_argument("--quick", action="store_true", help="a small run to check the harness")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    ap.add_argument("--snapshots", help=argparse.SUPPRESS)
+    ap.add_argument("--restore-child", help=argparse.SUPPRESS)
     ap.add_argument("--memory-only", action="store_true", help="only the RSS per open order")
     ap.add_argument("--compare", action="store_true", help="before/after, gc, 1 vs 2 processes")
     ap.add_argument("--before", default=BEFORE, help="the git ref to compare with (--compare)")
     args = ap.parse_args()
     if args.memory_child:
-        memory_child(args.memory_child)
+        memory_child(args.memory_child, args.snapshots)
+        return
+    if args.restore_child:
+        restore_child(args.restore_child)
         return
     if args.compare:
         orders = 2_000 if args.quick else (40_000 if args.orders == 240_000 else args.orders)
@@ -429,8 +516,7 @@ def main() -> None:
     path = dataset(args.orders, args.open_share)
     if args.memory_only:
         mem = bench_memory(path)
-        per_order = mem["rss_growth"] / max(1, mem["open_orders"])
-        print(json.dumps({**mem, "rss_bytes_per_open_order": round(per_order)}))
+        print(json.dumps({**mem, **_per_order(mem)}))
         return
     events = sum(1 for _ in path.open("rb"))
     print(f"dataset: {events:,} events, {args.orders:,} orders ({path.name})")
@@ -442,7 +528,7 @@ def main() -> None:
     n, secs = bench_bytewax(path, settings, DATA / "bench-out")
     bw_rate = n / secs
     mem = bench_memory(path)
-    per_order = mem["rss_growth"] / max(1, mem["open_orders"])
+    per_order = _per_order(mem)
 
     results = {
         "events": events,
@@ -454,7 +540,8 @@ def main() -> None:
         "bytewax_replay_events_per_s": round(bw_rate),
         "bytewax_to_core_ratio": round(bw_rate / core_rate, 3),
         "rss_growth_bytes": mem["rss_growth"],
-        "rss_bytes_per_open_order": round(per_order),
+        **per_order,
+        "restore_cpu_seconds": mem["restore_cpu_seconds"],
         "target_replay_events_per_s": 150_000,
         "target_bytes_per_open_order": 600,
     }
@@ -467,7 +554,13 @@ def main() -> None:
             f"{bw_rate / core_rate:.2f}x core; target 150,000",
         ),
         ("open orders in state", f"{mem['open_orders']:,}", ""),
-        ("RSS per open order", f"{per_order:,.0f} bytes", "target 600"),
+        ("RSS per open order", f"{per_order['rss_bytes_per_open_order']:,} bytes", "target 600"),
+        (
+            "  after a restore",
+            f"{per_order['restored_rss_bytes_per_open_order']:,} bytes",
+            f"{per_order['restored_rss_bytes_per_open_order_table_held']:,} while the table is"
+            f" held; restore {mem['restore_cpu_seconds']} s CPU",
+        ),
     ]
     print()
     for name, value, note in rows:
