@@ -248,7 +248,7 @@ def restore_child(snapshots: str) -> None:
     restart restores it (every step through the restore table, `state.packing`), and
     again once the first epoch close has emptied the table; and the restore's CPU."""
     from schemas.config import load_settings
-    from state.packing import forget_restored
+    from state.packing import IdTable
     from state.reference_index import ReferenceIndex
     from state.shard import OrderShard
 
@@ -257,20 +257,20 @@ def restore_child(snapshots: str) -> None:
     gc.collect()
     before = _rss()
     cpu = time.process_time()
-    shards, indexes = [], []
+    shards, indexes, ids = [], [], IdTable()
     for f in files:
         saved = pickle.loads(f.read_bytes())
         if f.name.startswith("shard-"):
             shard = OrderShard(settings)
-            shard.restore_increments(saved[0], [saved[1]], settings)
+            shard.restore_increments(saved[0], [saved[1]], settings, ids)
             shards.append(shard)
         else:
-            indexes.append(ReferenceIndex.from_increments(settings, saved[0], [saved[1]]))
+            indexes.append(ReferenceIndex.from_increments(settings, saved[0], [saved[1]], ids))
         del saved
     cpu = time.process_time() - cpu
     gc.collect()
     held = _rss()
-    forget_restored()
+    ids.clear()
     gc.collect()
     after = _rss()
     print(

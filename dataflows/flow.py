@@ -63,7 +63,7 @@ from schemas.normalize import Normalizer
 from state.customers import CustomerDesk, in_order
 from state.encode import Encoded, encode, is_replacement
 from state.health import HealthBatch, HealthState
-from state.packing import forget_restored
+from state.packing import IdTable
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
 from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
@@ -140,11 +140,13 @@ class _Adapter(StatefulBatchLogic):
         recovery_dir: Path | None,
         observer: Observer,
         chain: Chain | None = None,
+        restored: IdTable | None = None,
     ) -> None:
         self._id = step_id
         self._rdir = recovery_dir
         self._observer = observer
         self._chain = chain
+        self._restored = restored
         self.step = step
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
@@ -161,7 +163,8 @@ class _Adapter(StatefulBatchLogic):
         """
         if self._rdir is None:
             return None
-        forget_restored()  # every step resumed before the first epoch closed
+        if self._restored is not None:
+            self._restored.clear()  # every step resumed before the first epoch closed
         started = time.perf_counter()
         step = self.step
         state = step.state()
@@ -183,10 +186,13 @@ def adapter(
     restore: Callable[[Any], S],
     recovery_dir: Path | None,
     observer: Observer,
+    restored: IdTable | None = None,
 ) -> _Adapter:
     """The Bytewax logic of one stateful step: `fresh()` or `restore(its snapshot's state)`.
 
     An `IncrementalStep` is restored from `(its snapshot's rest, its increments)`.
+    `restored`: the table through which the `restore`s of a process's steps share their
+    ids (`build_flow` gives both the same one); the step's first snapshot empties it.
     """
     chain = None
     if resume is None:
@@ -201,7 +207,7 @@ def adapter(
         freeze_restored()
     if recovery_dir is not None and isinstance(step, IncrementalStep):
         step.track_changes()
-    return _Adapter(step_id, step, recovery_dir, observer, chain)
+    return _Adapter(step_id, step, recovery_dir, observer, chain, restored)
 
 
 class StampStep(Step):
@@ -256,6 +262,7 @@ class IndexStep(IncrementalStep):
         settings: Settings,
         observer: Observer,
         state: tuple[IndexState, list[Any]] | None = None,
+        ids: IdTable | None = None,
     ) -> None:
         self._shards = settings.pipeline.shards
         self._nindex = index_shards(settings)
@@ -265,7 +272,7 @@ class IndexStep(IncrementalStep):
             self.inputs, self.held, self.told, self._me = Inputs(), Queues(), (-1, -1), 0
         else:  # a restart: partitions speak again, shards hear it again
             (small, self.inputs, self.held, _, self._me), increments = state
-            self.index = ReferenceIndex.from_increments(settings, small, increments)
+            self.index = ReferenceIndex.from_increments(settings, small, increments, ids)
             self.inputs.resume()
             self.told = (-1, -1)
 
@@ -348,6 +355,7 @@ class OrdersStep(IncrementalStep):
         observer: Observer,
         view: bool = False,
         state: tuple[OrdersState, list[Any]] | None = None,
+        ids: IdTable | None = None,
     ) -> None:
         self._view = settings if view else None  # emit the Redis view's updates
         self._observer = observer
@@ -357,7 +365,7 @@ class OrdersStep(IncrementalStep):
         self.shard = OrderShard(settings)
         if state is not None:
             (self.inputs, self.held, self.indexes, clock, self._me), increments = state
-            self.shard.restore_increments(clock, increments, settings)
+            self.shard.restore_increments(clock, increments, settings, ids)
             self.inputs.resume()
             self.indexes = _resumed(self.indexes)
         else:
@@ -567,6 +575,7 @@ def build_flow(
     router = Router(settings, normalizer)
     stream_for = cache(stream_of) if stream_of else (lambda _part: None)
     keys = StateKeys(parts, settings.pipeline.shards, index_shards(settings))
+    restored = IdTable()  # this process's steps share their ids through it as they resume
 
     def route(batch: RawBatch) -> list[ToShard | ToIndex | ToHealth | Records]:
         mark = Mark(batch.part, batch.clock, batch.parts, batch.caught_up, batch.final)
@@ -578,7 +587,9 @@ def build_flow(
     ) -> Stream[Any]:
         """One stateful step; its outputs without Bytewax's key."""
         logic = op.stateful_batch(
-            step_id, stream, lambda r: adapter(step_id, r, fresh, restore, recovery, observer)
+            step_id,
+            stream,
+            lambda r: adapter(step_id, r, fresh, restore, recovery, observer, restored),
         )
         return op.map(f"{step_id}_out", logic, lambda kv: _at(kv[1], keys.home(kv[0])))
 
@@ -597,7 +608,7 @@ def build_flow(
         "tracking_index",
         op.filter_map("to_index", routed, _keyed(ToIndex, lambda m: keys.index(m.index))),
         lambda: IndexStep(settings, observer),
-        lambda state: IndexStep(settings, observer, state),
+        lambda state: IndexStep(settings, observer, state, restored),
     )
     with_view = view_sink is not None
     to_shard = _keyed((ToShard, Released), lambda m: keys.shard(m.shard))
@@ -609,7 +620,7 @@ def build_flow(
             op.filter_map("index_to_orders", from_index, to_shard),
         ),
         lambda: OrdersStep(settings, observer, with_view),
-        lambda state: OrdersStep(settings, observer, with_view, state),
+        lambda state: OrdersStep(settings, observer, with_view, state, restored),
     )
     customers_out = stateful(
         "customers",

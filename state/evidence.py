@@ -26,7 +26,7 @@ from operator import attrgetter
 
 from schemas.event import Event
 from schemas.statuses import RANK, conditional
-from state.packing import pack_strs, shared_ids, shared_strs, unpack_strs
+from state.packing import IdTable, pack_strs, unpack_strs
 from state.reference_index import TRACKING
 
 TIER: dict[str, int] = {"gateway": 4, "carrier": 4, "wms": 3, "channel": 2, "oms": 1}
@@ -209,7 +209,7 @@ assert set(_STR_FIELDS + _INT_FIELDS) | {"seen", "alerts"} == set(Order.__slots_
 _str_getters = [attrgetter(name) for name in _STR_FIELDS]
 _ID_COLUMNS = frozenset(_STR_FIELDS.index(name) for name in ("refs", "tracking"))
 """The columns of ids the reference index keys by: restored through its table
-(`state.packing.shared_ids`), so the two hold one string as they did live."""
+(`state.packing.IdTable`), so the two hold one string as they did live."""
 _ints = attrgetter(*_INT_FIELDS)
 _seen = attrgetter("seen")
 _alerts = attrgetter("alerts")
@@ -233,10 +233,12 @@ def pack_orders(orders: dict[str, Order]) -> PackedOrders:
     )
 
 
-def unpack_orders(packed: PackedOrders) -> dict[str, Order]:
+def unpack_orders(packed: PackedOrders, table: IdTable | None = None) -> dict[str, Order]:
+    """`pack_orders`' orders; their ids, references and tracking numbers through `table`."""
     ids_p, times, ints_b, cols, seen_len, seen_blob, (sparse, alerts) = packed
-    ids = shared_strs(unpack_strs(ids_p))
-    cols = [list(map(shared_ids, c)) if i in _ID_COLUMNS else c for i, c in enumerate(cols)]
+    table = IdTable() if table is None else table
+    ids = table.strs(unpack_strs(ids_p))
+    cols = [list(map(table.field, c)) if i in _ID_COLUMNS else c for i, c in enumerate(cols)]
     ends = list(accumulate(array("I", seen_len)))
     seen = map(seen_blob.__getitem__, map(slice, [0, *ends[:-1]], ends))
     ints = iter(array("q", ints_b))

@@ -36,32 +36,44 @@ def unpack_strs(packed: PackedStrs) -> list[str]:
     return joined.split(SEP) if n else []
 
 
-_RESTORED: dict[str, str] = {}
-"""Each id restored since the run began, once. Live, an order's references and tracking
-numbers are the very strings the reference index keys them by, and most index entries
-name their order with the shard's string; unpacked apart, each step would hold its own
-copy (~200 bytes an open order more after a restart). The steps of a process restore in
-turn, through this table; `forget_restored` empties it at the first epoch close."""
+class IdTable:
+    """One string per id while a process restores its steps.
 
+    Live, an order's references and tracking numbers are the very strings the reference
+    index keys them by, and most index entries name their order with the shard's string.
+    Unpacked apart, each step would hold its own copy (~200 bytes an open order more after
+    a restart). So the wiring hands every step it resumes one table (`dataflows.flow`) and
+    empties it at the first epoch close, when the state alone holds the strings. An unpack
+    given no table shares ids within itself only.
+    """
 
-def shared_strs(items: list[str]) -> list[str]:
-    """The restored table's string for each of `items` (an item new to it becomes it)."""
-    return list(map(_RESTORED.setdefault, items, items))
+    __slots__ = ("_ids",)
 
+    def __init__(self) -> None:
+        self._ids: dict[str, str] = {}
 
-def shared_ids(value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
-    """`shared_strs` for an order's id field: one id, a tuple of them, or None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return _RESTORED.setdefault(value, value)
-    return tuple(map(_RESTORED.setdefault, value, value))
+    def __len__(self) -> int:
+        return len(self._ids)
 
+    def __contains__(self, item: str) -> bool:
+        return item in self._ids
 
-def forget_restored() -> None:
-    """Restoring is over: the state holds the strings, the table need not."""
-    if _RESTORED:
-        _RESTORED.clear()
+    def strs(self, items: list[str]) -> list[str]:
+        """The table's string for each of `items` (an item new to it becomes it)."""
+        return list(map(self._ids.setdefault, items, items))
+
+    def field(self, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+        """`strs` for an order's id field: one id, a tuple of them, or None."""
+        if value is None:
+            return None
+        table = self._ids
+        if isinstance(value, str):
+            return table.setdefault(value, value)
+        return tuple(map(table.setdefault, value, value))
+
+    def clear(self) -> None:
+        """Restoring is over: the state holds the strings, the table need not."""
+        self._ids = {}
 
 
 def pack_map(d: dict[str, str]) -> tuple[PackedStrs, PackedStrs]:
@@ -69,9 +81,11 @@ def pack_map(d: dict[str, str]) -> tuple[PackedStrs, PackedStrs]:
     return pack_strs(list(d)), pack_strs(list(d.values()))
 
 
-def unpack_map(packed: tuple[PackedStrs, PackedStrs]) -> dict[str, str]:
+def unpack_map(packed: tuple[PackedStrs, PackedStrs], ids: IdTable | None = None) -> dict[str, str]:
+    """`pack_map`'s dict, its keys and values through `ids` (a table of its own if none)."""
     keys, values = packed
-    return dict(zip(shared_strs(unpack_strs(keys)), shared_strs(unpack_strs(values)), strict=True))
+    table = IdTable() if ids is None else ids
+    return dict(zip(table.strs(unpack_strs(keys)), table.strs(unpack_strs(values)), strict=True))
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(Event))

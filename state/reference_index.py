@@ -46,7 +46,14 @@ import orjson
 from schemas import errors
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
-from state.packing import pack_map, pack_strs, unpack_events, unpack_map, unpack_strs
+from state.packing import (
+    IdTable,
+    pack_map,
+    pack_strs,
+    unpack_events,
+    unpack_map,
+    unpack_strs,
+)
 
 Released = tuple[tuple[int, int, int], Event]
 """(ordering key, event): the key places a released event right behind its registration."""
@@ -176,17 +183,23 @@ class ReferenceIndex:
 
     @classmethod
     def from_increments(
-        cls, settings: Settings, small: dict[str, Any], increments: list[Any]
+        cls,
+        settings: Settings,
+        small: dict[str, Any],
+        increments: list[Any],
+        ids: IdTable | None = None,
     ) -> ReferenceIndex:
-        """The index `small_state` and a base with the deltas after it describe."""
+        """The index `small_state` and a base with the deltas after it describe; `ids`: the
+        table the steps a process resumes share their ids through."""
         self = cls(settings)
         self.__dict__.update(small)
+        ids = IdTable() if ids is None else ids
         (current, previous, waiting, queue), *deltas = increments
-        self.current, self.previous = unpack_map(current), unpack_map(previous)
+        self.current, self.previous = unpack_map(current, ids), unpack_map(previous, ids)
         self.pending = _unpack_waiting(waiting)
         self.pending_queue = deque(_unpack_queue(queue))
         for current, waiting, added, popped in deltas:
-            self.current.update(unpack_map(current))
+            self.current.update(unpack_map(current, ids))
             for k, evs in _unpack_waiting(waiting).items():
                 if evs:
                     self.pending[k] = evs
@@ -219,8 +232,9 @@ class ReferenceIndex:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        state["current"] = unpack_map(state["current"])
-        state["previous"] = unpack_map(state["previous"])
+        ids = IdTable()
+        state["current"] = unpack_map(state["current"], ids)
+        state["previous"] = unpack_map(state["previous"], ids)
         state["pending"] = _unpack_waiting(state["pending"])
         state["pending_queue"] = deque(_unpack_queue(state["pending_queue"]))
         self.__dict__.update(state)

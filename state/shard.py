@@ -46,6 +46,7 @@ from state.evidence import (
     unpack_orders,
 )
 from state.order_alerts import MESSAGES, RULES, Thresholds, candidates
+from state.packing import IdTable
 from state.records import Alert, Correction, CustomerSignal
 from state.stages import StageTiming, time_stages
 from state.timers import TimerWheel
@@ -124,9 +125,9 @@ class OrderShard:
         """
         return {"orders": pack_orders(self.orders), "clock": self.clock}
 
-    def restore(self, state: dict, settings: Settings) -> None:
+    def restore(self, state: dict, settings: Settings, ids: IdTable | None = None) -> None:
         """From `__getstate__`'s whole form: one base and no deltas."""
-        self.restore_increments(state["clock"], [(state["orders"], ())], settings)
+        self.restore_increments(state["clock"], [(state["orders"], ())], settings, ids)
 
     # ------------------------------------------------------------------ increments
     def track_changes(self) -> None:
@@ -158,15 +159,21 @@ class OrderShard:
         return pack_orders(kept), tuple(k for k in changed if k not in orders)
 
     def restore_increments(
-        self, clock: int, increments: list[Increment | list[Increment]], settings: Settings
+        self,
+        clock: int,
+        increments: list[Increment | list[Increment]],
+        settings: Settings,
+        ids: IdTable | None = None,
     ) -> None:
-        """The state a base and the deltas after it describe (`increment`'s, oldest first)."""
+        """The state a base and the deltas after it describe (`increment`'s, oldest first);
+        `ids`: the table the steps a process resumes share their ids through."""
         self.__init__(settings)  # type: ignore[misc]
+        ids = IdTable() if ids is None else ids
         (base, _), *deltas = increments
-        orders = unpack_orders(base)
+        orders = unpack_orders(base, ids)
         for delta in deltas:
             for packed, gone in delta if isinstance(delta, list) else (delta,):
-                orders.update(unpack_orders(packed))
+                orders.update(unpack_orders(packed, ids))
                 for k in gone:
                     orders.pop(k, None)
         self.orders = orders

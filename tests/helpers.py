@@ -20,6 +20,7 @@ from dataflows.messages import Mark
 from schemas.config import Settings, load_settings
 from schemas.event import Event
 from schemas.statuses import CLAIMABLE, conditional
+from state.packing import IdTable
 from state.timers import TimerWheel
 
 T0 = int(datetime(2026, 3, 2, 8, 0, tzinfo=UTC).timestamp() * 1000)
@@ -207,8 +208,14 @@ def simulated_day(path: Path, orders: int, seed: int, incidents: tuple[str, ...]
     return path
 
 
-def orders_logic(settings: Settings, resume: bytes | None, recovery_dir: Path | None):
-    """The orders step's logic as Bytewax builds it (`dataflows.flow.adapter`)."""
+def orders_logic(
+    settings: Settings,
+    resume: bytes | None,
+    recovery_dir: Path | None,
+    restored: IdTable | None = None,
+):
+    """The orders step's logic as Bytewax builds it (`dataflows.flow.adapter`), resuming
+    through `restored` as `build_flow`'s steps do."""
     from dataflows.flow import OrdersStep, adapter
     from dataflows.observer import NULL_OBSERVER
 
@@ -216,7 +223,8 @@ def orders_logic(settings: Settings, resume: bytes | None, recovery_dir: Path | 
         "orders",
         resume,
         lambda: OrdersStep(settings, NULL_OBSERVER),
-        lambda state: OrdersStep(settings, NULL_OBSERVER, state=state),
+        lambda state: OrdersStep(settings, NULL_OBSERVER, state=state, ids=restored),
         recovery_dir,
         NULL_OBSERVER,
+        restored,
     )

@@ -15,6 +15,7 @@ import pytest
 
 from connectors.increments import KEEP, SPREAD, Chain, IncrementsError, chain_dir
 from schemas.config import Settings
+from state.packing import IdTable
 from state.reference_index import ReferenceIndex
 from state.shard import OrderShard
 from tests.helpers import HOUR, MIN, T0, label, oms, orders_logic, pay, scan
@@ -310,16 +311,15 @@ def test_without_recovery_nothing_is_tracked_or_written(tmp_path):
 
 
 def test_the_first_epoch_close_after_a_resume_empties_the_restore_table(tmp_path):
-    """Steps restore through one table of ids (`state.packing`), so the shard and the index
-    share their strings; once the run is under way the table must not keep them alive."""
-    from state import packing
-
+    """Steps restore through one table of ids (`state.packing.IdTable`), so the shard and
+    the index share their strings; once the run is under way the table must not keep
+    them alive."""
     logic = _orders_logic(None, tmp_path)
     logic.step.shard.process([label(f"TB{i:03d}", f"SF{i:012d}", T0 + i) for i in range(30)], T0)
     snapshot = logic.snapshot()
-    packing.forget_restored()
-    resumed = _orders_logic(snapshot, tmp_path)
-    assert "TB007" in packing._RESTORED and "SF000000000007" in packing._RESTORED
+    restored = IdTable()
+    resumed = orders_logic(Settings(), snapshot, tmp_path, restored)
+    assert "TB007" in restored and "SF000000000007" in restored
     resumed.snapshot()
-    assert packing._RESTORED == {}
+    assert len(restored) == 0
     assert _orders(resumed.step.shard) == _orders(logic.step.shard)

@@ -17,7 +17,7 @@ from schemas.event import Event
 from state.evidence import DUE, LAST_AT, Order, pack_orders, unpack_orders
 from state.packing import (
     SEP,
-    forget_restored,
+    IdTable,
     pack_events,
     pack_map,
     pack_strs,
@@ -163,9 +163,10 @@ def test_a_store_written_when_waiting_events_were_tuples_still_loads():
 
 def test_a_shard_and_an_index_restored_in_one_process_hold_one_string_per_id():
     """Live, an order's references and tracking numbers are the strings the index keys them
-    by, and the index names the order with the shard's string. Restored step by step, as a
-    process resumes its steps, they hold one string per id again (not a copy a step: ~200
-    bytes an open order); once the run has begun, nothing keeps the table's strings."""
+    by, and the index names the order with the shard's string. Restored step by step
+    through one table, as a process resumes its steps, they hold one string per id again
+    (not a copy a step: ~200 bytes an open order); once the table is emptied, a later
+    restore has its own strings."""
     settings = Settings()
     events = [
         label(f"TB{i:04d}", f"SF{i:012d}", T0 + i, links=(f"taobao:{i}", f"stripe_pi:pi_{i}"))
@@ -174,12 +175,18 @@ def test_a_shard_and_an_index_restored_in_one_process_hold_one_string_per_id():
     shard, index = OrderShard(settings), ReferenceIndex(settings)
     shard.process(events, T0 + HOUR)
     index.process(events, T0 + HOUR)
-    shard_state, index_blob = shard.__getstate__(), pickle.dumps(index)
+    shard_blob = pickle.dumps((shard.clock, shard.increment(True)[1]))
+    index_blob = pickle.dumps((index.small_state(), index.increment(True)[1]))
 
-    forget_restored()
+    def restore_index(ids: IdTable) -> ReferenceIndex:
+        small, base = pickle.loads(index_blob)
+        return ReferenceIndex.from_increments(settings, small, [base], ids)
+
+    ids = IdTable()
     restored = OrderShard(settings)
-    restored.restore(pickle.loads(pickle.dumps(shard_state)), settings)
-    restored_index = pickle.loads(index_blob)
+    clock, base = pickle.loads(shard_blob)
+    restored.restore_increments(clock, [base], settings, ids)
+    restored_index = restore_index(ids)
     keys = {k: k for k in restored_index.current}
     order_ids = {oid: oid for oid in restored.orders}
     for oid, o in restored.orders.items():
@@ -188,8 +195,8 @@ def test_a_shard_and_an_index_restored_in_one_process_hold_one_string_per_id():
         assert keys[o.tracking] is o.tracking
         assert all(restored_index.current[k] is order_ids[oid] for k in (*refs, o.tracking))
 
-    forget_restored()
-    again = pickle.loads(index_blob)
+    ids.clear()
+    again = restore_index(ids)
     key = next(iter(again.current))
     assert keys[key] is not key  # the table was emptied: a later restore has its own strings
     assert _snapshot_rows(again) == _snapshot_rows(restored_index)
