@@ -26,7 +26,6 @@ from dataflows.flow import (
     IndexStep,
     OrdersStep,
     StampStep,
-    wall_clock_ms,
 )
 from dataflows.messages import Mark, Records, Released, ToCustomers, ToHealth, ToIndex, ToShard
 from dataflows.observer import NULL_OBSERVER
@@ -34,6 +33,7 @@ from dataflows.placement import StateKeys
 from dataflows.router import Router, index_shards
 from dataflows.stamp import PartitionStamp
 from schemas.config import Settings
+from schemas.timeparse import wall_clock_ms
 from state.watermark import Alignment
 
 

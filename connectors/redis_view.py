@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -30,6 +31,7 @@ from redis.retry import Retry
 from connectors.metrics import VIEW_BUFFERED, VIEW_DROPPED, VIEW_FAILURES, VIEW_WRITES
 from connectors.redis_server import _redacted
 from schemas.config import RedisView
+from schemas.timeparse import wall_clock_ms
 from state.view import ViewUpdate
 
 log = logging.getLogger("orderguard.redis_view")
@@ -48,7 +50,7 @@ Key = tuple[str, ...]
 CLAIM_REF = """
 local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 return 1
 """
 """A reference's alias: set or refreshed by the order holding it, never moved to another
@@ -58,15 +60,22 @@ return 1
 class ViewBuffer:
     """Pending writes, one entry per Redis key, oldest first; thread-safe, no I/O.
 
-    Values: an order's `(doc, ttl)` (doc None: delete it and its timeline), an alias's
-    `(order id, ttl)`, a timeline's
-    `({member: score}, ttl)` (capped at the newest `timeline_max`), a breaker's doc, a
-    hold's `(doc or None, ttl)` (None: released, delete it).
+    Values: an order's `(doc, expires)` (doc None: delete it and its timeline), an alias's
+    `(order id, expires)`, a timeline's `({member: score}, expires)` (capped at the newest
+    `timeline_max`), a breaker's doc, a hold's `(doc or None, expires)` (None: released,
+    delete it; expires 0: none known).
+
+    `expires` is an epoch ms instant, fixed when the update is added (`now_ms` then plus
+    the update's time to live): every key of an order expires at once, however the writer
+    splits them into round trips, and what waits out a Redis outage does not live longer.
     """
 
-    def __init__(self, max_keys: int, timeline_max: int) -> None:
+    def __init__(
+        self, max_keys: int, timeline_max: int, now_ms: Callable[[], int] = wall_clock_ms
+    ) -> None:
         self.max_keys = max_keys
         self.timeline_max = timeline_max
+        self._now = now_ms
         self.dropped = 0
         self._entries: OrderedDict[Key, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -76,15 +85,16 @@ class ViewBuffer:
 
     def add(self, update: ViewUpdate) -> int:
         """Merge one update (newer values replace older ones); return the keys dropped."""
+        now = self._now()
         with self._lock:
-            ttls: dict[str, int] = {}
+            expiry: dict[str, int] = {}
             for oid, doc, ttl in update.orders:
-                self._put(("order", oid), (doc, ttl))
-                ttls[oid] = ttl
+                self._put(("order", oid), (doc, now + ttl))
+                expiry[oid] = now + ttl
             for ref, oid, ttl in update.aliases:
                 pending = self._entries.get(("alias", ref))
                 if pending is None or pending[0] == oid:  # a first claim is not replaced
-                    self._put(("alias", ref), (oid, ttl))
+                    self._put(("alias", ref), (oid, now + ttl))
             for oid in update.forgotten:  # both keys go; a pending timeline need not be written
                 self._put(("order", oid), (None, 0))
                 self._entries.pop(("timeline", oid), None)
@@ -93,11 +103,12 @@ class ViewBuffer:
                 old = self._entries.get(key)
                 members = old[0] if old is not None else {}
                 members[member] = score
-                self._put(key, (self._capped(members), ttls.get(oid, old[1] if old else 1)))
+                expires = expiry.get(oid, old[1] if old else now + 1)
+                self._put(key, (self._capped(members), expires))
             for kind, key_, doc in update.breakers:
                 self._put(("breaker", kind, key_), doc)
             for cid, hold, ttl in update.holds:
-                self._put(("hold", cid), (hold, ttl))
+                self._put(("hold", cid), (hold, now + ttl if ttl else 0))
             return self._trim()
 
     def take(self, n: int) -> list[tuple[Key, Any]]:
@@ -146,30 +157,30 @@ def commands(pipe: Any, prefix: str, timeline_max: int, key: Key, value: Any) ->
     """Queue the Redis commands that write one buffered entry (each one idempotent)."""
     kind = key[0]
     if kind == "order":
-        doc, ttl = value
+        doc, expires = value
         name = f"{prefix}order:{key[1]}"
         if doc is None:
             pipe.delete(name, f"{name}:timeline")
         else:
-            pipe.set(name, doc, px=ttl)
+            pipe.set(name, doc, pxat=expires)
     elif kind == "alias":
-        oid, ttl = value
-        pipe.eval(CLAIM_REF, 1, f"{prefix}ref:{key[1]}", oid, ttl)
+        oid, expires = value
+        pipe.eval(CLAIM_REF, 1, f"{prefix}ref:{key[1]}", oid, expires)
     elif kind == "timeline":
-        members, ttl = value
+        members, expires = value
         name = f"{prefix}order:{key[1]}:timeline"
         pipe.zadd(name, members)
         pipe.zremrangebyrank(name, 0, -(timeline_max + 1))
-        pipe.pexpire(name, ttl)
+        pipe.pexpireat(name, expires)
     elif kind == "breaker":
         pipe.hset(f"{prefix}breaker:{key[1]}", key[2], value)
     else:  # hold
-        doc, ttl = value
+        doc, expires = value
         name = f"{prefix}hold:{key[1]}"
         if doc is None:
             pipe.delete(name)
         else:
-            pipe.set(name, doc, px=ttl or None)  # 0: no expiry known
+            pipe.set(name, doc, pxat=expires or None)  # 0: no expiry known
 
 
 class ViewWriter:

@@ -60,6 +60,7 @@ from dataflows.stamp import PartitionStamp
 from schemas.config import Settings
 from schemas.event import Event
 from schemas.normalize import Normalizer
+from schemas.timeparse import wall_clock_ms
 from state.customers import CustomerDesk, in_order
 from state.encode import Encoded, encode, is_replacement
 from state.health import HealthBatch, HealthState
@@ -74,11 +75,6 @@ log = logging.getLogger("orderguard.flow")
 STEP_IDS = ("input", "partitions", "tracking_index", "orders", "customers", "health", "output")
 """The steps that hold state or position; renaming one orphans its recovery data
 (`tracking_index` is the reference index, under the step's first name)."""
-
-
-def wall_clock_ms() -> int:
-    """Nothing can have been received after now: the bound of every `received_at`."""
-    return int(time.time() * 1000)
 
 
 FLOW_ID = "orderguard"

@@ -39,8 +39,9 @@ from connectors.replay import (
     merge_parts,
     split_recording,
 )
-from dataflows.flow import build_flow, wall_clock_ms
+from dataflows.flow import build_flow
 from schemas.config import Settings, load_settings
+from schemas.timeparse import wall_clock_ms
 from state.watermark import Alignment
 
 

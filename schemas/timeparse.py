@@ -18,6 +18,7 @@ change (02:30 in a spring-forward gap lands at 03:30 new time).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -48,6 +49,12 @@ _HOUR = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2})\Z")
 _NAIVE_TAIL = re.compile(r":([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?\Z")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _NUMBER = re.compile(r"([0-9]{1,20})(?:\.([0-9]{1,20}))?\Z")
+
+
+def wall_clock_ms() -> int:
+    """Epoch ms now. Nothing can have been received after it: the bound of every
+    `received_at`, and the instant the Redis view's times to live count from."""
+    return int(time.time() * 1000)
 
 
 def _show(value: object) -> str:

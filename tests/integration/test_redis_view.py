@@ -250,6 +250,47 @@ def test_lookup_finds_an_order_by_a_channel_reference_and_a_tracking_number(tmp_
         drop_keys(redis_url, prefix)
 
 
+def test_every_key_of_an_update_expires_at_one_instant_fixed_when_the_update_was_made(
+    tmp_path, redis_url
+):
+    """An order's document, its alias, its timeline and a hold expire when the pipeline
+    forgets them: an instant, known when the update is made. Written as a time to live,
+    each key's clock started when its own command ran, so an alias could outlive its
+    order by a millisecond, and everything waiting out a Redis outage lived that much
+    longer."""
+    from connectors.redis_view import ViewBuffer, ViewWriter
+    from state.view import ViewUpdate
+
+    env = view_env("127.0.0.1:1", tmp_path, redis_url)
+    prefix = env["ORDERGUARD__REDIS__KEY_PREFIX"]
+    settings = settings_of(env)
+    oid, ref, ttl = "TB2026030200001", "taobao:3456789012345678", 600_000
+    buffer = ViewBuffer(1000, 50)
+    before = int(time.time() * 1000)
+    buffer.add(
+        ViewUpdate(
+            orders=[(oid, b'{"status": "PAID"}', ttl)],
+            aliases=[(ref, oid, ttl)],
+            timeline=[(oid, 1, b"e1")],
+            holds=[("C1", b'{"reason": "x"}', ttl)],
+        )
+    )
+    after = int(time.time() * 1000)
+    time.sleep(0.3)  # the writer gets to it later, as after a slow or returning Redis
+    writer = ViewWriter(settings.redis, buffer).start()
+    writer.notify()
+    writer.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        names = (f"order:{oid}", f"ref:{ref}", f"order:{oid}:timeline", "hold:C1")
+        expires = {name: client.pexpiretime(prefix + name) for name in names}
+        assert len(set(expires.values())) == 1, expires
+        assert before + ttl <= expires["order:" + oid] <= after + ttl, (before, after, expires)
+    finally:
+        client.close()
+        drop_keys(redis_url, prefix)
+
+
 def test_lookup_finds_a_channel_named_order_by_its_id_and_its_oms_id(tmp_path, redis_url):
     """A canonical id with a `:` (`canonical_id: channel`, README "Identity") is the
     order's own key; its OMS id, linked as `oms:<id>`, is found bare or namespaced."""
