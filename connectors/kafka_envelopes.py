@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.config import Settings
 from schemas.keys import MessageKeys
-from schemas.timeparse import TimeParseError, parse_rfc3339
+from schemas.timeparse import TimeParseError, parse_rfc3339, wall_clock_ms
 
 log = logging.getLogger("orderguard.kafka")
 
@@ -69,7 +69,7 @@ def produce_envelopes(
         raise ValueError("give rate or real_time, not both")
     if live_route is not None and not real_time:
         raise ValueError("a live_route needs real_time")
-    live_from = int(time.time() * 1000) if live_from_ms is None else live_from_ms
+    live_from = wall_clock_ms() if live_from_ms is None else live_from_ms
     kafka = settings.kafka
     timeout = flush_timeout if flush_timeout is not None else kafka.flush_timeout / 1000
     topics = kafka.input_topics.model_dump()

@@ -33,6 +33,7 @@ from connectors.metrics import CAUGHT_UP, CONSUMER_LAG, INPUT_RECORDS
 from connectors.replay import RawBatch
 from schemas.commands import CONTROL
 from schemas.config import Stream
+from schemas.timeparse import wall_clock_ms
 from state.watermark import Alignment
 
 log = logging.getLogger("orderguard.kafka")
@@ -204,7 +205,7 @@ class KafkaInputPartition(StatefulSourcePartition[RawBatch, Position]):
         """
         if self._stop_at_eof or not self.caught_up:
             return 0
-        return int(time.time() * 1000) - self._source.caught_up_margin_ms
+        return wall_clock_ms() - self._source.caught_up_margin_ms
 
     def next_awake(self) -> datetime | None:
         if self._idle:
