@@ -72,8 +72,10 @@ class IdTable:
         return tuple(map(table.setdefault, value, value))
 
     def clear(self) -> None:
-        """Restoring is over: the state holds the strings, the table need not."""
-        self._ids = {}
+        """Restoring is over: the state holds the strings, the table need not. Every step's
+        every snapshot calls it: an empty table is left as it is, not replaced."""
+        if self._ids:
+            self._ids = {}
 
 
 def pack_map(d: dict[str, str]) -> tuple[PackedStrs, PackedStrs]:
