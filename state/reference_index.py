@@ -105,6 +105,15 @@ def _frozen_received(frozen: bytes) -> int:
     return int.from_bytes(frozen[:8], "little", signed=True)
 
 
+def _resolved(ev: Event, order_id: str) -> Event:
+    """An event on its way to its order, without what it kept for a dead letter it will
+    not become (its raw bytes, origin, size and digest): with several processes most of
+    these events cross to another one, and the raw bytes were most of what crossed."""
+    ev.order_id = order_id
+    ev.raw = ev.origin = ev.raw_size = ev.raw_sha256 = None
+    return ev
+
+
 class ReferenceIndex:
     EVENT_BYTES = 160
     """What a waiting event costs besides its frozen bytes (their object, list and queue slots)."""
@@ -276,8 +285,7 @@ class ReferenceIndex:
             assert key is not None
             found = self.lookup(key)
             if found is not None:
-                ev.order_id = found
-                released.append(((ev.seq, 0, ev.seq), ev))
+                released.append(((ev.seq, 0, ev.seq), _resolved(ev, found)))
             else:
                 self._hold(key, ev, dead)
         self._expire(clock, dead)
@@ -299,9 +307,7 @@ class ReferenceIndex:
             self.pending_count -= len(waiting)
             for frozen in waiting:
                 self.pending_bytes -= self._size(frozen)
-                w = _thaw(frozen)
-                w.order_id = oid
-                w.raw = w.origin = None
+                w = _resolved(_thaw(frozen), oid)
                 released.append(((seq, 1, w.seq), w))
 
     def _hold(self, key: str, ev: Event, dead: list[DeadLetter]) -> None:

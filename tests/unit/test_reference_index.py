@@ -32,7 +32,7 @@ def _by_ref(ref: str, at: int, status: str = "PAID") -> Event:
     """A channel event that names its order only by the channel's own id."""
     return ev(
         "taobao", "channel", None, status, at=at, ref=ref,
-        raw=b'{"tid": 1}', origin={"file": "f", "line": 7},
+        raw=b'{"tid": 1}', origin={"file": "f", "line": 7}, raw_size=9, raw_sha256="ab12",
     )  # fmt: skip
 
 
@@ -43,6 +43,10 @@ def test_an_event_by_a_linked_reference_goes_to_its_order_at_once():
     released, dead = idx.process([link, later], T0 + MIN)
     assert [(key, e.order_id) for key, e in released] == [((later.seq, 0, later.seq), OID)]
     assert dead == [] and idx.pending_count == 0
+    # what it kept for a dead letter stays behind: with processes, this event crosses to its
+    # order's shard, and its raw bytes were most of what crossed
+    ((_, out),) = released
+    assert (out.raw, out.origin, out.raw_size, out.raw_sha256) == (None, None, None, None)
 
 
 def test_events_before_their_link_wait_and_follow_it_in_input_order():
@@ -57,7 +61,8 @@ def test_events_before_their_link_wait_and_follow_it_in_input_order():
         ((link.seq, 1, second.seq), OID),
     ]
     assert dead == [] and idx.pending_count == 0 and idx.pending_bytes == 0
-    assert all(e.raw is None and e.origin is None for _, e in released)  # kept only while waiting
+    # kept only while waiting
+    assert all((e.raw, e.origin, e.raw_size, e.raw_sha256) == (None,) * 4 for _, e in released)
 
 
 def test_a_reference_nobody_links_in_time_is_dead_lettered_unlinked_reference():
