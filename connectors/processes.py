@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,3 +98,50 @@ class Service:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
+
+
+def _listening_ports(proc_net: Path) -> set[int]:
+    ports = set()
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for row in (proc_net / name).read_text().splitlines()[1:]:
+                cols = row.split()
+                if len(cols) > 3 and cols[3] == _LISTEN:
+                    ports.add(int(cols[1].rpartition(":")[2], 16))
+    return ports
+
+
+def await_listening(
+    addresses: list[str],
+    timeout: float = 10.0,
+    poll: float = 0.005,
+    proc_net: Path = Path("/proc/net"),
+) -> bool:
+    """Wait until every `host:port` of this host in `addresses` has a listening socket.
+
+    A Bytewax (timely) process connects to every lower-numbered process of its cluster,
+    and when one does not listen yet it sleeps a whole second before trying again
+    (timely_communication's `start_connections`). Processes started together, as a
+    local cluster's are, reach that point within milliseconds of each other, so about
+    one start in two lost that second. Reading the kernel's socket table costs no
+    connection (a probe would have to speak timely's handshake). Addresses on other
+    hosts, or no /proc: True at once, and timely's own retry does the rest; False if
+    `timeout` passed first.
+    """
+    ports = {
+        int(port)
+        for host, _, port in (a.rpartition(":") for a in addresses)
+        if host.startswith(_LOOPBACK)
+    }
+    if not ports or not (proc_net / "tcp").exists():
+        return True
+    deadline = time.monotonic() + timeout
+    while not ports <= _listening_ports(proc_net):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True

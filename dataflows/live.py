@@ -22,7 +22,7 @@ from connectors.increments import IncrementsError, chain_dir, check_chain
 from connectors.kafka_sink import KafkaOutputSink
 from connectors.kafka_source import KafkaInputSource, MissingTopicError, stream_of_part
 from connectors.metrics import Metrics, serve
-from connectors.processes import stop_signals_interrupt
+from connectors.processes import await_listening, stop_signals_interrupt
 from connectors.recovery_store import (
     PARTITION_GLOB,
     RecoveryStoreError,
@@ -440,6 +440,8 @@ def run_live(
     )
     tune_gc(settings.pipeline.gc_tuning)  # every process of a cluster runs this
     share = claim_share(settings.recovery.dir)
+    if addresses and process_id:
+        await_listening(addresses[:process_id])
     try:
         # cluster_main even for one worker in one process (cli_main would take run_main):
         # its main thread notices the signal and the workers stop on a shared flag, while

@@ -259,6 +259,7 @@ def _process_main(argv: list[str] | None = None) -> None:
     """One process of `run_replay(processes=N)`: the split is in OUT/.split already."""
     from bytewax.testing import cluster_main
 
+    from connectors.processes import await_listening
     from dataflows.cluster import parse_addresses
     from dataflows.gc_tuning import tune_gc
 
@@ -297,9 +298,11 @@ def _process_main(argv: list[str] | None = None) -> None:
         alignment=alignment,
     )
     tune_gc(settings.pipeline.gc_tuning)
+    addresses = parse_addresses(args.addresses)
+    await_listening(addresses[: args.process_id])
     cluster_main(
         flow,
-        parse_addresses(args.addresses),
+        addresses,
         args.process_id,
         worker_count_per_proc=args.workers,
         **kwargs,
