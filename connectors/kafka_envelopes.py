@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -33,7 +34,8 @@ class ProduceError(RuntimeError):
 
 @dataclass
 class ProduceProgress:
-    """Counts a running producer updates, for a progress display in another thread."""
+    """Counts a running producer updates, for a progress display in another thread (one
+    progress may follow several runs: they add up)."""
 
     sent: int = 0
     delivered: int = 0
@@ -82,7 +84,7 @@ def produce_envelopes(
         nonlocal delivered
         if err is None:
             delivered += 1
-            shown.delivered = delivered
+            shown.delivered += 1
         else:
             failures.append(f"{msg.topic()}: {err.str()}")
 
@@ -126,7 +128,7 @@ def produce_envelopes(
                     time.sleep(ahead)
         _produce(producer, topic, key, value, on_delivery, failures)
         sent += 1
-        shown.sent = sent
+        shown.sent += 1
         if failures:
             break
     left = producer.flush(timeout)
@@ -137,6 +139,25 @@ def produce_envelopes(
             f"records; first error: {first}"
         )
     return delivered
+
+
+def split_backlog(
+    envelopes: Iterable[dict[str, Any]], live_from_ms: int
+) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
+    """Envelopes sorted by `received_at`: those before `live_from_ms` (a malformed one
+    among them), then the rest, in one pass (use up the first before the second)."""
+    rest = iter(envelopes)
+    first_live: list[dict[str, Any]] = []
+
+    def backlog() -> Iterator[dict[str, Any]]:
+        for env in rest:
+            due = _due(env)
+            if due is not None and due >= live_from_ms:
+                first_live.append(env)
+                return
+            yield env
+
+    return backlog(), chain(first_live, rest)
 
 
 def _due(env: dict[str, Any]) -> int | None:

@@ -38,7 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.broker import EmbeddedBroker, ensure_topics, free_port
-from connectors.kafka_envelopes import ProduceProgress, produce_envelopes
+from connectors.kafka_envelopes import ProduceProgress, produce_envelopes, split_backlog
 from connectors.processes import spawn_logged, stop_group, stop_signals_interrupt
 from connectors.redis_server import LocalRedis, RedisUnavailable, delete_prefixed
 from connectors.webhook_client import WebhookSender, WebhookStats
@@ -350,22 +350,32 @@ def _run_demo(config: Path | None, opts: DemoOptions, out: Output, work: Path) -
             f"simulating {opts.orders_per_day:,} orders a day: {opts.history_hours:g} h of "
             f"backlog ({backlog:,} orders) from {start:%Y-%m-%d %H:%M} UTC, then real time\n"
         )
-        envelopes = demo_traffic(opts, now)
         produced = ProduceProgress()
+        # Live from the demo's start: what is older is backlog, produced to Kafka directly
+        # (the gateway would re-date it to its own clock: see dataflows/demo_gateway.py).
+        live_from_ms = int(now.timestamp() * 1000)
+        backlog_envelopes, live_envelopes = split_backlog(demo_traffic(opts, now), live_from_ms)
+        # The backlog is in Kafka, acknowledged, before the pipeline starts. Read while it was
+        # still being written, a partition at its end counts as caught up, whose clock is the
+        # wall clock: every backlog order's deadlines then fired before its later events
+        # arrived (hundreds of alerts fired and resolved when the producer was slow).
+        took = time.monotonic()
+        produce_envelopes(settings, backlog_envelopes, progress=produced)
+        out.write(
+            f"backlog in Kafka: {produced.delivered:,} envelopes "
+            f"in {time.monotonic() - took:.1f} s\n"
+        )
         stop = threading.Event()
         producer_error: list[str] = []
 
         gw: DemoGateway | None = None
         sender: WebhookSender | None = None
-        # Live from the demo's start: what is older is backlog, produced to Kafka directly
-        # (the gateway would re-date it to its own clock: see dataflows/demo_gateway.py).
-        live_from_ms = int(now.timestamp() * 1000)
 
         def produce() -> None:
             try:
                 produce_envelopes(
                     settings,
-                    envelopes,
+                    live_envelopes,
                     real_time=True,
                     stop=stop,
                     progress=produced,
