@@ -16,7 +16,6 @@ dead letter embeds at most `dead_letter_raw` bytes of its input, free text is cu
 from __future__ import annotations
 
 import hashlib
-import time
 
 import orjson
 
@@ -24,7 +23,7 @@ from schemas import errors
 from schemas.config import Limits
 from schemas.event import DeadLetter
 from schemas.limits import clip, excerpt, over
-from schemas.timeparse import iso
+from schemas.timeparse import iso, wall_clock_ms
 from state.records import Alert, Correction, Decision, stable_id
 
 Encoded = tuple[str, str, str, bytes]
@@ -40,7 +39,7 @@ _last_now: tuple[int, str | None] = (-1, None)
 def _now() -> str | None:
     """The wall clock as ISO text, formatted once per millisecond: every record has one."""
     global _last_now
-    ms = int(time.time() * 1000)
+    ms = wall_clock_ms()
     if ms != _last_now[0]:
         _last_now = (ms, iso(ms))
     return _last_now[1]
