@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -26,40 +25,33 @@ from benchmarks.replay_bench import Core
 from schemas import errors
 from schemas.config import load_settings
 from schemas.event import DeadLetter
-from tests.property.test_parser_never_raises import BASES
+from tests.property.test_parser_never_raises import BASES, _paths
 
 SETTINGS = load_settings()
 ODD = [None, "", 0, -1, 10**20, 1e300, "9" * 40, [], {}, True, "2026-13-45T99:99:99Z"]
 
 
-def _leaves(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _leaves(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _leaves(v, (*path, i))
-    if path:
-        yield path, value
+def _at(doc: Any, path: tuple) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
 
 
 POOL: dict[Any, list[Any]] = {}
 for _base in BASES:
-    for _path, _value in _leaves(_base.get("payload")):
-        POOL.setdefault(_path[-1], []).append(_value)
+    for _path in _paths(_base.get("payload"))[1:]:
+        POOL.setdefault(_path[-1], []).append(_at(_base["payload"], _path))
 
 
 def _mutated(rnd: random.Random, base: dict) -> dict:
     doc = copy.deepcopy(base)
     payload = doc.get("payload")
     for _ in range(rnd.randint(1, 3)):
-        paths = [p for p, _ in _leaves(payload)]  # again: a change may reshape the payload
+        paths = _paths(payload)[1:]  # again: a change may reshape the payload
         if not paths:
             break
         path = rnd.choice(paths)
-        parent = payload
-        for k in path[:-1]:
-            parent = parent[k]
+        parent = _at(payload, path[:-1])
         roll = rnd.random()
         if roll < 0.6:  # another line's value at the same key
             parent[path[-1]] = copy.deepcopy(rnd.choice(POOL[path[-1]]))
