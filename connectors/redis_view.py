@@ -89,8 +89,8 @@ class ViewBuffer:
         with self._lock:
             expiry: dict[str, int] = {}
             for oid, doc, ttl in update.orders:
-                self._put(("order", oid), (doc, now + ttl))
                 expiry[oid] = now + ttl
+                self._put(("order", oid), (doc, expiry[oid]))
             for ref, oid, ttl in update.aliases:
                 pending = self._entries.get(("alias", ref))
                 if pending is None or pending[0] == oid:  # a first claim is not replaced
