@@ -43,6 +43,15 @@ def index_shard(reference: str, n: int) -> int:
     return zlib.crc32(reference.split(":", 1)[-1].encode()) % n
 
 
+def _shed_health_fields(ev: Event) -> None:
+    """Drop what only source health reads (payload keys, drift fields, raw time and zone)
+    once the batch's `HealthBatch` has it: nothing after the router reads them, and with
+    several processes an event that crosses to its order's process or waits pickled in
+    the index would carry them (measured: 120 of an event's 320 pickled bytes)."""
+    ev.keys = ev.drift_fields = ()
+    ev.event_time_raw = ev.zone = None
+
+
 class Router:
     def __init__(self, settings: Settings, normalizer: Normalizer | None = None) -> None:
         self._normalize = (normalizer or Normalizer(settings)).normalize
@@ -97,6 +106,7 @@ class Router:
                 health.add_event(r, seq)
                 if r.kind == "telemetry":
                     continue
+                _shed_health_fields(r)
                 if r.order_id is not None:
                     direct[stable_shard(r.order_id, shards)].append(r)
                     keys = registered_keys(r)

@@ -253,3 +253,32 @@ def test_an_order_whose_canonical_id_is_namespaced_is_found_by_its_tracking_numb
     scan = ev("aftership", "carrier", None, "IN_TRANSIT", at=T0 + 1, tracking_no="SF1")
     released, _ = idx.process([reg, scan], T0 + 1)
     assert [e.order_id for _, e in released] == [shop]
+
+
+def test_events_leave_the_router_without_what_only_the_health_step_reads():
+    """Source health reads an event's payload keys, drift fields, raw time and zone from
+    the router's `HealthBatch`; nothing after the router reads them, and with several
+    processes the events that cross would carry them (a third of an event's pickle)."""
+    from dataflows.messages import HEALTH_KEY
+
+    settings = Settings(pipeline={"shards": 16})
+    health_only = {
+        "keys": ("order_id", "tracking_number"),
+        "drift_fields": ("logistics_no",),
+        "event_time_raw": "2026-03-02 08:00:00",
+        "zone": "Asia/Shanghai",
+    }
+    direct = ev("douyin", "channel", OID, "IN_TRANSIT", at=T0, **health_only)
+    waiting = _by_ref(TID, T0 + 1)
+    for name, value in health_only.items():
+        setattr(waiting, name, value)
+    out = _route(settings, direct, waiting)
+    [routed] = _direct(settings, out)
+    [held] = [e for k, m in out.items() if k.startswith("i") for e in m.events]
+    for e in (routed, held):
+        assert (e.keys, e.drift_fields, e.event_time_raw, e.zone) == ((), (), None, None)
+    assert (routed.order_id, routed.claims) == (OID, ("IN_TRANSIT",))
+    assert held.raw == b"line1"  # its line's bytes, which its dead letter would embed, stay
+    drift = [tuple(d[3:]) for d in out[HEALTH_KEY].batch.drift]
+    shape = (health_only["keys"], ("logistics_no",))
+    assert drift == [(*shape, OID, "IN_TRANSIT"), (*shape, "", "PAID")]
