@@ -21,6 +21,9 @@ orders, about 800k events, all sources), each run in a fresh process, side by si
 
 - the tree at `--before` (a git ref, `git archive`d into a temp dir and run with this
   venv), and this tree: events/s, the ratio, and whether the outputs are the same;
+- both trees again, 1 worker, on the same day as the `--before` tree's own simulator
+  makes it (a tree from before issue 12 cannot read today's provider shapes; this one
+  reads both): the one-process before/after figure of issue 14;
 - this tree with `pipeline.gc_tuning` off and on: events/s and peak RSS;
 - this tree with `--processes 1` and `--processes 2`: events/s (wall clock of the
   dataflow, process start-up included; the split into Kafka's partitions apart), the
@@ -346,6 +349,38 @@ def scale_dataset(orders: int, seed: int = 11) -> Path:
     return path
 
 
+_OWN_DAY = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from sim import generate, write_jsonl
+out, orders = Path(sys.argv[1]), int(sys.argv[2])
+tmp = out.with_suffix(".tmp")
+n = write_jsonl(tmp, generate(orders=orders, seed=11, start=datetime(2026, 3, 2, tzinfo=UTC),
+                              hours=24))
+tmp.rename(out)
+print(n)
+"""
+
+
+def own_dataset(tree: Path, ref: str, orders: int) -> Path:
+    """The same day as `scale_dataset`, made by `tree`'s own simulator (cached by commit):
+    a tree from before issue 12 cannot read today's provider shapes, so its one-process
+    figure is measured on its own recording, which this tree reads as well."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", f"{ref}^{{commit}}"],
+        cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    path = DATA / f"own-{commit}-{orders}-11.jsonl"
+    if not path.exists():
+        DATA.mkdir(exist_ok=True)
+        tree_child(tree, _OWN_DAY, [str(path), str(orders)], dict(os.environ), f"{ref}'s simulator")
+    return path
+
+
 def _tree(ref: str, into: Path) -> Path:
     """The committed tree at `ref`, unpacked (no checkout, no change to this worktree)."""
     archive = subprocess.run(
@@ -415,8 +450,11 @@ def compare(orders: int, before: str) -> None:
             ("processes_1", here, {}, {"processes": 1}),
             ("processes_2", here, {}, {"processes": 2}),
         ]
+        own = own_dataset(old, before, orders)
+        plan += [("before_own_day", old, {}, {}), ("after_own_day", here, {}, {})]
         for name, tree, env, kw in plan:
-            r = _replay_run(tree, path, outs / name, env, **kw)
+            day = own if name.endswith("_own_day") else path
+            r = _replay_run(tree, day, outs / name, env, **kw)
             r["events_per_s"] = round(r["events"] / r["seconds"])
             runs[name] = r
             print(
@@ -462,6 +500,12 @@ def compare(orders: int, before: str) -> None:
     print()
     for name, value, note in rows:
         print(f"  {name:<34}{value:>10,} events/s   {note}")
+    own_ratio = rate["after_own_day"] / rate["before_own_day"]
+    print(
+        f"\n  on {before}'s own simulated day ({own.name}, which both trees read):\n"
+        f"  {'before, 1 worker':<34}{rate['before_own_day']:>10,} events/s\n"
+        f"  {'after, 1 worker':<34}{rate['after_own_day']:>10,} events/s   {own_ratio:.2f}x before"
+    )
     print("  targets (issue 14): 2 processes >= 1.7x one; 1 process >= 2x before")
     RESULTS.mkdir(exist_ok=True)
     result: dict[str, object] = {"events": events, "orders": orders, "before": before}
@@ -469,6 +513,7 @@ def compare(orders: int, before: str) -> None:
         result.update({f"{name}_{k}": v for k, v in r.items() if k != "events"})
     result.update({f"identical_{k}": int(v) for k, v in same.items()})
     result["after_to_before_ratio"] = round(rate["after"] / rate["before"], 3)
+    result["own_day_after_to_before_ratio"] = round(own_ratio, 3)
     result["gc_on_to_off_ratio"] = round(rate["after"] / rate["after_gc_off"], 3)
     result["processes_2_to_1_ratio"] = round(rate["processes_2"] / rate["processes_1"], 3)
     (RESULTS / "replay_compare.json").write_text(json.dumps(result, indent=2) + "\n")
