@@ -126,7 +126,7 @@ class Core:
     def feed(self, n: int, lines: list, stream: str | None = None) -> None:
         """One batch through router, index, shards, health and desk; `stream`: the lines'."""
         from connectors.replay import RawBatch
-        from dataflows.messages import Mark, ToHealth, ToIndex, ToShard, index_event
+        from dataflows.messages import Mark, ToHealth, ToIndex, ToShard
         from dataflows.router import stable_shard
         from dataflows.stamp import PartitionStamp
 
@@ -145,8 +145,7 @@ class Core:
         for msg in msgs:
             if isinstance(msg, ToIndex):
                 clock = msg.mark.clock
-                events = [index_event(e) for e in msg.events]
-                rel, dead = self.index[msg.index].process(events, clock, self._owns(msg.index))
+                rel, dead = self.index[msg.index].process(msg.events, clock, self._owns(msg.index))
                 for kv in rel:
                     released[stable_shard(kv[1].order_id, self.n_shards)].append(kv)
                 self._emit(dead)

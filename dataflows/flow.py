@@ -49,7 +49,6 @@ from dataflows.messages import (
     ToIndex,
     ToShard,
     ViewChange,
-    index_event,
     index_key,
     shard_key,
 )
@@ -65,7 +64,7 @@ from state.customers import CustomerDesk, in_order
 from state.encode import Encoded, encode, is_replacement
 from state.health import HealthBatch, HealthState
 from state.packing import IdTable
-from state.reference_index import ReferenceIndex
+from state.reference_index import Link, ReferenceIndex, merge_key_of
 from state.shard import OrderShard
 from state.view import ViewUpdate, decisions_update, first_deliveries, orders_update
 from state.watermark import UNBOUNDED, Alignment, Held, Inputs, Queues, below
@@ -249,7 +248,7 @@ def _update(inputs: Inputs, mark: Mark) -> None:
     inputs.update(mark.part, mark.clock, mark.parts, mark.caught_up, mark.final)
 
 
-IndexState = tuple[dict[str, Any], Inputs, Queues[Event], tuple[int, int], int]
+IndexState = tuple[dict[str, Any], Inputs, Queues[Event | Link], tuple[int, int], int]
 
 
 class IndexStep(IncrementalStep):
@@ -276,7 +275,7 @@ class IndexStep(IncrementalStep):
         for msg in values:
             self._me = msg.index
             _update(self.inputs, msg.mark)
-            self.held.extend(msg.mark.part, [(e.seq, e) for e in map(index_event, msg.events)])
+            self.held.extend(msg.mark.part, [(merge_key_of(e), e) for e in msg.events])
         return self._release()
 
     def on_eof(self) -> list[Any]:
@@ -291,7 +290,7 @@ class IndexStep(IncrementalStep):
         self.told = (watermark, frontier)
         return self._process(ready, watermark, frontier)
 
-    def _process(self, events: list[Event], watermark: int, frontier: int) -> list[Any]:
+    def _process(self, events: list[Event | Link], watermark: int, frontier: int) -> list[Any]:
         nindex, me = self._nindex, self._me
         conflicts = self.index.conflicts
         released, dead = self.index.process(

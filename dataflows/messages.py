@@ -24,26 +24,12 @@ import msgspec
 from schemas.commands import Command
 from schemas.event import Event
 from state.health import HealthBatch
+from state.reference_index import Link
 from state.view import ViewUpdate
 
 Keyed = tuple[tuple[int, int, int], Event]
 """An event with its sort key in an order shard: (merge key, 0, merge key) for its own
 place, (the registering event's key, 1, its own key) when a link released it."""
-
-
-Link = tuple[int, int, str, tuple[str, ...]]
-"""(merge key, received_ms, order id, references): what an event with an order id tells
-an index shard, the references of that shard only. A tuple, not the event: most of the
-index's traffic is links, and they cross to another worker more often than not."""
-
-
-def index_event(item: Event | Link) -> Event:
-    """What the reference index takes: the event, or a `Link` as the event it stands for
-    (the index reads only its key, time, order id and references)."""
-    if type(item) is not tuple:
-        return item  # type: ignore[return-value]
-    seq, received, order_id, refs = item
-    return Event("", "", "link", "", received, received, order_id=order_id, links=refs, seq=seq)
 
 
 def shard_key(i: int) -> str:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import zlib
 
-from dataflows.messages import Link, Mark, Records, ToHealth, ToIndex, ToShard
+from dataflows.messages import Mark, Records, ToHealth, ToIndex, ToShard
 from schemas.commands import CONTROL, Command, CommandParser, is_control
 from schemas.config import Settings
 from schemas.event import DeadLetter, Event
 from schemas.limits import kept, too_large
 from schemas.normalize import Normalizer
 from state.health import HealthBatch
-from state.reference_index import registered_keys, wait_key
+from state.reference_index import Link, registered_keys, wait_key
 
 
 def index_shards(settings: Settings) -> int:

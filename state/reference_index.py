@@ -55,6 +55,17 @@ from state.packing import (
     unpack_strs,
 )
 
+Link = tuple[int, int, str, tuple[str, ...]]
+"""(merge key, received_ms, order id, references): what an event with an order id tells
+an index shard, the references of that shard only. A tuple, not the event: most of the
+index's traffic is links, and they cross to another worker more often than not."""
+
+
+def merge_key_of(item: Event | Link) -> int:
+    """An index item's merge key: a `Link`'s first field, an event's `seq`."""
+    return item[0] if type(item) is tuple else item.seq
+
+
 Released = tuple[tuple[int, int, int], Event]
 """(ordering key, event): the key places a released event right behind its registration."""
 
@@ -262,9 +273,10 @@ class ReferenceIndex:
         return oid
 
     def process(
-        self, items: list[Event], clock: int, owns: Callable[[str], bool] = _everything
+        self, items: list[Event | Link], clock: int, owns: Callable[[str], bool] = _everything
     ) -> tuple[list[Released], list[DeadLetter]]:
-        """Items in input order: registrations (with order id) and waiting events (without).
+        """Items in input order: registrations (a `Link`, or an event with an order id) and
+        waiting events (without one).
 
         `owns(key)`: whether this shard holds `key`; a registration is sent to the shard
         of each of its references and registers only this shard's.
@@ -272,15 +284,20 @@ class ReferenceIndex:
         released: list[Released] = []
         dead: list[DeadLetter] = []
         for ev in items:
-            now = min(ev.received_ms, clock)  # never past the consumed ingestion clock
+            if type(ev) is tuple:
+                seq, received, oid, keys = ev
+            else:
+                seq, received, oid = ev.seq, ev.received_ms, ev.order_id
+                keys = registered_keys(ev) if oid is not None else ()
+            now = min(received, clock)  # never past the consumed ingestion clock
             self._expire(now, dead)
             self._maybe_rotate(now)
-            oid = ev.order_id
             if oid is not None:
-                for key in registered_keys(ev):
+                for key in keys:
                     if owns(key):
-                        self._register(key, oid, released, ev.seq)
+                        self._register(key, oid, released, seq)
                 continue
+            assert type(ev) is Event
             key = wait_key(ev)
             assert key is not None
             found = self.lookup(key)

@@ -282,3 +282,16 @@ def test_events_leave_the_router_without_what_only_the_health_step_reads():
     drift = [tuple(d[3:]) for d in out[HEALTH_KEY].batch.drift]
     shape = (health_only["keys"], ("logistics_no",))
     assert drift == [(*shape, OID, "IN_TRANSIT"), (*shape, "", "PAID")]
+
+
+def test_a_link_registers_its_references_as_the_event_it_stands_for():
+    """The router tells an index shard a `Link` tuple, which the index takes as it is."""
+    idx = ReferenceIndex(Settings())
+    waiting = _by_ref(TID, T0)
+    link = (waiting.seq + 1, T0 + 1, OID, (TID,))
+    released, dead = idx.process([waiting, link], T0 + 1, owns=lambda key: key == TID)
+    assert [(key, e.order_id) for key, e in released] == [((link[0], 1, waiting.seq), OID)]
+    assert dead == [] and idx.lookup(TID) == OID
+    other = (link[0] + 1, T0 + 2, OTHER, ("oms:9",))
+    idx.process([other], T0 + 2, owns=lambda key: key == TID)
+    assert idx.lookup("oms:9") is None  # not this shard's reference
