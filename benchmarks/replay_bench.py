@@ -52,6 +52,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 RESULTS = HERE / "results"
+DAY = datetime(2026, 3, 2, tzinfo=UTC)
+"""The simulated day every dataset here starts at."""
 
 
 def dataset(orders: int, open_share: float, seed: int = 11) -> Path:
@@ -62,7 +64,7 @@ def dataset(orders: int, open_share: float, seed: int = 11) -> Path:
     if not path.exists():
         t = time.perf_counter()
         tmp = path.with_suffix(".tmp")
-        start = datetime(2026, 3, 2, tzinfo=UTC)
+        start = DAY
         end = (start + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%S")
         envelopes = generate(orders=orders, seed=seed, start=start, hours=24, open_share=open_share)
         # stop at the end of the day: what follows (buyers confirming days later) would
@@ -342,30 +344,29 @@ def scale_dataset(orders: int, seed: int = 11) -> Path:
     path = DATA / f"scale-{orders}-{seed}.jsonl"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        start = datetime(2026, 3, 2, tzinfo=UTC)
-        write_jsonl(tmp, generate(orders=orders, seed=seed, start=start, hours=24))
+        write_jsonl(tmp, generate(orders=orders, seed=seed, start=DAY, hours=24))
         tmp.rename(path)
     return path
 
 
 _OWN_DAY = """
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from sim import generate, write_jsonl
-out, orders = Path(sys.argv[1]), int(sys.argv[2])
+out, orders, seed, start = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 tmp = out.with_suffix(".tmp")
-n = write_jsonl(tmp, generate(orders=orders, seed=11, start=datetime(2026, 3, 2, tzinfo=UTC),
+n = write_jsonl(tmp, generate(orders=orders, seed=seed, start=datetime.fromisoformat(start),
                               hours=24))
 tmp.rename(out)
 print(n)
 """
 
 
-def own_dataset(tree: Path, ref: str, orders: int) -> Path:
-    """The same day as `scale_dataset`, made by `tree`'s own simulator (cached by commit):
-    a tree from before issue 12 cannot read today's provider shapes, so its one-process
-    figure is measured on its own recording, which this tree reads as well."""
+def own_dataset(tree: Path, ref: str, orders: int, seed: int = 11) -> Path:
+    """`scale_dataset`'s day, made by `tree`'s own simulator (cached by commit): a tree
+    from before issue 12 cannot read today's provider shapes, so its one-process figure
+    is measured on its own recording, which this tree reads as well."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", f"{ref}^{{commit}}"],
         cwd=HERE.parent,
@@ -373,10 +374,11 @@ def own_dataset(tree: Path, ref: str, orders: int) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    path = DATA / f"own-{commit}-{orders}-11.jsonl"
+    path = DATA / f"own-{commit}-{orders}-{seed}.jsonl"
     if not path.exists():
         DATA.mkdir(exist_ok=True)
-        tree_child(tree, _OWN_DAY, [str(path), str(orders)], dict(os.environ), f"{ref}'s simulator")
+        args = [str(path), str(orders), str(seed), DAY.isoformat()]
+        tree_child(tree, _OWN_DAY, args, dict(os.environ), f"{ref}'s simulator")
     return path
 
 
